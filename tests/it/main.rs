@@ -1,0 +1,1 @@
+//! End-to-end tests: one binary, modules per area.

@@ -1,0 +1,676 @@
+//! Loading a CSV file against a schema into column-typed matrices.
+//!
+//! Values are parsed straight into one preallocated row-major buffer (its size comes from a
+//! newline count), so a file of millions of rows is held once, not once per parsing stage.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use ndarray::Array2;
+
+use crate::error::{DataError, Location, RowProblem};
+use crate::schema::{FeatureKind, Schema};
+
+/// How many problems a load reports in detail; the rest are counted.
+pub const MAX_REPORTED_PROBLEMS: usize = 20;
+
+/// A categorical code for a level that the schema does not know.
+pub const CODE_OTHER: u32 = u32::MAX - 1;
+/// A categorical code for a missing value.
+pub const CODE_MISSING: u32 = u32::MAX;
+
+/// Whether the label column must be present.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LabelMode {
+    /// Training and evaluation: every row needs a valid label.
+    Required,
+    /// Scoring: the label may be absent from the header; if present it is checked.
+    Optional,
+}
+
+/// A loaded data set, in the schema's feature order.
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    /// Rows x numeric features, `NaN` where the value is missing (or a special code).
+    pub numeric: Array2<f64>,
+    /// Rows x categorical features: level index, [`CODE_OTHER`] or [`CODE_MISSING`].
+    pub categorical: Array2<u32>,
+    /// 1 for the positive class (default), 0 otherwise; `None` if the file has no label.
+    pub labels: Option<Vec<u8>>,
+}
+
+impl Dataset {
+    pub fn rows(&self) -> usize {
+        self.numeric.nrows().max(self.categorical.nrows())
+    }
+
+    /// Labels as `f64` (1.0 = default), the form the trainers use.
+    pub fn labels_f64(&self) -> Option<Vec<f64>> {
+        self.labels
+            .as_ref()
+            .map(|l| l.iter().map(|&v| f64::from(v)).collect())
+    }
+
+    /// Keeps the rows whose index satisfies `keep` (used for validation splits).
+    pub fn select_rows(&self, rows: &[usize]) -> Dataset {
+        let numeric = self.numeric.select(ndarray::Axis(0), rows);
+        let categorical = self.categorical.select(ndarray::Axis(0), rows);
+        let labels = self
+            .labels
+            .as_ref()
+            .map(|l| rows.iter().map(|&i| l[i]).collect());
+        Dataset {
+            numeric,
+            categorical,
+            labels,
+        }
+    }
+}
+
+/// Reads a CSV file with a header row against `schema`.
+pub fn load_csv(path: &Path, schema: &Schema, label: LabelMode) -> Result<Dataset, DataError> {
+    let row_bound = count_lines(path)?;
+    let file = std::fs::File::open(path).map_err(|source| io(path, source))?;
+    let mut rdr = csv::ReaderBuilder::new()
+        .flexible(true)
+        .from_reader(std::io::BufReader::with_capacity(1 << 20, file));
+    let header = read_header(&mut rdr, path)?;
+    let find = |name: &str| header.iter().position(|h| h == name);
+    let mut num_cols = Vec::new();
+    let mut cat_cols = Vec::new();
+    for f in &schema.features {
+        let idx = find(&f.name).ok_or_else(|| DataError::MissingColumn {
+            path: path.to_owned(),
+            column: f.name.clone(),
+            what: "a feature of the schema",
+            available: header.join(", "),
+        })?;
+        match &f.kind {
+            FeatureKind::Numeric { special_values } => num_cols.push(NumCol {
+                idx,
+                missing_ok: f.missing,
+                special: special_values.clone(),
+            }),
+            FeatureKind::Categorical { levels } => cat_cols.push(CatCol {
+                idx,
+                missing_ok: f.missing,
+                levels: levels.clone(),
+            }),
+        }
+    }
+    let label_idx = match (find(&schema.label.name), label) {
+        (Some(i), _) => Some(i),
+        (None, LabelMode::Optional) => None,
+        (None, LabelMode::Required) => {
+            return Err(DataError::MissingColumn {
+                path: path.to_owned(),
+                column: schema.label.name.clone(),
+                what: "the label",
+                available: header.join(", "),
+            });
+        }
+    };
+
+    let mut numeric: Vec<f64> = Vec::with_capacity(row_bound * num_cols.len());
+    let mut categorical: Vec<u32> = Vec::with_capacity(row_bound * cat_cols.len());
+    let mut labels: Vec<u8> = Vec::with_capacity(if label_idx.is_some() { row_bound } else { 0 });
+    let mut problems = Problems::new(path);
+    let mut record = csv::ByteRecord::new();
+    let mut rows = 0usize;
+    loop {
+        match rdr.read_byte_record(&mut record) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => {
+                problems.push(csv_problem(path, &e));
+                if problems.fatal(&e) {
+                    break;
+                }
+                continue;
+            }
+        }
+        let line = record.position().map(|p| p.line()).unwrap_or(0);
+        if record.len() != header.len() {
+            problems.push(RowProblem::FieldCount {
+                at: loc(path, line, None),
+                expected: header.len(),
+                found: record.len(),
+            });
+            continue;
+        }
+        let at = |i: usize| loc(path, line, Some((i, &header[i])));
+        for c in &num_cols {
+            let field = trimmed(&record, c.idx);
+            let before = problems.count;
+            let value = match parse_number(field, schema) {
+                Parsed::Value(v) if c.special.contains(&v) => f64::NAN,
+                Parsed::Value(v) => v,
+                Parsed::Missing => f64::NAN,
+                Parsed::Infinite => {
+                    problems.push(RowProblem::NotFinite {
+                        at: at(c.idx),
+                        value: lossy(field),
+                    });
+                    f64::NAN
+                }
+                Parsed::Text => {
+                    problems.push(RowProblem::NotANumber {
+                        at: at(c.idx),
+                        value: lossy(field),
+                    });
+                    f64::NAN
+                }
+            };
+            if value.is_nan() && !c.missing_ok && problems.count == before {
+                problems.push(RowProblem::MissingNotAllowed { at: at(c.idx) });
+            }
+            numeric.push(value);
+        }
+        for c in &cat_cols {
+            let field = lossy(trimmed(&record, c.idx));
+            let code = if schema.is_missing_token(&field) {
+                if !c.missing_ok {
+                    problems.push(RowProblem::MissingNotAllowed { at: at(c.idx) });
+                }
+                CODE_MISSING
+            } else {
+                c.levels
+                    .iter()
+                    .position(|l| *l == field)
+                    .map_or(CODE_OTHER, |p| p as u32)
+            };
+            categorical.push(code);
+        }
+        if let Some(li) = label_idx {
+            let field = lossy(trimmed(&record, li));
+            if schema.is_missing_token(&field) {
+                if label == LabelMode::Required {
+                    problems.push(RowProblem::MissingLabel { at: at(li) });
+                }
+                labels.push(0);
+            } else if label_equals(&field, &schema.label.positive) {
+                labels.push(1);
+            } else if label_equals(&field, &schema.label.negative) {
+                labels.push(0);
+            } else {
+                problems.push(RowProblem::BadLabel {
+                    at: at(li),
+                    value: field,
+                    positive: schema.label.positive.clone(),
+                    negative: schema.label.negative.clone(),
+                });
+                labels.push(0);
+            }
+        }
+        rows += 1;
+    }
+    problems.finish()?;
+    if rows == 0 {
+        return Err(DataError::NoRows {
+            path: path.to_owned(),
+        });
+    }
+    // A scoring file that has the label column but no values in it is still a scoring file.
+    let labels = label_idx.map(|_| labels);
+    let numeric = Array2::from_shape_vec((rows, num_cols.len()), numeric)
+        .map_err(|e| shape_error(path, e))?;
+    let categorical = Array2::from_shape_vec((rows, cat_cols.len()), categorical)
+        .map_err(|e| shape_error(path, e))?;
+    Ok(Dataset {
+        numeric,
+        categorical,
+        labels,
+    })
+}
+
+struct NumCol {
+    idx: usize,
+    missing_ok: bool,
+    special: Vec<f64>,
+}
+
+struct CatCol {
+    idx: usize,
+    missing_ok: bool,
+    levels: Vec<String>,
+}
+
+enum Parsed {
+    Value(f64),
+    Missing,
+    Infinite,
+    Text,
+}
+
+fn parse_number(field: &[u8], schema: &Schema) -> Parsed {
+    let Ok(text) = std::str::from_utf8(field) else {
+        return Parsed::Text;
+    };
+    if schema.is_missing_token(text) {
+        return Parsed::Missing;
+    }
+    match text.parse::<f64>() {
+        Ok(v) if v.is_finite() => Parsed::Value(v),
+        Ok(v) if v.is_nan() => Parsed::Missing,
+        Ok(_) => Parsed::Infinite,
+        Err(_) => Parsed::Text,
+    }
+}
+
+fn trimmed(record: &csv::ByteRecord, i: usize) -> &[u8] {
+    record.get(i).unwrap_or_default().trim_ascii()
+}
+
+fn lossy(field: &[u8]) -> String {
+    String::from_utf8_lossy(field).into_owned()
+}
+
+/// Labels match as text, or as numbers when both are numbers (`1.0` is `1`).
+pub(crate) fn label_equals(field: &str, class: &str) -> bool {
+    if field == class {
+        return true;
+    }
+    matches!((field.parse::<f64>(), class.parse::<f64>()), (Ok(a), Ok(b)) if a == b)
+}
+
+fn io(path: &Path, source: std::io::Error) -> DataError {
+    DataError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn shape_error(path: &Path, e: ndarray::ShapeError) -> DataError {
+    DataError::Json {
+        path: path.to_owned(),
+        message: format!("internal shape error: {e}"),
+    }
+}
+
+pub(crate) fn loc(path: &Path, line: u64, column: Option<(usize, &String)>) -> Location {
+    Location {
+        file: path.to_owned(),
+        line,
+        column: column.map(|(i, name)| (i + 1, name.clone())),
+    }
+}
+
+/// Reads the header row; names are trimmed and must be unique.
+pub(crate) fn read_header<R: Read>(
+    rdr: &mut csv::Reader<R>,
+    path: &Path,
+) -> Result<Vec<String>, DataError> {
+    let header = rdr.byte_headers().map_err(|e| match e.kind() {
+        csv::ErrorKind::Io(_) => DataError::Io {
+            path: path.to_owned(),
+            source: std::io::Error::other(e.to_string()),
+        },
+        _ => DataError::Rows {
+            path: path.to_owned(),
+            problems: vec![csv_problem(path, &e)],
+            count: 1,
+        },
+    })?;
+    if header.is_empty() || (header.len() == 1 && header[0].is_empty()) {
+        return Err(DataError::Empty {
+            path: path.to_owned(),
+        });
+    }
+    let names: Vec<String> = header
+        .iter()
+        .map(|h| String::from_utf8_lossy(h.trim_ascii()).into_owned())
+        .collect();
+    for (i, n) in names.iter().enumerate() {
+        if names[..i].contains(n) {
+            return Err(DataError::DuplicateColumn {
+                path: path.to_owned(),
+                column: n.clone(),
+                index: i + 1,
+            });
+        }
+    }
+    Ok(names)
+}
+
+pub(crate) fn csv_problem(path: &Path, e: &csv::Error) -> RowProblem {
+    let line = e.position().map(|p| p.line()).unwrap_or(0);
+    match e.kind() {
+        csv::ErrorKind::UnequalLengths {
+            expected_len, len, ..
+        } => RowProblem::FieldCount {
+            at: loc(path, line, None),
+            expected: *expected_len as usize,
+            found: *len as usize,
+        },
+        _ => RowProblem::Malformed {
+            at: loc(path, line, None),
+            message: e.to_string(),
+        },
+    }
+}
+
+/// Collects row problems: the first few in detail, all of them counted.
+pub(crate) struct Problems {
+    path: PathBuf,
+    list: Vec<RowProblem>,
+    count: u64,
+}
+
+impl Problems {
+    pub(crate) fn new(path: &Path) -> Self {
+        Self {
+            path: path.to_owned(),
+            list: Vec::new(),
+            count: 0,
+        }
+    }
+
+    pub(crate) fn push(&mut self, p: RowProblem) {
+        self.count += 1;
+        if self.list.len() < MAX_REPORTED_PROBLEMS {
+            self.list.push(p);
+        }
+    }
+
+    /// An I/O error ends the read; a malformed record does not.
+    pub(crate) fn fatal(&self, e: &csv::Error) -> bool {
+        matches!(e.kind(), csv::ErrorKind::Io(_))
+    }
+
+    pub(crate) fn finish(self) -> Result<(), DataError> {
+        if self.count == 0 {
+            Ok(())
+        } else {
+            Err(DataError::Rows {
+                path: self.path,
+                problems: self.list,
+                count: self.count,
+            })
+        }
+    }
+}
+
+/// An upper bound on the data rows (newlines, plus one for a last line without one).
+fn count_lines(path: &Path) -> Result<usize, DataError> {
+    let mut file = std::fs::File::open(path).map_err(|source| io(path, source))?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut lines = 1usize;
+    loop {
+        let n = file.read(&mut buf).map_err(|source| io(path, source))?;
+        if n == 0 {
+            break;
+        }
+        lines += buf[..n].iter().filter(|&&b| b == b'\n').count();
+    }
+    Ok(lines)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::{InferOptions, infer};
+
+    fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> PathBuf {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    const GOOD: &str = "income,sector,default\n100,retail,good\n,farm,bad\n250.5,retail,good\n";
+
+    fn schema_of(dir: &tempfile::TempDir) -> Schema {
+        let p = write(dir, "train.csv", GOOD);
+        infer(&p, &InferOptions::new("default", "bad")).unwrap()
+    }
+
+    fn problems(err: DataError) -> Vec<RowProblem> {
+        match err {
+            DataError::Rows { problems, .. } => problems,
+            other => panic!("expected row problems, got {other}"),
+        }
+    }
+
+    #[test]
+    fn infers_kinds_levels_missing_and_text_labels() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = schema_of(&dir);
+        assert_eq!(s.label.positive, "bad");
+        assert_eq!(s.label.negative, "good");
+        assert_eq!(s.features.len(), 2);
+        assert!(s.features[0].is_numeric() && s.features[0].missing);
+        assert_eq!(
+            s.features[1].kind,
+            FeatureKind::Categorical {
+                levels: vec!["farm".into(), "retail".into()]
+            }
+        );
+        assert!(!s.features[1].missing);
+    }
+
+    #[test]
+    fn loads_values_missing_and_labels() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = schema_of(&dir);
+        let p = write(&dir, "x.csv", GOOD);
+        let d = load_csv(&p, &s, LabelMode::Required).unwrap();
+        assert_eq!(d.rows(), 3);
+        assert_eq!(d.numeric[[0, 0]], 100.0);
+        assert!(d.numeric[[1, 0]].is_nan());
+        assert_eq!(d.categorical.column(0).to_vec(), vec![1, 0, 1]);
+        assert_eq!(d.labels, Some(vec![0, 1, 0]));
+    }
+
+    #[test]
+    fn not_a_number_names_file_line_and_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = schema_of(&dir);
+        let p = write(
+            &dir,
+            "bad.csv",
+            "income,sector,default\n100,retail,good\n12x,retail,bad\n",
+        );
+        let err = load_csv(&p, &s, LabelMode::Required).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("bad.csv:3:1 (column `income`)"), "{text}");
+        assert!(text.contains("expected a number, found `12x`"), "{text}");
+        assert!(matches!(problems(err)[0], RowProblem::NotANumber { .. }));
+    }
+
+    #[test]
+    fn infinity_is_an_error_not_a_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = schema_of(&dir);
+        let p = write(&dir, "inf.csv", "income,sector,default\ninf,retail,good\n");
+        let err = load_csv(&p, &s, LabelMode::Required).unwrap_err();
+        assert!(matches!(problems(err)[0], RowProblem::NotFinite { .. }));
+    }
+
+    #[test]
+    fn missing_where_not_allowed() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = schema_of(&dir);
+        let p = write(&dir, "m.csv", "income,sector,default\n1,NA,good\n");
+        let err = load_csv(&p, &s, LabelMode::Required).unwrap_err();
+        let ps = problems(err);
+        assert!(
+            matches!(&ps[0], RowProblem::MissingNotAllowed { at } if at.line == 2 && at.column == Some((2, "sector".into())))
+        );
+    }
+
+    #[test]
+    fn nan_and_na_tokens_are_missing_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = schema_of(&dir);
+        let p = write(
+            &dir,
+            "n.csv",
+            "income,sector,default\nNaN,retail,good\nNA,retail,bad\n",
+        );
+        let d = load_csv(&p, &s, LabelMode::Required).unwrap();
+        assert!(d.numeric.iter().all(|v| v.is_nan()));
+    }
+
+    #[test]
+    fn field_count_mismatch() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = schema_of(&dir);
+        let p = write(
+            &dir,
+            "f.csv",
+            "income,sector,default\n1,retail\n2,retail,good\n",
+        );
+        let ps = problems(load_csv(&p, &s, LabelMode::Required).unwrap_err());
+        assert_eq!(ps.len(), 1);
+        assert!(
+            matches!(&ps[0], RowProblem::FieldCount { at, expected: 3, found: 2 } if at.line == 2)
+        );
+    }
+
+    #[test]
+    fn bad_and_missing_labels() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = schema_of(&dir);
+        let p = write(
+            &dir,
+            "l.csv",
+            "income,sector,default\n1,retail,maybe\n2,retail,\n",
+        );
+        let ps = problems(load_csv(&p, &s, LabelMode::Required).unwrap_err());
+        assert!(matches!(&ps[0], RowProblem::BadLabel { value, .. } if value == "maybe"));
+        assert!(matches!(&ps[1], RowProblem::MissingLabel { at } if at.line == 3));
+    }
+
+    #[test]
+    fn malformed_quoting_is_reported_with_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = schema_of(&dir);
+        // An unterminated quote swallows the rest of the file into one field.
+        let p = write(
+            &dir,
+            "q.csv",
+            "income,sector,default\n1,retail,good\n\"2,retail,bad\n3,retail,good\n",
+        );
+        let ps = problems(load_csv(&p, &s, LabelMode::Required).unwrap_err());
+        assert!(
+            matches!(&ps[0], RowProblem::FieldCount { at, .. } if at.line == 3),
+            "{ps:?}"
+        );
+    }
+
+    #[test]
+    fn all_problems_are_counted_first_ones_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = schema_of(&dir);
+        let mut text = String::from("income,sector,default\n");
+        for _ in 0..50 {
+            text.push_str("x,retail,good\n");
+        }
+        let p = write(&dir, "many.csv", &text);
+        match load_csv(&p, &s, LabelMode::Required).unwrap_err() {
+            DataError::Rows {
+                problems, count, ..
+            } => {
+                assert_eq!(count, 50);
+                assert_eq!(problems.len(), MAX_REPORTED_PROBLEMS);
+            }
+            other => panic!("{other}"),
+        }
+    }
+
+    #[test]
+    fn schema_errors_missing_column_duplicates_empty_and_no_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = schema_of(&dir);
+        let p = write(&dir, "c.csv", "income,default\n1,good\n");
+        assert!(
+            matches!(load_csv(&p, &s, LabelMode::Required).unwrap_err(), DataError::MissingColumn { column, .. } if column == "sector")
+        );
+        let p = write(
+            &dir,
+            "d.csv",
+            "income,sector,income,default\n1,retail,1,good\n",
+        );
+        assert!(matches!(
+            load_csv(&p, &s, LabelMode::Required).unwrap_err(),
+            DataError::DuplicateColumn { index: 3, .. }
+        ));
+        let p = write(&dir, "e.csv", "");
+        assert!(matches!(
+            load_csv(&p, &s, LabelMode::Required).unwrap_err(),
+            DataError::Empty { .. }
+        ));
+        let p = write(&dir, "h.csv", "income,sector,default\n");
+        assert!(matches!(
+            load_csv(&p, &s, LabelMode::Required).unwrap_err(),
+            DataError::NoRows { .. }
+        ));
+        let p = dir.path().join("absent.csv");
+        assert!(matches!(
+            load_csv(&p, &s, LabelMode::Required).unwrap_err(),
+            DataError::Io { .. }
+        ));
+    }
+
+    #[test]
+    fn scoring_mode_allows_no_label_and_unseen_levels() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = schema_of(&dir);
+        let p = write(&dir, "s.csv", "sector,income\nmining,5\n");
+        let d = load_csv(&p, &s, LabelMode::Optional).unwrap();
+        assert_eq!(d.labels, None);
+        assert_eq!(d.categorical[[0, 0]], CODE_OTHER);
+        assert!(load_csv(&p, &s, LabelMode::Required).is_err());
+    }
+
+    #[test]
+    fn special_codes_become_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = schema_of(&dir);
+        s.features[0].kind = FeatureKind::Numeric {
+            special_values: vec![98.0],
+        };
+        let p = write(
+            &dir,
+            "sp.csv",
+            "income,sector,default\n98,retail,good\n97,retail,bad\n",
+        );
+        let d = load_csv(&p, &s, LabelMode::Required).unwrap();
+        assert!(d.numeric[[0, 0]].is_nan());
+        assert_eq!(d.numeric[[1, 0]], 97.0);
+    }
+
+    #[test]
+    fn numeric_labels_match_numerically() {
+        assert!(label_equals("1.0", "1"));
+        assert!(!label_equals("1.5", "1"));
+        assert!(label_equals("bad", "bad"));
+    }
+
+    #[test]
+    fn infer_rejects_identifier_columns_and_bad_labels() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut text = String::from("id,default\n");
+        for i in 0..300 {
+            text.push_str(&format!("c{i},{}\n", i % 2));
+        }
+        let p = write(&dir, "ids.csv", &text);
+        let err = infer(&p, &InferOptions::new("default", "1")).unwrap_err();
+        assert!(err.to_string().contains("--drop id"), "{err}");
+        let mut opts = InferOptions::new("default", "1");
+        opts.drop.push("id".into());
+        assert!(
+            matches!(infer(&p, &opts), Err(DataError::Schema { .. })),
+            "no features left"
+        );
+        let p = write(&dir, "three.csv", "x,default\n1,0\n2,1\n3,2\n");
+        assert!(matches!(
+            infer(&p, &InferOptions::new("default", "1")),
+            Err(DataError::Labels { .. })
+        ));
+        let p = write(&dir, "nopos.csv", "x,default\n1,0\n2,0\n");
+        assert!(matches!(
+            infer(&p, &InferOptions::new("default", "1")),
+            Err(DataError::Labels { .. })
+        ));
+    }
+}

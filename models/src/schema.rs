@@ -1,0 +1,466 @@
+//! The data schema: which columns are features, of what kind, and what the label means.
+//!
+//! One schema is shared by every institution of a federation, so it is a file (JSON) that
+//! `fedrisk-participant schema infer` writes and everything else reads. Its hash binds models
+//! and secagg sessions to the exact feature layout.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::DataError;
+
+/// The tag written in every schema file, so a model file or a random JSON is not mistaken for one.
+pub const SCHEMA_FORMAT: &str = "fedrisk-schema";
+/// Bumped when the meaning of a field changes.
+pub const SCHEMA_VERSION: u32 = 1;
+/// Text that means "no value" in a field (compared after trimming spaces, case-sensitive).
+pub const DEFAULT_MISSING_TOKENS: &[&str] = &["", "NA", "N/A", "NaN", "nan", "null", "NULL"];
+/// A text column with more distinct values than this is an identifier, not a category.
+pub const MAX_LEVELS: usize = 200;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Schema {
+    pub format: String,
+    pub version: u32,
+    pub label: LabelSpec,
+    /// Field values (after trimming) that mean "missing".
+    pub missing_tokens: Vec<String>,
+    pub features: Vec<Feature>,
+}
+
+/// The label column and its two classes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LabelSpec {
+    pub name: String,
+    /// The value that means "defaulted" (the event the model predicts).
+    pub positive: String,
+    /// The other value.
+    pub negative: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Feature {
+    pub name: String,
+    #[serde(flatten)]
+    pub kind: FeatureKind,
+    /// Whether a missing value is acceptable in this column; if not, it is an error.
+    pub missing: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum FeatureKind {
+    Numeric {
+        /// Codes that mean "unknown" rather than a quantity (e.g. 96/98 in bureau delinquency
+        /// counts); they are treated as missing values, so the column must allow missing.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        special_values: Vec<f64>,
+    },
+    Categorical {
+        /// The known levels, in a fixed order; an unseen level at scoring time goes to the
+        /// "other" column.
+        levels: Vec<String>,
+    },
+}
+
+impl Feature {
+    pub fn is_numeric(&self) -> bool {
+        matches!(self.kind, FeatureKind::Numeric { .. })
+    }
+}
+
+impl Schema {
+    /// Reads and validates a schema file.
+    pub fn load(path: &Path) -> Result<Self, DataError> {
+        let text = std::fs::read_to_string(path).map_err(|source| DataError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        let schema: Schema = serde_json::from_str(&text).map_err(|e| DataError::Json {
+            path: path.to_owned(),
+            message: format!("line {} column {}: {e}", e.line(), e.column()),
+        })?;
+        schema.validate().map_err(|message| DataError::Schema {
+            path: path.to_owned(),
+            message,
+        })?;
+        Ok(schema)
+    }
+
+    pub fn save(&self, path: &Path) -> Result<(), DataError> {
+        let text = serde_json::to_string_pretty(self).map_err(|e| DataError::Json {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        std::fs::write(path, text + "\n").map_err(|source| DataError::Io {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    /// Checks internal consistency; the message names the offending field.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.format != SCHEMA_FORMAT {
+            return Err(format!(
+                "`format` is `{}`, expected `{SCHEMA_FORMAT}`",
+                self.format
+            ));
+        }
+        if self.version != SCHEMA_VERSION {
+            return Err(format!(
+                "`version` is {}, this build reads version {SCHEMA_VERSION}",
+                self.version
+            ));
+        }
+        if self.features.is_empty() {
+            return Err("`features` is empty".into());
+        }
+        if self.label.positive == self.label.negative {
+            return Err(format!(
+                "`label.positive` and `label.negative` are both `{}`",
+                self.label.positive
+            ));
+        }
+        let mut seen = HashSet::new();
+        for (i, f) in self.features.iter().enumerate() {
+            if f.name.is_empty() {
+                return Err(format!("features[{i}]: empty name"));
+            }
+            if f.name == self.label.name {
+                return Err(format!("features[{i}]: `{}` is the label column", f.name));
+            }
+            if !seen.insert(f.name.as_str()) {
+                return Err(format!("features[{i}]: `{}` appears twice", f.name));
+            }
+            match &f.kind {
+                FeatureKind::Numeric { special_values } => {
+                    if !special_values.is_empty() && !f.missing {
+                        return Err(format!(
+                            "features[{i}] `{}`: special_values are treated as missing, so `missing` must be true",
+                            f.name
+                        ));
+                    }
+                    if special_values.iter().any(|v| !v.is_finite()) {
+                        return Err(format!(
+                            "features[{i}] `{}`: special_values must be finite",
+                            f.name
+                        ));
+                    }
+                }
+                FeatureKind::Categorical { levels } => {
+                    if levels.is_empty() {
+                        return Err(format!(
+                            "features[{i}] `{}`: a categorical feature needs at least one level",
+                            f.name
+                        ));
+                    }
+                    let mut lv = HashSet::new();
+                    for l in levels {
+                        if !lv.insert(l.as_str()) {
+                            return Err(format!(
+                                "features[{i}] `{}`: level `{l}` appears twice",
+                                f.name
+                            ));
+                        }
+                        if self.missing_tokens.iter().any(|m| m == l) {
+                            return Err(format!(
+                                "features[{i}] `{}`: level `{l}` is also a missing token",
+                                f.name
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// SHA-256 over the canonical JSON: two institutions agree on a layout iff hashes match.
+    pub fn hash(&self) -> String {
+        let bytes = serde_json::to_vec(self).unwrap_or_default();
+        hex::encode(Sha256::digest(&bytes))
+    }
+
+    pub fn is_missing_token(&self, field: &str) -> bool {
+        self.missing_tokens.iter().any(|t| t == field)
+    }
+
+    pub fn numeric_features(&self) -> impl Iterator<Item = &Feature> {
+        self.features.iter().filter(|f| f.is_numeric())
+    }
+
+    pub fn categorical_features(&self) -> impl Iterator<Item = (&Feature, &[String])> {
+        self.features.iter().filter_map(|f| match &f.kind {
+            FeatureKind::Categorical { levels } => Some((f, levels.as_slice())),
+            FeatureKind::Numeric { .. } => None,
+        })
+    }
+}
+
+/// Options for [`infer`].
+#[derive(Debug, Clone)]
+pub struct InferOptions {
+    pub label: String,
+    pub positive: String,
+    /// Columns to leave out (identifiers, dates, leakage).
+    pub drop: Vec<String>,
+    pub missing_tokens: Vec<String>,
+}
+
+impl InferOptions {
+    pub fn new(label: &str, positive: &str) -> Self {
+        Self {
+            label: label.to_owned(),
+            positive: positive.to_owned(),
+            drop: Vec::new(),
+            missing_tokens: DEFAULT_MISSING_TOKENS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        }
+    }
+}
+
+#[derive(Default)]
+struct ColumnScan {
+    non_numeric: bool,
+    missing: u64,
+    levels: BTreeMap<String, u64>,
+    too_many_levels: bool,
+    first_text: Option<(u64, String)>,
+}
+
+/// Infers a schema from one CSV file: a column whose present values all parse as finite numbers
+/// is numeric, any other is categorical with the levels seen (sorted, so the order is stable).
+pub fn infer(path: &Path, opts: &InferOptions) -> Result<Schema, DataError> {
+    let file = std::fs::File::open(path).map_err(|source| DataError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let mut rdr = csv::ReaderBuilder::new()
+        .flexible(true)
+        .from_reader(std::io::BufReader::with_capacity(1 << 20, file));
+    let header = crate::data::read_header(&mut rdr, path)?;
+    let label_idx = header
+        .iter()
+        .position(|h| h == &opts.label)
+        .ok_or_else(|| DataError::MissingColumn {
+            path: path.to_owned(),
+            column: opts.label.clone(),
+            what: "the label; choose it with --label",
+            available: header.join(", "),
+        })?;
+    for d in &opts.drop {
+        if !header.contains(d) {
+            return Err(DataError::MissingColumn {
+                path: path.to_owned(),
+                column: d.clone(),
+                what: "named by --drop",
+                available: header.join(", "),
+            });
+        }
+    }
+    let mut scans: Vec<ColumnScan> = header.iter().map(|_| ColumnScan::default()).collect();
+    let mut labels: BTreeMap<String, u64> = BTreeMap::new();
+    let mut problems = crate::data::Problems::new(path);
+    let mut record = csv::ByteRecord::new();
+    let mut rows = 0u64;
+    loop {
+        let more = match rdr.read_byte_record(&mut record) {
+            Ok(m) => m,
+            Err(e) => {
+                problems.push(crate::data::csv_problem(path, &e));
+                if problems.fatal(&e) {
+                    break;
+                }
+                continue;
+            }
+        };
+        if !more {
+            break;
+        }
+        let line = record.position().map(|p| p.line()).unwrap_or(0);
+        if record.len() != header.len() {
+            problems.push(crate::error::RowProblem::FieldCount {
+                at: crate::data::loc(path, line, None),
+                expected: header.len(),
+                found: record.len(),
+            });
+            continue;
+        }
+        rows += 1;
+        for (i, raw) in record.iter().enumerate() {
+            let text = String::from_utf8_lossy(raw);
+            let field = text.trim();
+            if i == label_idx {
+                if opts.missing_tokens.iter().any(|t| t == field) {
+                    problems.push(crate::error::RowProblem::MissingLabel {
+                        at: crate::data::loc(path, line, Some((i, &header[i]))),
+                    });
+                } else if labels.len() <= 16 || labels.contains_key(field) {
+                    *labels.entry(field.to_owned()).or_default() += 1;
+                }
+                continue;
+            }
+            let scan = &mut scans[i];
+            if opts.missing_tokens.iter().any(|t| t == field) {
+                scan.missing += 1;
+                continue;
+            }
+            match field.parse::<f64>() {
+                Ok(v) if v.is_finite() => {}
+                Ok(v) if v.is_nan() => {
+                    scan.missing += 1;
+                    continue;
+                }
+                _ => {
+                    scan.non_numeric = true;
+                    if scan.first_text.is_none() {
+                        scan.first_text = Some((line, field.to_owned()));
+                    }
+                }
+            }
+            if !scan.too_many_levels {
+                *scan.levels.entry(field.to_owned()).or_default() += 1;
+                if scan.levels.len() > MAX_LEVELS {
+                    scan.too_many_levels = true;
+                    scan.levels.clear();
+                }
+            }
+        }
+    }
+    problems.finish()?;
+    if rows == 0 {
+        return Err(DataError::NoRows {
+            path: path.to_owned(),
+        });
+    }
+    let negative = infer_negative(path, opts, &labels)?;
+    let mut features = Vec::new();
+    for (i, (name, scan)) in header.iter().zip(scans).enumerate() {
+        if i == label_idx || opts.drop.contains(name) {
+            continue;
+        }
+        let kind = if scan.non_numeric {
+            if scan.too_many_levels {
+                let (line, text) = scan.first_text.unwrap_or_default();
+                return Err(DataError::Schema {
+                    path: path.to_owned(),
+                    message: format!(
+                        "column {} `{name}` holds text (e.g. `{text}` on line {line}) with more than {MAX_LEVELS} distinct values; \
+                         it looks like an identifier or free text: leave it out with --drop {name}",
+                        i + 1
+                    ),
+                });
+            }
+            FeatureKind::Categorical {
+                levels: scan.levels.into_keys().collect(),
+            }
+        } else {
+            FeatureKind::Numeric {
+                special_values: Vec::new(),
+            }
+        };
+        features.push(Feature {
+            name: name.clone(),
+            kind,
+            missing: scan.missing > 0,
+        });
+    }
+    let schema = Schema {
+        format: SCHEMA_FORMAT.into(),
+        version: SCHEMA_VERSION,
+        label: LabelSpec {
+            name: opts.label.clone(),
+            positive: opts.positive.clone(),
+            negative,
+        },
+        missing_tokens: opts.missing_tokens.clone(),
+        features,
+    };
+    schema.validate().map_err(|message| DataError::Schema {
+        path: path.to_owned(),
+        message,
+    })?;
+    Ok(schema)
+}
+
+fn infer_negative(
+    path: &Path,
+    opts: &InferOptions,
+    labels: &BTreeMap<String, u64>,
+) -> Result<String, DataError> {
+    let err = |message: String| DataError::Labels {
+        path: path.to_owned(),
+        label: opts.label.clone(),
+        message,
+    };
+    let seen = labels.keys().cloned().collect::<Vec<_>>().join(", ");
+    let positive = labels
+        .keys()
+        .find(|k| crate::data::label_equals(k, &opts.positive))
+        .ok_or_else(|| {
+            err(format!(
+                "the positive class `{}` (--positive) never occurs; values seen: {seen}",
+                opts.positive
+            ))
+        })?;
+    let others: Vec<&String> = labels.keys().filter(|k| *k != positive).collect();
+    match others.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] => Err(err(format!(
+            "only one class (`{positive}`) occurs; a default model needs both"
+        ))),
+        _ => Err(err(format!(
+            "a binary label is needed, but it has {} distinct values: {seen}",
+            labels.len()
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Schema {
+        crate::synth::SynthConfig::schema()
+    }
+
+    #[test]
+    fn round_trips_and_hash_is_stable() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("schema.json");
+        let s = sample();
+        s.save(&p).unwrap();
+        let back = Schema::load(&p).unwrap();
+        assert_eq!(back, s);
+        assert_eq!(back.hash(), s.hash());
+        let mut other = s.clone();
+        other.features.swap(0, 1);
+        assert_ne!(other.hash(), s.hash());
+    }
+
+    #[test]
+    fn invalid_schemas_name_the_field() {
+        let mut s = sample();
+        s.features[1].name = s.features[0].name.clone();
+        assert!(s.validate().unwrap_err().contains("features[1]"));
+        let mut s = sample();
+        s.features[2].missing = false;
+        assert!(s.validate().unwrap_err().contains("special_values"));
+        let mut s = sample();
+        s.format = "other".into();
+        assert!(s.validate().is_err());
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("broken.json");
+        std::fs::write(&p, "{\"format\": 3").unwrap();
+        let err = Schema::load(&p).unwrap_err().to_string();
+        assert!(
+            err.contains("broken.json") && err.contains("line 1"),
+            "{err}"
+        );
+    }
+}

@@ -244,7 +244,7 @@ pub fn solve_spd(a: &Array2<f64>, b: &[f64]) -> Result<Vec<f64>, FitError> {
                 sum -= l[[i, k]] * l[[j, k]];
             }
             if i == j {
-                if !(sum > 0.0) || !sum.is_finite() {
+                if sum.is_nan() || sum <= 0.0 || !sum.is_finite() {
                     return Err(FitError::NotPositiveDefinite);
                 }
                 l[[i, i]] = sum.sqrt();
@@ -415,7 +415,7 @@ pub fn fit_sgd(
 ) -> Result<Vec<f64>, FitError> {
     check_labels(y)?;
     check_dims(&x, y, init)?;
-    if opts.batch_size == 0 || !(opts.learning_rate > 0.0) {
+    if opts.batch_size == 0 || opts.learning_rate.is_nan() || opts.learning_rate <= 0.0 {
         return Err(FitError::Invalid(
             "batch size and learning rate must be positive".into(),
         ));

@@ -254,7 +254,7 @@ impl ScoreHistogram {
     }
 
     pub fn from_counts(counts: &[u64], logit_min: f64, logit_max: f64) -> Option<Self> {
-        if counts.is_empty() || counts.len() % 2 != 0 {
+        if counts.is_empty() || !counts.len().is_multiple_of(2) {
             return None;
         }
         let half = counts.len() / 2;

@@ -179,7 +179,9 @@ mod tests {
         let schema = crate::synth::SynthConfig::schema();
         let stats = FeatureStats::zeros(&schema);
         let pre = Preprocessor::fit(&schema, &stats, PreprocessOptions::default());
-        let theta: Vec<f64> = (0..=pre.width()).map(|i| i as f64 * 0.01).collect();
+        let theta: Vec<f64> = (0..=pre.width())
+            .map(|i| (i as f64 + 0.1).sqrt() / 3.0)
+            .collect();
         ModelFile::new(
             schema.clone(),
             pre,
@@ -210,9 +212,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("m.json");
         model().save(&p).unwrap();
-        let text = std::fs::read_to_string(&p)
-            .unwrap()
-            .replacen("0.01", "0.02", 1);
+        let text =
+            std::fs::read_to_string(&p)
+                .unwrap()
+                .replacen("\"intercept\": ", "\"intercept\": 1", 1);
         std::fs::write(&p, text).unwrap();
         let err = ModelFile::load(&p).unwrap_err().to_string();
         assert!(err.contains("content hash mismatch"), "{err}");

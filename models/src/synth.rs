@@ -26,7 +26,7 @@ pub const SECTORS: [&str; 6] = [
     "transport",
 ];
 /// Log-odds added per sector in the true model.
-const SECTOR_EFFECT: [f64; 6] = [0.35, 0.45, -0.05, 0.15, -0.25, 0.2];
+const SECTOR_EFFECT: [f64; 6] = [0.7, 0.9, -0.3, 0.2, -0.6, 0.4];
 pub const SPECIAL_CODES: [f64; 2] = [96.0, 98.0];
 
 /// One institution of the synthetic federation.
@@ -65,11 +65,11 @@ impl SynthConfig {
             train_rows,
             test_rows,
             institutions: vec![
-                inst("bank_a", 0.40, [1.0, 1.0, 2.0, 2.0, 3.0, 1.0], 1.2),
-                inst("bank_b", 0.25, [0.2, 0.5, 1.0, 4.0, 4.0, 0.5], 1.1),
-                inst("guarantor_c", 0.15, [0.5, 4.0, 4.0, 0.5, 0.5, 1.0], 0.9),
-                inst("association_d", 0.12, [0.5, 0.5, 0.5, 2.0, 1.0, 5.0], 0.8),
-                inst("rural_bank_e", 0.08, [6.0, 1.0, 0.5, 1.0, 0.5, 0.5], 0.6),
+                inst("bank_a", 0.40, [0.0, 0.5, 2.0, 2.0, 3.0, 0.5], 1.2),
+                inst("bank_b", 0.25, [0.0, 0.0, 1.0, 4.0, 4.0, 0.0], 1.1),
+                inst("guarantor_c", 0.15, [0.0, 5.0, 4.0, 0.0, 0.0, 1.0], 0.9),
+                inst("association_d", 0.12, [0.0, 0.0, 0.5, 2.0, 0.0, 5.0], 0.8),
+                inst("rural_bank_e", 0.08, [8.0, 0.5, 0.0, 1.0, 0.0, 0.0], 0.6),
             ],
         }
     }
@@ -171,16 +171,16 @@ fn row(rng: &mut ChaCha20Rng, mix: &[f64; 6], income_scale: f64, out: &mut Strin
     let debt_ratio = (0.3 + 0.2 * normal(rng)).abs();
     let loan = (income * (0.2 + 0.8 * rng.random::<f64>())).round();
     let income_missing = rng.random::<f64>() < 0.08;
-    let logit = -2.3
-        + 1.1 * (utilisation - 0.4)
-        + 0.45 * f64::from(d30.min(10))
-        + 0.9 * f64::from(d90.min(10))
-        - 0.7 * (log_income - 10.8)
-        - 0.02 * (age - 45.0)
-        - 0.04 * (years - 8.0)
-        + 0.8 * (debt_ratio - 0.3)
+    let logit = -2.4
+        + 2.2 * (utilisation - 0.4)
+        + 0.6 * f64::from(d30.min(10))
+        + 1.1 * f64::from(d90.min(10))
+        - 0.9 * (income / 50_000.0 - 1.0).min(3.0)
+        - 0.03 * (age - 45.0)
+        - 0.06 * (years - 8.0)
+        + 1.5 * (debt_ratio - 0.3)
         + SECTOR_EFFECT[sector]
-        + if income_missing { 0.4 } else { 0.0 };
+        + if income_missing { 0.5 } else { 0.0 };
     let default = rng.random::<f64>() < 1.0 / (1.0 + (-logit).exp());
     let code = |rng: &mut ChaCha20Rng, v: u32| -> String {
         let u = rng.random::<f64>();

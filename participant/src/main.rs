@@ -1,1 +1,155 @@
-fn main() {}
+//! `fedrisk-participant`: the agent a bank runs next to its own data. Raw rows never leave it.
+
+mod commands;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "fedrisk-participant",
+    version,
+    about = "fedrisk participant agent: check and model your own credit data, and take part in federated training"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Work with data schemas (the feature layout every institution of a federation shares).
+    Schema {
+        #[command(subcommand)]
+        command: SchemaCommand,
+    },
+    /// Validate a data file against a schema and print a summary; lists every problem found.
+    Check {
+        /// The CSV file (header row required).
+        #[arg(long)]
+        data: PathBuf,
+        /// Schema JSON; without it, one is inferred from the file.
+        #[arg(long)]
+        schema: Option<PathBuf>,
+        /// Label column (used only when inferring a schema).
+        #[arg(long, default_value = "default")]
+        label: String,
+        /// Value of the label that means "defaulted" (used only when inferring a schema).
+        #[arg(long, default_value = "1")]
+        positive: String,
+    },
+    /// Fit this institution's local-only model (its baseline before joining a federation).
+    Train {
+        /// Training CSV with a label column.
+        #[arg(long)]
+        data: PathBuf,
+        /// Label column (ignored when --schema is given: the schema names it).
+        #[arg(long, default_value = "default")]
+        label: String,
+        /// Label value meaning "defaulted", e.g. `1` or `bad` (ignored with --schema).
+        #[arg(long, default_value = "1")]
+        positive: String,
+        /// Schema JSON; without it, one is inferred from --data.
+        #[arg(long)]
+        schema: Option<PathBuf>,
+        /// Inverse L2 strength, as scikit-learn's C (the intercept is not penalised).
+        #[arg(long, default_value_t = 1.0)]
+        c: f64,
+        /// Add a "was missing" 0/1 column for numeric features with missing values.
+        #[arg(long)]
+        missing_indicators: bool,
+        /// Where to write the model JSON.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Score a CSV with a model: writes `row,probability` per data row.
+    Score {
+        /// Model JSON written by `train` or by a federation.
+        #[arg(long)]
+        model: PathBuf,
+        /// CSV with the model's feature columns (the label column is optional).
+        #[arg(long)]
+        data: PathBuf,
+        /// Where to write the scores CSV.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum SchemaCommand {
+    /// Infer a schema from a CSV: numeric columns, categorical columns with their levels,
+    /// which columns have missing values, and the two label classes.
+    Infer {
+        /// The CSV file to read.
+        #[arg(long)]
+        data: PathBuf,
+        /// Label column.
+        #[arg(long, default_value = "default")]
+        label: String,
+        /// Label value meaning "defaulted", e.g. `1`, `bad`, `yes`.
+        #[arg(long, default_value = "1")]
+        positive: String,
+        /// Leave a column out (identifiers, dates); repeat for several.
+        #[arg(long)]
+        drop: Vec<String>,
+        /// Codes in a numeric column that mean "unknown", as COLUMN=CODE[,CODE...], e.g.
+        /// `delinq_30_59=96,98`; they are treated as missing values. Repeat for several columns.
+        #[arg(long)]
+        special: Vec<String>,
+        /// Where to write the schema JSON.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Schema {
+            command:
+                SchemaCommand::Infer {
+                    data,
+                    label,
+                    positive,
+                    drop,
+                    special,
+                    out,
+                },
+        } => commands::infer_schema(&data, &label, &positive, &drop, &special, &out),
+        Command::Check {
+            data,
+            schema,
+            label,
+            positive,
+        } => commands::schema_for(&data, schema.as_deref(), &label, &positive)
+            .and_then(|s| commands::check(&data, &s)),
+        Command::Train {
+            data,
+            label,
+            positive,
+            schema,
+            c,
+            missing_indicators,
+            out,
+        } => commands::train(commands::TrainArgs {
+            data: &data,
+            schema: schema.as_deref(),
+            label: &label,
+            positive: &positive,
+            c,
+            missing_indicators,
+            out: &out,
+        }),
+        Command::Score { model, data, out } => commands::score(&model, &data, &out),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

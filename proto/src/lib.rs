@@ -1,1 +1,145 @@
-//! Wire contract.
+//! The `fedrisk.v1` wire contract: generated gRPC messages, clients and servers, plus the
+//! few constants both ends must agree on.
+//!
+//! Use [`participant_server`], [`operator_server`], [`participant_client`] and
+//! [`operator_client`] rather than the raw generated constructors: they set the message
+//! size limits on both ends, which tonic otherwise defaults to 4 MiB for decoding.
+
+/// Generated code for package `fedrisk.v1`.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod v1 {
+    tonic::include_proto!("fedrisk.v1");
+}
+
+use tonic::codegen::{Body, Bytes, StdError};
+pub use v1::operator_client::OperatorClient;
+pub use v1::operator_server::{Operator, OperatorServer};
+pub use v1::participant_client::ParticipantClient;
+pub use v1::participant_server::{Participant, ParticipantServer};
+
+/// Version of this contract, checked in `JoinRequest`. Bump on any incompatible change
+/// (together with the package name `fedrisk.v1` -> `fedrisk.v2` for breaking ones).
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Largest gRPC message accepted or sent by either end, in bytes.
+///
+/// Why 64 MiB: the largest messages are secagg payloads. A Newton round aggregates the
+/// gradient and the d x d Hessian as 8-byte field elements, so d = 2,000 features makes a
+/// 32 MB masked input; share-key deliveries grow with the number of participants but stay
+/// far smaller. 64 MiB leaves headroom for that while still bounding what a
+/// misbehaving peer can make the other side allocate (tonic's default is 4 MiB).
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Length of a secagg session id: 32 random bytes, fresh for every round attempt.
+pub const SESSION_ID_LEN: usize = 32;
+
+/// A message that belongs to one round attempt, so that replay checks can be written once
+/// for every such message type.
+pub trait RoundScoped {
+    /// The job the message belongs to.
+    fn job_id(&self) -> u64;
+    /// The round number within the job.
+    fn round(&self) -> u32;
+    /// The secagg session id of the round attempt.
+    fn session_id(&self) -> &[u8];
+}
+
+macro_rules! round_scoped {
+    ($($t:ty),*) => {$(
+        impl RoundScoped for $t {
+            fn job_id(&self) -> u64 { self.job_id }
+            fn round(&self) -> u32 { self.round }
+            fn session_id(&self) -> &[u8] { &self.session_id }
+        }
+    )*};
+}
+round_scoped!(v1::Task, v1::SecAggUpload, v1::Ack, v1::HeartbeatRequest);
+
+/// The participant service with both size limits set to [`MAX_MESSAGE_BYTES`].
+pub fn participant_server<T: Participant>(service: T) -> ParticipantServer<T> {
+    ParticipantServer::new(service)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+}
+
+/// The operator service with both size limits set to [`MAX_MESSAGE_BYTES`].
+pub fn operator_server<T: Operator>(service: T) -> OperatorServer<T> {
+    OperatorServer::new(service)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+}
+
+/// A participant client with both size limits set to [`MAX_MESSAGE_BYTES`].
+pub fn participant_client<T>(transport: T) -> ParticipantClient<T>
+where
+    T: tonic::client::GrpcService<tonic::body::Body>,
+    T::Error: Into<StdError>,
+    T::ResponseBody: Body<Data = Bytes> + Send + 'static,
+    <T::ResponseBody as Body>::Error: Into<StdError> + Send,
+{
+    ParticipantClient::new(transport)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+}
+
+/// An operator client with both size limits set to [`MAX_MESSAGE_BYTES`].
+pub fn operator_client<T>(transport: T) -> OperatorClient<T>
+where
+    T: tonic::client::GrpcService<tonic::body::Body>,
+    T::Error: Into<StdError>,
+    T::ResponseBody: Body<Data = Bytes> + Send + 'static,
+    <T::ResponseBody as Body>::Error: Into<StdError> + Send,
+{
+    OperatorClient::new(transport)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::v1::{SecAggDelivery, SecAggStage, Task, TrainTask, task};
+    use super::*;
+    use prost::Message;
+
+    #[test]
+    fn task_round_trips() {
+        let task = Task {
+            seq: 7,
+            job_id: 3,
+            round: 2,
+            session_id: vec![0xab; SESSION_ID_LEN],
+            kind: Some(task::Kind::Secagg(SecAggDelivery {
+                stage: SecAggStage::ShareKeys as i32,
+                payload: vec![1, 2, 3, 255],
+            })),
+        };
+        let bytes = task.encode_to_vec();
+        let back = Task::decode(bytes.as_slice()).expect("decode");
+        assert_eq!(back, task);
+        assert_eq!(back.round(), 2);
+        assert_eq!(RoundScoped::session_id(&back), &[0xab; SESSION_ID_LEN][..]);
+
+        let train = Task {
+            kind: Some(task::Kind::Train(TrainTask {
+                algorithm: "newton".into(),
+                ..Default::default()
+            })),
+            ..task
+        };
+        let back = Task::decode(train.encode_to_vec().as_slice()).expect("decode");
+        assert!(matches!(back.kind, Some(task::Kind::Train(t)) if t.algorithm == "newton"));
+    }
+
+    #[test]
+    fn unknown_stage_is_preserved_as_integer() {
+        // A newer peer may send a stage this build doesn't know; it must not fail decoding
+        // so the receiver can answer with a clear error instead of a codec failure.
+        let up = v1::SecAggUpload {
+            stage: 99,
+            ..Default::default()
+        };
+        let back = v1::SecAggUpload::decode(up.encode_to_vec().as_slice()).expect("decode");
+        assert_eq!(back.stage, 99);
+        assert!(SecAggStage::try_from(back.stage).is_err());
+    }
+}

@@ -1,0 +1,177 @@
+//! Client side of the federation's mutual TLS, and the participant's secagg identity key.
+//!
+//! The participant's certificate key is Ed25519 and doubles as its secagg signing key
+//! (see the coordinator's `pki` module), so the key file is read once here into
+//! [`ClientIdentity`], kept in zeroizing memory, and used both for the TLS identity and,
+//! through [`ClientIdentity::signing_key`], for secagg signatures.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ed25519_dalek::SigningKey;
+use ed25519_dalek::pkcs8::DecodePrivateKey;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use zeroize::Zeroizing;
+
+/// Default limit for TCP connect plus TLS handshake.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Errors of the client TLS set-up; file errors name the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientTlsError {
+    /// Reading a file failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The key is not a PKCS#8 Ed25519 private key.
+    #[error("{what}: not a PKCS#8 Ed25519 private key: {reason}")]
+    Key {
+        /// Which key (file name or "identity key").
+        what: String,
+        /// The cause (never the key material).
+        reason: String,
+    },
+    /// The coordinator URL or TLS settings were refused.
+    #[error("endpoint {url}: {source}")]
+    Endpoint {
+        /// The URL.
+        url: String,
+        /// The cause.
+        source: tonic::transport::Error,
+    },
+    /// Connecting (TCP or TLS handshake) failed.
+    #[error("connecting to {url}: {source}")]
+    Connect {
+        /// The URL.
+        url: String,
+        /// The cause.
+        source: tonic::transport::Error,
+    },
+}
+
+/// The participant's TLS material: federation CA, own certificate and key.
+pub struct ClientIdentity {
+    /// The federation CA certificate, PEM.
+    pub ca_pem: String,
+    /// Own certificate, PEM.
+    pub cert_pem: String,
+    key_pem: Zeroizing<String>,
+}
+
+impl std::fmt::Debug for ClientIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientIdentity")
+            .field("key_pem", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
+fn read(path: &Path) -> Result<String, ClientTlsError> {
+    std::fs::read_to_string(path).map_err(|source| ClientTlsError::Io {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+impl ClientIdentity {
+    /// Reads the three PEM files and checks that the key is an Ed25519 PKCS#8 key.
+    pub fn from_files(ca: &Path, cert: &Path, key: &Path) -> Result<Self, ClientTlsError> {
+        let key_pem = Zeroizing::new(read(key)?);
+        identity_signing_key_from_pkcs8_pem(&key_pem).map_err(|e| match e {
+            ClientTlsError::Key { reason, .. } => ClientTlsError::Key {
+                what: key.display().to_string(),
+                reason,
+            },
+            other => other,
+        })?;
+        Ok(Self {
+            ca_pem: read(ca)?,
+            cert_pem: read(cert)?,
+            key_pem,
+        })
+    }
+
+    /// Reads `ca.pem`, `<name>.pem` and `<name>.key` from a directory laid out by
+    /// `fedrisk-coordinator certs`.
+    pub fn from_dir(dir: &Path, name: &str) -> Result<Self, ClientTlsError> {
+        Self::from_files(
+            &dir.join("ca.pem"),
+            &dir.join(format!("{name}.pem")),
+            &dir.join(format!("{name}.key")),
+        )
+    }
+
+    /// The secagg identity (signing) key: the certificate's own key.
+    pub fn signing_key(&self) -> Result<SigningKey, ClientTlsError> {
+        identity_signing_key_from_pkcs8_pem(&self.key_pem)
+    }
+
+    /// tonic's TLS settings: trust only the federation CA, present this identity.
+    ///
+    /// tonic copies the key into its own buffers, which are not zeroized; the copy lives
+    /// as long as the channel.
+    pub fn tls_config(&self, domain: &str) -> ClientTlsConfig {
+        ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&self.ca_pem))
+            .domain_name(domain)
+            .identity(Identity::from_pem(&self.cert_pem, self.key_pem.as_bytes()))
+    }
+}
+
+/// Parses the participant's PKCS#8 PEM key (as written by `certs issue`) into its Ed25519
+/// signing key. The PEM is the caller's to wipe; the returned key zeroizes itself on drop.
+pub fn identity_signing_key_from_pkcs8_pem(pem: &str) -> Result<SigningKey, ClientTlsError> {
+    SigningKey::from_pkcs8_pem(pem).map_err(|e| ClientTlsError::Key {
+        what: "identity key".into(),
+        reason: e.to_string(),
+    })
+}
+
+/// An endpoint for `url` (e.g. `https://127.0.0.1:7443`) with mutual TLS, expecting the
+/// coordinator's certificate to name `domain` (`localhost` or `127.0.0.1` by default).
+pub fn endpoint(
+    url: &str,
+    domain: &str,
+    identity: &ClientIdentity,
+    connect_timeout: Duration,
+) -> Result<Endpoint, ClientTlsError> {
+    let err = |source| ClientTlsError::Endpoint {
+        url: url.to_owned(),
+        source,
+    };
+    Endpoint::from_shared(url.to_owned())
+        .map_err(err)?
+        .tls_config(identity.tls_config(domain))
+        .map_err(err)
+        .map(|e| {
+            e.connect_timeout(connect_timeout)
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(Duration::from_secs(30))
+                .keep_alive_while_idle(true)
+        })
+}
+
+/// Connects now (TCP and TLS). Wrap the channel with `fedrisk_proto::participant_client`
+/// so the message size limits are set.
+///
+/// Under TLS 1.3 the coordinator's verdict on the client certificate arrives after the
+/// client considers the handshake done, so a refused certificate typically surfaces as an
+/// error of the first RPC, not of this call.
+pub async fn connect(
+    url: &str,
+    domain: &str,
+    identity: &ClientIdentity,
+    connect_timeout: Duration,
+) -> Result<Channel, ClientTlsError> {
+    endpoint(url, domain, identity, connect_timeout)?
+        .connect()
+        .await
+        .map_err(|source| ClientTlsError::Connect {
+            url: url.to_owned(),
+            source,
+        })
+}

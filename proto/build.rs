@@ -1,0 +1,26 @@
+//! Compiles `proto/fedrisk/v1/fedrisk.proto` at build time.
+//!
+//! A fresh machine has no system `protoc`, so the statically linked one shipped by
+//! `protoc-bin-vendored` is used unless `$PROTOC` names another. The path is handed to
+//! the prost `Config` instead of exporting `PROTOC`, because `std::env::set_var` is
+//! `unsafe` in edition 2024 (and racy in a build script's threads).
+
+use std::error::Error;
+
+const PROTO: &str = "proto/fedrisk/v1/fedrisk.proto";
+
+fn main() -> Result<(), Box<dyn Error>> {
+    println!("cargo:rerun-if-changed={PROTO}");
+    println!("cargo:rerun-if-env-changed=PROTOC");
+
+    let mut config = tonic_prost_build::Config::new();
+    match std::env::var_os("PROTOC") {
+        Some(protoc) => config.protoc_executable(protoc),
+        None => config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?),
+    };
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_with_config(config, &[PROTO], &["proto"])?;
+    Ok(())
+}

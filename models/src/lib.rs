@@ -7,6 +7,7 @@
 
 pub mod data;
 pub mod error;
+pub mod federated;
 pub mod local;
 pub mod logistic;
 pub mod metrics;

@@ -1,4 +1,6 @@
 //! The participant agent's library: what the `fedrisk-participant` binary is built from, and
-//! what end-to-end tests drive directly.
+//! what the coordinator's demo and the end-to-end tests start in-process.
 
+pub mod agent;
 pub mod tls;
+pub mod worker;

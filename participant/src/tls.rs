@@ -175,3 +175,33 @@ pub async fn connect(
             source,
         })
 }
+
+/// Checks a peer's certificate against the federation CA (chain, validity, client-auth usage)
+/// and returns its Ed25519 identity key. The coordinator relays peers' certificates; this
+/// check is what keeps it from substituting keys of its own.
+pub fn verify_peer_certificate(
+    ca_pem: &str,
+    cert_der: &[u8],
+) -> Result<ed25519_dalek::VerifyingKey, String> {
+    use ed25519_dalek::pkcs8::DecodePublicKey;
+    use rustls::pki_types::{CertificateDer, UnixTime, pem::PemObject};
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        let ca = ca.map_err(|e| format!("federation CA: {e}"))?;
+        roots.add(ca).map_err(|e| format!("federation CA: {e}"))?;
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        std::sync::Arc::new(roots),
+        provider,
+    )
+    .build()
+    .map_err(|e| format!("federation CA: {e}"))?;
+    verifier
+        .verify_client_cert(&CertificateDer::from(cert_der), &[], UnixTime::now())
+        .map_err(|e| format!("peer certificate refused: {e}"))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(cert_der)
+        .map_err(|e| format!("peer certificate: {e}"))?;
+    ed25519_dalek::VerifyingKey::from_public_key_der(cert.public_key().raw)
+        .map_err(|e| format!("peer certificate has no Ed25519 key: {e}"))
+}

@@ -1,1 +1,143 @@
-//! Secure aggregation.
+//! Secure aggregation for fedrisk: the coordinator learns only the weighted sum
+//! of the participants' vectors, tolerates dropouts, and cannot unmask anyone
+//! even if it lies.
+//!
+//! This is Bonawitz et al., "Practical Secure Aggregation for Privacy-Preserving
+//! Machine Learning" (CCS 2017, ePrint 2017/281) in its actively secure form,
+//! with the optional SecAgg+ communication graph of Bell et al. (CCS 2020). The
+//! crate does no I/O, reads no clock and uses no global RNG: both sides are
+//! state machines that consume typed messages and return the next ones; the
+//! caller owns sockets, deadlines (it calls [`CoordinatorSession::close_stage`]
+//! when its timer fires) and randomness (injected `rand_core` RNGs).
+//!
+//! # Stages and types
+//!
+//! | stage ([`Stage`]) | participant ([`ParticipantSession`]) | coordinator ([`CoordinatorSession`]) |
+//! |---|---|---|
+//! | 0 `Advertise` | `new` -> [`Advertise`] (two fresh X25519 keys, signed with the Ed25519 identity) | `on_advertise`; `close_stage` broadcasts [`KeyList`] (U1) |
+//! | 1 `ShareKeys` | `on_key_list` -> [`ShareKeys`] (Shamir shares of `b_u` and `s_u^SK`, ChaCha20-Poly1305 per recipient) | `on_share_keys`; `close_stage` routes a [`ShareBundle`] to each member of U2 |
+//! | 2 `MaskedInput` | `on_shares` -> [`MaskedInput`] (`y_u = x_u + PRG(b_u) + sum +-PRG(s_uv)`) | `on_masked_input`; `close_stage` broadcasts [`SurvivorList`] (U3) |
+//! | 3 `ConsistencyCheck` | `on_survivors` -> [`ConsistencySignature`] over (session, U3) | `on_consistency`; `close_stage` sends [`UnmaskRequest`] with the signatures |
+//! | 4 `Unmask` | `on_unmask_request` -> [`UnmaskResponse`] (at most once) | `on_unmask`; `close_stage` returns [`Output`] |
+//!
+//! Every message has `encode`/`decode` (versioned, length-checked, never panics
+//! on hostile bytes); [`Message`] wraps them for transports carrying one `bytes`
+//! field. [`SessionConfig`] is validated by both sides; a participant also
+//! applies its own [`ParticipantPolicy`] and recomputes the session id from its
+//! own [`SessionBinding`]. [`fixed_point`] turns real vectors into
+//! `[w, w*q(x_1), ...]` in Z_2^64 and back; [`sim`] runs whole sessions in
+//! memory for tests and benchmarks.
+//!
+//! # Invariants
+//! - A participant never releases both the `b`-share and the `s`-share it holds
+//!   for one peer, answers at most one unmask request, and refuses (releasing
+//!   nothing, for good) a request whose alive and dead lists overlap, name it as
+//!   dead, disagree with the U3 it signed, or lack a quorum of signatures on U3.
+//! - Fewer than `t` survivors at any stage aborts the round; no share is
+//!   released before the consistency check succeeds.
+//! - Secrets (`b_u`, `s_u^SK`, `c_u^SK`, held shares, pairwise seeds) are
+//!   zeroized on drop and never printed by `Debug`.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod codec;
+pub mod config;
+mod coordinator;
+pub mod crypto;
+pub mod error;
+pub mod fixed_point;
+pub mod graph;
+pub mod messages;
+mod participant;
+pub mod shamir;
+pub mod sim;
+
+use std::collections::BTreeMap;
+
+use ed25519_dalek::VerifyingKey;
+
+pub use codec::WIRE_VERSION;
+pub use config::{
+    FixedPointParams, GraphKind, ParticipantPolicy, SecurityMode, SessionBinding, SessionConfig,
+    SessionParams, default_threshold, recommended_graph, session_id,
+};
+pub use coordinator::{CoordinatorSession, Outgoing, Output, Step};
+pub use error::{Result, SecAggError};
+pub use fixed_point::{decode_counts, decode_mean, decode_sum, encode_counts, encode_weighted};
+pub use messages::{
+    Advertise, AdvertisedKeys, ConsistencySignature, KeyList, MaskedInput, Message, ShareBundle,
+    ShareKeys, SurvivorList, UnmaskRequest, UnmaskResponse,
+};
+pub use participant::ParticipantSession;
+
+/// The protocol stages, in order. Both state machines report theirs, so the
+/// gRPC layer can log and expose progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Stage {
+    /// Round 0: key advertisement.
+    Advertise,
+    /// Round 1: encrypted Shamir shares.
+    ShareKeys,
+    /// Round 2: masked inputs.
+    MaskedInput,
+    /// Round 3: signatures on the survivor set.
+    ConsistencyCheck,
+    /// Round 4: share release and unmasking.
+    Unmask,
+    /// The session produced its output (coordinator) or answered its unmask
+    /// request (participant).
+    Finished,
+    /// The session ended without output.
+    Aborted,
+}
+
+/// Identity verification keys by participant id. In production they come from
+/// the mTLS certificates; both sides receive the same roster up front.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Roster {
+    keys: BTreeMap<u32, VerifyingKey>,
+}
+
+impl Roster {
+    /// Builds a roster from `(id, key)` pairs.
+    pub fn new(entries: impl IntoIterator<Item = (u32, VerifyingKey)>) -> Self {
+        Roster {
+            keys: entries.into_iter().collect(),
+        }
+    }
+    /// The verification key of `id`.
+    pub fn get(&self, id: u32) -> Option<&VerifyingKey> {
+        self.keys.get(&id)
+    }
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+    /// Whether the roster is empty.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
+/// Verifies an Ed25519 signature of `id` (strict verification).
+pub(crate) fn verify_signature(roster: &Roster, id: u32, msg: &[u8], sig: &[u8; 64]) -> bool {
+    match roster.get(id) {
+        Some(vk) => vk
+            .verify_strict(msg, &ed25519_dalek::Signature::from_bytes(sig))
+            .is_ok(),
+        None => false,
+    }
+}
+
+/// Checks that `ids` is strictly increasing.
+pub(crate) fn strictly_increasing(ids: impl IntoIterator<Item = u32>) -> bool {
+    let mut prev: Option<u32> = None;
+    for id in ids {
+        if prev.is_some_and(|p| p >= id) {
+            return false;
+        }
+        prev = Some(id);
+    }
+    true
+}

@@ -1,0 +1,244 @@
+//! Who is connected, and where their messages go.
+//!
+//! Each participant agent holds one open `Tasks` stream; the hub keeps its sending half,
+//! so the round engine can push tasks and secagg deliveries. Uploads are routed to the one
+//! secagg session in flight, and only if they name it exactly (job, round, session id):
+//! anything else is stale or replayed and is refused before it reaches the protocol.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use fedrisk_proto::v1::{Task, task};
+use tokio::sync::{Notify, mpsc, oneshot};
+use tonic::Status;
+
+/// Tasks waiting to be written to a slow agent before it counts as gone.
+const TASK_QUEUE: usize = 1024;
+
+/// A secagg message from a participant, with a channel for the engine's verdict.
+#[derive(Debug)]
+pub struct Upload {
+    pub from: u32,
+    pub payload: Vec<u8>,
+    pub reply: oneshot::Sender<Result<(), String>>,
+}
+
+struct Conn {
+    name: String,
+    cert_der: Vec<u8>,
+    tx: mpsc::Sender<Result<Task, Status>>,
+    generation: u64,
+}
+
+struct ActiveSession {
+    job_id: u64,
+    round: u32,
+    session_id: Vec<u8>,
+    tx: mpsc::Sender<Upload>,
+}
+
+#[derive(Default)]
+struct Inner {
+    conns: BTreeMap<u32, Conn>,
+    session: Option<ActiveSession>,
+    next_seq: u64,
+    next_generation: u64,
+}
+
+/// Shared between the gRPC services and the round engine.
+#[derive(Default)]
+pub struct Hub {
+    inner: Mutex<Inner>,
+    changed: Notify,
+}
+
+/// A connected participant, as the engine sees it.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub id: u32,
+    pub name: String,
+    pub cert_der: Vec<u8>,
+}
+
+impl Hub {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave the maps half-updated in a way that
+        // matters more than refusing all further service, so recover the data.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers an agent's task stream; a second stream of the same id replaces the first.
+    pub fn register(
+        &self,
+        id: u32,
+        name: &str,
+        cert_der: Vec<u8>,
+    ) -> (mpsc::Receiver<Result<Task, Status>>, u64) {
+        let (tx, rx) = mpsc::channel(TASK_QUEUE);
+        let mut inner = self.lock();
+        inner.next_generation += 1;
+        let generation = inner.next_generation;
+        inner.conns.insert(
+            id,
+            Conn {
+                name: name.to_owned(),
+                cert_der,
+                tx,
+                generation,
+            },
+        );
+        drop(inner);
+        self.changed.notify_waiters();
+        (rx, generation)
+    }
+
+    /// Called when a task stream ends; ignores a stream that was already replaced.
+    pub fn unregister(&self, id: u32, generation: u64) {
+        let mut inner = self.lock();
+        if inner
+            .conns
+            .get(&id)
+            .is_some_and(|c| c.generation == generation)
+        {
+            inner.conns.remove(&id);
+            drop(inner);
+            tracing::info!(participant = id, "participant disconnected");
+            self.changed.notify_waiters();
+        }
+    }
+
+    pub fn connected(&self) -> Vec<Peer> {
+        self.lock()
+            .conns
+            .iter()
+            .filter(|(_, c)| !c.tx.is_closed())
+            .map(|(&id, c)| Peer {
+                id,
+                name: c.name.clone(),
+                cert_der: c.cert_der.clone(),
+            })
+            .collect()
+    }
+
+    pub fn is_connected(&self, id: u32) -> bool {
+        self.lock()
+            .conns
+            .get(&id)
+            .is_some_and(|c| !c.tx.is_closed())
+    }
+
+    pub fn name_of(&self, id: u32) -> Option<String> {
+        self.lock().conns.get(&id).map(|c| c.name.clone())
+    }
+
+    /// Resolves when the set of connections changes.
+    pub async fn changed(&self) {
+        self.changed.notified().await;
+    }
+
+    /// Queues a task for one agent; false if it is not connected or its queue is full (a
+    /// stalled agent is treated as dropped, never waited for).
+    pub fn send(
+        &self,
+        id: u32,
+        job_id: u64,
+        round: u32,
+        session_id: &[u8],
+        kind: task::Kind,
+    ) -> bool {
+        let mut inner = self.lock();
+        inner.next_seq += 1;
+        let seq = inner.next_seq;
+        let Some(conn) = inner.conns.get(&id) else {
+            return false;
+        };
+        let task = Task {
+            seq,
+            job_id,
+            round,
+            session_id: session_id.to_vec(),
+            kind: Some(kind),
+        };
+        conn.tx.try_send(Ok(task)).is_ok()
+    }
+
+    /// Opens routing for a session; uploads naming it go to the returned receiver.
+    pub fn open_session(
+        &self,
+        job_id: u64,
+        round: u32,
+        session_id: &[u8],
+    ) -> mpsc::Receiver<Upload> {
+        let (tx, rx) = mpsc::channel(4096);
+        self.lock().session = Some(ActiveSession {
+            job_id,
+            round,
+            session_id: session_id.to_vec(),
+            tx,
+        });
+        rx
+    }
+
+    pub fn close_session(&self, session_id: &[u8]) {
+        let mut inner = self.lock();
+        if inner
+            .session
+            .as_ref()
+            .is_some_and(|s| s.session_id == session_id)
+        {
+            inner.session = None;
+        }
+    }
+
+    /// Routes an upload to the session it names, and waits for the engine's verdict.
+    pub async fn route(
+        &self,
+        from: u32,
+        job_id: u64,
+        round: u32,
+        session_id: &[u8],
+        payload: Vec<u8>,
+    ) -> Result<(), Status> {
+        let tx = {
+            let inner = self.lock();
+            match &inner.session {
+                Some(s) if s.job_id == job_id && s.round == round && s.session_id == session_id => {
+                    s.tx.clone()
+                }
+                Some(s) if s.job_id == job_id && round < s.round => {
+                    return Err(Status::failed_precondition(format!(
+                        "message for round {round}, but round {} is in progress: stale or replayed",
+                        s.round
+                    )));
+                }
+                Some(_) => {
+                    return Err(Status::failed_precondition(
+                        "message names a secagg session that is not in progress: stale or replayed",
+                    ));
+                }
+                None => {
+                    return Err(Status::failed_precondition(
+                        "no secagg session is in progress",
+                    ));
+                }
+            }
+        };
+        let (reply, verdict) = oneshot::channel();
+        tx.send(Upload {
+            from,
+            payload,
+            reply,
+        })
+        .await
+        .map_err(|_| Status::failed_precondition("the session just ended"))?;
+        match verdict.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(reason)) => Err(Status::invalid_argument(format!("rejected: {reason}"))),
+            Err(_) => Err(Status::failed_precondition("the session just ended")),
+        }
+    }
+}

@@ -1,0 +1,339 @@
+//! The gRPC services: decode, authenticate by certificate, call the hub or the scheduler,
+//! encode. No protocol or model logic lives here.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use fedrisk_proto::v1::{self, JobState as WireJobState};
+use fedrisk_proto::{MAX_MESSAGE_BYTES, PROTOCOL_VERSION};
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+use tracing::{info, warn};
+
+use crate::hub::Hub;
+use crate::pki::Role;
+use crate::scheduler::Scheduler;
+use crate::store::{JobRecord, JobState, ParticipantState, Store};
+use crate::tls::{Authenticated, RosterHandle};
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn internal(e: impl std::fmt::Display) -> Status {
+    Status::internal(e.to_string())
+}
+
+pub struct ParticipantService {
+    pub hub: Arc<Hub>,
+    pub store: Arc<Store>,
+    pub roster: RosterHandle,
+    pub federation_id: String,
+}
+
+/// A task stream that tells the hub when the agent goes away.
+struct TaskStream {
+    rx: tokio::sync::mpsc::Receiver<Result<v1::Task, Status>>,
+    hub: Arc<Hub>,
+    id: u32,
+    generation: u64,
+}
+
+impl Stream for TaskStream {
+    type Item = Result<v1::Task, Status>;
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+impl Drop for TaskStream {
+    fn drop(&mut self) {
+        self.hub.unregister(self.id, self.generation);
+    }
+}
+
+#[tonic::async_trait]
+impl fedrisk_proto::Participant for ParticipantService {
+    async fn join(
+        &self,
+        request: Request<v1::JoinRequest>,
+    ) -> Result<Response<v1::JoinResponse>, Status> {
+        let who =
+            Authenticated::from_request(&request, &self.roster)?.require(Role::Participant)?;
+        let req = request.into_inner();
+        if req.protocol_version != PROTOCOL_VERSION {
+            return Err(Status::failed_precondition(format!(
+                "protocol version {} is not supported (this coordinator speaks {PROTOCOL_VERSION})",
+                req.protocol_version
+            )));
+        }
+        self.store
+            .upsert_participant(
+                who.id,
+                &who.name,
+                &who.fingerprint,
+                ParticipantState::Active,
+            )
+            .map_err(internal)?;
+        info!(participant = who.id, name = %who.name, agent = %req.agent_version, "participant joined");
+        Ok(Response::new(v1::JoinResponse {
+            participant_id: who.id,
+            name: who.name,
+            federation_id: self.federation_id.clone(),
+            protocol_version: PROTOCOL_VERSION,
+            max_message_bytes: MAX_MESSAGE_BYTES as u64,
+        }))
+    }
+
+    type TasksStream = Pin<Box<dyn Stream<Item = Result<v1::Task, Status>> + Send + 'static>>;
+
+    async fn tasks(
+        &self,
+        request: Request<v1::TaskStreamRequest>,
+    ) -> Result<Response<Self::TasksStream>, Status> {
+        let who =
+            Authenticated::from_request(&request, &self.roster)?.require(Role::Participant)?;
+        let cert = request
+            .peer_certs()
+            .and_then(|c| c.first().map(|d| d.as_ref().to_vec()))
+            .ok_or_else(|| Status::unauthenticated("no TLS client certificate"))?;
+        if request.get_ref().participant_id != who.id {
+            return Err(Status::permission_denied(format!(
+                "certificate of participant {} cannot open the task stream of participant {}",
+                who.id,
+                request.get_ref().participant_id
+            )));
+        }
+        let (rx, generation) = self.hub.register(who.id, &who.name, cert);
+        info!(participant = who.id, name = %who.name, "task stream opened");
+        Ok(Response::new(Box::pin(TaskStream {
+            rx,
+            hub: self.hub.clone(),
+            id: who.id,
+            generation,
+        })))
+    }
+
+    async fn send_sec_agg(
+        &self,
+        request: Request<v1::SecAggUpload>,
+    ) -> Result<Response<v1::Ack>, Status> {
+        let who =
+            Authenticated::from_request(&request, &self.roster)?.require(Role::Participant)?;
+        let up = request.into_inner();
+        let verdict = self
+            .hub
+            .route(who.id, up.job_id, up.round, &up.session_id, up.payload)
+            .await;
+        if let Err(status) = &verdict {
+            warn!(participant = who.id, name = %who.name, round = up.round, reason = status.message(), "secagg upload refused");
+        }
+        verdict?;
+        Ok(Response::new(v1::Ack {
+            job_id: up.job_id,
+            round: up.round,
+            session_id: up.session_id,
+            stage: up.stage,
+        }))
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<v1::HeartbeatRequest>,
+    ) -> Result<Response<v1::HeartbeatResponse>, Status> {
+        let who =
+            Authenticated::from_request(&request, &self.roster)?.require(Role::Participant)?;
+        let _ = self.store.touch_participant(who.id);
+        let req = request.into_inner();
+        Ok(Response::new(v1::HeartbeatResponse {
+            server_time_unix_ms: now_ms(),
+            job_id: req.job_id,
+            round: req.round,
+            session_id: req.session_id,
+        }))
+    }
+}
+
+pub struct OperatorService {
+    pub store: Arc<Store>,
+    pub roster: RosterHandle,
+    pub scheduler: Arc<Scheduler>,
+}
+
+fn wire_state(s: JobState) -> WireJobState {
+    match s {
+        JobState::Pending => WireJobState::Pending,
+        JobState::Running => WireJobState::Running,
+        JobState::Completed => WireJobState::Completed,
+        JobState::Failed => WireJobState::Failed,
+        JobState::Cancelled => WireJobState::Cancelled,
+    }
+}
+
+/// A job's status with its per-round figures, as operators and tools see it.
+pub fn job_status(store: &Store, job: &JobRecord) -> Result<v1::JobStatus, Status> {
+    let rounds_total =
+        serde_json::from_str::<crate::job::JobSpec>(&job.spec_json).map_or(0, |s| s.rounds);
+    let metrics = store
+        .rounds(job.id)
+        .map_err(internal)?
+        .into_iter()
+        .filter(|r| r.state == crate::store::RoundState::Completed)
+        .map(|r| v1::RoundMetrics {
+            round: r.round,
+            kind: match r.kind {
+                crate::store::RoundKind::Stats => v1::RoundKind::Stats,
+                crate::store::RoundKind::Train => v1::RoundKind::Train,
+                crate::store::RoundKind::Eval => v1::RoundKind::Eval,
+            } as i32,
+            state: r.state.to_string(),
+            survivors: r.metrics.survivors.unwrap_or(0),
+            auc: r.metrics.auc.unwrap_or(f64::NAN),
+            ks: r.metrics.ks.unwrap_or(f64::NAN),
+            log_loss: r.metrics.log_loss.unwrap_or(f64::NAN),
+            seconds: r.metrics.seconds.unwrap_or(f64::NAN),
+            bytes_up: r.metrics.bytes_up,
+            bytes_down: r.metrics.bytes_down,
+        })
+        .collect();
+    Ok(v1::JobStatus {
+        job_id: job.id,
+        name: job.name.clone(),
+        state: wire_state(job.state) as i32,
+        round: job.current_round,
+        rounds_total,
+        metrics,
+        message: job.message.clone(),
+    })
+}
+
+#[tonic::async_trait]
+impl fedrisk_proto::Operator for OperatorService {
+    async fn submit_job(
+        &self,
+        request: Request<v1::JobSpec>,
+    ) -> Result<Response<v1::JobRef>, Status> {
+        Authenticated::from_request(&request, &self.roster)?.require(Role::Operator)?;
+        let spec = crate::job::JobSpec::from_wire(request.into_inner())
+            .map_err(Status::invalid_argument)?;
+        let id = self
+            .scheduler
+            .submit(&spec)
+            .map_err(Status::invalid_argument)?;
+        Ok(Response::new(v1::JobRef { job_id: id }))
+    }
+
+    async fn get_status(
+        &self,
+        request: Request<v1::JobRef>,
+    ) -> Result<Response<v1::JobStatus>, Status> {
+        Authenticated::from_request(&request, &self.roster)?.require(Role::Operator)?;
+        let job = self
+            .store
+            .job(request.get_ref().job_id)
+            .map_err(|e| Status::not_found(e.to_string()))?;
+        Ok(Response::new(job_status(&self.store, &job)?))
+    }
+
+    async fn cancel_job(
+        &self,
+        request: Request<v1::JobRef>,
+    ) -> Result<Response<v1::JobStatus>, Status> {
+        Authenticated::from_request(&request, &self.roster)?.require(Role::Operator)?;
+        let id = request.get_ref().job_id;
+        self.scheduler
+            .cancel(id)
+            .map_err(|e| Status::not_found(e.to_string()))?;
+        let job = self
+            .store
+            .job(id)
+            .map_err(|e| Status::not_found(e.to_string()))?;
+        Ok(Response::new(job_status(&self.store, &job)?))
+    }
+
+    async fn list_jobs(
+        &self,
+        request: Request<v1::ListJobsRequest>,
+    ) -> Result<Response<v1::JobList>, Status> {
+        Authenticated::from_request(&request, &self.roster)?.require(Role::Operator)?;
+        let filter = match WireJobState::try_from(request.get_ref().state)
+            .unwrap_or(WireJobState::Unspecified)
+        {
+            WireJobState::Unspecified => None,
+            WireJobState::Pending => Some(JobState::Pending),
+            WireJobState::Running => Some(JobState::Running),
+            WireJobState::Completed => Some(JobState::Completed),
+            WireJobState::Failed => Some(JobState::Failed),
+            WireJobState::Cancelled => Some(JobState::Cancelled),
+        };
+        let jobs = self
+            .store
+            .list_jobs(filter)
+            .map_err(internal)?
+            .iter()
+            .map(|j| job_status(&self.store, j))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Response::new(v1::JobList { jobs }))
+    }
+
+    async fn list_models(
+        &self,
+        request: Request<v1::ListModelsRequest>,
+    ) -> Result<Response<v1::ModelList>, Status> {
+        Authenticated::from_request(&request, &self.roster)?.require(Role::Operator)?;
+        let job = request.get_ref().job_id;
+        let models = self
+            .store
+            .model_versions((job != 0).then_some(job))
+            .map_err(internal)?
+            .into_iter()
+            .map(|m| v1::ModelVersion {
+                job_id: m.job_id,
+                round: m.round,
+                content_hash: m.content_hash,
+                created_at_unix_ms: m.created_at_ms.max(0) as u64,
+            })
+            .collect();
+        Ok(Response::new(v1::ModelList { models }))
+    }
+
+    async fn export_model(
+        &self,
+        request: Request<v1::ModelRef>,
+    ) -> Result<Response<v1::ModelExport>, Status> {
+        Authenticated::from_request(&request, &self.roster)?.require(Role::Operator)?;
+        let r = request.into_inner();
+        let format = v1::ExportFormat::try_from(r.format).unwrap_or(v1::ExportFormat::Unspecified);
+        if !matches!(
+            format,
+            v1::ExportFormat::Json | v1::ExportFormat::Unspecified
+        ) {
+            return Err(Status::unimplemented(
+                "only the JSON model format can be exported so far",
+            ));
+        }
+        let model = if r.round == 0 {
+            self.store.latest_model(r.job_id)
+        } else {
+            self.store.model_version(r.job_id, r.round)
+        }
+        .map_err(internal)?
+        .ok_or_else(|| {
+            Status::not_found(format!("no model for job {} round {}", r.job_id, r.round))
+        })?;
+        let content = model.model_json.unwrap_or_default().into_bytes();
+        Ok(Response::new(v1::ModelExport {
+            job_id: model.job_id,
+            round: model.round,
+            format: v1::ExportFormat::Json as i32,
+            content,
+            content_hash: model.content_hash,
+        }))
+    }
+}

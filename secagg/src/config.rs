@@ -1,0 +1,583 @@
+//! Session configuration, its validation rules, the session-id binding and the
+//! participant's own policy.
+//!
+//! Both sides call [`SessionConfig::validate`]; a participant additionally checks
+//! the coordinator's configuration against its [`ParticipantPolicy`] and
+//! recomputes the session id from its *own* view of the round
+//! ([`SessionBinding`]), so a participant holding a different global model
+//! derives a different session id and cannot take part (guide test 13).
+
+use sha2::{Digest, Sha256};
+
+use crate::codec::{Reader, Writer};
+use crate::error::{Result, SecAggError};
+
+/// Largest roster a session accepts. Shamir x-coordinates are `id + 1` in a
+/// field of size about 2^252, so this bound is about message sizes, not math.
+pub const MAX_PARTICIPANTS: usize = 1 << 16;
+/// Largest vector length `d` (number of value slots, weight slot excluded).
+pub const MAX_VECTOR_LEN: u32 = 1 << 24;
+
+/// Fixed-point parameters for `[w, w*q(x_1), ..., w*q(x_d)]` in Z_2^64.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FixedPointParams {
+    /// Fractional bits `f`: `q(x) = round(clip(x) * 2^f)`.
+    pub frac_bits: u8,
+    /// Values are clipped to `[-clip, clip]` before scaling; `clip_bits = ceil(log2(clip))`.
+    pub clip: f64,
+    /// Weights (sample counts) are capped at `2^max_weight_bits`.
+    pub max_weight_bits: u8,
+}
+
+impl FixedPointParams {
+    /// Bits needed for the clip bound: `ceil(log2(clip))`, at least 0.
+    pub fn clip_bits(&self) -> u32 {
+        if self.clip <= 1.0 {
+            0
+        } else {
+            self.clip.log2().ceil() as u32
+        }
+    }
+    /// The weight cap `2^max_weight_bits`.
+    pub fn max_weight(&self) -> u64 {
+        1u64 << self.max_weight_bits.min(62)
+    }
+}
+
+/// Which pairs of participants share masks and hold each other's shares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GraphKind {
+    /// Everyone with everyone (Bonawitz et al. 2017). Shares are `t`-of-|U1|.
+    Complete,
+    /// Random `degree`-regular Harary graph (Bell et al. 2020, SecAgg+): each
+    /// participant masks with and shares to its `degree` neighbours, with a
+    /// Shamir threshold `share_threshold` inside its neighbourhood (itself included,
+    /// `degree + 1` holders). The ring order is a permutation seeded by a hash of
+    /// all advertised keys, which the coordinator cannot choose.
+    Harary {
+        /// Even number of neighbours `k`.
+        degree: u32,
+        /// Shamir threshold and consistency quorum inside a neighbourhood.
+        share_threshold: u32,
+    },
+}
+
+/// Threat model the thresholds are checked against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecurityMode {
+    /// Coordinator follows the protocol. Rules: `t > max_colluders`,
+    /// `t >= n - max_dropouts` (more dropouts than the budget abort the round).
+    HonestButCurious {
+        /// Participants that may collude with the coordinator.
+        max_colluders: u32,
+        /// Dropout budget: the round aborts when more than this many drop.
+        max_dropouts: u32,
+    },
+    /// Coordinator may lie. Rule: `2t > n + max_colluders`.
+    Active {
+        /// Participants that may collude with the coordinator.
+        max_colluders: u32,
+    },
+}
+
+impl SecurityMode {
+    /// The colluder bound of either mode.
+    pub fn max_colluders(&self) -> u32 {
+        match *self {
+            SecurityMode::HonestButCurious { max_colluders, .. }
+            | SecurityMode::Active { max_colluders } => max_colluders,
+        }
+    }
+}
+
+/// Everything about a session except its identity (session id, nonce).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionParams {
+    /// Invited participant ids (indices into the roster), strictly increasing.
+    pub participants: Vec<u32>,
+    /// Threshold `t`: minimum survivors at every stage; for the complete graph
+    /// also the Shamir threshold and the consistency-signature quorum.
+    pub threshold: u32,
+    /// `d`: number of value slots. Vectors on the wire have `d + 1` words; slot 0
+    /// is the weight.
+    pub vector_len: u32,
+    /// Fixed-point encoding shared by all participants.
+    pub fixed_point: FixedPointParams,
+    /// Communication graph.
+    pub graph: GraphKind,
+    /// Threat model.
+    pub security: SecurityMode,
+    /// Distributed DP: standard deviation of the total noise on each value slot,
+    /// in integer units of the summed vector (for fixed-point data: `2^-f`
+    /// weighted units). Each participant adds rounded Gaussian noise of variance
+    /// `sigma^2 / t`, so with exactly `t` survivors the total variance is at least
+    /// `sigma^2`. The weight slot carries no noise.
+    pub dp_sigma: Option<f64>,
+}
+
+/// The round a session belongs to, as each side knows it independently.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionBinding {
+    /// Federation identifier.
+    pub federation_id: Vec<u8>,
+    /// Training round number.
+    pub round: u64,
+    /// Hash of the global model this round trains.
+    pub model_hash: [u8; 32],
+}
+
+/// A validated session configuration, sent by the coordinator to every participant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionConfig {
+    /// `session_id(federation, round, model hash, params hash, nonce)`; bound into
+    /// every signature, AEAD and KDF of the session.
+    pub session_id: [u8; 32],
+    /// Coordinator's fresh nonce for this session.
+    pub nonce: [u8; 32],
+    /// The parameters.
+    pub params: SessionParams,
+}
+
+/// SHA-256 over a domain-separated, length-prefixed encoding of the binding.
+pub fn session_id(
+    federation_id: &[u8],
+    round: u64,
+    model_hash: &[u8; 32],
+    config_hash: &[u8; 32],
+    nonce: &[u8; 32],
+) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"fedrisk-secagg/v1/session-id\0");
+    h.update((federation_id.len() as u64).to_le_bytes());
+    h.update(federation_id);
+    h.update(round.to_le_bytes());
+    h.update(model_hash);
+    h.update(config_hash);
+    h.update(nonce);
+    h.finalize().into()
+}
+
+/// Default threshold against an active coordinator: `floor(2n/3) + 1`.
+pub fn default_threshold(n: usize) -> u32 {
+    (2 * n / 3 + 1) as u32
+}
+
+fn ceil_log2(n: usize) -> u32 {
+    if n <= 1 {
+        0
+    } else {
+        usize::BITS - (n - 1).leading_zeros()
+    }
+}
+
+const TAG_CONFIG: u8 = 0x40;
+
+impl SessionParams {
+    /// Number of invited participants.
+    pub fn n(&self) -> usize {
+        self.participants.len()
+    }
+
+    /// Words per wire vector: `d + 1`.
+    pub fn words(&self) -> usize {
+        self.vector_len as usize + 1
+    }
+
+    /// Shamir threshold inside a share group (`t` for the complete graph).
+    pub fn share_threshold(&self) -> u32 {
+        match self.graph {
+            GraphKind::Complete => self.threshold,
+            GraphKind::Harary {
+                share_threshold, ..
+            } => share_threshold,
+        }
+    }
+
+    /// Enforces the guide's threshold rules and the overflow rule.
+    pub fn validate(&self) -> Result<()> {
+        use SecAggError::InvalidConfig as E;
+        let n = self.n();
+        if n < 2 {
+            return Err(E("need at least two participants"));
+        }
+        if n > MAX_PARTICIPANTS {
+            return Err(E("too many participants"));
+        }
+        if !self.participants.windows(2).all(|w| w[0] < w[1]) {
+            return Err(E("participant ids must be strictly increasing"));
+        }
+        if self.participants.contains(&u32::MAX) {
+            return Err(E("participant id u32::MAX is reserved"));
+        }
+        let t = self.threshold as usize;
+        if t < 2 {
+            return Err(E("threshold below 2"));
+        }
+        if t > n {
+            return Err(E("threshold above number of participants"));
+        }
+        if self.vector_len == 0 || self.vector_len > MAX_VECTOR_LEN {
+            return Err(E("vector length out of range"));
+        }
+        let c = self.security.max_colluders() as usize;
+        if c >= n {
+            return Err(E("colluder bound not below n"));
+        }
+        match self.security {
+            SecurityMode::HonestButCurious { max_dropouts, .. } => {
+                if t <= c {
+                    return Err(E("threshold must exceed colluders"));
+                }
+                if t + (max_dropouts as usize) < n {
+                    return Err(E("threshold below n minus dropout budget"));
+                }
+            }
+            SecurityMode::Active { .. } => {
+                if 2 * t <= n + c {
+                    return Err(E("active mode needs 2t > n + colluders"));
+                }
+            }
+        }
+        if let GraphKind::Harary {
+            degree,
+            share_threshold,
+        } = self.graph
+        {
+            let k = degree as usize;
+            let tk = share_threshold as usize;
+            if k < 2 || !k.is_multiple_of(2) || k >= n {
+                return Err(E("Harary degree must be even and in [2, n-1]"));
+            }
+            if tk < 2 || tk > k + 1 || tk > t {
+                return Err(E("share threshold out of range"));
+            }
+            if 2 * tk <= k + 1 {
+                return Err(E("share threshold must be a majority of the neighbourhood"));
+            }
+        }
+        let fp = &self.fixed_point;
+        if !fp.clip.is_finite() || fp.clip <= 0.0 {
+            return Err(E("clip bound must be finite and positive"));
+        }
+        if fp.frac_bits > 62 || fp.max_weight_bits > 62 {
+            return Err(E("fixed-point bit counts out of range"));
+        }
+        let bits = ceil_log2(n) + fp.max_weight_bits as u32 + fp.clip_bits() + fp.frac_bits as u32;
+        if bits > 62 {
+            return Err(E(
+                "overflow rule: log2(n) + weight bits + clip bits + frac bits > 62",
+            ));
+        }
+        if let Some(sigma) = self.dp_sigma {
+            if !sigma.is_finite() || sigma < 0.0 {
+                return Err(E("dp sigma must be finite and non-negative"));
+            }
+            // Noise tails (> 2^50 after summing) would eat the headroom bit.
+            if bits > 61 || sigma > (1u64 << 44) as f64 {
+                return Err(E("dp noise leaves no overflow headroom"));
+            }
+        }
+        Ok(())
+    }
+
+    /// SHA-256 of the canonical encoding; enters the session id.
+    pub fn hash(&self) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(b"fedrisk-secagg/v1/params\0");
+        h.update(self.encode_body());
+        h.finalize().into()
+    }
+
+    fn encode_body(&self) -> Vec<u8> {
+        let mut w = Writer::default();
+        w.ids(&self.participants);
+        w.u32(self.threshold);
+        w.u32(self.vector_len);
+        w.u8(self.fixed_point.frac_bits);
+        w.f64(self.fixed_point.clip);
+        w.u8(self.fixed_point.max_weight_bits);
+        match self.graph {
+            GraphKind::Complete => w.u8(0),
+            GraphKind::Harary {
+                degree,
+                share_threshold,
+            } => {
+                w.u8(1);
+                w.u32(degree);
+                w.u32(share_threshold);
+            }
+        }
+        match self.security {
+            SecurityMode::HonestButCurious {
+                max_colluders,
+                max_dropouts,
+            } => {
+                w.u8(0);
+                w.u32(max_colluders);
+                w.u32(max_dropouts);
+            }
+            SecurityMode::Active { max_colluders } => {
+                w.u8(1);
+                w.u32(max_colluders);
+            }
+        }
+        match self.dp_sigma {
+            None => w.u8(0),
+            Some(s) => {
+                w.u8(1);
+                w.f64(s);
+            }
+        }
+        w.finish()
+    }
+
+    fn decode_body(r: &mut Reader<'_>) -> Result<Self> {
+        let participants = r.ids()?;
+        if participants.len() > MAX_PARTICIPANTS {
+            return Err(SecAggError::Malformed("too many participants"));
+        }
+        let threshold = r.u32()?;
+        let vector_len = r.u32()?;
+        let fixed_point = FixedPointParams {
+            frac_bits: r.u8()?,
+            clip: r.f64()?,
+            max_weight_bits: r.u8()?,
+        };
+        let graph = match r.u8()? {
+            0 => GraphKind::Complete,
+            1 => GraphKind::Harary {
+                degree: r.u32()?,
+                share_threshold: r.u32()?,
+            },
+            _ => return Err(SecAggError::Malformed("unknown graph kind")),
+        };
+        let security = match r.u8()? {
+            0 => SecurityMode::HonestButCurious {
+                max_colluders: r.u32()?,
+                max_dropouts: r.u32()?,
+            },
+            1 => SecurityMode::Active {
+                max_colluders: r.u32()?,
+            },
+            _ => return Err(SecAggError::Malformed("unknown security mode")),
+        };
+        let dp_sigma = match r.u8()? {
+            0 => None,
+            1 => Some(r.f64()?),
+            _ => return Err(SecAggError::Malformed("bad dp flag")),
+        };
+        Ok(SessionParams {
+            participants,
+            threshold,
+            vector_len,
+            fixed_point,
+            graph,
+            security,
+            dp_sigma,
+        })
+    }
+}
+
+impl SessionConfig {
+    /// Builds and validates a configuration; the coordinator calls this.
+    pub fn new(binding: &SessionBinding, nonce: [u8; 32], params: SessionParams) -> Result<Self> {
+        params.validate()?;
+        let sid = session_id(
+            &binding.federation_id,
+            binding.round,
+            &binding.model_hash,
+            &params.hash(),
+            &nonce,
+        );
+        Ok(SessionConfig {
+            session_id: sid,
+            nonce,
+            params,
+        })
+    }
+
+    /// Validates the parameters.
+    pub fn validate(&self) -> Result<()> {
+        self.params.validate()
+    }
+
+    /// Recomputes the session id from the caller's own view of the round; fails
+    /// with [`SecAggError::BindingMismatch`] when it differs (other model, round,
+    /// federation, or altered parameters).
+    pub fn check_binding(&self, binding: &SessionBinding) -> Result<()> {
+        let expect = session_id(
+            &binding.federation_id,
+            binding.round,
+            &binding.model_hash,
+            &self.params.hash(),
+            &self.nonce,
+        );
+        if subtle::ConstantTimeEq::ct_eq(&expect[..], &self.session_id[..]).into() {
+            Ok(())
+        } else {
+            Err(SecAggError::BindingMismatch)
+        }
+    }
+
+    /// Versioned binary encoding (the gRPC layer carries it as bytes).
+    pub fn encode(&self) -> Vec<u8> {
+        let body = self.params.encode_body();
+        let mut w = Writer::with_header(TAG_CONFIG, 64 + body.len());
+        w.bytes(&self.session_id);
+        w.bytes(&self.nonce);
+        w.bytes(&body);
+        w.finish()
+    }
+
+    /// Decodes; never panics. Does not validate (call [`Self::validate`]).
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
+        let mut r = Reader::with_header(bytes, TAG_CONFIG)?;
+        let session_id = r.array()?;
+        let nonce = r.array()?;
+        let params = SessionParams::decode_body(&mut r)?;
+        r.finish()?;
+        Ok(SessionConfig {
+            session_id,
+            nonce,
+            params,
+        })
+    }
+}
+
+/// What a participant insists on, whatever the coordinator sends.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParticipantPolicy {
+    /// `t >= ceil(min_threshold_fraction * n)`.
+    pub min_threshold_fraction: f64,
+    /// Absolute floor on `t`.
+    pub min_threshold: u32,
+    /// Largest `d` accepted.
+    pub max_vector_len: u32,
+    /// Largest roster accepted.
+    pub max_participants: u32,
+    /// Refuse honest-but-curious sessions.
+    pub require_active: bool,
+    /// The configuration must assume at least this many colluders.
+    pub min_assumed_colluders: u32,
+    /// Refuse sessions without distributed DP of at least this sigma.
+    pub min_dp_sigma: Option<f64>,
+}
+
+impl Default for ParticipantPolicy {
+    /// Active mode, `t > 2n/3`, at most 2^20 slots and 10 000 participants.
+    fn default() -> Self {
+        ParticipantPolicy {
+            min_threshold_fraction: 2.0 / 3.0,
+            min_threshold: 2,
+            max_vector_len: 1 << 20,
+            max_participants: 10_000,
+            require_active: true,
+            min_assumed_colluders: 0,
+            min_dp_sigma: None,
+        }
+    }
+}
+
+impl ParticipantPolicy {
+    /// Checks a (validated) configuration against this policy.
+    pub fn check(&self, params: &SessionParams) -> Result<()> {
+        use SecAggError::PolicyViolation as P;
+        let n = params.n();
+        if n > self.max_participants as usize {
+            return Err(P("too many participants"));
+        }
+        if params.vector_len > self.max_vector_len {
+            return Err(P("vector too long"));
+        }
+        let t = params.threshold as usize;
+        let frac_floor = (self.min_threshold_fraction * n as f64).ceil();
+        if (t as f64) < frac_floor || t < self.min_threshold as usize {
+            return Err(P("threshold below participant minimum"));
+        }
+        if let GraphKind::Harary {
+            degree,
+            share_threshold,
+        } = params.graph
+        {
+            let group = (degree + 1) as f64;
+            if (share_threshold as f64) < (self.min_threshold_fraction * group).ceil() {
+                return Err(P("neighbourhood threshold below participant minimum"));
+            }
+        }
+        if self.require_active && !matches!(params.security, SecurityMode::Active { .. }) {
+            return Err(P("active security required"));
+        }
+        if params.security.max_colluders() < self.min_assumed_colluders {
+            return Err(P("configuration assumes too few colluders"));
+        }
+        if let Some(min) = self.min_dp_sigma
+            && params.dp_sigma.unwrap_or(0.0) < min
+        {
+            return Err(P("distributed DP noise below minimum"));
+        }
+        Ok(())
+    }
+}
+
+fn ln_binom_pmf(m: usize, i: usize, p: f64, ln_fact: &[f64]) -> f64 {
+    ln_fact[m] - ln_fact[i] - ln_fact[m - i] + i as f64 * p.ln() + (m - i) as f64 * (1.0 - p).ln()
+}
+
+/// `P[Bin(m, p) >= a]`.
+fn binom_tail_ge(m: usize, a: usize, p: f64, ln_fact: &[f64]) -> f64 {
+    if a == 0 {
+        return 1.0;
+    }
+    if p <= 0.0 {
+        return 0.0;
+    }
+    if p >= 1.0 {
+        return if a <= m { 1.0 } else { 0.0 };
+    }
+    (a..=m).map(|i| ln_binom_pmf(m, i, p, ln_fact).exp()).sum()
+}
+
+/// Picks the communication graph for `n` participants, a dropout fraction and a
+/// colluder fraction, in the manner of Bell et al. 2020 (SecAgg+): the smallest
+/// even degree `k` and neighbourhood threshold `t_k` such that, for every one of
+/// the `n` neighbourhoods of size `k + 1` (union bound),
+/// - colluders reach `t_k` (or break `2 t_k > k + 1 + colluders`) with
+///   probability at most `2^-40 / n` (privacy), and
+/// - the survivors fall below `t_k` with probability at most `2^-20 / n`
+///   (correctness).
+///
+/// Returns [`GraphKind::Complete`] when no such `k` below `n - 1` exists or when
+/// `n < 100`, where a Harary graph saves little.
+pub fn recommended_graph(n: usize, dropout_fraction: f64, colluder_fraction: f64) -> GraphKind {
+    if n < 100
+        || !(0.0..1.0).contains(&dropout_fraction)
+        || !(0.0..1.0).contains(&colluder_fraction)
+    {
+        return GraphKind::Complete;
+    }
+    let mut ln_fact = vec![0.0f64; n + 2];
+    for i in 1..ln_fact.len() {
+        ln_fact[i] = ln_fact[i - 1] + (i as f64).ln();
+    }
+    let privacy = 2f64.powi(-40) / n as f64;
+    let correctness = 2f64.powi(-20) / n as f64;
+    let mut k = 2usize;
+    while k < n - 1 {
+        let m = k + 1;
+        for tk in (m / 2 + 1)..=m {
+            // Active: colluders c must satisfy 2 tk > m + c, i.e. c >= 2 tk - m fails.
+            let c_bad = (2 * tk).saturating_sub(m).min(tk);
+            let p_priv = binom_tail_ge(m, c_bad, colluder_fraction, &ln_fact);
+            // P[alive < tk] = P[dropped >= m - tk + 1]
+            let p_live = binom_tail_ge(m, m - tk + 1, dropout_fraction, &ln_fact);
+            if p_priv <= privacy && p_live <= correctness {
+                return GraphKind::Harary {
+                    degree: k as u32,
+                    share_threshold: tk as u32,
+                };
+            }
+        }
+        k += 2;
+    }
+    GraphKind::Complete
+}

@@ -1,0 +1,152 @@
+//! Fixed-point vectors in Z_2^64: `[w, w*q(x_1), ..., w*q(x_d)]`, with
+//! `q(x) = round(clip(x) * 2^f)`, and their decoding as two's-complement sums.
+//!
+//! The weight `w` (a sample count) travels inside the masked vector, so the
+//! coordinator learns only the summed weight, never an individual count.
+
+use rand_core::Rng;
+
+use crate::config::FixedPointParams;
+use crate::error::{Result, SecAggError};
+
+/// `q(x)`: clip to `[-clip, clip]`, scale by `2^f`, round to nearest.
+pub fn quantize(x: f64, params: &FixedPointParams) -> Result<i64> {
+    if !x.is_finite() {
+        return Err(SecAggError::FixedPoint("non-finite value"));
+    }
+    let c = x.clamp(-params.clip, params.clip);
+    let scaled = (c * (params.frac_bits as f64).exp2()).round();
+    if scaled.abs() >= 9.2e18 {
+        return Err(SecAggError::FixedPoint("value does not fit in 63 bits"));
+    }
+    Ok(scaled as i64)
+}
+
+/// Encodes `values` with `weight` (capped at `2^max_weight_bits`) as
+/// `[w, w*q(x_1), ...]`, each entry a two's-complement `u64`.
+pub fn encode_weighted(values: &[f64], weight: u64, params: &FixedPointParams) -> Result<Vec<u64>> {
+    let w = weight.min(params.max_weight());
+    let mut out = Vec::with_capacity(values.len() + 1);
+    out.push(w);
+    for &x in values {
+        let q = i128::from(quantize(x, params)?) * i128::from(w);
+        let q =
+            i64::try_from(q).map_err(|_| SecAggError::FixedPoint("weighted value overflows"))?;
+        out.push(q as u64);
+    }
+    Ok(out)
+}
+
+/// Raw integer mode (histograms, counts): `[weight_slot, c_1, ..., c_d]`,
+/// no scaling, summed exactly mod 2^64.
+pub fn encode_counts(counts: &[u64], weight_slot: u64) -> Vec<u64> {
+    let mut out = Vec::with_capacity(counts.len() + 1);
+    out.push(weight_slot);
+    out.extend_from_slice(counts);
+    out
+}
+
+/// Splits an aggregated raw-integer vector into `(weight slot, counts)`.
+pub fn decode_counts(sum: &[u64]) -> Result<(u64, Vec<u64>)> {
+    match sum.split_first() {
+        Some((w, rest)) => Ok((*w, rest.to_vec())),
+        None => Err(SecAggError::FixedPoint("empty sum")),
+    }
+}
+
+/// The weighted sum `sum_u w_u * q(x_u)` as reals (each slot read as `i64`,
+/// divided by `2^f`), with the total weight. For Newton steps (sums of
+/// gradients and Hessians) use this rather than the mean.
+pub fn decode_sum(sum: &[u64], params: &FixedPointParams) -> Result<(u64, Vec<f64>)> {
+    let (w, rest) = sum
+        .split_first()
+        .ok_or(SecAggError::FixedPoint("empty sum"))?;
+    let scale = (-(params.frac_bits as f64)).exp2();
+    Ok((
+        *w,
+        rest.iter().map(|&v| (v as i64) as f64 * scale).collect(),
+    ))
+}
+
+/// The weighted mean `sum_u w_u q(x_u) / sum_u w_u` and the total weight.
+pub fn decode_mean(sum: &[u64], params: &FixedPointParams) -> Result<(u64, Vec<f64>)> {
+    let (w, s) = decode_sum(sum, params)?;
+    if w == 0 {
+        return Err(SecAggError::FixedPoint("total weight is zero"));
+    }
+    let inv = 1.0 / w as f64;
+    Ok((w, s.into_iter().map(|v| v * inv).collect()))
+}
+
+/// One standard normal draw (Box-Muller) from the injected RNG.
+fn standard_normal<R: Rng + ?Sized>(rng: &mut R) -> f64 {
+    // 53-bit uniforms in (0, 1].
+    let u1 = ((rng.next_u64() >> 11) as f64 + 1.0) * (-53f64).exp2();
+    let u2 = (rng.next_u64() >> 11) as f64 * (-53f64).exp2();
+    (-2.0 * u1.ln()).sqrt() * (2.0 * core::f64::consts::PI * u2).cos()
+}
+
+/// Adds rounded Gaussian noise of standard deviation `sigma / sqrt(t)` to every
+/// value slot (slot 0, the weight, is left alone). Rounding adds variance
+/// (about 1/12), so the per-participant variance is at least `sigma^2 / t` and
+/// with `t` or more survivors the total is at least `sigma^2`.
+pub fn add_dp_noise<R: Rng + ?Sized>(vector: &mut [u64], sigma: f64, t: u32, rng: &mut R) {
+    if sigma <= 0.0 || t == 0 {
+        return;
+    }
+    let sd = sigma / f64::from(t).sqrt();
+    for v in vector.iter_mut().skip(1) {
+        let noise = (standard_normal(rng) * sd).round() as i64;
+        *v = v.wrapping_add(noise as u64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params() -> FixedPointParams {
+        FixedPointParams {
+            frac_bits: 16,
+            clip: 8.0,
+            max_weight_bits: 20,
+        }
+    }
+
+    #[test]
+    fn encode_decode_roundtrip_within_half_ulp() {
+        let p = params();
+        let xs = [0.0, 1.25, -3.25, 7.999, -8.5, 100.0];
+        let v = encode_weighted(&xs, 3, &p).unwrap();
+        assert_eq!(v[0], 3);
+        let (w, mean) = decode_mean(&v, &p).unwrap();
+        assert_eq!(w, 3);
+        for (x, m) in xs.iter().zip(mean) {
+            let c = x.clamp(-8.0, 8.0);
+            assert!((c - m).abs() <= (-17f64).exp2(), "{c} vs {m}");
+        }
+    }
+
+    #[test]
+    fn non_finite_is_an_error() {
+        let p = params();
+        assert!(encode_weighted(&[f64::NAN], 1, &p).is_err());
+        assert!(encode_weighted(&[f64::INFINITY], 1, &p).is_err());
+        assert!(encode_weighted(&[f64::NEG_INFINITY], 1, &p).is_err());
+    }
+
+    #[test]
+    fn weight_is_capped() {
+        let p = params();
+        let v = encode_weighted(&[1.0], u64::MAX, &p).unwrap();
+        assert_eq!(v[0], 1 << 20);
+    }
+
+    #[test]
+    fn counts_are_exact() {
+        let v = encode_counts(&[1, 2, u64::MAX], 1);
+        assert_eq!(v, vec![1, 1, 2, u64::MAX]);
+        assert_eq!(decode_counts(&v).unwrap(), (1, vec![1, 2, u64::MAX]));
+        assert!(decode_mean(&[0, 5], &params()).is_err());
+    }
+}

@@ -1,0 +1,631 @@
+//! The participant's state machine.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+
+use curve25519_dalek::Scalar;
+use ed25519_dalek::{Signer, SigningKey};
+use rand_core::CryptoRng;
+use x25519_dalek::{PublicKey, StaticSecret};
+use zeroize::{Zeroize, Zeroizing};
+
+use crate::config::{ParticipantPolicy, SessionBinding, SessionConfig};
+use crate::crypto::{self, SHARE_PLAINTEXT_LEN};
+use crate::error::{Result, SecAggError};
+use crate::fixed_point::add_dp_noise;
+use crate::graph::{Graph, graph_seed};
+use crate::messages::{
+    Advertise, ConsistencySignature, KeyList, MaskedInput, ShareBundle, ShareKeys, SurvivorList,
+    UnmaskRequest, UnmaskResponse,
+};
+use crate::{Roster, Stage, shamir, strictly_increasing, verify_signature};
+
+/// What we keep about a neighbour after the key list.
+struct Peer {
+    /// Key for decrypting the shares it sends us.
+    recv_key: Zeroizing<[u8; 32]>,
+    /// Seed of our pairwise mask.
+    mask_seed: Zeroizing<[u8; 32]>,
+}
+
+/// One participant's side of one session.
+///
+/// Each `on_*` method consumes the coordinator's message for the current stage
+/// and returns the participant's reply. A message for another stage or session
+/// is rejected without changing state; a message whose content is wrong (bad
+/// signature, forged key, failed authentication, inconsistent survivor lists)
+/// aborts the session for good, and nothing more is released.
+pub struct ParticipantSession {
+    config: SessionConfig,
+    id: u32,
+    identity: SigningKey,
+    roster: Roster,
+    stage: Stage,
+    c_sk: StaticSecret,
+    s_sk: Zeroizing<Scalar>,
+    c_pk: [u8; 32],
+    s_pk: [u8; 32],
+    b: Zeroizing<Scalar>,
+    graph: Option<Graph>,
+    group: Vec<u32>,
+    peers: BTreeMap<u32, Peer>,
+    /// Shares we hold, by owner: `(b-share, s-share)`. Ours included.
+    held: BTreeMap<u32, (Scalar, Scalar)>,
+    /// Our view of U2 within our group (ourselves included).
+    u2: Vec<u32>,
+    /// The U3 we signed.
+    u3: Vec<u32>,
+}
+
+impl fmt::Debug for ParticipantSession {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ParticipantSession")
+            .field("id", &self.id)
+            .field("stage", &self.stage)
+            .field("group_size", &self.group.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for ParticipantSession {
+    fn drop(&mut self) {
+        self.wipe_shares();
+    }
+}
+
+impl ParticipantSession {
+    /// Starts a session: validates the coordinator's configuration, checks it
+    /// against `policy` and against the participant's own `binding` (a different
+    /// global model gives a different session id), then draws the two X25519 key
+    /// pairs and returns the signed [`Advertise`].
+    pub fn new<R: CryptoRng + ?Sized>(
+        config: SessionConfig,
+        binding: &SessionBinding,
+        id: u32,
+        identity: SigningKey,
+        roster: Roster,
+        policy: &ParticipantPolicy,
+        rng: &mut R,
+    ) -> Result<(Self, Advertise)> {
+        config.validate()?;
+        policy.check(&config.params)?;
+        config.check_binding(binding)?;
+        if config.params.participants.binary_search(&id).is_err() {
+            return Err(SecAggError::NotInvited(id));
+        }
+        if roster.get(id) != Some(&identity.verifying_key()) {
+            return Err(SecAggError::NotInvited(id));
+        }
+        let c_sk = StaticSecret::random_from_rng(rng);
+        let s_sk = Zeroizing::new(Scalar::random(rng));
+        let c_pk = PublicKey::from(&c_sk).to_bytes();
+        let s_pk = PublicKey::from(&crypto::x25519_secret(&s_sk)).to_bytes();
+        let transcript = crypto::advertise_transcript(&config.session_id, id, &c_pk, &s_pk);
+        let signature = identity.sign(&transcript).to_bytes();
+        let adv = Advertise {
+            session_id: config.session_id,
+            from: id,
+            c_pk,
+            s_pk,
+            signature,
+        };
+        let session = ParticipantSession {
+            config,
+            id,
+            identity,
+            roster,
+            stage: Stage::Advertise,
+            c_sk,
+            s_sk,
+            c_pk,
+            s_pk,
+            b: Zeroizing::new(Scalar::ZERO),
+            graph: None,
+            group: Vec::new(),
+            peers: BTreeMap::new(),
+            held: BTreeMap::new(),
+            u2: Vec::new(),
+            u3: Vec::new(),
+        };
+        Ok((session, adv))
+    }
+
+    /// The stage this participant is in (the one whose closing message it awaits).
+    pub fn stage(&self) -> Stage {
+        self.stage
+    }
+
+    /// This participant's id.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// The session configuration.
+    pub fn config(&self) -> &SessionConfig {
+        &self.config
+    }
+
+    fn expect(&self, stage: Stage, session_id: &[u8; 32]) -> Result<()> {
+        if self.stage == Stage::Aborted {
+            return Err(SecAggError::Aborted);
+        }
+        if stage == Stage::Unmask && self.stage == Stage::Finished {
+            return Err(SecAggError::AlreadyUnmasked);
+        }
+        if self.stage != stage {
+            return Err(SecAggError::WrongStage {
+                expected: self.stage,
+                got: stage,
+            });
+        }
+        if session_id != &self.config.session_id {
+            return Err(SecAggError::WrongSession);
+        }
+        Ok(())
+    }
+
+    fn abort<T>(&mut self, e: SecAggError) -> Result<T> {
+        self.stage = Stage::Aborted;
+        self.wipe_shares();
+        Err(e)
+    }
+
+    fn wipe_shares(&mut self) {
+        for (b, s) in self.held.values_mut() {
+            b.zeroize();
+            s.zeroize();
+        }
+        self.held.clear();
+        self.peers.clear();
+        self.b.zeroize();
+        self.s_sk.zeroize();
+    }
+
+    fn share_threshold(&self) -> usize {
+        self.config.params.share_threshold() as usize
+    }
+
+    /// Stage 1: checks U1 (at least `t` entries, all invited, signatures valid for
+    /// every key this participant will use, no duplicate or low-order keys, its
+    /// own keys unchanged), Shamir-shares `b_u` and `s_u^SK` over its share group
+    /// and encrypts each pair to its recipient.
+    pub fn on_key_list<R: CryptoRng + ?Sized>(
+        &mut self,
+        msg: &KeyList,
+        rng: &mut R,
+    ) -> Result<ShareKeys> {
+        self.expect(Stage::Advertise, &msg.session_id)?;
+        match self.check_key_list(msg) {
+            Ok(()) => {}
+            Err(e) => return self.abort(e),
+        }
+        let sid = self.config.session_id;
+        let graph = Graph::build(
+            self.config.params.graph,
+            &msg.entries.iter().map(|e| e.id).collect::<Vec<_>>(),
+            graph_seed(&sid, msg.entries.iter().map(|e| (e.id, &e.c_pk, &e.s_pk))),
+        );
+        let group = graph.group(self.id);
+        if group.len() < self.share_threshold() {
+            return self.abort(SecAggError::TooFewParticipants {
+                stage: Stage::ShareKeys,
+                have: group.len(),
+                need: self.share_threshold(),
+            });
+        }
+        let s_secret = crypto::x25519_secret(&self.s_sk);
+        let mut sealed = Vec::with_capacity(group.len().saturating_sub(1));
+        let mut send_keys = Vec::with_capacity(group.len());
+        for e in &msg.entries {
+            if e.id == self.id || group.binary_search(&e.id).is_err() {
+                continue;
+            }
+            let t = crypto::advertise_transcript(&sid, e.id, &e.c_pk, &e.s_pk);
+            if !verify_signature(&self.roster, e.id, &t, &e.signature) {
+                return self.abort(SecAggError::BadSignature(e.id));
+            }
+            let (Some(c_dh), Some(s_dh)) = (
+                crypto::agree(&self.c_sk, &e.c_pk),
+                crypto::agree(&s_secret, &e.s_pk),
+            ) else {
+                return self.abort(SecAggError::NonContributoryKey(e.id));
+            };
+            send_keys.push((
+                e.id,
+                Zeroizing::new(crypto::share_key(&c_dh, &sid, self.id, e.id)),
+            ));
+            self.peers.insert(
+                e.id,
+                Peer {
+                    recv_key: Zeroizing::new(crypto::share_key(&c_dh, &sid, e.id, self.id)),
+                    mask_seed: Zeroizing::new(crypto::pairwise_mask_seed(
+                        &s_dh, &sid, self.id, e.id,
+                    )),
+                },
+            );
+        }
+        *self.b = Scalar::random(rng);
+        let t = self.share_threshold();
+        let mut b_shares = shamir::split(&self.b, t, &group, rng);
+        let mut s_shares = shamir::split(&self.s_sk, t, &group, rng);
+        let mut keys = send_keys.iter();
+        for (i, &v) in group.iter().enumerate() {
+            if v == self.id {
+                self.held.insert(v, (b_shares[i], s_shares[i]));
+                continue;
+            }
+            let Some((to, key)) = keys.next() else {
+                break;
+            };
+            debug_assert_eq!(*to, v);
+            let mut pt = Zeroizing::new([0u8; SHARE_PLAINTEXT_LEN]);
+            pt[..32].copy_from_slice(b_shares[i].as_bytes());
+            pt[32..].copy_from_slice(s_shares[i].as_bytes());
+            sealed.push((v, crypto::seal_shares(key, &sid, self.id, v, &pt)));
+        }
+        crypto::wipe(&mut b_shares);
+        crypto::wipe(&mut s_shares);
+        self.graph = Some(graph);
+        self.group = group;
+        self.stage = Stage::ShareKeys;
+        Ok(ShareKeys {
+            session_id: sid,
+            from: self.id,
+            shares: sealed,
+        })
+    }
+
+    fn check_key_list(&self, msg: &KeyList) -> Result<()> {
+        let p = &self.config.params;
+        if !strictly_increasing(msg.entries.iter().map(|e| e.id)) {
+            return Err(SecAggError::InvalidList(
+                "key list ids not strictly increasing",
+            ));
+        }
+        for e in &msg.entries {
+            if p.participants.binary_search(&e.id).is_err() || self.roster.get(e.id).is_none() {
+                return Err(SecAggError::NotInvited(e.id));
+            }
+        }
+        if msg.entries.len() < p.threshold as usize {
+            return Err(SecAggError::TooFewParticipants {
+                stage: Stage::Advertise,
+                have: msg.entries.len(),
+                need: p.threshold as usize,
+            });
+        }
+        match msg.entries.iter().find(|e| e.id == self.id) {
+            Some(e) if e.c_pk == self.c_pk && e.s_pk == self.s_pk => {}
+            _ => return Err(SecAggError::ForgedOwnKeys),
+        }
+        let mut seen: HashMap<[u8; 32], u32> = HashMap::with_capacity(2 * msg.entries.len());
+        for e in &msg.entries {
+            for k in [e.c_pk, e.s_pk] {
+                if seen.insert(k, e.id).is_some() {
+                    return Err(SecAggError::DuplicateKey(e.id));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Stage 2: decrypts and authenticates the shares addressed to us (their
+    /// senders form our view of U2), then masks `input` (`d + 1` words, slot 0 the
+    /// weight, e.g. from [`crate::encode_weighted`]) with the self mask and the
+    /// pairwise masks of U2, adding distributed-DP noise if configured.
+    ///
+    /// An invalid `input` is the caller's mistake: it is reported and the
+    /// session stays where it is.
+    pub fn on_shares<R: CryptoRng + ?Sized>(
+        &mut self,
+        msg: &ShareBundle,
+        input: &[u64],
+        rng: &mut R,
+    ) -> Result<MaskedInput> {
+        self.expect(Stage::ShareKeys, &msg.session_id)?;
+        let p = &self.config.params;
+        if input.len() != p.words() {
+            return Err(SecAggError::InvalidInput(
+                "vector length differs from d + 1",
+            ));
+        }
+        if input[0] > p.fixed_point.max_weight() {
+            return Err(SecAggError::InvalidInput("weight above the configured cap"));
+        }
+        if msg.to != self.id {
+            return self.abort(SecAggError::InvalidList(
+                "share bundle addressed to someone else",
+            ));
+        }
+        if !strictly_increasing(msg.shares.iter().map(|s| s.0)) {
+            return self.abort(SecAggError::InvalidList(
+                "share senders not strictly increasing",
+            ));
+        }
+        let sid = self.config.session_id;
+        for (from, ct) in &msg.shares {
+            let Some(peer) = self.peers.get(from) else {
+                return self.abort(SecAggError::InvalidList("share from outside our group"));
+            };
+            let Some(pt) = crypto::open_shares(&peer.recv_key, &sid, *from, self.id, ct) else {
+                return self.abort(SecAggError::ShareAuthentication(*from));
+            };
+            let mut b = [0u8; 32];
+            let mut s = [0u8; 32];
+            b.copy_from_slice(&pt[..32]);
+            s.copy_from_slice(&pt[32..]);
+            let parsed = (
+                Option::<Scalar>::from(Scalar::from_canonical_bytes(b)),
+                Option::<Scalar>::from(Scalar::from_canonical_bytes(s)),
+            );
+            b.zeroize();
+            s.zeroize();
+            let (Some(b), Some(s)) = parsed else {
+                return self.abort(SecAggError::ShareAuthentication(*from));
+            };
+            self.held.insert(*from, (b, s));
+        }
+        let mut u2: Vec<u32> = msg.shares.iter().map(|s| s.0).collect();
+        u2.push(self.id);
+        u2.sort_unstable();
+        if u2.len() < self.share_threshold() {
+            return self.abort(SecAggError::TooFewParticipants {
+                stage: Stage::ShareKeys,
+                have: u2.len(),
+                need: self.share_threshold(),
+            });
+        }
+        // Peers that sent nothing are not in U2: forget their shares' keys.
+        let mut y = input.to_vec();
+        if let Some(sigma) = p.dp_sigma {
+            add_dp_noise(&mut y, sigma, p.threshold, rng);
+        }
+        let seed = Zeroizing::new(crypto::self_mask_seed(&self.b, &sid, self.id));
+        crypto::prg_accumulate(&seed, &mut y, false);
+        for &v in &u2 {
+            if v == self.id {
+                continue;
+            }
+            if let Some(peer) = self.peers.get(&v) {
+                crypto::prg_accumulate(&peer.mask_seed, &mut y, self.id > v);
+            }
+        }
+        self.u2 = u2;
+        self.stage = Stage::MaskedInput;
+        Ok(MaskedInput {
+            session_id: sid,
+            from: self.id,
+            vector: y,
+        })
+    }
+
+    /// Stage 3: checks U3 (strictly increasing, at least `t`, includes us, a
+    /// subset of U1 and, within our group, of our U2) and signs `(session, U3)`.
+    pub fn on_survivors(&mut self, msg: &SurvivorList) -> Result<ConsistencySignature> {
+        self.expect(Stage::MaskedInput, &msg.session_id)?;
+        let p = &self.config.params;
+        let u3 = &msg.survivors;
+        let graph_ok = self
+            .graph
+            .as_ref()
+            .is_some_and(|g| u3.iter().all(|&v| g.contains(v)));
+        let err = if !strictly_increasing(u3.iter().copied()) || !graph_ok {
+            Some(SecAggError::InvalidList(
+                "survivors not a strictly increasing subset of U1",
+            ))
+        } else if u3.binary_search(&self.id).is_err() {
+            Some(SecAggError::InvalidList(
+                "survivor list omits this participant",
+            ))
+        } else if u3.len() < p.threshold as usize {
+            Some(SecAggError::TooFewParticipants {
+                stage: Stage::MaskedInput,
+                have: u3.len(),
+                need: p.threshold as usize,
+            })
+        } else if self
+            .group
+            .iter()
+            .any(|v| u3.binary_search(v).is_ok() && self.u2.binary_search(v).is_err())
+        {
+            Some(SecAggError::InvalidList("survivor was not in U2"))
+        } else {
+            let in_group = self
+                .group
+                .iter()
+                .filter(|v| u3.binary_search(v).is_ok())
+                .count();
+            (in_group < self.share_threshold()).then(|| SecAggError::TooFewParticipants {
+                stage: Stage::MaskedInput,
+                have: in_group,
+                need: self.share_threshold(),
+            })
+        };
+        if let Some(e) = err {
+            return self.abort(e);
+        }
+        let transcript = crypto::consistency_transcript(&self.config.session_id, u3);
+        let signature = self.identity.sign(&transcript).to_bytes();
+        self.u3 = u3.clone();
+        self.stage = Stage::ConsistencyCheck;
+        Ok(ConsistencySignature {
+            session_id: self.config.session_id,
+            from: self.id,
+            signature,
+        })
+    }
+
+    /// Stage 4: the one and only unmask request. Refuses (and aborts, releasing
+    /// nothing) unless: the alive list is exactly the U3 we signed; alive and
+    /// dead are disjoint, duplicate-free and within U1; we are not dead; within
+    /// our group, dead is exactly our U2 minus U3; and at least the quorum of
+    /// our group signed the same U3. Then releases `b`-shares for alive group
+    /// members and `s`-shares for dead ones, and wipes every share it holds.
+    pub fn on_unmask_request(&mut self, msg: &UnmaskRequest) -> Result<UnmaskResponse> {
+        if self.stage == Stage::Finished {
+            return Err(SecAggError::AlreadyUnmasked);
+        }
+        self.expect(Stage::ConsistencyCheck, &msg.session_id)?;
+        // Whatever happens next, this was our one request.
+        if let Err(e) = self.check_unmask_request(msg) {
+            return self.abort(e);
+        }
+        let mut b_shares = Vec::new();
+        let mut s_shares = Vec::new();
+        for &v in &self.group {
+            let Some((b, s)) = self.held.get(&v) else {
+                continue;
+            };
+            if self.u3.binary_search(&v).is_ok() {
+                b_shares.push((v, b.to_bytes()));
+            } else if msg.dropped.binary_search(&v).is_ok() {
+                s_shares.push((v, s.to_bytes()));
+            }
+        }
+        self.wipe_shares();
+        self.stage = Stage::Finished;
+        Ok(UnmaskResponse {
+            session_id: self.config.session_id,
+            from: self.id,
+            b_shares,
+            s_shares,
+        })
+    }
+
+    fn check_unmask_request(&self, msg: &UnmaskRequest) -> Result<()> {
+        use SecAggError::UnmaskRefused as R;
+        if msg.survivors != self.u3 {
+            return Err(R("alive list differs from the survivor set we signed"));
+        }
+        if !strictly_increasing(msg.dropped.iter().copied()) {
+            return Err(R("dead list has duplicates or is unordered"));
+        }
+        if msg.dropped.binary_search(&self.id).is_ok() {
+            return Err(R("request names this participant as dead"));
+        }
+        if msg.dropped.iter().any(|v| self.u3.binary_search(v).is_ok()) {
+            return Err(R("a participant is named both alive and dead"));
+        }
+        let graph = self.graph.as_ref().ok_or(R("no graph"))?;
+        if msg.dropped.iter().any(|&v| !graph.contains(v)) {
+            return Err(R("dead list names a participant outside U1"));
+        }
+        for &v in &self.group {
+            let dead = msg.dropped.binary_search(&v).is_ok();
+            let should_be = self.u2.binary_search(&v).is_ok() && self.u3.binary_search(&v).is_err();
+            if dead != should_be {
+                return Err(R("dead list disagrees with our view of U2 minus U3"));
+            }
+        }
+        if !strictly_increasing(msg.signatures.iter().map(|s| s.0)) {
+            return Err(R("signature list has duplicates or is unordered"));
+        }
+        let transcript = crypto::consistency_transcript(&self.config.session_id, &self.u3);
+        let quorum = self.share_threshold();
+        let mut valid = 0usize;
+        for (signer, sig) in &msg.signatures {
+            if self.group.binary_search(signer).is_err() || self.u3.binary_search(signer).is_err() {
+                continue;
+            }
+            if !verify_signature(&self.roster, *signer, &transcript, sig) {
+                return Err(SecAggError::ConsistencyCheck("invalid signature on U3"));
+            }
+            valid += 1;
+            if valid >= quorum {
+                return Ok(());
+            }
+        }
+        Err(SecAggError::ConsistencyCheck(
+            "fewer than the quorum signed the same survivor set",
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::{Sim, SimConfig, random_inputs};
+
+    /// Guide test 6: the coordinator plus `t - 1` colluders learn neither `b_u`,
+    /// `s_u^SK` nor `x_u` of an honest participant `u`.
+    #[test]
+    fn g06_coordinator_plus_t_minus_1_colluders_learn_nothing() {
+        let cfg = SimConfig::new(10, 32); // t = 7
+        let t = cfg.threshold as usize;
+        let mut sim = Sim::new(cfg.clone(), random_inputs(&cfg)).unwrap();
+        sim.advertise().unwrap();
+        sim.share_keys().unwrap();
+        sim.masked_input().unwrap();
+        let honest = 0u32;
+        let colluders: Vec<u32> = (1..t as u32).collect(); // t - 1 of them
+        let victim = sim.participant(honest).unwrap();
+        let (b_true, s_true) = (*victim.b, *victim.s_sk);
+        // Pool everything the colluders hold about the victim.
+        let mut b_pts = Vec::new();
+        let mut s_pts = Vec::new();
+        for &c in &colluders {
+            let (b, s) = sim.participant(c).unwrap().held[&honest];
+            b_pts.push((c, b));
+            s_pts.push((c, s));
+        }
+        assert_ne!(shamir::reconstruct(&b_pts), b_true);
+        assert_ne!(shamir::reconstruct(&s_pts), s_true);
+        // With one more (honest) share it would work: the threshold is exact.
+        let (b, s) = sim.participant(9).unwrap().held[&honest];
+        b_pts.push((9, b));
+        s_pts.push((9, s));
+        assert_eq!(shamir::reconstruct(&b_pts), b_true);
+        assert_eq!(shamir::reconstruct(&s_pts), s_true);
+
+        // The coordinator's transcript has no share it can open: every
+        // ciphertext addressed to an honest participant fails under keys the
+        // colluders can derive (their own pairwise keys with the dealer).
+        let sid = sim.session.session_id;
+        for msgs in sim.transcript.values() {
+            for m in msgs {
+                if let crate::Message::ShareKeys(sk) = m {
+                    for (to, ct) in &sk.shares {
+                        for &c in &colluders {
+                            if let Some(peer) = sim.participant(c).unwrap().peers.get(&sk.from) {
+                                let opened =
+                                    crypto::open_shares(&peer.recv_key, &sid, sk.from, *to, ct);
+                                assert_eq!(opened.is_some(), *to == c);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+
+        // x_u stays hidden: strip every mask the colluders know from y_u.
+        let y = sim.transcript[&honest]
+            .iter()
+            .find_map(|m| match m {
+                crate::Message::MaskedInput(v) => Some(v.vector.clone()),
+                _ => None,
+            })
+            .unwrap();
+        let mut stripped = y.clone();
+        for &c in &colluders {
+            let seed = &sim.participant(c).unwrap().peers[&honest].mask_seed;
+            crypto::prg_accumulate(seed, &mut stripped, honest < c);
+        }
+        let x = &sim.inputs[honest as usize];
+        assert!(stripped.iter().zip(x).filter(|(a, b)| a == b).count() <= 1);
+    }
+
+    #[test]
+    fn debug_does_not_print_secrets() {
+        let cfg = SimConfig::new(3, 1);
+        let mut sim = Sim::new(cfg.clone(), random_inputs(&cfg)).unwrap();
+        sim.advertise().unwrap();
+        let p = sim.participant(0).unwrap();
+        let text = format!("{p:?}");
+        assert!(text.contains("ParticipantSession"));
+        for secret in [p.b.to_bytes(), p.s_sk.to_bytes(), p.c_sk.to_bytes()] {
+            let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+            assert!(!text.contains(&hex[..16]));
+            assert!(!text.contains(&format!("{:?}", &secret[..4])));
+        }
+    }
+}

@@ -2,8 +2,7 @@
 //! participant agent per data file (in-process tasks or separate processes), all over real
 //! gRPC with mutual TLS. `demo`, `simulate` and `bench` are built on it.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -52,10 +51,20 @@ pub fn cert_name(stem: &str) -> String {
     let s: String = stem
         .to_lowercase()
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .take(64)
         .collect();
-    if s.is_empty() || matches!(s.as_str(), "ca" | "coordinator" | "roster") { format!("p_{s}") } else { s }
+    if s.is_empty() || matches!(s.as_str(), "ca" | "coordinator" | "roster") {
+        format!("p_{s}")
+    } else {
+        s
+    }
 }
 
 pub fn peak_rss_kb(status: &str) -> u64 {
@@ -71,7 +80,8 @@ pub async fn run(f: Federation) -> Result<FederationRun> {
     let pki_dir = f.work.join("pki");
     pki::init(&pki_dir, "fedrisk-local").context("creating the federation CA")?;
     for (name, _) in &f.participants {
-        pki::issue(&pki_dir, name, Role::Participant, 30).with_context(|| format!("issuing a certificate for {name}"))?;
+        pki::issue(&pki_dir, name, Role::Participant, 30)
+            .with_context(|| format!("issuing a certificate for {name}"))?;
     }
     let running = server::start(ServeOptions {
         listen: "127.0.0.1:0".parse()?,
@@ -125,7 +135,10 @@ pub async fn run(f: Federation) -> Result<FederationRun> {
             }
         }
     }
-    let job_id = running.scheduler.submit(&f.spec).map_err(|e| anyhow::anyhow!("job: {e}"))?;
+    let job_id = running
+        .scheduler
+        .submit(&f.spec)
+        .map_err(|e| anyhow::anyhow!("job: {e}"))?;
     let job = loop {
         let job = running.store.job(job_id)?;
         if job.state.is_terminal() {
@@ -134,14 +147,16 @@ pub async fn run(f: Federation) -> Result<FederationRun> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let seconds = started.elapsed().as_secs_f64();
-    let coordinator_peak_kb = peak_rss_kb(&std::fs::read_to_string("/proc/self/status").unwrap_or_default());
+    let coordinator_peak_kb =
+        peak_rss_kb(&std::fs::read_to_string("/proc/self/status").unwrap_or_default());
     let mut agent_peak_kb = Vec::new();
     for (name, mut child) in children {
         let status = tokio::time::timeout(Duration::from_secs(20), child.wait()).await;
         if status.is_err() {
             let _ = child.kill().await;
         }
-        let log = std::fs::read_to_string(f.work.join("logs").join(format!("{name}.log"))).unwrap_or_default();
+        let log = std::fs::read_to_string(f.work.join("logs").join(format!("{name}.log")))
+            .unwrap_or_default();
         let peak = log
             .lines()
             .filter_map(|l| l.split("peak_rss_kb=").nth(1))
@@ -161,9 +176,12 @@ pub async fn run(f: Federation) -> Result<FederationRun> {
         .collect();
     let mut models = Vec::new();
     for v in running.store.model_versions(Some(job_id))? {
-        let Some(mv) = running.store.model_version(job_id, v.round)? else { continue };
+        let Some(mv) = running.store.model_version(job_id, v.round)? else {
+            continue;
+        };
         let json = mv.model_json.unwrap_or_default();
-        let model: ModelFile = serde_json::from_str(&json).with_context(|| format!("model of round {}", v.round))?;
+        let model: ModelFile =
+            serde_json::from_str(&json).with_context(|| format!("model of round {}", v.round))?;
         if model.compute_hash() != model.content_hash {
             bail!("model of round {} fails its content hash", v.round);
         }
@@ -186,12 +204,4 @@ pub fn sibling_participant_binary() -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
     let p = exe.parent()?.join("fedrisk-participant");
     p.is_file().then_some(p)
-}
-
-pub fn shared_arc<T>(v: T) -> Arc<T> {
-    Arc::new(v)
-}
-
-pub fn ensure_dir(p: &Path) -> Result<()> {
-    std::fs::create_dir_all(p).with_context(|| format!("creating {}", p.display()))
 }

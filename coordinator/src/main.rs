@@ -1,10 +1,17 @@
 //! `fedrisk-coordinator`: runs a federation's training rounds. It sees only securely
 //! aggregated sums, never one institution's data or update.
 
+mod bench;
+mod certs;
+mod config;
 mod demo;
+mod federation;
+mod simulate;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -14,6 +21,9 @@ use clap::{Parser, Subcommand};
     about = "fedrisk coordinator: federated credit-risk (PD) model training with secure aggregation"
 )]
 struct Cli {
+    /// Log filter (e.g. `info`, `fedrisk_coordinator=debug`); also read from RUST_LOG.
+    #[arg(long, global = true, default_value = "warn")]
+    log: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -22,12 +32,68 @@ struct Cli {
 enum Command {
     /// Run a whole federation on this machine with generated data, no setup needed.
     Demo(demo::DemoArgs),
+    /// Run a federation over loopback on a folder of per-institution CSV files.
+    Simulate(simulate::SimulateArgs),
+    /// Run the coordinator service (gRPC with mutual TLS, state in SQLite).
+    Serve {
+        /// TOML configuration (see README.md).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Manage the federation's certificates: CA, participants, operators, revocation.
+    Certs {
+        #[command(subcommand)]
+        command: certs::CertsCommand,
+    },
+    /// Time a federation (separate participant processes) and print seconds and bytes per
+    /// round and peak memory.
+    Bench(bench::BenchArgs),
+}
+
+fn init_logging(filter: &str) {
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| filter.to_string());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&filter)
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let filter = match &cli.command {
+        Command::Serve { .. } if cli.log == "warn" => "info".to_string(),
+        _ => cli.log.clone(),
+    };
+    init_logging(&filter);
     let result = match cli.command {
-        Command::Demo(args) => demo::run(args),
+        Command::Demo(args) => runtime().and_then(|rt| rt.block_on(demo::run(args))),
+        Command::Simulate(args) => runtime().and_then(|rt| {
+            rt.block_on(async {
+                let work = args.out.join("federation");
+                let (report, model) = simulate::simulate(&args, &work).await?;
+                simulate::print_report(&report);
+                simulate::write_outputs(&args.out, &report, model.as_ref())?;
+                println!(
+                    "\nwrote {} and {}",
+                    args.out.join("model.json").display(),
+                    args.out.join("report.json").display()
+                );
+                Ok(())
+            })
+        }),
+        Command::Serve { config } => runtime().and_then(|rt| rt.block_on(config::serve(&config))),
+        Command::Certs { command } => certs::run(command),
+        Command::Bench(args) => runtime().and_then(|rt| rt.block_on(bench::run(args))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -480,6 +480,7 @@ impl std::fmt::Display for Algorithm {
 
 /// What every participant must know to compute its contribution the same way.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct RoundSettings {
     pub algorithm: Algorithm,
     /// scikit-learn's C for the federation-wide objective.

@@ -168,3 +168,91 @@ pub fn score(model: &Path, data: &Path, out: &PathBuf) -> Result<()> {
     println!("{line}");
     Ok(())
 }
+
+/// `run`: validate the data, then serve the federation's rounds.
+pub fn run_agent(a: crate::AgentArgs) -> Result<()> {
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| a.log.clone());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&filter)
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    let schema = match &a.schema {
+        Some(p) => {
+            let s = Schema::load(p)?;
+            load_csv(&a.data, &s, LabelMode::Required)?;
+            Some(s)
+        }
+        None => {
+            // No schema yet: the job brings it. Check the file's shape now with an inferred one.
+            let s = infer(&a.data, &InferOptions::new("default", "1"));
+            if let Err(e @ fedrisk_models::DataError::Rows { .. }) = s {
+                return Err(e.into());
+            }
+            None
+        }
+    };
+    if !(0.5..=1.0).contains(&a.min_threshold_fraction) {
+        bail!(
+            "--min-threshold-fraction {}: expected 0.5 to 1",
+            a.min_threshold_fraction
+        );
+    }
+    let identity = fedrisk_participant::tls::ClientIdentity::from_files(&a.ca, &a.cert, &a.key)?;
+    let domain = match &a.domain {
+        Some(d) => d.clone(),
+        None => a
+            .coordinator
+            .split("://")
+            .nth(1)
+            .and_then(|rest| rest.split([':', '/']).next())
+            .filter(|h| !h.is_empty())
+            .with_context(|| {
+                format!(
+                    "--coordinator `{}`: expected https://HOST:PORT",
+                    a.coordinator
+                )
+            })?
+            .to_string(),
+    };
+    let policy = fedrisk_secagg::ParticipantPolicy {
+        min_threshold_fraction: a.min_threshold_fraction,
+        ..fedrisk_secagg::ParticipantPolicy::default()
+    };
+    let cfg = fedrisk_participant::agent::AgentConfig {
+        url: a.coordinator.clone(),
+        domain,
+        identity,
+        data: a.data.clone(),
+        schema,
+        policy,
+        keep_serving: a.keep_serving,
+        max_reconnects: 0,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let outcome = rt.block_on(fedrisk_participant::agent::run(cfg));
+    if a.report_peak_memory {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let kb = status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .unwrap_or("0");
+        eprintln!("peak_rss_kb={kb}");
+    }
+    let outcome = outcome?;
+    if outcome.completed {
+        println!("job {} completed", outcome.job_id);
+        Ok(())
+    } else {
+        bail!(
+            "job {} ended without completing: {}",
+            outcome.job_id,
+            outcome.message
+        )
+    }
+}

@@ -2,6 +2,8 @@
 
 mod commands;
 
+pub(crate) use crate::RunArgs as AgentArgs;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -64,6 +66,9 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Join a federation and serve its training rounds until the job ends. The data is
+    /// checked first; only masked secure-aggregation messages ever leave this machine.
+    Run(RunArgs),
     /// Score a CSV with a model: writes `row,probability` per data row.
     Score {
         /// Model JSON written by `train` or by a federation.
@@ -76,6 +81,45 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Coordinator URL, e.g. https://coordinator.example:7443.
+    #[arg(long)]
+    coordinator: String,
+    /// This institution's certificate (PEM), from `fedrisk-coordinator certs issue`.
+    #[arg(long)]
+    cert: PathBuf,
+    /// This institution's private key (PKCS#8 PEM); it also signs secure-aggregation messages.
+    #[arg(long)]
+    key: PathBuf,
+    /// The federation CA certificate (PEM).
+    #[arg(long)]
+    ca: PathBuf,
+    /// This institution's training data (CSV with a header row and the label column).
+    #[arg(long)]
+    data: PathBuf,
+    /// Schema JSON: if given, the data is checked against it at start and jobs with another
+    /// schema are refused.
+    #[arg(long)]
+    schema: Option<PathBuf>,
+    /// Name in the coordinator's certificate (default: the URL's host).
+    #[arg(long)]
+    domain: Option<String>,
+    /// Keep serving further jobs instead of exiting when a job ends.
+    #[arg(long)]
+    keep_serving: bool,
+    /// Lowest secure-aggregation threshold accepted, as a fraction of the participants
+    /// (this agent refuses sessions below it, whatever the coordinator says).
+    #[arg(long, default_value_t = 2.0 / 3.0)]
+    min_threshold_fraction: f64,
+    /// Print this process's peak resident memory when it exits (for benchmarks).
+    #[arg(long, hide = true)]
+    report_peak_memory: bool,
+    /// Log filter, e.g. `info` or `debug` (also RUST_LOG).
+    #[arg(long, default_value = "info")]
+    log: String,
 }
 
 #[derive(Subcommand)]
@@ -144,6 +188,7 @@ fn main() -> ExitCode {
             out: &out,
         }),
         Command::Score { model, data, out } => commands::score(&model, &data, &out),
+        Command::Run(args) => commands::run_agent(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

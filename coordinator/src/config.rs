@@ -1,0 +1,138 @@
+//! `fedrisk-coordinator serve --config coordinator.toml`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use fedrisk_coordinator::job::JobSpec;
+use fedrisk_coordinator::server::{self, ServeOptions};
+use fedrisk_models::Schema;
+use fedrisk_models::federated::RoundSettings;
+use serde::Deserialize;
+
+/// The coordinator's configuration file. Relative paths are relative to the file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CoordinatorConfig {
+    /// Address to listen on, e.g. `0.0.0.0:7443`.
+    pub listen: SocketAddr,
+    /// Folder made by `certs init`.
+    pub pki_dir: PathBuf,
+    /// SQLite database (created if absent).
+    pub database: PathBuf,
+    /// Defaults to the federation name of the roster.
+    #[serde(default)]
+    pub federation_id: Option<String>,
+    /// A job to submit at start-up, unless a job of the same name exists.
+    #[serde(default)]
+    pub job: Option<JobConfig>,
+}
+
+/// A job in the configuration file: like the Operator service's, with the schema as a path.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobConfig {
+    pub name: String,
+    pub schema: PathBuf,
+    pub rounds: u32,
+    pub min_participants: u32,
+    #[serde(default)]
+    pub round_deadline_ms: Option<u64>,
+    #[serde(default)]
+    pub stage_deadline_ms: Option<u64>,
+    #[serde(default)]
+    pub threshold: Option<u32>,
+    #[serde(default)]
+    pub dropout_budget: Option<u32>,
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+    /// Algorithm and hyper-parameters: `algorithm = "newton"`, `c`, `local_epochs`, ...
+    #[serde(default)]
+    pub settings: RoundSettings,
+}
+
+pub fn load(path: &Path) -> Result<(CoordinatorConfig, Option<JobSpec>)> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut cfg: CoordinatorConfig =
+        toml::from_str(&text).with_context(|| format!("{}", path.display()))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let rel = |p: &Path| {
+        if p.is_absolute() {
+            p.to_owned()
+        } else {
+            base.join(p)
+        }
+    };
+    cfg.pki_dir = rel(&cfg.pki_dir);
+    cfg.database = rel(&cfg.database);
+    let job = match &cfg.job {
+        None => None,
+        Some(j) => {
+            let schema = Schema::load(&rel(&j.schema))?;
+            let defaults = JobSpec {
+                name: j.name.clone(),
+                schema,
+                settings: j.settings.clone(),
+                rounds: j.rounds,
+                min_participants: j.min_participants,
+                round_deadline_ms: 120_000,
+                stage_deadline_ms: 20_000,
+                threshold: j.threshold,
+                dropout_budget: j.dropout_budget,
+                max_attempts: 3,
+                wait_for_participants_ms: 600_000,
+            };
+            let spec = JobSpec {
+                round_deadline_ms: j.round_deadline_ms.unwrap_or(defaults.round_deadline_ms),
+                stage_deadline_ms: j.stage_deadline_ms.unwrap_or(defaults.stage_deadline_ms),
+                max_attempts: j.max_attempts.unwrap_or(defaults.max_attempts),
+                ..defaults
+            };
+            spec.validate()
+                .map_err(|e| anyhow::anyhow!("{}: [job] {e}", path.display()))?;
+            Some(spec)
+        }
+    };
+    Ok((cfg, job))
+}
+
+pub async fn serve(path: &Path) -> Result<()> {
+    let (cfg, job) = load(path)?;
+    let running = server::start(ServeOptions {
+        listen: cfg.listen,
+        pki_dir: cfg.pki_dir.clone(),
+        database: cfg.database.clone(),
+        federation_id: cfg.federation_id.clone(),
+    })
+    .await?;
+    println!(
+        "fedrisk coordinator listening on {} (mutual TLS), federation `{}`",
+        running.addr, running.federation_id
+    );
+    if let Some(spec) = job {
+        let exists = running
+            .store
+            .list_jobs(None)?
+            .iter()
+            .any(|j| j.name == spec.name);
+        if exists {
+            println!(
+                "job `{}` already exists; it resumes if it was running",
+                spec.name
+            );
+        } else {
+            let id = running
+                .scheduler
+                .submit(&spec)
+                .map_err(|e| anyhow::anyhow!("job: {e}"))?;
+            println!("submitted job `{}` as job {id}", spec.name);
+        }
+    }
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
+    println!("stopping; a running job resumes from its last completed round at the next start");
+    running.stop().await;
+    Ok(())
+}

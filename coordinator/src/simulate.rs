@@ -1,0 +1,425 @@
+//! `fedrisk-coordinator simulate`: a federation over loopback on a folder of per-institution
+//! CSV files, with a report an operator can compare against local-only and central models.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use fedrisk_coordinator::job::JobSpec;
+use fedrisk_models::federated::{Algorithm, RoundSettings, validation_split};
+use fedrisk_models::local::{LocalOptions, train_local};
+use fedrisk_models::schema::{FeatureKind, InferOptions, infer};
+use fedrisk_models::{LabelMode, ModelFile, Schema, load_csv, metrics};
+use serde::Serialize;
+
+use crate::federation::{self, Agents, Federation, FederationRun};
+
+#[derive(Args, Debug, Clone)]
+pub struct SimulateArgs {
+    /// Folder with `participants/*.csv` (one institution each) and optionally `test.csv`.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Label column.
+    #[arg(long, default_value = "default")]
+    pub label: String,
+    /// Label value meaning "defaulted".
+    #[arg(long, default_value = "1")]
+    pub positive: String,
+    /// Training rounds.
+    #[arg(long, default_value_t = 10)]
+    pub rounds: u32,
+    /// newton, fedavg or fedprox.
+    #[arg(long, default_value = "newton")]
+    pub algorithm: Algorithm,
+    /// Where to write model.json and report.json (default: ./simulate-out).
+    #[arg(long, default_value = "simulate-out")]
+    pub out: PathBuf,
+    /// Seed of validation splits and local mini-batches.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Schema JSON (default: inferred from all participant files together).
+    #[arg(long)]
+    pub schema: Option<PathBuf>,
+    /// Share of each institution's rows held out for federated evaluation (0: none; the
+    /// model then trains on every row and evaluation uses the training rows).
+    #[arg(long, default_value_t = 0.0)]
+    pub validation_fraction: f64,
+    /// Inverse L2 strength (scikit-learn's C).
+    #[arg(long, default_value_t = 1.0)]
+    pub c: f64,
+    /// Local epochs per round (fedavg, fedprox).
+    #[arg(long, default_value_t = 1)]
+    pub local_epochs: usize,
+    /// Local learning rate (fedavg, fedprox).
+    #[arg(long, default_value_t = 0.05)]
+    pub learning_rate: f64,
+    /// Local mini-batch size (fedavg, fedprox).
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    /// FedProx proximal strength.
+    #[arg(long, default_value_t = 0.01)]
+    pub mu: f64,
+    /// Run each participant as a separate `fedrisk-participant` process (found next to this
+    /// binary) instead of in this process.
+    #[arg(long)]
+    pub processes: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RoundRow {
+    pub round: u32,
+    pub auc: f64,
+    pub ks: f64,
+    pub log_loss: f64,
+    pub seconds: f64,
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    pub survivors: u32,
+    /// Federated evaluation (score histograms through secure aggregation) of the same model.
+    pub federated_auc: Option<f64>,
+    pub federated_ks: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ParticipantRow {
+    pub name: String,
+    pub rows: usize,
+    pub local_only_test_auc: f64,
+    pub pooled_model_test_auc: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub data: String,
+    pub algorithm: String,
+    /// `test.csv`, or each institution's own held-out rows when there is no test file.
+    pub evaluated_on: String,
+    pub job_state: String,
+    pub job_message: String,
+    pub rounds: Vec<RoundRow>,
+    pub participants: Vec<ParticipantRow>,
+    pub seconds_total: f64,
+    pub coordinator_peak_rss_mb: f64,
+    pub participant_peak_rss_mb: Vec<(String, f64)>,
+}
+
+/// One schema for all institutions' files: kinds must agree, levels and missing flags merge.
+pub fn infer_federation_schema(
+    files: &[(String, PathBuf)],
+    label: &str,
+    positive: &str,
+) -> Result<Schema> {
+    let mut merged: Option<Schema> = None;
+    for (_, path) in files {
+        let s = infer(path, &InferOptions::new(label, positive))?;
+        merged = Some(match merged {
+            None => s,
+            Some(mut m) => {
+                if m.label != s.label {
+                    bail!(
+                        "{}: label classes {:?} differ from the other files' {:?}",
+                        path.display(),
+                        s.label,
+                        m.label
+                    );
+                }
+                for f in &s.features {
+                    let Some(g) = m.features.iter_mut().find(|g| g.name == f.name) else {
+                        bail!(
+                            "{}: column `{}` is not in the other files",
+                            path.display(),
+                            f.name
+                        );
+                    };
+                    g.missing |= f.missing;
+                    match (&mut g.kind, &f.kind) {
+                        (FeatureKind::Numeric { .. }, FeatureKind::Numeric { .. }) => {}
+                        (
+                            FeatureKind::Categorical { levels },
+                            FeatureKind::Categorical { levels: more },
+                        ) => {
+                            for l in more {
+                                if !levels.contains(l) {
+                                    levels.push(l.clone());
+                                }
+                            }
+                            levels.sort();
+                        }
+                        _ => bail!(
+                            "{}: column `{}` is text in some files and numbers in others; give a schema with --schema",
+                            path.display(),
+                            f.name
+                        ),
+                    }
+                }
+                m
+            }
+        });
+    }
+    merged.context("no participant files")
+}
+
+pub fn participant_files(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
+    let pdir = dir.join("participants");
+    let mut files: Vec<(String, PathBuf)> = std::fs::read_dir(&pdir)
+        .with_context(|| format!("reading {}", pdir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "csv"))
+        .map(|p| {
+            (
+                federation::cert_name(&p.file_stem().unwrap_or_default().to_string_lossy()),
+                p,
+            )
+        })
+        .collect();
+    files.sort();
+    if files.len() < 2 {
+        bail!(
+            "{}: a federation needs at least 2 participant CSV files, found {}",
+            pdir.display(),
+            files.len()
+        );
+    }
+    for w in files.windows(2) {
+        if w[0].0 == w[1].0 {
+            bail!(
+                "{} and {} map to the same participant name `{}`",
+                w[0].1.display(),
+                w[1].1.display(),
+                w[0].0
+            );
+        }
+    }
+    Ok(files)
+}
+
+pub async fn simulate(args: &SimulateArgs, work: &Path) -> Result<(Report, Option<ModelFile>)> {
+    let files = participant_files(&args.data)?;
+    let schema = match &args.schema {
+        Some(p) => Schema::load(p)?,
+        None => infer_federation_schema(&files, &args.label, &args.positive)?,
+    };
+    // Every file is checked up front, as each agent would, so a bad row is reported once
+    // with its file, line and column before anything starts.
+    for (_, p) in &files {
+        load_csv(p, &schema, LabelMode::Required)?;
+    }
+    let test_path = args.data.join("test.csv");
+    let test = if test_path.is_file() {
+        Some(load_csv(&test_path, &schema, LabelMode::Required)?)
+    } else {
+        None
+    };
+    let settings = RoundSettings {
+        algorithm: args.algorithm,
+        c: args.c,
+        local_epochs: args.local_epochs,
+        batch_size: args.batch_size,
+        learning_rate: args.learning_rate,
+        mu: args.mu,
+        validation_fraction: args.validation_fraction,
+        split_seed: args.seed,
+        seed: args.seed,
+        ..RoundSettings::default()
+    };
+    let n = files.len() as u32;
+    let spec = JobSpec {
+        name: format!(
+            "simulate-{}",
+            args.data.file_name().unwrap_or_default().to_string_lossy()
+        ),
+        schema: schema.clone(),
+        settings: settings.clone(),
+        rounds: args.rounds,
+        min_participants: n,
+        round_deadline_ms: 120_000,
+        stage_deadline_ms: 20_000,
+        threshold: None,
+        dropout_budget: None,
+        max_attempts: 3,
+        wait_for_participants_ms: 60_000,
+    };
+    spec.validate().map_err(|e| anyhow::anyhow!("job: {e}"))?;
+    let agents = if args.processes {
+        Agents::Processes(
+            federation::sibling_participant_binary()
+                .context("--processes: fedrisk-participant was not found next to this binary")?,
+        )
+    } else {
+        Agents::InProcess
+    };
+    let run = federation::run(Federation {
+        work: work.to_owned(),
+        participants: files.clone(),
+        spec,
+        agents,
+    })
+    .await?;
+    let final_model = run.models.last().map(|(_, m)| m.clone());
+    let report = build_report(args, &schema, &files, test.as_ref(), &settings, run)?;
+    Ok((report, final_model))
+}
+
+fn build_report(
+    args: &SimulateArgs,
+    schema: &Schema,
+    files: &[(String, PathBuf)],
+    test: Option<&fedrisk_models::Dataset>,
+    settings: &RoundSettings,
+    run: FederationRun,
+) -> Result<Report> {
+    let mut rounds = Vec::new();
+    for r in run.rounds.iter().filter(|r| r.round >= 1) {
+        let model = run
+            .models
+            .iter()
+            .find(|(k, _)| *k == r.round)
+            .map(|(_, m)| m);
+        let (auc, ks, log_loss) = match (test, model) {
+            (Some(t), Some(m)) => {
+                let probs = m.score_dataset(t.clone())?;
+                let e = metrics::evaluate(&probs, t.labels.as_deref().unwrap_or_default())?;
+                (e.auc, e.ks, e.log_loss)
+            }
+            _ => (
+                r.metrics.auc.unwrap_or(f64::NAN),
+                r.metrics.ks.unwrap_or(f64::NAN),
+                r.metrics.log_loss.unwrap_or(f64::NAN),
+            ),
+        };
+        rounds.push(RoundRow {
+            round: r.round,
+            auc,
+            ks,
+            log_loss,
+            seconds: r.metrics.seconds.unwrap_or(f64::NAN),
+            bytes_up: r.metrics.bytes_up,
+            bytes_down: r.metrics.bytes_down,
+            survivors: r.metrics.survivors.unwrap_or(0),
+            federated_auc: r.metrics.auc,
+            federated_ks: r.metrics.ks,
+        });
+    }
+    let final_model = run.models.last().map(|(_, m)| m);
+    let mut participants = Vec::new();
+    for (name, path) in files {
+        let data = load_csv(path, schema, LabelMode::Required)?;
+        let rows = data.rows();
+        let (local_auc, pooled_auc) = match test {
+            Some(t) => {
+                let labels = t.labels.clone().unwrap_or_default();
+                let (local, _) = train_local(
+                    schema,
+                    data,
+                    &LocalOptions {
+                        c: args.c,
+                        ..LocalOptions::default()
+                    },
+                )?;
+                let local_auc = metrics::auc(&local.score_dataset(t.clone())?, &labels)?;
+                let pooled = match final_model {
+                    Some(m) => metrics::auc(&m.score_dataset(t.clone())?, &labels)?,
+                    None => f64::NAN,
+                };
+                (local_auc, pooled)
+            }
+            None => {
+                let fraction = if settings.validation_fraction > 0.0 {
+                    settings.validation_fraction
+                } else {
+                    0.2
+                };
+                let (tr, va) = validation_split(rows, fraction, settings.split_seed);
+                let val = data.select_rows(&va);
+                let labels = val.labels.clone().unwrap_or_default();
+                let (local, _) = train_local(
+                    schema,
+                    data.select_rows(&tr),
+                    &LocalOptions {
+                        c: args.c,
+                        ..LocalOptions::default()
+                    },
+                )?;
+                let local_auc =
+                    metrics::auc(&local.score_dataset(val.clone())?, &labels).unwrap_or(f64::NAN);
+                let pooled = match final_model {
+                    Some(m) => metrics::auc(&m.score_dataset(val)?, &labels).unwrap_or(f64::NAN),
+                    None => f64::NAN,
+                };
+                (local_auc, pooled)
+            }
+        };
+        participants.push(ParticipantRow {
+            name: name.clone(),
+            rows,
+            local_only_test_auc: local_auc,
+            pooled_model_test_auc: pooled_auc,
+        });
+    }
+    Ok(Report {
+        data: args.data.display().to_string(),
+        algorithm: settings.algorithm.to_string(),
+        evaluated_on: if test.is_some() {
+            "test.csv".into()
+        } else {
+            "each institution's held-out rows".into()
+        },
+        job_state: run.job_state.to_string(),
+        job_message: run.job_message,
+        rounds,
+        participants,
+        seconds_total: run.seconds,
+        coordinator_peak_rss_mb: run.coordinator_peak_kb as f64 / 1024.0,
+        participant_peak_rss_mb: run
+            .agent_peak_kb
+            .iter()
+            .map(|(n, k)| (n.clone(), *k as f64 / 1024.0))
+            .collect(),
+    })
+}
+
+pub fn print_report(r: &Report) {
+    println!(
+        "{:>5} {:>8} {:>8} {:>9} {:>8} {:>11} {:>11} {:>9}",
+        "round", "AUC", "KS", "log loss", "seconds", "bytes up", "bytes down", "survivors"
+    );
+    for row in &r.rounds {
+        println!(
+            "{:>5} {:>8.4} {:>8.4} {:>9.4} {:>8.3} {:>11} {:>11} {:>9}",
+            row.round,
+            row.auc,
+            row.ks,
+            row.log_loss,
+            row.seconds,
+            row.bytes_up,
+            row.bytes_down,
+            row.survivors
+        );
+    }
+    println!(
+        "metrics on {}; job {}: {}",
+        r.evaluated_on, r.job_state, r.job_message
+    );
+    println!();
+    println!(
+        "{:<20} {:>8} {:>16} {:>17}",
+        "institution", "rows", "local-only AUC", "pooled-model AUC"
+    );
+    for p in &r.participants {
+        println!(
+            "{:<20} {:>8} {:>16.4} {:>17.4}",
+            p.name, p.rows, p.local_only_test_auc, p.pooled_model_test_auc
+        );
+    }
+}
+
+pub fn write_outputs(out: &Path, report: &Report, model: Option<&ModelFile>) -> Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    if let Some(m) = model {
+        m.save(&out.join("model.json"))?;
+    }
+    let text = serde_json::to_string_pretty(report)?;
+    std::fs::write(out.join("report.json"), text + "\n")
+        .with_context(|| format!("writing {}", out.join("report.json").display()))?;
+    Ok(())
+}

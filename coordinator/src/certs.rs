@@ -78,12 +78,8 @@ pub fn run(cmd: CertsCommand) -> Result<()> {
                 other => bail!("--role `{other}`: expected participant or operator"),
             };
             let e = pki::issue(&dir, &name, role, days)?;
-            println!(
-                "issued {name} ({role}, id {}): {0}/{name}.pem and {0}/{name}.key; fingerprint {}",
-                dir.display(),
-                e.fingerprint,
-                role = e.role,
-            );
+            let d = dir.display();
+            println!("issued {name} ({}, id {}): {d}/{name}.pem and {d}/{name}.key; fingerprint {}", e.role, e.id, e.fingerprint);
         }
         CertsCommand::Revoke { dir, name } => {
             let e = pki::revoke(&dir, &name)?;

@@ -52,49 +52,45 @@ pub struct JobConfig {
 }
 
 pub fn load(path: &Path) -> Result<(CoordinatorConfig, Option<JobSpec>)> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut cfg: CoordinatorConfig =
-        toml::from_str(&text).with_context(|| format!("{}", path.display()))?;
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut cfg: CoordinatorConfig = toml::from_str(&text).with_context(|| format!("{}", path.display()))?;
     let base = path.parent().unwrap_or(Path::new("."));
-    let rel = |p: &Path| {
-        if p.is_absolute() {
-            p.to_owned()
-        } else {
-            base.join(p)
-        }
-    };
-    cfg.pki_dir = rel(&cfg.pki_dir);
-    cfg.database = rel(&cfg.database);
+    cfg.pki_dir = relative_to(base, &cfg.pki_dir);
+    cfg.database = relative_to(base, &cfg.database);
     let job = match &cfg.job {
         None => None,
-        Some(j) => {
-            let schema = Schema::load(&rel(&j.schema))?;
-            let defaults = JobSpec {
-                name: j.name.clone(),
-                schema,
-                settings: j.settings.clone(),
-                rounds: j.rounds,
-                min_participants: j.min_participants,
-                round_deadline_ms: 120_000,
-                stage_deadline_ms: 20_000,
-                threshold: j.threshold,
-                dropout_budget: j.dropout_budget,
-                max_attempts: 3,
-                wait_for_participants_ms: 600_000,
-            };
-            let spec = JobSpec {
-                round_deadline_ms: j.round_deadline_ms.unwrap_or(defaults.round_deadline_ms),
-                stage_deadline_ms: j.stage_deadline_ms.unwrap_or(defaults.stage_deadline_ms),
-                max_attempts: j.max_attempts.unwrap_or(defaults.max_attempts),
-                ..defaults
-            };
-            spec.validate()
-                .map_err(|e| anyhow::anyhow!("{}: [job] {e}", path.display()))?;
-            Some(spec)
-        }
+        Some(j) => Some(job_spec(j, base, path)?),
     };
     Ok((cfg, job))
+}
+
+fn relative_to(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() { p.to_owned() } else { base.join(p) }
+}
+
+/// Reads a job file (the `[job]` table's fields at top level), as `job submit` takes it.
+pub fn load_job(path: &Path) -> Result<JobSpec> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let j: JobConfig = toml::from_str(&text).with_context(|| format!("{}", path.display()))?;
+    job_spec(&j, path.parent().unwrap_or(Path::new(".")), path)
+}
+
+fn job_spec(j: &JobConfig, base: &Path, path: &Path) -> Result<JobSpec> {
+    let spec = JobSpec {
+        name: j.name.clone(),
+        schema: Schema::load(&relative_to(base, &j.schema))?,
+        settings: j.settings.clone(),
+        rounds: j.rounds,
+        min_participants: j.min_participants,
+        round_deadline_ms: j.round_deadline_ms.unwrap_or(120_000),
+        stage_deadline_ms: j.stage_deadline_ms.unwrap_or(20_000),
+        threshold: j.threshold,
+        dropout_budget: j.dropout_budget,
+        max_attempts: j.max_attempts.unwrap_or(3),
+        wait_for_participants_ms: 600_000,
+    };
+    spec.validate().map_err(|e| anyhow::anyhow!("{}: job: {e}", path.display()))?;
+    Ok(spec)
 }
 
 pub async fn serve(path: &Path) -> Result<()> {

@@ -6,6 +6,7 @@ mod certs;
 mod config;
 mod demo;
 mod federation;
+mod operator;
 mod simulate;
 
 use std::path::PathBuf;
@@ -45,6 +46,11 @@ enum Command {
         #[command(subcommand)]
         command: certs::CertsCommand,
     },
+    /// Operator commands against a running coordinator: submit, status, cancel, list, models, export.
+    Job {
+        #[command(subcommand)]
+        command: operator::JobCommand,
+    },
     /// Time a federation (separate participant processes) and print seconds and bytes per
     /// round and peak memory.
     Bench(bench::BenchArgs),
@@ -58,6 +64,7 @@ fn init_logging(filter: &str) {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }
 
@@ -93,6 +100,7 @@ fn main() -> ExitCode {
         }),
         Command::Serve { config } => runtime().and_then(|rt| rt.block_on(config::serve(&config))),
         Command::Certs { command } => certs::run(command),
+        Command::Job { command } => runtime().and_then(|rt| rt.block_on(operator::run(command))),
         Command::Bench(args) => runtime().and_then(|rt| rt.block_on(bench::run(args))),
     };
     match result {

@@ -52,6 +52,12 @@ pub enum AgentError {
     Unreachable(u32, String),
 }
 
+/// Slows every contribution by this many milliseconds (end-to-end tests only:
+/// `FEDRISK_TEST_DELAY_MS`), so a test can stop the coordinator in the middle of a job.
+fn delay_from_env() -> Option<Duration> {
+    std::env::var("FEDRISK_TEST_DELAY_MS").ok()?.parse().ok().map(Duration::from_millis)
+}
+
 /// Fault injection for end-to-end tests only: `FEDRISK_TEST_FAULT=<what>@<round>`, where
 /// `<what>` is `hang-before-share-keys`, `hang-before-masked-input`, `hang-before-unmask`
 /// (the agent stops answering, so a test can kill it at that point), `wrong-length` (sends a
@@ -210,6 +216,9 @@ async fn connect_and_serve(
         };
         if let Some((secagg, work)) = work {
             active = None;
+            if let Some(d) = delay_from_env() {
+                tokio::time::sleep(d).await;
+            }
             let work = match work {
                 Ok(w) => w,
                 Err(e) => {

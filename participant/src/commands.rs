@@ -178,6 +178,7 @@ pub fn run_agent(a: crate::AgentArgs) -> Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
     let schema = match &a.schema {
         Some(p) => {
@@ -229,7 +230,7 @@ pub fn run_agent(a: crate::AgentArgs) -> Result<()> {
         schema,
         policy,
         keep_serving: a.keep_serving,
-        max_reconnects: 0,
+        max_reconnects: a.max_reconnects,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -114,6 +114,10 @@ struct RunArgs {
     /// (this agent refuses sessions below it, whatever the coordinator says).
     #[arg(long, default_value_t = 2.0 / 3.0)]
     min_threshold_fraction: f64,
+    /// Give up after this many failed connection attempts in a row (0: keep trying, with
+    /// backoff up to 15 s).
+    #[arg(long, default_value_t = 0)]
+    max_reconnects: u32,
     /// Print this process's peak resident memory when it exits (for benchmarks).
     #[arg(long, hide = true)]
     report_peak_memory: bool,

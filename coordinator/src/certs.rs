@@ -79,7 +79,10 @@ pub fn run(cmd: CertsCommand) -> Result<()> {
             };
             let e = pki::issue(&dir, &name, role, days)?;
             let d = dir.display();
-            println!("issued {name} ({}, id {}): {d}/{name}.pem and {d}/{name}.key; fingerprint {}", e.role, e.id, e.fingerprint);
+            println!(
+                "issued {name} ({}, id {}): {d}/{name}.pem and {d}/{name}.key; fingerprint {}",
+                e.role, e.id, e.fingerprint
+            );
         }
         CertsCommand::Revoke { dir, name } => {
             let e = pki::revoke(&dir, &name)?;

@@ -36,6 +36,9 @@ pub struct JobConfig {
     pub schema: PathBuf,
     pub rounds: u32,
     pub min_participants: u32,
+    /// The first session waits for this many participants (default: min_participants).
+    #[serde(default)]
+    pub expected_participants: Option<u32>,
     #[serde(default)]
     pub round_deadline_ms: Option<u64>,
     #[serde(default)]
@@ -52,8 +55,10 @@ pub struct JobConfig {
 }
 
 pub fn load(path: &Path) -> Result<(CoordinatorConfig, Option<JobSpec>)> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut cfg: CoordinatorConfig = toml::from_str(&text).with_context(|| format!("{}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut cfg: CoordinatorConfig =
+        toml::from_str(&text).with_context(|| format!("{}", path.display()))?;
     let base = path.parent().unwrap_or(Path::new("."));
     cfg.pki_dir = relative_to(base, &cfg.pki_dir);
     cfg.database = relative_to(base, &cfg.database);
@@ -65,12 +70,17 @@ pub fn load(path: &Path) -> Result<(CoordinatorConfig, Option<JobSpec>)> {
 }
 
 fn relative_to(base: &Path, p: &Path) -> PathBuf {
-    if p.is_absolute() { p.to_owned() } else { base.join(p) }
+    if p.is_absolute() {
+        p.to_owned()
+    } else {
+        base.join(p)
+    }
 }
 
 /// Reads a job file (the `[job]` table's fields at top level), as `job submit` takes it.
 pub fn load_job(path: &Path) -> Result<JobSpec> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let j: JobConfig = toml::from_str(&text).with_context(|| format!("{}", path.display()))?;
     job_spec(&j, path.parent().unwrap_or(Path::new(".")), path)
 }
@@ -82,6 +92,7 @@ fn job_spec(j: &JobConfig, base: &Path, path: &Path) -> Result<JobSpec> {
         settings: j.settings.clone(),
         rounds: j.rounds,
         min_participants: j.min_participants,
+        expected_participants: j.expected_participants,
         round_deadline_ms: j.round_deadline_ms.unwrap_or(120_000),
         stage_deadline_ms: j.stage_deadline_ms.unwrap_or(20_000),
         threshold: j.threshold,
@@ -89,7 +100,8 @@ fn job_spec(j: &JobConfig, base: &Path, path: &Path) -> Result<JobSpec> {
         max_attempts: j.max_attempts.unwrap_or(3),
         wait_for_participants_ms: 600_000,
     };
-    spec.validate().map_err(|e| anyhow::anyhow!("{}: job: {e}", path.display()))?;
+    spec.validate()
+        .map_err(|e| anyhow::anyhow!("{}: job: {e}", path.display()))?;
     Ok(spec)
 }
 

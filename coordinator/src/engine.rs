@@ -511,23 +511,34 @@ impl Engine {
         Ok(())
     }
 
-    /// Waits until at least `min_participants` are connected.
+    /// Waits until at least `min_participants` are connected (for the job's first session:
+    /// `expected_participants`, or at the deadline at least `min_participants`).
     async fn wait_for_participants(
         &self,
         spec: &JobSpec,
+        first: bool,
         cancel: &mut watch::Receiver<bool>,
     ) -> Result<Vec<Peer>, AttemptError> {
         let deadline =
             tokio::time::Instant::now() + Duration::from_millis(spec.wait_for_participants_ms);
+        let want = if first {
+            spec.expected_participants.unwrap_or(spec.min_participants)
+        } else {
+            spec.min_participants
+        };
         loop {
             let peers = self.hub.connected();
-            if peers.len() >= spec.min_participants as usize {
+            if peers.len() >= want as usize {
                 return Ok(peers);
             }
             tokio::select! {
                 () = self.hub.changed() => {}
                 () = tokio::time::sleep(Duration::from_millis(200)) => {}
                 () = tokio::time::sleep_until(deadline) => {
+                    let peers = self.hub.connected();
+                    if peers.len() >= spec.min_participants as usize {
+                        return Ok(peers);
+                    }
                     return Err(AttemptError::Retry(format!(
                         "only {} of the {} participants needed are connected", peers.len(), spec.min_participants
                     )));
@@ -545,7 +556,8 @@ impl Engine {
         mut cancel: watch::Receiver<bool>,
         _round_session: &[u8],
     ) -> Result<SessionResult, AttemptError> {
-        let peers = self.wait_for_participants(spec, &mut cancel).await?;
+        let first = plan.round == 0 && plan.label == "magnitudes";
+        let peers = self.wait_for_participants(spec, first, &mut cancel).await?;
         let n = peers.len();
         let threshold = spec.threshold_for(n);
         let max_colluders = (2 * threshold)
@@ -819,3 +831,27 @@ impl Traffic {
 
 /// Re-exported so services and tests describe settings the same way.
 pub type Settings = RoundSettings;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fixed_point_uses_every_bit_the_overflow_rule_allows() {
+        for (n, clip) in [
+            (2usize, 1.0),
+            (5, TRAIN_CLIP),
+            (50, TRAIN_CLIP),
+            (1000, 1.0),
+        ] {
+            let fp = fixed_point_for(n, clip);
+            let used = ceil_log2(n).max(1)
+                + u32::from(WEIGHT_BITS)
+                + fp.clip_bits()
+                + u32::from(fp.frac_bits);
+            assert!(used <= 62, "n {n}: {used} bits");
+            assert!(used == 62 || fp.frac_bits == 40, "n {n}: bits left unused");
+        }
+        assert_eq!(fixed_point_for(5, TRAIN_CLIP).frac_bits, 62 - 3 - 24 - 12);
+    }
+}

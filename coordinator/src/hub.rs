@@ -242,3 +242,60 @@ impl Hub {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn uploads_reach_only_the_session_in_flight() {
+        let hub = Hub::new();
+        let mut inbox = hub.open_session(7, 3, b"session-3");
+        let engine = tokio::spawn(async move {
+            let up = inbox.recv().await.expect("one upload");
+            assert_eq!((up.from, up.payload.as_slice()), (1, &b"ok"[..]));
+            let _ = up.reply.send(Ok(()));
+            let up = inbox.recv().await.expect("second upload");
+            let _ = up.reply.send(Err("wrong length".into()));
+        });
+        hub.route(1, 7, 3, b"session-3", b"ok".to_vec())
+            .await
+            .expect("accepted");
+        let rejected = hub
+            .route(1, 7, 3, b"session-3", b"bad".to_vec())
+            .await
+            .unwrap_err();
+        assert_eq!(rejected.code(), tonic::Code::InvalidArgument);
+        assert!(rejected.message().contains("wrong length"));
+        engine.await.expect("engine task");
+        // A message of an earlier round (a replay) and one naming another session never reach it.
+        let old = hub
+            .route(1, 7, 2, b"session-2", b"x".to_vec())
+            .await
+            .unwrap_err();
+        assert_eq!(old.code(), tonic::Code::FailedPrecondition);
+        assert!(old.message().contains("stale or replayed"));
+        let other = hub
+            .route(1, 7, 3, b"session-x", b"x".to_vec())
+            .await
+            .unwrap_err();
+        assert_eq!(other.code(), tonic::Code::FailedPrecondition);
+        hub.close_session(b"session-3");
+        let none = hub
+            .route(1, 7, 3, b"session-3", b"x".to_vec())
+            .await
+            .unwrap_err();
+        assert!(none.message().contains("no secagg session"));
+    }
+
+    #[tokio::test]
+    async fn a_replaced_stream_does_not_unregister_its_successor() {
+        let hub = Hub::new();
+        let (_rx1, g1) = hub.register(4, "bank", vec![1]);
+        let (_rx2, g2) = hub.register(4, "bank", vec![2]);
+        hub.unregister(4, g1);
+        assert!(hub.is_connected(4));
+        hub.unregister(4, g2);
+        assert!(!hub.is_connected(4));
+    }
+}

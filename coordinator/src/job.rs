@@ -15,8 +15,13 @@ pub struct JobSpec {
     pub settings: RoundSettings,
     /// Training rounds (Newton steps or FedAvg averaging rounds).
     pub rounds: u32,
-    /// Rounds start only when at least this many participants are connected.
+    /// Every session needs at least this many connected participants.
     pub min_participants: u32,
+    /// The job's first session waits (up to `wait_for_participants_ms`) for this many to
+    /// connect, so that a job does not start with the first `min_participants` to arrive;
+    /// later sessions go on with whoever is connected, down to `min_participants`.
+    #[serde(default)]
+    pub expected_participants: Option<u32>,
     /// How long a session waits for the first stage (which includes local computation).
     #[serde(default = "default_round_deadline_ms")]
     pub round_deadline_ms: u64,
@@ -99,6 +104,14 @@ impl JobSpec {
         if self.round_deadline_ms < 100 || self.stage_deadline_ms < 100 {
             return Err("round_deadline_ms and stage_deadline_ms: at least 100".into());
         }
+        if let Some(e) = self.expected_participants
+            && e < self.min_participants
+        {
+            return Err(format!(
+                "expected_participants: {e} is below min_participants {}",
+                self.min_participants
+            ));
+        }
         if self.max_attempts == 0 {
             return Err("max_attempts: at least 1".into());
         }
@@ -152,6 +165,8 @@ impl JobSpec {
             settings,
             rounds: w.rounds,
             min_participants: w.min_participants,
+            expected_participants: (w.participants.len() as u32 > w.min_participants)
+                .then_some(w.participants.len() as u32),
             round_deadline_ms: if w.round_deadline_ms == 0 {
                 default_round_deadline_ms()
             } else {
@@ -165,5 +180,97 @@ impl JobSpec {
         };
         spec.validate()?;
         Ok(spec)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> JobSpec {
+        JobSpec {
+            name: "t".into(),
+            schema: fedrisk_models::synth::SynthConfig::schema(),
+            settings: RoundSettings::default(),
+            rounds: 3,
+            min_participants: 3,
+            expected_participants: None,
+            round_deadline_ms: 1000,
+            stage_deadline_ms: 1000,
+            threshold: None,
+            dropout_budget: None,
+            max_attempts: 2,
+            wait_for_participants_ms: 1000,
+        }
+    }
+
+    #[test]
+    fn thresholds_follow_the_active_rule_unless_set() {
+        let s = spec();
+        assert_eq!(s.threshold_for(5), 4);
+        assert_eq!(s.threshold_for(20), 14);
+        let budget = JobSpec {
+            dropout_budget: Some(1),
+            ..spec()
+        };
+        assert_eq!(budget.threshold_for(20), 19);
+        let fixed = JobSpec {
+            threshold: Some(7),
+            ..spec()
+        };
+        assert_eq!(fixed.threshold_for(5), 5);
+    }
+
+    #[test]
+    fn invalid_jobs_name_the_field() {
+        let bad = |f: fn(&mut JobSpec)| {
+            let mut s = spec();
+            f(&mut s);
+            s.validate().unwrap_err()
+        };
+        assert!(bad(|s| s.rounds = 0).starts_with("rounds"));
+        assert!(bad(|s| s.min_participants = 1).starts_with("min_participants"));
+        assert!(bad(|s| s.settings.c = -1.0).starts_with("settings.c"));
+        assert!(bad(|s| s.expected_participants = Some(2)).starts_with("expected_participants"));
+        assert!(spec().validate().is_ok());
+    }
+
+    #[test]
+    fn wire_jobs_merge_hyper_parameters_and_refuse_unknown_ones() {
+        let schema_json = serde_json::to_string(&fedrisk_models::synth::SynthConfig::schema())
+            .unwrap_or_default();
+        let wire = fedrisk_proto::v1::JobSpec {
+            name: "w".into(),
+            schema_json: schema_json.clone(),
+            algorithm: "fedprox".into(),
+            rounds: 5,
+            min_participants: 3,
+            hyper_params_json: r#"{"mu": 0.5, "local_epochs": 2}"#.into(),
+            ..Default::default()
+        };
+        let s = JobSpec::from_wire(wire.clone()).expect("valid");
+        assert_eq!(
+            s.settings.algorithm,
+            fedrisk_models::federated::Algorithm::FedProx
+        );
+        assert_eq!((s.settings.mu, s.settings.local_epochs), (0.5, 2));
+        let unknown = fedrisk_proto::v1::JobSpec {
+            hyper_params_json: r#"{"lr": 1}"#.into(),
+            ..wire.clone()
+        };
+        assert!(
+            JobSpec::from_wire(unknown)
+                .unwrap_err()
+                .contains("unknown setting `lr`")
+        );
+        let bad_algo = fedrisk_proto::v1::JobSpec {
+            algorithm: "sgd".into(),
+            ..wire
+        };
+        assert!(
+            JobSpec::from_wire(bad_algo)
+                .unwrap_err()
+                .contains("unknown algorithm")
+        );
     }
 }

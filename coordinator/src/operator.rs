@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
-use fedrisk_proto::v1;
 use fedrisk_participant::tls::{self, ClientIdentity};
+use fedrisk_proto::v1;
 
 #[derive(Args)]
 pub struct Connection {
@@ -78,7 +78,9 @@ pub enum JobCommand {
     },
 }
 
-async fn client(c: &Connection) -> Result<fedrisk_proto::OperatorClient<tonic::transport::Channel>> {
+async fn client(
+    c: &Connection,
+) -> Result<fedrisk_proto::OperatorClient<tonic::transport::Channel>> {
     let id = ClientIdentity::from_files(&c.ca, &c.cert, &c.key)?;
     let channel = tls::connect(&c.coordinator, &c.domain, &id, tls::CONNECT_TIMEOUT).await?;
     Ok(fedrisk_proto::operator_client(channel))
@@ -96,7 +98,15 @@ fn state_name(s: i32) -> &'static str {
 }
 
 fn print_status(s: &v1::JobStatus) {
-    println!("job {} `{}`: {} (round {} of {}) {}", s.job_id, s.name, state_name(s.state), s.round, s.rounds_total, s.message);
+    println!(
+        "job {} `{}`: {} (round {} of {}) {}",
+        s.job_id,
+        s.name,
+        state_name(s.state),
+        s.round,
+        s.rounds_total,
+        s.message
+    );
     for m in &s.metrics {
         println!(
             "  round {:>3}: AUC {:.4} KS {:.4} log loss {:.4}, {} survivors, {:.3} s, {} B up, {} B down",
@@ -122,11 +132,21 @@ pub async fn run(cmd: JobCommand) -> Result<()> {
                 participants: vec![],
                 histogram_bins: spec.settings.histogram_bins as u32,
             };
-            let r = client(&conn).await?.submit_job(wire).await.context("submit")?.into_inner();
+            let r = client(&conn)
+                .await?
+                .submit_job(wire)
+                .await
+                .context("submit")?
+                .into_inner();
             println!("submitted job {}", r.job_id);
         }
         JobCommand::Status { conn, id, json } => {
-            let s = client(&conn).await?.get_status(v1::JobRef { job_id: id }).await.context("status")?.into_inner();
+            let s = client(&conn)
+                .await?
+                .get_status(v1::JobRef { job_id: id })
+                .await
+                .context("status")?
+                .into_inner();
             if json {
                 let rounds: Vec<serde_json::Value> = s
                     .metrics
@@ -144,22 +164,49 @@ pub async fn run(cmd: JobCommand) -> Result<()> {
             }
         }
         JobCommand::Cancel { conn, id } => {
-            let s = client(&conn).await?.cancel_job(v1::JobRef { job_id: id }).await.context("cancel")?.into_inner();
+            let s = client(&conn)
+                .await?
+                .cancel_job(v1::JobRef { job_id: id })
+                .await
+                .context("cancel")?
+                .into_inner();
             print_status(&s);
         }
         JobCommand::List { conn } => {
-            let l = client(&conn).await?.list_jobs(v1::ListJobsRequest::default()).await.context("list")?.into_inner();
+            let l = client(&conn)
+                .await?
+                .list_jobs(v1::ListJobsRequest::default())
+                .await
+                .context("list")?
+                .into_inner();
             for s in &l.jobs {
-                println!("job {} `{}`: {} (round {} of {})", s.job_id, s.name, state_name(s.state), s.round, s.rounds_total);
+                println!(
+                    "job {} `{}`: {} (round {} of {})",
+                    s.job_id,
+                    s.name,
+                    state_name(s.state),
+                    s.round,
+                    s.rounds_total
+                );
             }
         }
         JobCommand::Models { conn, id } => {
-            let l = client(&conn).await?.list_models(v1::ListModelsRequest { job_id: id }).await.context("models")?.into_inner();
+            let l = client(&conn)
+                .await?
+                .list_models(v1::ListModelsRequest { job_id: id })
+                .await
+                .context("models")?
+                .into_inner();
             for m in &l.models {
                 println!("job {} round {:>3} {}", m.job_id, m.round, m.content_hash);
             }
         }
-        JobCommand::Export { conn, id, round, out } => {
+        JobCommand::Export {
+            conn,
+            id,
+            round,
+            out,
+        } => {
             let m = client(&conn)
                 .await?
                 .export_model(v1::ModelRef {
@@ -170,12 +217,19 @@ pub async fn run(cmd: JobCommand) -> Result<()> {
                 .await
                 .context("export")?
                 .into_inner();
-            std::fs::write(&out, &m.content).with_context(|| format!("writing {}", out.display()))?;
+            std::fs::write(&out, &m.content)
+                .with_context(|| format!("writing {}", out.display()))?;
             let model = fedrisk_models::ModelFile::load(&out)?;
             if model.content_hash != m.content_hash {
                 bail!("the exported model's hash differs from the coordinator's record");
             }
-            println!("wrote {} (job {} round {}, content hash {})", out.display(), m.job_id, m.round, m.content_hash);
+            println!(
+                "wrote {} (job {} round {}, content hash {})",
+                out.display(),
+                m.job_id,
+                m.round,
+                m.content_hash
+            );
         }
     }
     Ok(())

@@ -232,6 +232,7 @@ pub async fn simulate(args: &SimulateArgs, work: &Path) -> Result<(Report, Optio
         settings: settings.clone(),
         rounds: args.rounds,
         min_participants: n,
+        expected_participants: Some(n),
         round_deadline_ms: 120_000,
         stage_deadline_ms: 20_000,
         threshold: None,

@@ -15,6 +15,7 @@ pub struct BenchArgs {
     /// Folder with `participants/*.csv` and optionally `test.csv` (e.g. ../shared/data/taiwan).
     #[arg(long)]
     data: PathBuf,
+    /// Training rounds.
     #[arg(long, default_value_t = 20)]
     rounds: u32,
     /// newton, fedavg or fedprox.

@@ -24,6 +24,7 @@ pub enum CertsCommand {
     /// Issue a participant's (or operator's) Ed25519 key and certificate and add it to the
     /// roster. The key is also the participant's secure-aggregation identity.
     Issue {
+        /// Folder made by `certs init`.
         #[arg(long, default_value = "pki")]
         dir: PathBuf,
         /// Institution name: lower case letters, digits, `_` and `-`, at most 64.
@@ -39,13 +40,16 @@ pub enum CertsCommand {
     /// Revoke a certificate: the coordinator refuses it from then on (at the handshake for
     /// new connections, per request on open ones).
     Revoke {
+        /// Folder made by `certs init`.
         #[arg(long, default_value = "pki")]
         dir: PathBuf,
+        /// The certificate's name.
         #[arg(long)]
         name: String,
     },
     /// List the roster.
     List {
+        /// Folder made by `certs init`.
         #[arg(long, default_value = "pki")]
         dir: PathBuf,
     },

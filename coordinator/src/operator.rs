@@ -33,6 +33,7 @@ pub enum JobCommand {
     Submit {
         #[command(flatten)]
         conn: Connection,
+        /// Job file.
         #[arg(long)]
         job: PathBuf,
     },
@@ -40,6 +41,7 @@ pub enum JobCommand {
     Status {
         #[command(flatten)]
         conn: Connection,
+        /// Job id.
         #[arg(long)]
         id: u64,
         /// Print JSON instead of a table.
@@ -50,6 +52,7 @@ pub enum JobCommand {
     Cancel {
         #[command(flatten)]
         conn: Connection,
+        /// Job id.
         #[arg(long)]
         id: u64,
     },
@@ -62,6 +65,7 @@ pub enum JobCommand {
     Models {
         #[command(flatten)]
         conn: Connection,
+        /// Job id (0: all jobs).
         #[arg(long, default_value_t = 0)]
         id: u64,
     },
@@ -69,10 +73,13 @@ pub enum JobCommand {
     Export {
         #[command(flatten)]
         conn: Connection,
+        /// Job id.
         #[arg(long)]
         id: u64,
+        /// Round (0: the latest).
         #[arg(long, default_value_t = 0)]
         round: u32,
+        /// Where to write the model file.
         #[arg(long)]
         out: PathBuf,
     },

@@ -55,13 +55,18 @@ pub enum AgentError {
 /// Slows every contribution by this many milliseconds (end-to-end tests only:
 /// `FEDRISK_TEST_DELAY_MS`), so a test can stop the coordinator in the middle of a job.
 fn delay_from_env() -> Option<Duration> {
-    std::env::var("FEDRISK_TEST_DELAY_MS").ok()?.parse().ok().map(Duration::from_millis)
+    std::env::var("FEDRISK_TEST_DELAY_MS")
+        .ok()?
+        .parse()
+        .ok()
+        .map(Duration::from_millis)
 }
 
 /// Fault injection for end-to-end tests only: `FEDRISK_TEST_FAULT=<what>@<round>`, where
 /// `<what>` is `hang-before-share-keys`, `hang-before-masked-input`, `hang-before-unmask`
 /// (the agent stops answering, so a test can kill it at that point), `wrong-length` (sends a
-/// truncated masked input first) or `replay` (re-sends its previous round's masked input first).
+/// truncated masked input before each real one of that round) or `replay` (re-sends its previous
+/// round's masked input before each real one of that round).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Fault {
     what: String,

@@ -1,0 +1,122 @@
+//! Acceptance on the real shared data sets (taiwan, gmsc): the federated model reaches the
+//! centralized scikit-learn baseline. Ignored by default (they need `../shared/data` and take
+//! minutes); run with `cargo test --release -p fedrisk-tests -- --ignored`. Missing data is a
+//! failure, not a skip.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::harness::{Proc, coordinator_bin, secs, shared_data, tail};
+
+fn data_set(name: &str) -> PathBuf {
+    let dir = shared_data().join(name);
+    for f in ["participants", "test.csv", "baselines.json"] {
+        assert!(
+            dir.join(f).exists(),
+            "{} is missing: these tests need the shared data (set FEDRISK_SHARED_DATA)",
+            dir.join(f).display()
+        );
+    }
+    dir
+}
+
+/// Runs `simulate` and returns (report, centralized baseline AUC).
+fn simulate(name: &str, algorithm: &str, rounds: u32, extra: &[&str]) -> (Value, f64) {
+    let data = data_set(name);
+    let baselines: Value = serde_json::from_str(
+        &std::fs::read_to_string(data.join("baselines.json")).expect("baselines.json"),
+    )
+    .expect("baselines.json parses");
+    let central = baselines["centralized"]["auc"]
+        .as_f64()
+        .expect("centralized.auc in baselines.json");
+    let dir = tempfile::Builder::new()
+        .prefix("fedrisk-it-accept-")
+        .tempdir()
+        .expect("tempdir");
+    let out = dir.path().join("out");
+    let started = Instant::now();
+    let mut cmd = Command::new(coordinator_bin());
+    cmd.arg("simulate")
+        .arg("--data")
+        .arg(&data)
+        .args(["--algorithm", algorithm, "--rounds", &rounds.to_string()])
+        .args(extra)
+        .arg("--out")
+        .arg(&out)
+        .current_dir(dir.path());
+    let mut p = Proc::spawn_group("simulate", cmd, &dir.path().join("logs"));
+    let status = p.wait_exit(Duration::from_secs(1800));
+    assert!(
+        status.success(),
+        "simulate failed ({status}):\n{}\n{}",
+        tail(&p.stdout(), 30),
+        tail(&p.stderr(), 30)
+    );
+    let report: Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("report.json")).expect("report.json"),
+    )
+    .expect("report.json parses");
+    assert_eq!(report["job_state"], "completed", "{report}");
+    let rows = report["rounds"].as_array().expect("rounds");
+    assert_eq!(rows.len(), rounds as usize, "{report}");
+    println!(
+        "{name} {algorithm} x{rounds}: {:.1} s\n{}",
+        secs(started),
+        p.stdout()
+    );
+    (report, central)
+}
+
+fn final_auc(report: &Value) -> f64 {
+    report["rounds"]
+        .as_array()
+        .and_then(|r| r.last())
+        .and_then(|r| r["auc"].as_f64())
+        .expect("final round AUC")
+}
+
+fn assert_near(name: &str, auc: f64, central: f64, tol: f64) {
+    println!("{name}: federated test AUC {auc:.5}, centralized {central:.5}, tolerance {tol}");
+    assert!(
+        (auc - central).abs() <= tol,
+        "{name}: federated test AUC {auc:.5} is not within {tol} of the centralized {central:.5}"
+    );
+}
+
+fn assert_everyone_gains(report: &Value) {
+    for p in report["participants"].as_array().expect("participants") {
+        let local = p["local_only_test_auc"].as_f64().expect("local AUC");
+        let pooled = p["pooled_model_test_auc"].as_f64().expect("pooled AUC");
+        assert!(
+            pooled >= local,
+            "{}: the federated model's test AUC {pooled:.5} is below its local-only model's {local:.5}",
+            p["name"]
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs ../shared/data; run with --ignored"]
+fn simulate_taiwan_newton_meets_the_acceptance() {
+    let (report, central) = simulate("taiwan", "newton", 10, &[]);
+    assert_near("taiwan newton", final_auc(&report), central, 0.001);
+    assert_everyone_gains(&report);
+}
+
+#[test]
+#[ignore = "needs ../shared/data; run with --ignored"]
+fn simulate_taiwan_fedavg_meets_the_acceptance() {
+    let (report, central) = simulate("taiwan", "fedavg", 30, &[]);
+    assert_near("taiwan fedavg", final_auc(&report), central, 0.003);
+}
+
+#[test]
+#[ignore = "needs ../shared/data; run with --ignored"]
+fn simulate_gmsc_newton_meets_the_acceptance() {
+    let (report, central) = simulate("gmsc", "newton", 10, &[]);
+    assert_near("gmsc newton", final_auc(&report), central, 0.002);
+}

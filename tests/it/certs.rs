@@ -1,0 +1,113 @@
+//! Certificates the federation did not issue, or revoked, are refused at the handshake; the
+//! federation's own participants finish their job regardless.
+
+use std::time::Duration;
+
+use crate::harness::{Fed, JobOpts, Proc, survivors, tail};
+
+/// Runs a refused agent to its end and checks it failed and what the coordinator logged.
+fn refused(agent: &mut Proc, coordinator: &Proc, reason: &str) {
+    let status = agent.wait_exit(Duration::from_secs(60));
+    assert!(
+        !status.success(),
+        "{} was let in (exit {status}):\n{}",
+        agent.name,
+        tail(&agent.stderr(), 20)
+    );
+    assert!(
+        !agent.stdout().contains("completed"),
+        "{}: {}",
+        agent.name,
+        agent.stdout()
+    );
+    assert!(
+        agent.stderr().contains("error:"),
+        "{} exited without an error message:\n{}",
+        agent.name,
+        tail(&agent.stderr(), 20)
+    );
+    assert!(
+        !agent.stderr().contains("joined the federation"),
+        "{} joined:\n{}",
+        agent.name,
+        agent.stderr()
+    );
+    let log = coordinator.stderr();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("refusing client certificate") && l.contains(reason)),
+        "no `refusing client certificate ... {reason}` line for {} in the coordinator log:\n{}",
+        agent.name,
+        tail(&log, 40)
+    );
+}
+
+#[test]
+fn unknown_certificate_is_refused() {
+    let fed = Fed::new(31, 3000, 3);
+    // A certificate from another CA, carrying a real participant's name (an impersonator),
+    // presented with the real federation CA as trust anchor so the handshake reaches the
+    // coordinator's client check.
+    fed.certs(&["init", "--dir", "other-ca", "--federation", "otherfed"]);
+    fed.certs(&["issue", "--dir", "other-ca", "--name", "bank_a"]);
+    let rogue = fed.path("rogue");
+    std::fs::create_dir_all(&rogue).expect("mkdir");
+    std::fs::copy(fed.path("pki/ca.pem"), rogue.join("ca.pem")).expect("copy");
+    std::fs::copy(fed.path("other-ca/bank_a.pem"), rogue.join("bank_a.pem")).expect("copy");
+    std::fs::copy(fed.path("other-ca/bank_a.key"), rogue.join("bank_a.key")).expect("copy");
+    // A participant of this federation whose certificate is then revoked.
+    fed.certs(&["issue", "--dir", "pki", "--name", "former_member"]);
+
+    fed.write_config(&JobOpts {
+        name: "certs-test",
+        rounds: 2,
+        min_participants: 3,
+        ..JobOpts::default()
+    });
+    let coord = fed.serve();
+
+    let data = fed.data_file(&fed.institutions[0]);
+    let mut impostor = fed.participant_as(
+        "impostor",
+        &rogue,
+        "bank_a",
+        &data,
+        &[],
+        &["--max-reconnects", "2"],
+    );
+    refused(&mut impostor, &coord, "failed the federation CA check");
+
+    // Revoked while the coordinator runs: it re-reads the roster.
+    let revoked = fed.certs(&["revoke", "--dir", "pki", "--name", "former_member"]);
+    assert!(String::from_utf8_lossy(&revoked.stdout).contains("revoked former_member"));
+    let mut former = fed.participant_as(
+        "former_member",
+        &fed.path("pki"),
+        "former_member",
+        &data,
+        &[],
+        &["--max-reconnects", "2"],
+    );
+    refused(&mut former, &coord, "revoked");
+
+    // The federation's own participants are unaffected.
+    let mut agents: Vec<Proc> = fed
+        .institutions
+        .iter()
+        .map(|n| fed.participant(n, &[], &[]))
+        .collect();
+    let status = fed.wait_job_end(1, Duration::from_secs(120), &coord);
+    assert_eq!(status["state"], "completed", "{status}");
+    assert_eq!(survivors(&status), vec![(0, 3), (1, 3), (2, 3)], "{status}");
+    for a in &mut agents {
+        let s = a.wait_exit(Duration::from_secs(30));
+        assert!(s.success(), "{}: {s}\n{}", a.name, tail(&a.stderr(), 20));
+    }
+    // Neither refused certificate ever got a participant session.
+    let log = coord.stderr();
+    assert!(
+        !log.contains("name=former_member"),
+        "the revoked participant reached the service:\n{}",
+        tail(&log, 40)
+    );
+}

@@ -1,0 +1,131 @@
+//! Malformed and replayed secure-aggregation messages are refused one by one, without
+//! costing the round its participants.
+
+use std::time::Duration;
+
+use crate::harness::{Fed, JobOpts, Proc, survivors, tail};
+
+#[test]
+fn wrong_length_and_replayed_messages_are_rejected_and_the_round_goes_on() {
+    let fed = Fed::new(41, 4000, 4);
+    fed.write_config(&JobOpts {
+        name: "malicious-test",
+        rounds: 3,
+        min_participants: 4,
+        ..JobOpts::default()
+    });
+    let coord = fed.serve();
+    // inst_01 (id 1) sends a truncated masked input first in round 1; inst_02 (id 2) replays
+    // its round-1 masked input in round 2.
+    let faults = [Some("wrong-length@1"), Some("replay@2"), None, None];
+    let mut agents: Vec<Proc> = fed
+        .institutions
+        .iter()
+        .zip(faults)
+        .map(|(n, f)| match f {
+            Some(f) => fed.participant(n, &[("FEDRISK_TEST_FAULT", f)], &[]),
+            None => fed.participant(n, &[], &[]),
+        })
+        .collect();
+
+    let status = fed.wait_job_end(1, Duration::from_secs(150), &coord);
+    assert_eq!(
+        status["state"],
+        "completed",
+        "{status}\n{}",
+        tail(&coord.stderr(), 40)
+    );
+    assert_eq!(
+        survivors(&status),
+        vec![(0, 4), (1, 4), (2, 4), (3, 4)],
+        "every round should keep all four: {status}"
+    );
+    for a in &mut agents {
+        let s = a.wait_exit(Duration::from_secs(30));
+        assert!(s.success(), "{}: {s}\n{}", a.name, tail(&a.stderr(), 20));
+    }
+
+    let log_of = |a: &Proc| a.stderr();
+    let wrong = log_of(&agents[0]);
+    assert!(
+        wrong.contains("test fault: sending a wrong-length masked input"),
+        "{}",
+        tail(&wrong, 30)
+    );
+    // The hook fires before each masked input of round 1 (update and evaluation sessions).
+    let rejected: Vec<&str> = wrong
+        .lines()
+        .filter(|l| l.contains("upload rejected"))
+        .collect();
+    assert!(!rejected.is_empty(), "{}", tail(&wrong, 30));
+    for l in &rejected {
+        assert!(
+            l.contains("round=1")
+                && l.contains("MASKED_INPUT")
+                && l.contains("length does not match"),
+            "only the truncated round-1 inputs are rejected, for their length: {l}"
+        );
+    }
+
+    let replay = log_of(&agents[1]);
+    assert!(
+        replay.contains("test fault: replaying an earlier round's masked input"),
+        "{}",
+        tail(&replay, 30)
+    );
+    let rejected: Vec<&str> = replay
+        .lines()
+        .filter(|l| l.contains("upload rejected"))
+        .collect();
+    assert!(
+        rejected.iter().any(|l| l.contains("round=1")),
+        "the replay of round 1's input in round 2 is not rejected:\n{}",
+        tail(&replay, 30)
+    );
+    for l in &rejected {
+        assert!(
+            l.contains("replayed") && !l.contains("round=3"),
+            "only replays are rejected, as such: {l}"
+        );
+    }
+    for a in &agents[2..] {
+        assert!(
+            !a.stderr().contains("upload rejected"),
+            "{}: {}",
+            a.name,
+            tail(&a.stderr(), 20)
+        );
+    }
+
+    let log = coord.stderr();
+    assert!(
+        !log.contains("round attempt failed"),
+        "a bad message cost a round attempt:\n{}",
+        tail(&log, 40)
+    );
+    let refused: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("secagg upload refused") || l.contains("secagg message rejected"))
+        .collect();
+    assert!(
+        refused
+            .iter()
+            .any(|l| l.contains("secagg message rejected") && l.contains("participant=1")),
+        "no rejection of participant 1's truncated input:\n{}",
+        refused.join("\n")
+    );
+    assert!(
+        refused
+            .iter()
+            .any(|l| l.contains("participant=2") && l.contains("replayed")),
+        "no refusal of participant 2's replay:\n{}",
+        refused.join("\n")
+    );
+    assert!(
+        refused
+            .iter()
+            .all(|l| l.contains("participant=1") || l.contains("participant=2")),
+        "honest participants' messages were refused:\n{}",
+        refused.join("\n")
+    );
+}

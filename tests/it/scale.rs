@@ -1,0 +1,84 @@
+//! Fifty participant processes in one secure round.
+
+use std::process::Command;
+use std::time::Instant;
+
+use fedrisk_models::synth::generate;
+use serde_json::Value;
+
+use crate::harness::{Proc, coordinator_bin, secs, synth_config, tail};
+
+#[test]
+fn fifty_agents_finish_a_secure_round() {
+    let dir = tempfile::Builder::new()
+        .prefix("fedrisk-it-50-")
+        .tempdir()
+        .expect("tempdir");
+    let data = dir.path().join("data");
+    let cfg = synth_config(50, 20_000, 2_000, 50);
+    assert_eq!(cfg.institutions.len(), 50);
+    generate(&cfg).write_dir(&data).expect("writing data");
+    let out = dir.path().join("out");
+
+    let started = Instant::now();
+    let mut cmd = Command::new(coordinator_bin());
+    cmd.arg("simulate")
+        .arg("--data")
+        .arg(&data)
+        .arg("--schema")
+        .arg(data.join("schema.json"))
+        .args(["--rounds", "1", "--processes", "--algorithm", "newton"])
+        .arg("--out")
+        .arg(&out)
+        .current_dir(dir.path());
+    let mut sim = Proc::spawn_group("simulate", cmd, &dir.path().join("logs"));
+    let status = sim.wait_exit(std::time::Duration::from_secs(170));
+    let wall = secs(started);
+    assert!(
+        status.success(),
+        "simulate failed ({status}):\n{}\n{}",
+        tail(&sim.stdout(), 20),
+        tail(&sim.stderr(), 40)
+    );
+    let report: Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("report.json")).expect("report.json"),
+    )
+    .expect("report.json parses");
+    assert_eq!(report["job_state"], "completed", "{report}");
+    let rounds = report["rounds"].as_array().expect("rounds");
+    assert_eq!(rounds.len(), 1, "{report}");
+    assert_eq!(rounds[0]["round"], 1);
+    assert_eq!(rounds[0]["survivors"], 50, "{report}");
+    assert_eq!(
+        report["participants"].as_array().map(Vec::len),
+        Some(50),
+        "{report}"
+    );
+    // Fifty separate agent processes took part, each to the end of the job.
+    let peaks = report["participant_peak_rss_mb"].as_array().expect("peaks");
+    assert_eq!(peaks.len(), 50, "{report}");
+    assert!(
+        peaks
+            .iter()
+            .all(|p| p[1].as_f64().is_some_and(|mb| mb > 0.0)),
+        "every agent process reports its peak memory: {peaks:?}"
+    );
+    for i in 1..=50 {
+        let log = std::fs::read_to_string(out.join(format!("federation/logs/inst_{i:02}.log")))
+            .unwrap_or_default();
+        assert!(
+            log.contains("job 1 completed"),
+            "inst_{i:02}'s agent did not finish the job:\n{}",
+            tail(&log, 10)
+        );
+    }
+    let auc = rounds[0]["auc"].as_f64().expect("auc");
+    assert!(auc > 0.6, "one Newton step should already rank: AUC {auc}");
+    println!(
+        "50 participant processes, 1 secure round: wall {wall:.1} s (job {:.1} s, round {:.2} s, {} B up, {} B down), test AUC {auc:.4}",
+        report["seconds_total"].as_f64().unwrap_or(f64::NAN),
+        rounds[0]["seconds"].as_f64().unwrap_or(f64::NAN),
+        rounds[0]["bytes_up"],
+        rounds[0]["bytes_down"],
+    );
+}

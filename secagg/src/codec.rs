@@ -2,7 +2,8 @@
 //!
 //! Every count read from the wire is checked against the bytes actually left
 //! before anything is allocated, so a hostile length prefix cannot make us
-//! allocate more than the input's own size.
+//! allocate more than a small multiple of the input's own size (at most 32
+//! bytes of ids per byte of an id bitmap).
 
 use crate::error::{Result, SecAggError};
 
@@ -46,10 +47,52 @@ impl Writer {
             self.u32(id);
         }
     }
+    /// An id list inside a message (not the configuration, whose encoding the
+    /// session id hashes): a form byte, then either [`ID_LIST_EXPLICIT`]
+    /// (`u32` count, then each id) or, when the ids are strictly increasing and
+    /// that is shorter, [`ID_LIST_BITMAP`] (`u32` count, `u32` first id, `u32`
+    /// span in bits, then `ceil(span / 8)` bytes whose bit `i` (LSB first)
+    /// marks id `first + i`; the first and last bits are set and padding bits
+    /// are zero).
+    pub(crate) fn id_list(&mut self, ids: &[u32]) {
+        let explicit = 4 * ids.len();
+        let bitmap = match (ids.first(), ids.last()) {
+            (Some(&first), Some(&last))
+                if last - first < u32::MAX && crate::strictly_increasing(ids.iter().copied()) =>
+            {
+                let span = u64::from(last - first) + 1;
+                Some((first, span, 8 + span.div_ceil(8) as usize))
+            }
+            _ => None,
+        };
+        match bitmap {
+            Some((first, span, size)) if size < explicit => {
+                self.u8(ID_LIST_BITMAP);
+                self.len(ids.len());
+                self.u32(first);
+                self.u32(span as u32);
+                let mut map = vec![0u8; span.div_ceil(8) as usize];
+                for &id in ids {
+                    let i = (id - first) as usize;
+                    map[i / 8] |= 1 << (i % 8);
+                }
+                self.bytes(&map);
+            }
+            _ => {
+                self.u8(ID_LIST_EXPLICIT);
+                self.ids(ids);
+            }
+        }
+    }
     pub(crate) fn finish(self) -> Vec<u8> {
         self.buf
     }
 }
+
+/// Id-list form: a count and every id as `u32`.
+pub(crate) const ID_LIST_EXPLICIT: u8 = 0;
+/// Id-list form: strictly increasing ids as a bitmap over `[first, first + span)`.
+pub(crate) const ID_LIST_BITMAP: u8 = 1;
 
 pub(crate) struct Reader<'a> {
     buf: &'a [u8],
@@ -105,6 +148,47 @@ impl<'a> Reader<'a> {
     pub(crate) fn ids(&mut self) -> Result<Vec<u32>> {
         let n = self.count(4)?;
         (0..n).map(|_| self.u32()).collect()
+    }
+    /// Reads an id list written by [`Writer::id_list`] that `elem_size` bytes
+    /// per id will follow (checked before anything is allocated). The bitmap
+    /// form must be canonical (count matches, first and last bits set, zero
+    /// padding), so every list has one bitmap encoding.
+    pub(crate) fn id_list(&mut self, elem_size: usize) -> Result<Vec<u32>> {
+        match self.u8()? {
+            ID_LIST_EXPLICIT => {
+                let n = self.count(4 + elem_size)?;
+                (0..n).map(|_| self.u32()).collect()
+            }
+            ID_LIST_BITMAP => {
+                let count = self.u32()? as usize;
+                let first = self.u32()?;
+                let span = self.u32()? as usize;
+                let bytes = span.div_ceil(8);
+                if count == 0
+                    || count > span
+                    || u64::from(first) + span as u64 > 1 << 32
+                    || bytes > self.buf.len()
+                    || count.saturating_mul(elem_size) > self.buf.len() - bytes
+                {
+                    return Err(SecAggError::Malformed("invalid id bitmap"));
+                }
+                let map = self.take(bytes)?;
+                let bit = |i: usize| map[i / 8] >> (i % 8) & 1 == 1;
+                let padding_clear = span.is_multiple_of(8) || map[bytes - 1] >> (span % 8) == 0;
+                if !bit(0) || !bit(span - 1) || !padding_clear {
+                    return Err(SecAggError::Malformed("invalid id bitmap"));
+                }
+                let ids: Vec<u32> = (0..span)
+                    .filter(|&i| bit(i))
+                    .map(|i| first + i as u32)
+                    .collect();
+                if ids.len() != count {
+                    return Err(SecAggError::Malformed("id bitmap count mismatch"));
+                }
+                Ok(ids)
+            }
+            _ => Err(SecAggError::Malformed("unknown id list form")),
+        }
     }
     pub(crate) fn finish(self) -> Result<()> {
         if self.buf.is_empty() {

@@ -551,6 +551,11 @@ impl CoordinatorSession {
                 })
                 .collect::<Result<_>>()?
         };
+        // Rebuild every dropped participant's mask key first. From here on these
+        // keys are public to the coordinator (revealed by design), so the
+        // agreements below run in variable time, grouped by survivor so one
+        // precomputed table per survivor key serves all its dead neighbours.
+        let mut dead: Vec<(u32, crypto::PreparedSecret)> = Vec::with_capacity(self.dropped.len());
         for &v in &self.dropped {
             let s = rebuild(v, false)?;
             let adv = self
@@ -560,13 +565,25 @@ impl CoordinatorSession {
             if PublicKey::from(&crypto::x25519_secret(&s)).to_bytes() != adv.s_pk {
                 return Err(SecAggError::ReconstructionFailed(v));
             }
-            let secret = crypto::PreparedSecret::new(&s.to_bytes());
-            for (&u, key) in self.u3.iter().zip(&prepared) {
-                if !graph.adjacent(u, v) {
-                    continue;
+            dead.push((v, crypto::PreparedSecret::new(&s.to_bytes())));
+        }
+        let mut ids: Vec<u32> = Vec::with_capacity(dead.len());
+        let mut secrets: Vec<&crypto::PreparedSecret> = Vec::with_capacity(dead.len());
+        for (&u, key) in self.u3.iter().zip(&prepared) {
+            ids.clear();
+            secrets.clear();
+            for (v, s) in &dead {
+                if graph.adjacent(u, *v) {
+                    ids.push(*v);
+                    secrets.push(s);
                 }
-                let dh = crypto::x25519_prepared(&secret, key)
-                    .ok_or(SecAggError::NonContributoryKey(u))?;
+            }
+            if ids.is_empty() {
+                continue;
+            }
+            let shared = crypto::x25519_revealed_batch(key, &secrets);
+            for (&v, dh) in ids.iter().zip(shared) {
+                let dh = dh.ok_or(SecAggError::NonContributoryKey(u))?;
                 let seed = Zeroizing::new(crypto::pairwise_mask_seed(&dh, &sid, u, v));
                 // u added +PRG if u < v and -PRG if u > v: undo it.
                 crypto::prg_accumulate(&seed, &mut sum, u < v);

@@ -12,6 +12,7 @@ use chacha20poly1305::aead::{AeadInOut, KeyInit};
 use curve25519_dalek::Scalar;
 use curve25519_dalek::edwards::EdwardsPoint;
 use curve25519_dalek::montgomery::MontgomeryPoint;
+use curve25519_dalek::traits::Identity;
 use hkdf::Hkdf;
 use sha2::Sha256;
 use x25519_dalek::{PublicKey, StaticSecret};
@@ -230,6 +231,125 @@ pub fn x25519_prepared(secret: &PreparedSecret, peer: &PreparedKey) -> Option<Ze
     Some(out)
 }
 
+/// A public, variable-time fixed-base table for one peer key: row `r` holds
+/// `k * 2^(w r) * 8P` for `k = 1..=2^(w-1)`, so a product costs one addition
+/// per nonzero signed radix-`2^w` digit of the scalar and no doubling.
+struct VartimeComb {
+    w: usize,
+    table: Vec<EdwardsPoint>,
+}
+
+/// Additions a variable-time double-and-add multiplication costs (about 253
+/// doublings plus NAF additions), in units of one point addition; measured.
+const DIRECT_MUL_COST: usize = 140;
+
+/// Rows of the comb for window `w`: signed digits of an integer below `2^253`.
+fn comb_rows(w: usize) -> usize {
+    253usize.div_ceil(w) + 1
+}
+
+impl VartimeComb {
+    fn new(p: &EdwardsPoint, w: usize) -> Self {
+        let half = 1usize << (w - 1);
+        let rows = comb_rows(w);
+        let mut table = Vec::with_capacity(rows * half);
+        let mut base = *p;
+        for _ in 0..rows {
+            let mut acc = base;
+            table.push(acc);
+            for _ in 1..half {
+                acc += base;
+                table.push(acc);
+            }
+            // acc = 2^(w-1) * base, so the next row starts at 2^w * base.
+            base = acc + acc;
+        }
+        VartimeComb { w, table }
+    }
+
+    /// `m * P` for `m < 2^253` (a reduced scalar), in variable time.
+    fn mul(&self, m: &Scalar) -> EdwardsPoint {
+        let w = self.w;
+        let half = 1i64 << (w - 1);
+        let bytes = m.as_bytes();
+        let mut limbs = [0u64; 5];
+        for (i, chunk) in bytes.chunks_exact(8).enumerate() {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(chunk);
+            limbs[i] = u64::from_le_bytes(b);
+        }
+        let window = |pos: usize| -> i64 {
+            let (limb, shift) = (pos / 64, pos % 64);
+            let mut v = limbs[limb] >> shift;
+            if shift + w > 64 {
+                v |= limbs[limb + 1] << (64 - shift);
+            }
+            (v & ((1u64 << w) - 1)) as i64
+        };
+        let mut acc = EdwardsPoint::identity();
+        let mut carry = 0i64;
+        for r in 0..comb_rows(w) {
+            let pos = r * w;
+            let mut d = if pos < 256 { window(pos) } else { 0 } + carry;
+            if d > half {
+                d -= 1 << w;
+                carry = 1;
+            } else {
+                carry = 0;
+            }
+            let row = r * half as usize;
+            match d.cmp(&0) {
+                core::cmp::Ordering::Greater => acc += self.table[row + d as usize - 1],
+                core::cmp::Ordering::Less => acc -= self.table[row + (-d) as usize - 1],
+                core::cmp::Ordering::Equal => {}
+            }
+        }
+        acc
+    }
+}
+
+/// Many X25519 agreements of one peer key with secrets that are **public to
+/// the caller** (the coordinator's rebuilt keys of dropped participants), in
+/// variable time: timing depends on the secrets. Never use it with a secret the
+/// caller must keep. Bit-identical to [`x25519_prepared`] (tested), including
+/// mixed-order peer keys and the twist fallback; `None` where that gives `None`.
+///
+/// With enough secrets per key it builds a signed-window comb for `8P` (one
+/// addition per window, no doubling); otherwise it uses variable-time
+/// double-and-add. The Montgomery conversions share one field inversion.
+pub fn x25519_revealed_batch(
+    peer: &PreparedKey,
+    secrets: &[&PreparedSecret],
+) -> Vec<Option<Zeroizing<[u8; 32]>>> {
+    let Some(p) = &peer.cleared else {
+        return secrets.iter().map(|s| x25519_prepared(s, peer)).collect();
+    };
+    let count = secrets.len();
+    // Cost in point additions: building the table plus one per window, against
+    // a plain variable-time multiplication per secret.
+    let best = (4..=8usize)
+        .map(|w| (comb_rows(w) * ((1usize << (w - 1)) + count), w))
+        .min();
+    let points: Vec<EdwardsPoint> = match best {
+        Some((cost, w)) if cost < DIRECT_MUL_COST * count => {
+            let comb = VartimeComb::new(p, w);
+            secrets.iter().map(|s| comb.mul(&s.m)).collect()
+        }
+        _ => secrets
+            .iter()
+            .map(|s| EdwardsPoint::vartime_double_scalar_mul_basepoint(&s.m, p, &Scalar::ZERO))
+            .collect(),
+    };
+    EdwardsPoint::to_montgomery_batch(&points)
+        .into_iter()
+        .map(|mut u| {
+            let out = Zeroizing::new(u.to_bytes());
+            u.zeroize();
+            (!out.iter().all(|&b| b == 0)).then_some(out)
+        })
+        .collect()
+}
+
 /// One-shot [`x25519_prepared`].
 pub fn x25519_fast(secret: &[u8; 32], peer: &[u8; 32]) -> Option<Zeroizing<[u8; 32]>> {
     x25519_prepared(&PreparedSecret::new(secret), &PreparedKey::new(peer))
@@ -373,6 +493,70 @@ mod tests {
             let pk = t.to_montgomery().to_bytes();
             assert!(x25519_fast(&[9u8; 32], &pk).is_none());
             assert!(!is_contributory_key(&pk));
+        }
+    }
+
+    /// The coordinator's variable-time batch agrees bit for bit with the
+    /// constant-time path and the RFC 7748 ladder, on both of its strategies
+    /// (comb and double-and-add), for random, mixed-order, twist and
+    /// low-order peer keys and for edge-case secrets.
+    #[test]
+    fn revealed_batch_matches_constant_time_path() {
+        let mut rng = ChaCha20Rng::seed_from_u64(11);
+        let mut raw_secrets: Vec<[u8; 32]> = vec![[0u8; 32], [0xff; 32], [8u8; 32]];
+        // Byte patterns of 0, 8 and -8 mod l (before clamping).
+        for m in [Scalar::ZERO, Scalar::ONE, -Scalar::ONE] {
+            raw_secrets.push((m * Scalar::from(8u8)).to_bytes());
+        }
+        while raw_secrets.len() < 60 {
+            let mut b = [0u8; 32];
+            rng.fill_bytes(&mut b);
+            raw_secrets.push(b);
+        }
+        let secrets: Vec<PreparedSecret> = raw_secrets.iter().map(PreparedSecret::new).collect();
+        let mut peers: Vec<[u8; 32]> = Vec::new();
+        for i in 0..24 {
+            let b = StaticSecret::random_from_rng(&mut rng);
+            let mut pk = PublicKey::from(&b).to_bytes();
+            if i % 4 == 1 {
+                let e = MontgomeryPoint(pk).to_edwards(0).unwrap() + EIGHT_TORSION[1 + i % 7];
+                pk = e.to_montgomery().to_bytes();
+            } else if i % 4 == 2 {
+                rng.fill_bytes(&mut pk);
+            }
+            peers.push(pk);
+        }
+        for t in EIGHT_TORSION.iter() {
+            peers.push(t.to_montgomery().to_bytes());
+        }
+        for pk in &peers {
+            let key = PreparedKey::new(pk);
+            // 1 and 3 secrets take double-and-add, 60 take the comb.
+            for count in [1usize, 3, 60] {
+                let refs: Vec<&PreparedSecret> = secrets.iter().take(count).collect();
+                let got = x25519_revealed_batch(&key, &refs);
+                assert_eq!(got.len(), count);
+                for ((raw, s), g) in raw_secrets.iter().zip(&refs).zip(&got) {
+                    let ct = x25519_prepared(s, &key);
+                    assert_eq!(g.as_deref(), ct.as_deref());
+                    let ladder = x25519_dalek::x25519(*raw, *pk);
+                    match g {
+                        Some(g) => assert_eq!(**g, ladder),
+                        None => assert_eq!(ladder, [0u8; 32]),
+                    }
+                }
+            }
+        }
+        // Every window width of the comb, against the constant-time product.
+        let p =
+            MontgomeryPoint(PublicKey::from(&StaticSecret::random_from_rng(&mut rng)).to_bytes())
+                .to_edwards(0)
+                .unwrap();
+        for w in 4..=8 {
+            let comb = VartimeComb::new(&p, w);
+            for s in &secrets {
+                assert_eq!(comb.mul(&s.m), p * *s.m, "w = {w}");
+            }
         }
     }
 

@@ -1,8 +1,13 @@
 //! Protocol messages and their compact binary encoding.
 //!
 //! Layout: `version: u8 = 1`, `tag: u8`, `session_id: [u8; 32]`, then the fields
-//! in order; integers little-endian, lists as a `u32` count followed by fixed-size
-//! elements. Decoding checks every count against the bytes left before
+//! in order; integers little-endian. Lists of participant ids (alone, or keying
+//! a list of fixed-size items, which then follow in the same order) are written
+//! as an id list: a form byte, then a `u32` count and every id, or, for
+//! strictly increasing ids where it is shorter, a `u32` count, the first id, a
+//! `u32` span and a bitmap (dense id sets such as the complete graph's cost
+//! one bit per participant instead of four bytes). The masked vector is a
+//! `u32` count followed by the words. Decoding checks every count against the bytes left before
 //! allocating and rejects trailing bytes; it never panics. Semantic checks
 //! (vector length against the configuration, ids against the roster) happen in
 //! the state machines, or up front with [`Message::decode_for`].
@@ -173,29 +178,25 @@ const TAG_UNMASK_REQUEST: u8 = 8;
 const TAG_UNMASK_RESPONSE: u8 = 9;
 
 fn write_shares(w: &mut Writer, shares: &[(u32, EncryptedShares)]) {
-    w.len(shares.len());
-    for (id, ct) in shares {
-        w.u32(*id);
-        w.bytes(ct);
-    }
+    write_pairs(w, shares);
 }
 
 fn read_shares(r: &mut Reader<'_>) -> Result<Vec<(u32, EncryptedShares)>> {
-    let n = r.count(4 + SHARE_CIPHERTEXT_LEN)?;
-    (0..n).map(|_| Ok((r.u32()?, r.array()?))).collect()
+    read_pairs(r)
 }
 
+/// `(id, item)` lists: the ids as one id list, then the items in the same order.
 fn write_pairs<const N: usize>(w: &mut Writer, items: &[(u32, [u8; N])]) {
-    w.len(items.len());
-    for (id, b) in items {
-        w.u32(*id);
+    let ids: Vec<u32> = items.iter().map(|p| p.0).collect();
+    w.id_list(&ids);
+    for (_, b) in items {
         w.bytes(b);
     }
 }
 
 fn read_pairs<const N: usize>(r: &mut Reader<'_>) -> Result<Vec<(u32, [u8; N])>> {
-    let n = r.count(4 + N)?;
-    (0..n).map(|_| Ok((r.u32()?, r.array()?))).collect()
+    let ids = r.id_list(N)?;
+    ids.into_iter().map(|id| Ok((id, r.array()?))).collect()
 }
 
 macro_rules! codec {
@@ -244,9 +245,9 @@ codec!(
     KeyList,
     TAG_KEY_LIST,
     |s, w| {
-        w.len(s.entries.len());
+        let ids: Vec<u32> = s.entries.iter().map(|e| e.id).collect();
+        w.id_list(&ids);
         for e in &s.entries {
-            w.u32(e.id);
             w.bytes(&e.c_pk);
             w.bytes(&e.s_pk);
             w.bytes(&e.signature);
@@ -254,11 +255,12 @@ codec!(
     },
     |r| {
         let session_id = r.array()?;
-        let n = r.count(4 + 32 + 32 + 64)?;
-        let entries = (0..n)
-            .map(|_| {
+        let ids = r.id_list(32 + 32 + 64)?;
+        let entries = ids
+            .into_iter()
+            .map(|id| {
                 Ok(AdvertisedKeys {
-                    id: r.u32()?,
+                    id,
                     c_pk: r.array()?,
                     s_pk: r.array()?,
                     signature: r.array()?,
@@ -332,12 +334,12 @@ codec!(
     SurvivorList,
     TAG_SURVIVORS,
     |s, w| {
-        w.ids(&s.survivors);
+        w.id_list(&s.survivors);
     },
     |r| {
         SurvivorList {
             session_id: r.array()?,
-            survivors: r.ids()?,
+            survivors: r.id_list(0)?,
         }
     }
 );
@@ -362,15 +364,15 @@ codec!(
     UnmaskRequest,
     TAG_UNMASK_REQUEST,
     |s, w| {
-        w.ids(&s.survivors);
-        w.ids(&s.dropped);
+        w.id_list(&s.survivors);
+        w.id_list(&s.dropped);
         write_pairs(&mut w, &s.signatures);
     },
     |r| {
         UnmaskRequest {
             session_id: r.array()?,
-            survivors: r.ids()?,
-            dropped: r.ids()?,
+            survivors: r.id_list(0)?,
+            dropped: r.id_list(0)?,
             signatures: read_pairs(&mut r)?,
         }
     }
@@ -573,6 +575,48 @@ mod tests {
             extra.extend_from_slice(&[0, 0, 0, 0]);
             assert!(Message::decode(&extra).is_err());
         }
+    }
+
+    /// Id lists round-trip in both forms; the bitmap form is only used when it
+    /// is shorter, and a non-canonical bitmap is refused.
+    #[test]
+    fn id_lists_round_trip_and_bitmaps_are_canonical() {
+        let sid = [3u8; 32];
+        let lists: Vec<Vec<u32>> = vec![
+            vec![],
+            vec![7],
+            vec![0, 1, 2, 3, 4, 5, 6, 7, 8],
+            (0..1000).filter(|i| i % 10 != 0).collect(),
+            vec![5, 3, 9],
+            vec![1, 1, 2],
+            vec![0, u32::MAX],
+            (u32::MAX - 40..=u32::MAX).collect(),
+        ];
+        for ids in lists {
+            let m = SurvivorList {
+                session_id: sid,
+                survivors: ids.clone(),
+            };
+            let b = m.encode();
+            assert_eq!(SurvivorList::decode(&b).unwrap(), m);
+            assert!(b.len() <= 2 + 32 + 1 + 4 + 4 * ids.len());
+        }
+        let dense = SurvivorList {
+            session_id: sid,
+            survivors: (10..30).collect(),
+        }
+        .encode();
+        assert_eq!(dense[34], 1, "bitmap form");
+        assert_eq!(dense.len(), 34 + 1 + 12 + 3);
+        // Count mismatch, last bit clear, padding bit set, overflowing span.
+        for (at, val) in [(35, 21u8), (49, 0x07), (49, 0x1f)] {
+            let mut bad = dense.clone();
+            bad[at] = val;
+            assert!(SurvivorList::decode(&bad).is_err(), "byte {at} = {val}");
+        }
+        let mut bad = dense.clone();
+        bad[39..43].copy_from_slice(&(u32::MAX - 5).to_le_bytes());
+        assert!(SurvivorList::decode(&bad).is_err());
     }
 
     proptest! {

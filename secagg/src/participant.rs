@@ -21,6 +21,7 @@ use crate::messages::{
 use crate::{Roster, Stage, shamir, strictly_increasing, verify_signature};
 
 /// What we keep about a neighbour after the key list.
+#[derive(Clone)]
 struct Peer {
     /// Key for decrypting the shares it sends us.
     recv_key: Zeroizing<[u8; 32]>,
@@ -128,6 +129,31 @@ impl ParticipantSession {
             u3: Vec::new(),
         };
         Ok((session, adv))
+    }
+
+    /// A copy of this state machine, secrets included, for the in-memory
+    /// simulation only ([`crate::sim::Sim::fork`] measures several dropout
+    /// schedules from one key exchange). Deliberately not `Clone`: two copies
+    /// of a live participant could answer two unmask requests.
+    pub(crate) fn fork_for_sim(&self) -> Self {
+        ParticipantSession {
+            config: self.config.clone(),
+            id: self.id,
+            identity: self.identity.clone(),
+            roster: self.roster.clone(),
+            stage: self.stage,
+            c_sk: self.c_sk.clone(),
+            s_sk: self.s_sk.clone(),
+            c_pk: self.c_pk,
+            s_pk: self.s_pk,
+            b: self.b.clone(),
+            graph: self.graph.clone(),
+            group: self.group.clone(),
+            peers: self.peers.clone(),
+            held: self.held.clone(),
+            u2: self.u2.clone(),
+            u3: self.u3.clone(),
+        }
     }
 
     /// The stage this participant is in (the one whose closing message it awaits).

@@ -250,6 +250,48 @@ impl Sim {
         })
     }
 
+    /// An independent copy of the whole simulation in its current state
+    /// (participants' secrets, coordinator, RNGs, counters), so that one key
+    /// exchange can be continued under several dropout schedules: fork after
+    /// [`Self::share_keys`], then set [`Self::drops`] on each copy. Simulation
+    /// only: real participants cannot be copied.
+    pub fn fork(&self) -> Sim {
+        Sim {
+            cfg: self.cfg.clone(),
+            session: self.session.clone(),
+            identities: self.identities.clone(),
+            roster: self.roster.clone(),
+            coordinator: self.coordinator.clone(),
+            slots: self
+                .slots
+                .iter()
+                .map(|s| Slot {
+                    session: s.session.as_ref().map(ParticipantSession::fork_for_sim),
+                    rng: {
+                        let mut rng = ChaCha20Rng::from_seed(s.rng.get_seed());
+                        rng.set_stream(s.rng.get_stream());
+                        rng.set_word_pos(s.rng.get_word_pos());
+                        rng
+                    },
+                    time: s.time,
+                    sent: s.sent,
+                    received: s.received,
+                    error: s.error.clone(),
+                })
+                .collect(),
+            inputs: self.inputs.clone(),
+            drops: self.drops.clone(),
+            late_masked: self.late_masked.clone(),
+            outbox: self.outbox.clone(),
+            rejected: self.rejected.clone(),
+            released: self.released.clone(),
+            transcript: self.transcript.clone(),
+            late_vectors: self.late_vectors.clone(),
+            coordinator_time: self.coordinator_time,
+            unmask_time: self.unmask_time,
+        }
+    }
+
     /// The binding every honest participant computes.
     pub fn binding() -> SessionBinding {
         SessionBinding {

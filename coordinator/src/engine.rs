@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fedrisk_models::federated::{
-    self, Algorithm, FederatedEval, RoundSettings, eval_len, magnitude_len, newton_len, stats_len,
+    self, Algorithm, FederatedEval, eval_len, magnitude_len, newton_len, stats_len,
 };
 use fedrisk_models::logistic::{Penalty, newton_step};
 use fedrisk_models::{FeatureStats, ModelFile, PreprocessOptions, Preprocessor, Provenance};
@@ -251,7 +251,6 @@ impl Engine {
                     make_kind: &kind1,
                 },
                 cancel.clone(),
-                &session_id,
             )
             .await?;
         let scales = federated::scales_from_magnitudes(&spec.schema, &mags.sums)
@@ -279,7 +278,6 @@ impl Engine {
                     make_kind: &kind2,
                 },
                 cancel,
-                &[],
             )
             .await?;
         let stats = federated::stats_from_sum(&spec.schema, &sums.sums, &scales)
@@ -365,7 +363,6 @@ impl Engine {
                     make_kind: &kind,
                 },
                 cancel.clone(),
-                &session_id,
             )
             .await?;
         let theta = match algorithm {
@@ -412,7 +409,6 @@ impl Engine {
                     make_kind: &eval_kind,
                 },
                 cancel,
-                &[],
             )
             .await?;
         let e: FederatedEval = federated::eval_from_sum(&eval.sums, bins)
@@ -464,6 +460,8 @@ impl Engine {
         Ok(next)
     }
 
+    /// Records a new attempt of a round under a fresh random attempt id (the store's
+    /// `session_id` column); every secagg session inside it has its own session id.
     fn begin_round(
         &self,
         job_id: JobId,
@@ -554,7 +552,6 @@ impl Engine {
         spec: &JobSpec,
         plan: SessionPlan<'_>,
         mut cancel: watch::Receiver<bool>,
-        _round_session: &[u8],
     ) -> Result<SessionResult, AttemptError> {
         let first = plan.round == 0 && plan.label == "magnitudes";
         let peers = self.wait_for_participants(spec, first, &mut cancel).await?;
@@ -828,9 +825,6 @@ impl Traffic {
         self.down.values().sum()
     }
 }
-
-/// Re-exported so services and tests describe settings the same way.
-pub type Settings = RoundSettings;
 
 #[cfg(test)]
 mod tests {

@@ -70,10 +70,7 @@ impl Dataset {
 /// Reads a CSV file with a header row against `schema`.
 pub fn load_csv(path: &Path, schema: &Schema, label: LabelMode) -> Result<Dataset, DataError> {
     let row_bound = count_lines(path)?;
-    let file = std::fs::File::open(path).map_err(|source| io(path, source))?;
-    let mut rdr = csv::ReaderBuilder::new()
-        .flexible(true)
-        .from_reader(std::io::BufReader::with_capacity(1 << 20, file));
+    let mut rdr = open_csv(path)?;
     let header = read_header(&mut rdr, path)?;
     let find = |name: &str| header.iter().position(|h| h == name);
     let mut num_cols = Vec::new();
@@ -295,6 +292,30 @@ pub(crate) fn loc(path: &Path, line: u64, column: Option<(usize, &String)>) -> L
     }
 }
 
+/// Opens a CSV file, taking the delimiter from its header line: a comma unless the header
+/// has more semicolons, tabs or pipes (European spreadsheet exports use `;`).
+pub(crate) fn open_csv(
+    path: &Path,
+) -> Result<csv::Reader<std::io::BufReader<std::fs::File>>, DataError> {
+    use std::io::BufRead;
+    let file = std::fs::File::open(path).map_err(|source| io(path, source))?;
+    let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
+    let first = reader.fill_buf().map_err(|source| io(path, source))?;
+    let line_end = first
+        .iter()
+        .position(|&b| b == b'\n')
+        .unwrap_or(first.len());
+    let line = &first[..line_end];
+    let delimiter = [b',', b';', b'\t', b'|']
+        .into_iter()
+        .max_by_key(|d| (line.iter().filter(|b| *b == d).count(), *d == b','))
+        .unwrap_or(b',');
+    Ok(csv::ReaderBuilder::new()
+        .flexible(true)
+        .delimiter(delimiter)
+        .from_reader(reader))
+}
+
 /// Reads the header row; names are trimmed and must be unique.
 pub(crate) fn read_header<R: Read>(
     rdr: &mut csv::Reader<R>,
@@ -318,7 +339,16 @@ pub(crate) fn read_header<R: Read>(
     }
     let names: Vec<String> = header
         .iter()
-        .map(|h| String::from_utf8_lossy(h.trim_ascii()).into_owned())
+        .enumerate()
+        .map(|(i, h)| {
+            // Spreadsheet exports often start with a UTF-8 byte-order mark.
+            let h = if i == 0 {
+                h.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(h)
+            } else {
+                h
+            };
+            String::from_utf8_lossy(h.trim_ascii()).into_owned()
+        })
         .collect();
     for (i, n) in names.iter().enumerate() {
         if names[..i].contains(n) {
@@ -672,5 +702,46 @@ mod tests {
             infer(&p, &InferOptions::new("default", "1")),
             Err(DataError::Labels { .. })
         ));
+    }
+}
+
+#[cfg(test)]
+mod format_tests {
+    use super::*;
+    use crate::schema::{InferOptions, infer};
+
+    #[test]
+    fn semicolons_byte_order_marks_crlf_and_sas_missing_values_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("eu.csv");
+        std::fs::write(
+            &p,
+            "\u{feff}income;sector;default\r\n100;retail;0\r\n.;farm;1\r\n?;retail;0\r\n",
+        )
+        .unwrap();
+        let schema = infer(&p, &InferOptions::new("default", "1")).unwrap();
+        assert_eq!(schema.features[0].name, "income");
+        assert!(schema.features[0].is_numeric() && schema.features[0].missing);
+        let d = load_csv(&p, &schema, LabelMode::Required).unwrap();
+        assert_eq!(d.rows(), 3);
+        assert_eq!(d.numeric[[0, 0]], 100.0);
+        assert!(d.numeric[[1, 0]].is_nan() && d.numeric[[2, 0]].is_nan());
+        assert_eq!(d.labels, Some(vec![0, 1, 0]));
+    }
+
+    #[test]
+    fn commas_win_ties_and_quoted_delimiters_stay_inside_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("q.csv");
+        std::fs::write(
+            &p,
+            "name,amount,default\n\"Smith; Jones\",5,0\n\"Lee, A\",6,1\n",
+        )
+        .unwrap();
+        let mut opts = InferOptions::new("default", "1");
+        opts.drop.push("name".into());
+        let schema = infer(&p, &opts).unwrap();
+        let d = load_csv(&p, &schema, LabelMode::Required).unwrap();
+        assert_eq!(d.numeric.column(0).to_vec(), vec![5.0, 6.0]);
     }
 }

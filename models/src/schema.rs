@@ -17,7 +17,8 @@ pub const SCHEMA_FORMAT: &str = "fedrisk-schema";
 /// Bumped when the meaning of a field changes.
 pub const SCHEMA_VERSION: u32 = 1;
 /// Text that means "no value" in a field (compared after trimming spaces, case-sensitive).
-pub const DEFAULT_MISSING_TOKENS: &[&str] = &["", "NA", "N/A", "NaN", "nan", "null", "NULL"];
+pub const DEFAULT_MISSING_TOKENS: &[&str] =
+    &["", "NA", "N/A", "NaN", "nan", "null", "NULL", "?", "."];
 /// A text column with more distinct values than this is an identifier, not a category.
 pub const MAX_LEVELS: usize = 200;
 
@@ -236,13 +237,7 @@ struct ColumnScan {
 /// Infers a schema from one CSV file: a column whose present values all parse as finite numbers
 /// is numeric, any other is categorical with the levels seen (sorted, so the order is stable).
 pub fn infer(path: &Path, opts: &InferOptions) -> Result<Schema, DataError> {
-    let file = std::fs::File::open(path).map_err(|source| DataError::Io {
-        path: path.to_owned(),
-        source,
-    })?;
-    let mut rdr = csv::ReaderBuilder::new()
-        .flexible(true)
-        .from_reader(std::io::BufReader::with_capacity(1 << 20, file));
+    let mut rdr = crate::data::open_csv(path)?;
     let header = crate::data::read_header(&mut rdr, path)?;
     let label_idx = header
         .iter()

@@ -8,7 +8,11 @@
 use crate::error::{Result, SecAggError};
 
 /// Wire format version written first in every encoded message and config.
-pub const WIRE_VERSION: u8 = 1;
+///
+/// Version 2: only the shares of non-derived recipients are sent
+/// ([`crate::ShareKeys`]), and [`crate::ShareBundle`] lists the senders whose
+/// shares the recipient derives itself. Version 1 messages are rejected.
+pub const WIRE_VERSION: u8 = 2;
 
 #[derive(Default)]
 pub(crate) struct Writer {

@@ -194,6 +194,10 @@ impl CoordinatorSession {
         Ok(())
     }
 
+    fn share_threshold(&self) -> usize {
+        self.config.params.share_threshold() as usize
+    }
+
     fn group(&self, id: u32) -> Vec<u32> {
         self.graph.as_ref().map(|g| g.group(id)).unwrap_or_default()
     }
@@ -232,8 +236,10 @@ impl CoordinatorSession {
         Ok(())
     }
 
-    /// Stage 1 message: the sender must be in U1 and address exactly its share
-    /// group, in order, once each.
+    /// Stage 1 message: the sender must be in U1 and address exactly its sent
+    /// recipients ([`Graph::sent_recipients`]: its share group minus itself
+    /// minus its derived set), in order, once each. A ciphertext for a derived
+    /// recipient, or a missing one for a sent recipient, is rejected.
     pub fn on_share_keys(&mut self, from: u32, msg: &ShareKeys) -> Result<()> {
         self.expect(Stage::ShareKeys, &msg.session_id, from, msg.from)?;
         if self.u1.binary_search(&from).is_err() {
@@ -242,10 +248,14 @@ impl CoordinatorSession {
         if self.share_keys.contains_key(&from) {
             return Err(SecAggError::Duplicate(from));
         }
-        let expected = self.group(from).into_iter().filter(|&v| v != from);
-        if !expected.eq(msg.shares.iter().map(|s| s.0)) {
+        let expected = self
+            .graph
+            .as_ref()
+            .map(|g| g.sent_recipients(from, self.share_threshold()))
+            .unwrap_or_default();
+        if !expected.into_iter().eq(msg.shares.iter().map(|s| s.0)) {
             return Err(SecAggError::InvalidList(
-                "share recipients differ from the sender's group",
+                "share recipients differ from the sender's sent recipients",
             ));
         }
         self.share_keys.insert(from, msg.clone());
@@ -371,12 +381,23 @@ impl CoordinatorSession {
             Stage::ShareKeys => {
                 self.require(Stage::ShareKeys, self.share_keys.len())?;
                 self.u2 = self.share_keys.keys().copied().collect();
-                let mut bundles: BTreeMap<u32, Vec<_>> =
-                    self.u2.iter().map(|&v| (v, Vec::new())).collect();
+                let mut bundles: BTreeMap<u32, (Vec<_>, Vec<u32>)> = self
+                    .u2
+                    .iter()
+                    .map(|&v| (v, (Vec::new(), Vec::new())))
+                    .collect();
+                let t = self.share_threshold();
+                let graph = self.graph.as_ref().ok_or(SecAggError::Aborted)?;
+                // Ascending senders keep both lists strictly increasing.
                 for (&from, msg) in &self.share_keys {
                     for (to, ct) in &msg.shares {
                         if let Some(b) = bundles.get_mut(to) {
-                            b.push((from, *ct));
+                            b.0.push((from, *ct));
+                        }
+                    }
+                    for to in graph.derived_recipients(from, t) {
+                        if let Some(b) = bundles.get_mut(&to) {
+                            b.1.push(from);
                         }
                     }
                 }
@@ -385,12 +406,13 @@ impl CoordinatorSession {
                 Ok(Step::Send(
                     bundles
                         .into_iter()
-                        .map(|(to, shares)| Outgoing::Unicast {
+                        .map(|(to, (shares, derived))| Outgoing::Unicast {
                             recipient: to,
                             message: Message::ShareBundle(ShareBundle {
                                 session_id: sid,
                                 to,
                                 shares,
+                                derived,
                             }),
                         })
                         .collect(),

@@ -56,6 +56,34 @@ pub fn share_key(dh: &[u8; 32], session_id: &[u8; 32], from: u32, to: u32) -> [u
     )
 }
 
+/// The shares of `from`'s two secrets (`b`, then `s^SK`) that recipient `to`
+/// holds when `to` is in `from`'s derived set `D_from`
+/// ([`crate::graph::Graph::derived_recipients`]): two field elements drawn
+/// from HKDF-SHA256 over the X25519 agreement `dh` of `from`'s and `to`'s `c`
+/// keys (the share-encryption keys), salt = session id, info binding the label,
+/// `from`, `to` and which secret; 64 output bytes each, reduced mod `l` (wide
+/// reduction, bias below 2^-250). Directional: `(from, to)` and `(to, from)`
+/// give unrelated values. Both ends compute it; nothing is sent.
+pub fn derived_shares(
+    dh: &[u8; 32],
+    session_id: &[u8; 32],
+    from: u32,
+    to: u32,
+) -> (Scalar, Scalar) {
+    let hk = Hkdf::<Sha256>::new(Some(session_id), dh);
+    let derive = |which: u8| {
+        let mut info = pair_info(b"fedrisk-secagg/v2/derived-share", from, to);
+        info.push(which);
+        let mut wide = Zeroizing::new([0u8; 64]);
+        // 64 bytes is far below HKDF-SHA256's limit: this cannot fail.
+        if hk.expand(&info, &mut wide[..]).is_err() {
+            unreachable!("HKDF output length is fixed at 64 bytes");
+        }
+        Scalar::from_bytes_mod_order_wide(&wide)
+    };
+    (derive(b'b'), derive(b's'))
+}
+
 /// Seed of participant `u`'s self mask, from the Shamir-shared secret `b_u`.
 pub fn self_mask_seed(b: &Scalar, session_id: &[u8; 32], u: u32) -> [u8; 32] {
     let ikm = Zeroizing::new(b.to_bytes());
@@ -557,6 +585,25 @@ mod tests {
             for s in &secrets {
                 assert_eq!(comb.mul(&s.m), p * *s.m, "w = {w}");
             }
+        }
+    }
+
+    /// Derived shares are directional and bound to session, pair and secret.
+    #[test]
+    fn derived_shares_are_bound_to_session_pair_and_secret() {
+        let dh = [7u8; 32];
+        let sid = [1u8; 32];
+        let (b, s) = derived_shares(&dh, &sid, 1, 2);
+        assert_eq!(derived_shares(&dh, &sid, 1, 2), (b, s));
+        assert_ne!(b, s);
+        for other in [
+            derived_shares(&dh, &sid, 2, 1),
+            derived_shares(&dh, &sid, 1, 3),
+            derived_shares(&dh, &[2u8; 32], 1, 2),
+            derived_shares(&[8u8; 32], &sid, 1, 2),
+        ] {
+            assert_ne!(other.0, b);
+            assert_ne!(other.1, s);
         }
     }
 

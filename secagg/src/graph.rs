@@ -115,6 +115,76 @@ impl Graph {
         }
     }
 
+    /// `id`'s share group and `id`'s index in it; `None` if `id` is not in U1.
+    fn group_and_index(&self, id: u32) -> Option<(Vec<u32>, usize)> {
+        let g = self.group(id);
+        let p = g.binary_search(&id).ok()?;
+        Some((g, p))
+    }
+
+    /// Offset of group member `i` after the dealer at `p`, going round the
+    /// sorted group `m` long: `1..m` for the others, 0 for the dealer.
+    fn offset(i: usize, p: usize, m: usize) -> usize {
+        (i + m - p) % m
+    }
+
+    /// `D_u`, the recipients whose shares of `id`'s secrets are *derived* from
+    /// pairwise keys instead of sent (see [`crate::crypto::derived_shares`]):
+    /// with `id`'s share group sorted increasingly as `g[0..m]` and `id = g[p]`,
+    /// the members `g[(p + k) mod m]` for `k = 1..=min(t - 1, m - 1)`, i.e. the
+    /// `t - 1` members following `id` in id order, wrapping round. `t` is the
+    /// session's share threshold. Returned sorted by id.
+    pub fn derived_recipients(&self, id: u32, t: usize) -> Vec<u32> {
+        let Some((g, p)) = self.group_and_index(id) else {
+            return Vec::new();
+        };
+        let m = g.len();
+        g.iter()
+            .enumerate()
+            .filter(|&(i, _)| {
+                let o = Self::offset(i, p, m);
+                o >= 1 && o < t
+            })
+            .map(|(_, &v)| v)
+            .collect()
+    }
+
+    /// The recipients `id` sends encrypted shares to: its share group minus
+    /// itself minus [`Self::derived_recipients`], sorted by id.
+    pub fn sent_recipients(&self, id: u32, t: usize) -> Vec<u32> {
+        let Some((g, p)) = self.group_and_index(id) else {
+            return Vec::new();
+        };
+        let m = g.len();
+        g.iter()
+            .enumerate()
+            .filter(|&(i, _)| Self::offset(i, p, m) >= t.max(1))
+            .map(|(_, &v)| v)
+            .collect()
+    }
+
+    /// Whether `to` is in `D_from` ([`Self::derived_recipients`]`(from, t)`).
+    pub fn is_derived(&self, from: u32, to: u32, t: usize) -> bool {
+        if from == to {
+            return false;
+        }
+        match &self.ring {
+            None => match (
+                self.members.binary_search(&from),
+                self.members.binary_search(&to),
+            ) {
+                (Ok(p), Ok(i)) => Self::offset(i, p, self.members.len()) < t,
+                _ => false,
+            },
+            Some(_) => match self.group_and_index(from) {
+                Some((g, p)) => g
+                    .binary_search(&to)
+                    .is_ok_and(|i| Self::offset(i, p, g.len()) < t),
+                None => false,
+            },
+        }
+    }
+
     /// Whether `a` and `b` (distinct) share masks.
     pub fn adjacent(&self, a: u32, b: u32) -> bool {
         if a == b || !self.contains(a) || !self.contains(b) {
@@ -171,6 +241,41 @@ mod tests {
             other.group(0),
             "different seeds give different rings"
         );
+    }
+
+    /// `D_u` is the `t - 1` group members after `u` (wrapping), disjoint from
+    /// the sent recipients, and `is_derived` agrees, on both graph kinds.
+    #[test]
+    fn derived_and_sent_recipients_partition_the_group() {
+        let members: Vec<u32> = (0..40).map(|i| i * 3 + 1).collect();
+        let complete = Graph::build(GraphKind::Complete, &members, [1; 32]);
+        let harary = Graph::build(
+            GraphKind::Harary {
+                degree: 8,
+                share_threshold: 6,
+            },
+            &members,
+            [2; 32],
+        );
+        for (g, t) in [(&complete, 27usize), (&harary, 6)] {
+            for &u in &members {
+                let grp = g.group(u);
+                let d = g.derived_recipients(u, t);
+                let s = g.sent_recipients(u, t);
+                assert_eq!(d.len(), t - 1);
+                assert_eq!(d.len() + s.len() + 1, grp.len());
+                let p = grp.binary_search(&u).unwrap();
+                let mut expect: Vec<u32> = (1..t).map(|k| grp[(p + k) % grp.len()]).collect();
+                expect.sort_unstable();
+                assert_eq!(d, expect);
+                for &v in &members {
+                    assert_eq!(g.is_derived(u, v, t), d.contains(&v), "{u} -> {v}");
+                    assert!(!(d.contains(&v) && s.contains(&v)));
+                }
+            }
+        }
+        assert_eq!(complete.derived_recipients(members[39], 3), vec![1, 4]);
+        assert!(complete.derived_recipients(2, 3).is_empty());
     }
 
     #[test]

@@ -15,10 +15,20 @@
 //! | stage ([`Stage`]) | participant ([`ParticipantSession`]) | coordinator ([`CoordinatorSession`]) |
 //! |---|---|---|
 //! | 0 `Advertise` | `new` -> [`Advertise`] (two fresh X25519 keys, signed with the Ed25519 identity) | `on_advertise`; `close_stage` broadcasts [`KeyList`] (U1) |
-//! | 1 `ShareKeys` | `on_key_list` -> [`ShareKeys`] (Shamir shares of `b_u` and `s_u^SK`, ChaCha20-Poly1305 per recipient) | `on_share_keys`; `close_stage` routes a [`ShareBundle`] to each member of U2 |
+//! | 1 `ShareKeys` | `on_key_list` -> [`ShareKeys`] (Shamir shares of `b_u` and `s_u^SK`: `t - 1` derived from pairwise keys, the rest ChaCha20-Poly1305 per recipient) | `on_share_keys`; `close_stage` routes a [`ShareBundle`] (ciphertexts plus the senders whose shares the recipient derives) to each member of U2 |
 //! | 2 `MaskedInput` | `on_shares` -> [`MaskedInput`] (`y_u = x_u + PRG(b_u) + sum +-PRG(s_uv)`) | `on_masked_input`; `close_stage` broadcasts [`SurvivorList`] (U3) |
 //! | 3 `ConsistencyCheck` | `on_survivors` -> [`ConsistencySignature`] over (session, U3) | `on_consistency`; `close_stage` sends [`UnmaskRequest`] with the signatures |
 //! | 4 `Unmask` | `on_unmask_request` -> [`UnmaskResponse`] (at most once) | `on_unmask`; `close_stage` returns [`Output`] |
+//!
+//! Derived shares (wire version 2): of each dealer `u`'s shares, those of the
+//! `t - 1` group members following `u` ([`graph::Graph::derived_recipients`])
+//! are not sent but derived by both ends from their `c`-key agreement
+//! ([`crypto::derived_shares`]); `u` interpolates the rest through them and
+//! its secret ([`shamir::complete`]). The derived values are pseudorandom,
+//! known only to the pair and independent of the secret, so the sharing is
+//! still `t`-of-`n` with nothing learnt from `t - 1` shares (see
+//! [`ParticipantSession::on_key_list`]); it saves `t - 1` ciphertexts per
+//! participant.
 //!
 //! Every message has `encode`/`decode` (versioned, length-checked, never panics
 //! on hostile bytes); [`Message`] wraps them for transports carrying one `bytes`

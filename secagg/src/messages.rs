@@ -1,6 +1,6 @@
 //! Protocol messages and their compact binary encoding.
 //!
-//! Layout: `version: u8 = 1`, `tag: u8`, `session_id: [u8; 32]`, then the fields
+//! Layout: `version: u8 = 2` ([`crate::WIRE_VERSION`]), `tag: u8`, `session_id: [u8; 32]`, then the fields
 //! in order; integers little-endian. Lists of participant ids (alone, or keying
 //! a list of fixed-size items, which then follow in the same order) are written
 //! as an id list: a form byte, then a `u32` count and every id, or, for
@@ -61,8 +61,11 @@ pub struct KeyList {
     pub entries: Vec<AdvertisedKeys>,
 }
 
-/// Stage 1, participant -> coordinator: one encrypted share pair per member of
-/// the sender's share group (itself excluded), in increasing recipient order.
+/// Stage 1, participant -> coordinator: one encrypted share pair per *sent*
+/// recipient ([`crate::graph::Graph::sent_recipients`]: the sender's share
+/// group minus itself minus the `t - 1` recipients whose shares are derived
+/// from pairwise keys), in increasing recipient order; exactly those, no more,
+/// no fewer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShareKeys {
     /// Session.
@@ -74,7 +77,9 @@ pub struct ShareKeys {
 }
 
 /// End of stage 1, coordinator -> each member of U2: the ciphertexts addressed
-/// to it; their senders, with the recipient, form the recipient's view of U2.
+/// to it, and the senders in U2 whose shares for it are derived (nothing to
+/// deliver); both sender lists, with the recipient, form the recipient's view
+/// of U2.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShareBundle {
     /// Session.
@@ -83,6 +88,9 @@ pub struct ShareBundle {
     pub to: u32,
     /// `(sender, ciphertext)`, strictly increasing by sender.
     pub shares: Vec<(u32, EncryptedShares)>,
+    /// Senders in U2 that have the recipient in their derived set, strictly
+    /// increasing (the recipient computes those shares itself).
+    pub derived: Vec<u32>,
 }
 
 /// Stage 2, participant -> coordinator: the masked vector (`d + 1` words).
@@ -296,12 +304,14 @@ codec!(
     |s, w| {
         w.u32(s.to);
         write_shares(&mut w, &s.shares);
+        w.id_list(&s.derived);
     },
     |r| {
         ShareBundle {
             session_id: r.array()?,
             to: r.u32()?,
             shares: read_shares(&mut r)?,
+            derived: r.id_list(0)?,
         }
     }
 );
@@ -455,7 +465,7 @@ impl Message {
         let too_long = match &m {
             Message::KeyList(k) => k.entries.len() > n,
             Message::ShareKeys(s) => s.shares.len() > n,
-            Message::ShareBundle(s) => s.shares.len() > n,
+            Message::ShareBundle(s) => s.shares.len() + s.derived.len() > n,
             Message::MaskedInput(v) => v.vector.len() != words,
             Message::SurvivorList(s) => s.survivors.len() > n,
             Message::UnmaskRequest(u) => {
@@ -532,6 +542,7 @@ mod tests {
                 session_id: sid,
                 to: 3,
                 shares: vec![(2, [9; SHARE_CIPHERTEXT_LEN])],
+                derived: vec![4, 5, 7],
             }),
             Message::MaskedInput(MaskedInput {
                 session_id: sid,
@@ -625,7 +636,7 @@ mod tests {
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600), tag in 0u8..12) {
             let mut b = bytes.clone();
-            if b.len() >= 2 { b[0] = 1; b[1] = tag; }
+            if b.len() >= 2 { b[0] = crate::WIRE_VERSION; b[1] = tag; }
             let _ = Message::decode(&bytes);
             let _ = Message::decode(&b);
             let _ = SessionConfig::decode(&bytes);

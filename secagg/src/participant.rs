@@ -27,6 +27,9 @@ struct Peer {
     recv_key: Zeroizing<[u8; 32]>,
     /// Seed of our pairwise mask.
     mask_seed: Zeroizing<[u8; 32]>,
+    /// If we are in the peer's derived set: our shares of its `b` and `s^SK`,
+    /// derived from our `c` agreement (kept only if it turns out to be in U2).
+    derived: Option<(Zeroizing<Scalar>, Zeroizing<Scalar>)>,
 }
 
 /// One participant's side of one session.
@@ -214,7 +217,36 @@ impl ParticipantSession {
     /// Stage 1: checks U1 (at least `t` entries, all invited, signatures valid for
     /// every key this participant will use, no duplicate or low-order keys, its
     /// own keys unchanged), Shamir-shares `b_u` and `s_u^SK` over its share group
-    /// and encrypts each pair to its recipient.
+    /// and encrypts each pair to its recipient, except for the `t - 1`
+    /// recipients whose shares are derived.
+    ///
+    /// # Derived shares
+    ///
+    /// With threshold `t` each sharing polynomial has degree `t - 1`, so the
+    /// secret `p(0) = S` and the shares at `t - 1` points determine it. For the
+    /// recipients `v` in `D_u` ([`Graph::derived_recipients`]: the `t - 1`
+    /// share-group members following `u` in id order, wrapping round) the share
+    /// is not drawn and sent but *derived*: `r_{u,v}` =
+    /// [`crypto::derived_shares`] of the X25519 agreement of `u`'s and `v`'s
+    /// `c` keys (the share-encryption keys), bound to the session, to `u`, to
+    /// `v` and to which secret. `u` interpolates the polynomial through `(0, S)`
+    /// and the `t - 1` points `(x_v, r_{u,v})` ([`shamir::complete`], barycentric
+    /// weights computed once per dealer and group) and sends only the other
+    /// evaluations, encrypted as before; `v` recomputes `r_{u,v}` itself.
+    ///
+    /// Security: the `r_{u,v}` are pseudorandom field elements (HKDF output of
+    /// a Diffie-Hellman secret, reduced from 512 bits), known only to `u` and
+    /// `v` (the coordinator holds neither `c` secret) and chosen independently
+    /// of `S`. For a fixed `S`, the polynomial of degree `t - 1` with `p(0) = S`
+    /// and the values at the `t - 1` points of `D_u` correspond one to one, so
+    /// drawing those values (pseudo)uniformly gives a (pseudo)uniform such
+    /// polynomial, exactly as drawing its `t - 1` random coefficients does: the
+    /// result is an ordinary `t`-of-`n` Shamir sharing, any `t - 1` shares
+    /// (derived ones included) reveal nothing about `S`, and any `t`
+    /// reconstruct it. A colluding `v` learns its own
+    /// share only, as it would have by decrypting it. Nothing else changes:
+    /// the shares are held, released and (for `s`, against the advertised key)
+    /// checked exactly as sent ones.
     pub fn on_key_list<R: CryptoRng + ?Sized>(
         &mut self,
         msg: &KeyList,
@@ -240,26 +272,47 @@ impl ParticipantSession {
             });
         }
         let s_secret = crypto::x25519_secret(&self.s_sk);
-        let mut sealed = Vec::with_capacity(group.len().saturating_sub(1));
-        let mut send_keys = Vec::with_capacity(group.len());
+        let t = self.share_threshold();
+        // D_self (sorted), and our derived shares for them in the same order.
+        let derived_to = graph.derived_recipients(self.id, t);
+        let mut fixed_b = Vec::with_capacity(derived_to.len() + 1);
+        let mut fixed_s = Vec::with_capacity(derived_to.len() + 1);
+        fixed_b.push(Scalar::ZERO); // p(0), filled in once b is drawn
+        fixed_s.push(*self.s_sk);
+        let mut sealed = Vec::with_capacity(group.len().saturating_sub(t));
+        let mut send_keys = Vec::with_capacity(group.len().saturating_sub(t));
         for e in &msg.entries {
             if e.id == self.id || group.binary_search(&e.id).is_err() {
                 continue;
             }
-            let t = crypto::advertise_transcript(&sid, e.id, &e.c_pk, &e.s_pk);
-            if !verify_signature(&self.roster, e.id, &t, &e.signature) {
+            let t_sig = crypto::advertise_transcript(&sid, e.id, &e.c_pk, &e.s_pk);
+            if !verify_signature(&self.roster, e.id, &t_sig, &e.signature) {
+                crypto::wipe(&mut fixed_b);
+                crypto::wipe(&mut fixed_s);
                 return self.abort(SecAggError::BadSignature(e.id));
             }
             let (Some(c_dh), Some(s_dh)) = (
                 crypto::agree(&self.c_sk, &e.c_pk),
                 crypto::agree(&s_secret, &e.s_pk),
             ) else {
+                crypto::wipe(&mut fixed_b);
+                crypto::wipe(&mut fixed_s);
                 return self.abort(SecAggError::NonContributoryKey(e.id));
             };
-            send_keys.push((
-                e.id,
-                Zeroizing::new(crypto::share_key(&c_dh, &sid, self.id, e.id)),
-            ));
+            if derived_to.binary_search(&e.id).is_ok() {
+                let (rb, rs) = crypto::derived_shares(&c_dh, &sid, self.id, e.id);
+                fixed_b.push(rb);
+                fixed_s.push(rs);
+            } else {
+                send_keys.push((
+                    e.id,
+                    Zeroizing::new(crypto::share_key(&c_dh, &sid, self.id, e.id)),
+                ));
+            }
+            let derived = graph.is_derived(e.id, self.id, t).then(|| {
+                let (rb, rs) = crypto::derived_shares(&c_dh, &sid, e.id, self.id);
+                (Zeroizing::new(rb), Zeroizing::new(rs))
+            });
             self.peers.insert(
                 e.id,
                 Peer {
@@ -267,15 +320,25 @@ impl ParticipantSession {
                     mask_seed: Zeroizing::new(crypto::pairwise_mask_seed(
                         &s_dh, &sid, self.id, e.id,
                     )),
+                    derived,
                 },
             );
         }
         *self.b = Scalar::random(rng);
-        let t = self.share_threshold();
-        let mut b_shares = shamir::split(&self.b, t, &group, rng);
-        let mut s_shares = shamir::split(&self.s_sk, t, &group, rng);
+        fixed_b[0] = *self.b;
+        // Evaluate at ourselves and at the sent recipients (group \ D_self).
+        let targets: Vec<u32> = group
+            .iter()
+            .copied()
+            .filter(|v| derived_to.binary_search(v).is_err())
+            .collect();
+        let mut evals = shamir::complete(&derived_to, &[&fixed_b, &fixed_s], &targets);
+        crypto::wipe(&mut fixed_b);
+        crypto::wipe(&mut fixed_s);
+        let mut s_shares = evals.pop().unwrap_or_default();
+        let mut b_shares = evals.pop().unwrap_or_default();
         let mut keys = send_keys.iter();
-        for (i, &v) in group.iter().enumerate() {
+        for (i, &v) in targets.iter().enumerate() {
             if v == self.id {
                 self.held.insert(v, (b_shares[i], s_shares[i]));
                 continue;
@@ -335,10 +398,20 @@ impl ParticipantSession {
         Ok(())
     }
 
-    /// Stage 2: decrypts and authenticates the shares addressed to us (their
-    /// senders form our view of U2), then masks `input` (`d + 1` words, slot 0 the
+    /// Stage 2: decrypts and authenticates the shares addressed to us and
+    /// takes the derived shares of the senders the bundle lists as derived
+    /// (both sender sets form our view of U2; a ciphertext from a sender whose
+    /// share we derive, or a derived entry for one that must send, aborts),
+    /// then masks `input` (`d + 1` words, slot 0 the
     /// weight, e.g. from [`crate::encode_weighted`]) with the self mask and the
     /// pairwise masks of U2, adding distributed-DP noise if configured.
+    ///
+    /// A derived entry is not authenticated by the dealer: a lying coordinator
+    /// can list a dealer `u` whose `ShareKeys` never arrived. That only adds a
+    /// mask with `u` to our vector which it cannot remove (the `t - 1` derived
+    /// shares alone do not determine `s_u^SK`): a denial of service, which it
+    /// can cause anyway, and never a second share release, since U3 and the
+    /// dead list are checked as before.
     ///
     /// An invalid `input` is the caller's mistake: it is reported and the
     /// session stays where it is.
@@ -368,11 +441,30 @@ impl ParticipantSession {
                 "share senders not strictly increasing",
             ));
         }
+        if !strictly_increasing(msg.derived.iter().copied()) {
+            return self.abort(SecAggError::InvalidList(
+                "derived-share senders not strictly increasing",
+            ));
+        }
         let sid = self.config.session_id;
+        for from in &msg.derived {
+            let Some((b, s)) = self.peers.get(from).and_then(|p| p.derived.as_ref()) else {
+                return self.abort(SecAggError::InvalidList(
+                    "derived share listed for a sender that must send it or is not a peer",
+                ));
+            };
+            let pair = (**b, **s);
+            self.held.insert(*from, pair);
+        }
         for (from, ct) in &msg.shares {
             let Some(peer) = self.peers.get(from) else {
                 return self.abort(SecAggError::InvalidList("share from outside our group"));
             };
+            if peer.derived.is_some() {
+                return self.abort(SecAggError::InvalidList(
+                    "ciphertext for a share that is derived",
+                ));
+            }
             let Some(pt) = crypto::open_shares(&peer.recv_key, &sid, *from, self.id, ct) else {
                 return self.abort(SecAggError::ShareAuthentication(*from));
             };
@@ -392,6 +484,7 @@ impl ParticipantSession {
             self.held.insert(*from, (b, s));
         }
         let mut u2: Vec<u32> = msg.shares.iter().map(|s| s.0).collect();
+        u2.extend_from_slice(&msg.derived);
         u2.push(self.id);
         u2.sort_unstable();
         if u2.len() < self.share_threshold() {
@@ -401,7 +494,10 @@ impl ParticipantSession {
                 need: self.share_threshold(),
             });
         }
-        // Peers that sent nothing are not in U2: forget their shares' keys.
+        // Peers not in U2 (derived shares included) are never held.
+        for peer in self.peers.values_mut() {
+            peer.derived = None;
+        }
         let mut y = input.to_vec();
         if let Some(sigma) = p.dp_sigma {
             add_dp_noise(&mut y, sigma, p.threshold, rng);

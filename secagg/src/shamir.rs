@@ -46,6 +46,76 @@ pub fn split<R: CryptoRng + ?Sized>(
     shares
 }
 
+/// Targets evaluated per batch inversion in [`complete`] (bounds its scratch
+/// memory to `TARGET_CHUNK * t` field elements).
+const TARGET_CHUNK: usize = 64;
+
+/// Completes sharings whose polynomials are fixed by the secret and `t - 1`
+/// given shares: for each `k`, `values[k]` is `[secret_k, y_k1, ..., y_k(t-1)]`
+/// with `y_kj` the share at `x_of(fixed[j])`; returns `out[k][i]`, the unique
+/// polynomial of degree `t - 1` through `(0, secret_k)` and `(x_of(fixed[j]),
+/// y_kj)`, evaluated at `x_of(targets[i])`. `fixed` and `targets` are distinct
+/// ids, disjoint from each other.
+///
+/// Barycentric form: with nodes `x_0 = 0, x_j = x_of(fixed[j])` and weights
+/// `w_j = 1 / prod_{k != j} (x_j - x_k)` (computed once, `O(t^2)`, one
+/// inversion), `p(z) = l(z) sum_j w_j y_j / (z - x_j)` with
+/// `l(z) = prod_j (z - x_j)`: `O(t)` per target and secret, the `1 / (z - x_j)`
+/// batch-inverted over a chunk of targets and shared by all secrets.
+pub fn complete(fixed: &[u32], values: &[&[Scalar]], targets: &[u32]) -> Vec<Vec<Scalar>> {
+    let mut xs = Vec::with_capacity(fixed.len() + 1);
+    xs.push(Scalar::ZERO);
+    xs.extend(fixed.iter().map(|&id| x_of(id)));
+    let nodes = xs.len();
+    debug_assert!(values.iter().all(|v| v.len() == nodes));
+    let mut w: Vec<Scalar> = xs
+        .iter()
+        .enumerate()
+        .map(|(j, xj)| {
+            xs.iter()
+                .enumerate()
+                .filter(|&(k, _)| k != j)
+                .map(|(_, xk)| xj - xk)
+                .product()
+        })
+        .collect();
+    Scalar::invert_batch_alloc(&mut w);
+    // w_j * y_kj, once per secret.
+    let mut wy: Vec<Vec<Scalar>> = values
+        .iter()
+        .map(|v| v.iter().zip(&w).map(|(y, wj)| y * wj).collect())
+        .collect();
+    let mut out: Vec<Vec<Scalar>> = vec![Vec::with_capacity(targets.len()); values.len()];
+    let mut inv = Vec::with_capacity(TARGET_CHUNK.min(targets.len()) * nodes);
+    for chunk in targets.chunks(TARGET_CHUNK) {
+        inv.clear();
+        let mut ell = Vec::with_capacity(chunk.len());
+        for &id in chunk {
+            let z = x_of(id);
+            let mut l = Scalar::ONE;
+            for xj in &xs {
+                let d = z - xj;
+                debug_assert!(d != Scalar::ZERO, "target coincides with a node");
+                l *= d;
+                inv.push(d);
+            }
+            ell.push(l);
+        }
+        Scalar::invert_batch_alloc(&mut inv);
+        for (i, l) in ell.iter().enumerate() {
+            let row = &inv[i * nodes..(i + 1) * nodes];
+            for (k, wyk) in wy.iter().enumerate() {
+                let acc: Scalar = row.iter().zip(wyk).map(|(a, b)| a * b).sum();
+                out[k].push(l * acc);
+            }
+        }
+    }
+    for v in &mut wy {
+        wipe(v);
+    }
+    out
+}
+
 /// Lagrange coefficients at 0 for the holders `ids` (distinct):
 /// `lambda_i = prod_{j != i} x_j / (x_j - x_i)`. One batch inversion for all.
 pub fn lagrange_at_zero(ids: &[u32]) -> Vec<Scalar> {
@@ -104,6 +174,65 @@ mod tests {
         assert_eq!(reconstruct(&pts[9..]), secret);
         assert_ne!(reconstruct(&pts[..10]), secret);
         assert_ne!(reconstruct(&pts[5..15][..10]), secret);
+    }
+
+    /// A sharing completed from the secret and `t - 1` pseudorandom (derived)
+    /// shares is an ordinary `t`-of-`n` sharing: any `t` shares, derived ones
+    /// included, reconstruct the secret; `t - 1`, derived ones included, do not.
+    #[test]
+    fn derived_plus_sent_shares_reconstruct_from_any_t_only() {
+        let mut rng = ChaCha20Rng::seed_from_u64(21);
+        for (n, t) in [(10usize, 7usize), (6, 5), (30, 21), (5, 2), (4, 4)] {
+            let group: Vec<u32> = (0..n as u32).map(|i| i * 5 + 2).collect();
+            let dealer = 3 % n;
+            let derived: Vec<u32> = {
+                let mut d: Vec<u32> = (1..t).map(|k| group[(dealer + k) % n]).collect();
+                d.sort_unstable();
+                d
+            };
+            let targets: Vec<u32> = group
+                .iter()
+                .copied()
+                .filter(|v| derived.binary_search(v).is_err())
+                .collect();
+            let b = Scalar::random(&mut rng);
+            let s = Scalar::random(&mut rng);
+            let rb: Vec<Scalar> = derived.iter().map(|_| Scalar::random(&mut rng)).collect();
+            let rs: Vec<Scalar> = derived.iter().map(|_| Scalar::random(&mut rng)).collect();
+            let vb: Vec<Scalar> = std::iter::once(b).chain(rb.iter().copied()).collect();
+            let vs: Vec<Scalar> = std::iter::once(s).chain(rs.iter().copied()).collect();
+            let out = complete(&derived, &[&vb, &vs], &targets);
+            assert_eq!(out.len(), 2);
+            for (secret, derived_vals, sent) in [(b, &rb, &out[0]), (s, &rs, &out[1])] {
+                let mut pts: Vec<(u32, Scalar)> = derived
+                    .iter()
+                    .copied()
+                    .zip(derived_vals.iter().copied())
+                    .chain(targets.iter().copied().zip(sent.iter().copied()))
+                    .collect();
+                pts.sort_by_key(|p| p.0);
+                assert_eq!(pts.len(), n);
+                // Every window of t (wrapping), and t - 1 of them: derived only,
+                // mixed, and sent only where there are enough.
+                for start in 0..n {
+                    let sub: Vec<(u32, Scalar)> = (0..t).map(|k| pts[(start + k) % n]).collect();
+                    assert_eq!(reconstruct(&sub), secret, "n {n} t {t} start {start}");
+                    if t > 1 {
+                        assert_ne!(reconstruct(&sub[..t - 1]), secret);
+                        assert_ne!(reconstruct(&sub[1..]), secret);
+                    }
+                }
+                let only_derived: Vec<(u32, Scalar)> = pts
+                    .iter()
+                    .copied()
+                    .filter(|p| derived.contains(&p.0))
+                    .collect();
+                assert_eq!(only_derived.len(), t - 1);
+                if t > 1 {
+                    assert_ne!(reconstruct(&only_derived), secret);
+                }
+            }
+        }
     }
 
     proptest! {

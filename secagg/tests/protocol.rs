@@ -680,8 +680,11 @@ fn g10_forged_swapped_low_order_duplicate_unknown_keys() {
     );
 }
 
+/// n = 10, t = 7: each participant derives the shares of the 6 before it and
+/// receives ciphertexts from the 3 after it (0 from 1, 2 and 3), sending its
+/// own to the 3 before it (0 to 7, 8 and 9).
 fn share_bundle_attack(edit: impl Fn(&mut Vec<Outgoing>)) -> Sim {
-    let cfg = SimConfig::new(6, 3);
+    let cfg = SimConfig::new(10, 3);
     let mut sim = Sim::new(cfg.clone(), random_inputs(&cfg)).unwrap();
     sim.advertise().unwrap();
     sim.share_keys().unwrap();
@@ -708,9 +711,9 @@ fn g11_misrouted_reflected_altered_replayed_ciphertexts_abort() {
     // Altered.
     let sim = share_bundle_attack(|out| bundle_of(out, 0).shares[1].1[7] ^= 0x80);
     assert_eq!(sim.error_of(0), Some(&SecAggError::ShareAuthentication(2)));
-    // Misrouted: 1's ciphertext for 2 delivered to 0 (as from 1).
+    // Misrouted: 1's ciphertext for 9 delivered to 0 (as from 1).
     let sim = share_bundle_attack(|out| {
-        let ct = bundle_of(out, 2)
+        let ct = bundle_of(out, 9)
             .shares
             .iter()
             .find(|s| s.0 == 1)
@@ -719,9 +722,11 @@ fn g11_misrouted_reflected_altered_replayed_ciphertexts_abort() {
         bundle_of(out, 0).shares[0].1 = ct;
     });
     assert_eq!(sim.error_of(0), Some(&SecAggError::ShareAuthentication(1)));
-    // Reflected: 0's own ciphertext to 1 handed back to 0 as if from 1.
+    // Reflected: 0's own ciphertext (to 7) handed back to 0 as if from 1. (No
+    // pair sends each other ciphertexts any more: 0 -> 1 is a derived share.
+    // The crypto unit test covers a same-key direction swap.)
     let sim = share_bundle_attack(|out| {
-        let ct = bundle_of(out, 1)
+        let ct = bundle_of(out, 7)
             .shares
             .iter()
             .find(|s| s.0 == 0)
@@ -738,7 +743,7 @@ fn g11_misrouted_reflected_altered_replayed_ciphertexts_abort() {
     });
     assert_eq!(sim.error_of(0), Some(&SecAggError::ShareAuthentication(2)));
     // Replayed from another session (same participants, new nonce).
-    let cfg = SimConfig::new(6, 3);
+    let cfg = SimConfig::new(10, 3);
     let mut old = Sim::new(cfg.clone(), random_inputs(&cfg)).unwrap();
     old.advertise().unwrap();
     old.share_keys().unwrap();
@@ -1008,12 +1013,15 @@ fn g14_malformed_and_out_of_order_messages_are_errors() {
         Message::decode(&long),
         Err(SecAggError::Malformed("trailing bytes"))
     );
-    let mut v2 = bytes.clone();
-    v2[0] = 2;
-    assert_eq!(
-        Message::decode(&v2),
-        Err(SecAggError::UnsupportedVersion(2))
-    );
+    assert_eq!(WIRE_VERSION, 2);
+    for v in [1u8, 3] {
+        let mut other = bytes.clone();
+        other[0] = v;
+        assert_eq!(
+            Message::decode(&other),
+            Err(SecAggError::UnsupportedVersion(v))
+        );
+    }
     let mut huge = MaskedInput {
         session_id: sid,
         from: 0,
@@ -1128,4 +1136,113 @@ fn large_harary_n5000() {
         .collect();
     let (_, out) = run_with_drops(cfg, &drops);
     assert_eq!(out.unwrap().survivors.len(), 4500);
+}
+
+/// Derived shares: a `ShareKeys` must carry exactly the ciphertexts of the
+/// sender's non-derived recipients (the coordinator rejects one for a derived
+/// recipient, a missing one, or a swap), and a participant aborts on a bundle
+/// that delivers a ciphertext for a share it derives, or lists as derived a
+/// sender it should receive a ciphertext from (or one outside its group).
+#[test]
+fn derived_recipients_get_no_ciphertext() {
+    let cfg = SimConfig::new(10, 3); // t = 7: 2 derives for 3..=8, sends to 9, 0, 1
+    let mut sim = Sim::new(cfg.clone(), random_inputs(&cfg)).unwrap();
+    sim.advertise().unwrap();
+    let mut coord = sim.coordinator.clone();
+    let Some(Outgoing::Broadcast {
+        message: Message::KeyList(kl),
+        ..
+    }) = sim.outbox.first().cloned()
+    else {
+        panic!()
+    };
+    let mut rng = ChaCha20Rng::seed_from_u64(5);
+    let p = sim.slots[2].session.as_mut().unwrap();
+    let good = p.on_key_list(&kl, &mut rng).unwrap();
+    assert_eq!(
+        good.shares.iter().map(|s| s.0).collect::<Vec<_>>(),
+        vec![0, 1, 9]
+    );
+    let ct = good.shares[0].1;
+    let mut for_derived = good.clone();
+    for_derived.shares.insert(2, (3, ct));
+    let mut missing = good.clone();
+    missing.shares.remove(1);
+    let mut swapped = good.clone();
+    swapped.shares[2].0 = 8;
+    for bad in [&for_derived, &missing, &swapped] {
+        assert!(matches!(
+            coord.on_share_keys(2, bad),
+            Err(SecAggError::InvalidList(_))
+        ));
+    }
+    assert_eq!(coord.on_share_keys(2, &good), Ok(()));
+
+    // Participant side: 0 receives ciphertexts from 1, 2, 3 and derives 4..=9.
+    let mut ok = Sim::new(cfg.clone(), random_inputs(&cfg)).unwrap();
+    ok.advertise().unwrap();
+    ok.share_keys().unwrap();
+    {
+        let b = bundle_of(&mut ok.outbox, 0);
+        assert_eq!(
+            b.shares.iter().map(|s| s.0).collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
+        assert_eq!(b.derived, vec![4, 5, 6, 7, 8, 9]);
+    }
+    type Edit = fn(&mut ShareBundle);
+    let attacks: Vec<Edit> = vec![
+        // A ciphertext for a derived share (4's share is derived).
+        |b| {
+            let ct = b.shares[0].1;
+            b.derived.retain(|&v| v != 4);
+            b.shares.push((4, ct));
+        },
+        // A sent share claimed as derived.
+        |b| {
+            b.shares.remove(0);
+            b.derived.insert(0, 1);
+        },
+        // A derived sender outside the group / U1.
+        |b| b.derived.push(42),
+        // Unordered derived list.
+        |b| b.derived.swap(0, 1),
+    ];
+    for edit in attacks {
+        let sim = share_bundle_attack(|out| edit(bundle_of(out, 0)));
+        assert!(
+            matches!(sim.error_of(0), Some(SecAggError::InvalidList(_))),
+            "{:?}",
+            sim.error_of(0)
+        );
+        assert_eq!(sim.participant(0).unwrap().stage(), Stage::Aborted);
+    }
+}
+
+/// A dealer that never sends its `ShareKeys` is not in U2: the recipients in
+/// its derived set are not told to keep a share for it, do not mask with it,
+/// and the session completes; one that did send is in U2 everywhere.
+#[test]
+fn derived_shares_follow_u2() {
+    let cfg = SimConfig::new(10, 3);
+    let mut sim = Sim::new(cfg.clone(), random_inputs(&cfg)).unwrap();
+    sim.drops.insert(5, DropPoint::AfterAdvertise);
+    sim.drops.insert(6, DropPoint::AfterShareKeys);
+    sim.advertise().unwrap();
+    sim.share_keys().unwrap();
+    for o in &sim.outbox {
+        if let Outgoing::Unicast {
+            message: Message::ShareBundle(b),
+            ..
+        } = o
+        {
+            assert!(!b.derived.contains(&5) && !b.shares.iter().any(|s| s.0 == 5));
+            assert!(b.to == 6 || b.derived.contains(&6) || b.shares.iter().any(|s| s.0 == 6));
+        }
+    }
+    sim.masked_input().unwrap();
+    sim.consistency().unwrap();
+    let out = sim.unmask().unwrap();
+    assert_eq!(out.sum, sim.plaintext_sum(&out.survivors));
+    assert!(!out.survivors.contains(&5) && !out.survivors.contains(&6));
 }

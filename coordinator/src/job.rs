@@ -165,8 +165,8 @@ impl JobSpec {
             settings,
             rounds: w.rounds,
             min_participants: w.min_participants,
-            expected_participants: (w.participants.len() as u32 > w.min_participants)
-                .then_some(w.participants.len() as u32),
+            expected_participants: (w.expected_participants != 0)
+                .then_some(w.expected_participants),
             round_deadline_ms: if w.round_deadline_ms == 0 {
                 default_round_deadline_ms()
             } else {

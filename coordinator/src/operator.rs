@@ -27,15 +27,81 @@ pub struct Connection {
     domain: String,
 }
 
+/// A job given on the command line instead of in a file.
+#[derive(Args)]
+pub struct JobFlags {
+    /// Job name.
+    #[arg(long)]
+    name: Option<String>,
+    /// Schema JSON every participant's data must match.
+    #[arg(long)]
+    schema: Option<PathBuf>,
+    /// newton, fedavg or fedprox.
+    #[arg(long, default_value = "newton")]
+    algorithm: fedrisk_models::federated::Algorithm,
+    /// Training rounds.
+    #[arg(long, default_value_t = 10)]
+    rounds: u32,
+    /// Participants every session needs.
+    #[arg(long, default_value_t = 3)]
+    min_participants: u32,
+    /// Participants the first session waits for (default: --min-participants).
+    #[arg(long)]
+    expected_participants: Option<u32>,
+    /// How long the first stage of a session waits (it includes local computation), ms.
+    #[arg(long, default_value_t = 120_000)]
+    round_deadline_ms: u64,
+    /// Secure-aggregation threshold t (default floor(2n/3)+1 for n invited).
+    #[arg(long)]
+    threshold: Option<u32>,
+    /// Participants that may drop out of a round without aborting it.
+    #[arg(long)]
+    dropout_budget: Option<u32>,
+    /// Inverse L2 strength (scikit-learn's C).
+    #[arg(long, default_value_t = 1.0)]
+    c: f64,
+}
+
+impl JobFlags {
+    fn spec(&self) -> Result<fedrisk_coordinator::job::JobSpec> {
+        let (Some(name), Some(schema)) = (&self.name, &self.schema) else {
+            bail!("give --job FILE, or at least --name and --schema");
+        };
+        let spec = fedrisk_coordinator::job::JobSpec {
+            name: name.clone(),
+            schema: fedrisk_models::Schema::load(schema)?,
+            settings: fedrisk_models::federated::RoundSettings {
+                algorithm: self.algorithm,
+                c: self.c,
+                ..Default::default()
+            },
+            rounds: self.rounds,
+            min_participants: self.min_participants,
+            expected_participants: self.expected_participants,
+            round_deadline_ms: self.round_deadline_ms,
+            stage_deadline_ms: 20_000,
+            threshold: self.threshold,
+            dropout_budget: self.dropout_budget,
+            max_attempts: 3,
+            wait_for_participants_ms: 600_000,
+        };
+        spec.validate().map_err(|e| anyhow::anyhow!("job: {e}"))?;
+        Ok(spec)
+    }
+}
+
 #[derive(Subcommand)]
 pub enum JobCommand {
     /// Submit a job file (TOML: name, schema, rounds, min_participants, [settings]).
     Submit {
         #[command(flatten)]
         conn: Connection,
-        /// Job file.
-        #[arg(long)]
-        job: PathBuf,
+        /// Job file (TOML: name, schema, rounds, min_participants, [settings]); or give the
+        /// job with the flags below instead.
+        #[arg(long, conflicts_with_all = ["name", "schema"])]
+        job: Option<PathBuf>,
+        #[command(flatten)]
+        flags: JobFlags,
     },
     /// A job's state and per-round figures.
     Status {
@@ -124,8 +190,11 @@ fn print_status(s: &v1::JobStatus) {
 
 pub async fn run(cmd: JobCommand) -> Result<()> {
     match cmd {
-        JobCommand::Submit { conn, job } => {
-            let spec = crate::config::load_job(&job)?;
+        JobCommand::Submit { conn, job, flags } => {
+            let spec = match job {
+                Some(path) => crate::config::load_job(&path)?,
+                None => flags.spec()?,
+            };
             let wire = v1::JobSpec {
                 name: spec.name.clone(),
                 schema_json: serde_json::to_string(&spec.schema)?,
@@ -137,6 +206,7 @@ pub async fn run(cmd: JobCommand) -> Result<()> {
                 dropout_budget: spec.dropout_budget.unwrap_or(0),
                 hyper_params_json: serde_json::to_string(&spec.settings)?,
                 participants: vec![],
+                expected_participants: spec.expected_participants.unwrap_or(0),
                 histogram_bins: spec.settings.histogram_bins as u32,
             };
             let r = client(&conn)

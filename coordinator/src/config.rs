@@ -49,6 +49,10 @@ pub struct JobConfig {
     pub dropout_budget: Option<u32>,
     #[serde(default)]
     pub max_attempts: Option<u32>,
+    /// How long an attempt waits for `min_participants` to be connected before it counts
+    /// as failed (default 600000).
+    #[serde(default)]
+    pub wait_for_participants_ms: Option<u64>,
     /// Algorithm and hyper-parameters: `algorithm = "newton"`, `c`, `local_epochs`, ...
     #[serde(default)]
     pub settings: RoundSettings,
@@ -98,7 +102,7 @@ fn job_spec(j: &JobConfig, base: &Path, path: &Path) -> Result<JobSpec> {
         threshold: j.threshold,
         dropout_budget: j.dropout_budget,
         max_attempts: j.max_attempts.unwrap_or(3),
-        wait_for_participants_ms: 600_000,
+        wait_for_participants_ms: j.wait_for_participants_ms.unwrap_or(600_000),
     };
     spec.validate()
         .map_err(|e| anyhow::anyhow!("{}: job: {e}", path.display()))?;

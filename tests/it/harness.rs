@@ -276,6 +276,8 @@ pub struct JobOpts {
     pub min_participants: u32,
     pub expected_participants: Option<u32>,
     pub stage_deadline_ms: u64,
+    /// `wait_for_participants_ms` of the job, if set.
+    pub wait_for_participants_ms: Option<u64>,
     /// Extra `key = value` lines of `[job.settings]`.
     pub settings: &'static str,
 }
@@ -288,6 +290,7 @@ impl Default for JobOpts {
             min_participants: 3,
             expected_participants: None,
             stage_deadline_ms: 15_000,
+            wait_for_participants_ms: None,
             settings: "algorithm = \"newton\"",
         }
     }
@@ -358,7 +361,11 @@ impl Fed {
         let expected = job
             .expected_participants
             .map(|e| format!("expected_participants = {e}\n"))
-            .unwrap_or_default();
+            .unwrap_or_default()
+            + &job
+                .wait_for_participants_ms
+                .map(|w| format!("wait_for_participants_ms = {w}\n"))
+                .unwrap_or_default();
         let text = format!(
             "listen = \"127.0.0.1:{port}\"\n\
              pki_dir = \"pki\"\n\

@@ -129,3 +129,61 @@ fn wrong_length_and_replayed_messages_are_rejected_and_the_round_goes_on() {
         refused.join("\n")
     );
 }
+
+/// A round that loses more participants than its threshold allows is retried with fresh keys
+/// and, when it still cannot complete, the job fails with a stated reason; the remaining
+/// agents are told and exit with an error.
+#[test]
+fn a_round_that_cannot_complete_is_retried_then_the_job_fails_with_a_reason() {
+    let fed = Fed::new(43, 3000, 3);
+    fed.write_config(&JobOpts {
+        name: "failing-test",
+        rounds: 3,
+        min_participants: 3,
+        wait_for_participants_ms: Some(1500),
+        ..JobOpts::default()
+    });
+    let coord = fed.serve();
+    // With 3 invited the threshold is 3: losing inst_01 during key sharing aborts round 1.
+    let mut victim = fed.participant(
+        &fed.institutions[0],
+        &[("FEDRISK_TEST_FAULT", "hang-before-share-keys@1")],
+        &[],
+    );
+    let mut others: Vec<Proc> = fed.institutions[1..]
+        .iter()
+        .map(|n| fed.participant(n, &[], &[]))
+        .collect();
+    victim.wait_for_log("test fault: this agent stops here", Duration::from_secs(60));
+    victim.kill();
+
+    let status = fed.wait_job_end(1, Duration::from_secs(120), &coord);
+    assert_eq!(status["state"], "failed", "{status}");
+    let message = status["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("round 1 failed after 3 attempt(s)"),
+        "{message}"
+    );
+    assert!(
+        message.contains("only 2 of the 3 participants needed are connected"),
+        "{message}"
+    );
+    // Round 0 completed with everyone; nothing after it did.
+    assert_eq!(survivors(&status), vec![(0, 3)], "{status}");
+    let log = coord.stderr();
+    assert!(log.contains("session aborted"), "{}", tail(&log, 40));
+    assert!(
+        log.contains("retrying with fresh keys"),
+        "{}",
+        tail(&log, 40)
+    );
+    for a in &mut others {
+        let s = a.wait_exit(Duration::from_secs(30));
+        assert!(!s.success(), "{} should report the failed job", a.name);
+        assert!(
+            a.stderr().contains("ended without completing"),
+            "{}",
+            tail(&a.stderr(), 20)
+        );
+    }
+}

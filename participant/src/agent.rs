@@ -191,32 +191,20 @@ async fn connect_and_serve(
                     data.stats(t.phase, &t.schema_json, &t.settings_json, &t.scales)
                 }),
             )),
-            task::Kind::Train(t) => {
-                let theta = t.model.as_ref().map(model_theta).unwrap_or_default();
-                let pre = t
-                    .model
-                    .as_ref()
-                    .map(|m| m.preprocessing_json.clone())
-                    .unwrap_or_default();
-                Some((
-                    t.secagg.clone(),
+            task::Kind::Train(t) => Some((
+                t.secagg.clone(),
+                model_parts(t.model.as_ref()).and_then(|(theta, pre)| {
                     tokio::task::block_in_place(|| {
                         data.train(task.round, &t.hyper_params_json, &pre, &theta)
-                    }),
-                ))
-            }
-            task::Kind::Eval(t) => {
-                let theta = t.model.as_ref().map(model_theta).unwrap_or_default();
-                let pre = t
-                    .model
-                    .as_ref()
-                    .map(|m| m.preprocessing_json.clone())
-                    .unwrap_or_default();
-                Some((
-                    t.secagg.clone(),
-                    tokio::task::block_in_place(|| data.eval(&pre, &theta, t.histogram_bins)),
-                ))
-            }
+                    })
+                }),
+            )),
+            task::Kind::Eval(t) => Some((
+                t.secagg.clone(),
+                model_parts(t.model.as_ref()).and_then(|(theta, pre)| {
+                    tokio::task::block_in_place(|| data.eval(&pre, &theta, t.histogram_bins))
+                }),
+            )),
             _ => None,
         };
         if let Some((secagg, work)) = work {
@@ -296,10 +284,12 @@ async fn connect_and_serve(
     result
 }
 
-fn model_theta(m: &v1::GlobalModel) -> Vec<f64> {
-    let mut t = m.coefficients.clone();
-    t.push(m.intercept);
-    t
+/// The global parameters `[coefficients..., intercept]` and preprocessing of a task's model.
+fn model_parts(m: Option<&v1::GlobalModel>) -> Result<(Vec<f64>, String), String> {
+    let m = m.ok_or("the task carries no model")?;
+    let mut theta = m.coefficients.clone();
+    theta.push(m.intercept);
+    Ok((theta, m.preprocessing_json.clone()))
 }
 
 /// Checks the session the coordinator proposes and opens it with this agent's own view of

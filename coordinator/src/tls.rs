@@ -20,11 +20,11 @@
 //! # struct Svc;
 //! # #[tonic::async_trait]
 //! # impl fedrisk_proto::Participant for Svc {
-//! #   async fn join(&self, _: tonic::Request<fedrisk_proto::v1::JoinRequest>) -> Result<tonic::Response<fedrisk_proto::v1::JoinResponse>, tonic::Status> { todo!() }
+//! #   async fn join(&self, _: tonic::Request<fedrisk_proto::v1::JoinRequest>) -> Result<tonic::Response<fedrisk_proto::v1::JoinResponse>, tonic::Status> { Err(tonic::Status::unimplemented("example")) }
 //! #   type TasksStream = tokio_stream::wrappers::ReceiverStream<Result<fedrisk_proto::v1::Task, tonic::Status>>;
-//! #   async fn tasks(&self, _: tonic::Request<fedrisk_proto::v1::TaskStreamRequest>) -> Result<tonic::Response<Self::TasksStream>, tonic::Status> { todo!() }
-//! #   async fn send_sec_agg(&self, _: tonic::Request<fedrisk_proto::v1::SecAggUpload>) -> Result<tonic::Response<fedrisk_proto::v1::Ack>, tonic::Status> { todo!() }
-//! #   async fn heartbeat(&self, _: tonic::Request<fedrisk_proto::v1::HeartbeatRequest>) -> Result<tonic::Response<fedrisk_proto::v1::HeartbeatResponse>, tonic::Status> { todo!() }
+//! #   async fn tasks(&self, _: tonic::Request<fedrisk_proto::v1::TaskStreamRequest>) -> Result<tonic::Response<Self::TasksStream>, tonic::Status> { Err(tonic::Status::unimplemented("example")) }
+//! #   async fn send_sec_agg(&self, _: tonic::Request<fedrisk_proto::v1::SecAggUpload>) -> Result<tonic::Response<fedrisk_proto::v1::Ack>, tonic::Status> { Err(tonic::Status::unimplemented("example")) }
+//! #   async fn heartbeat(&self, _: tonic::Request<fedrisk_proto::v1::HeartbeatRequest>) -> Result<tonic::Response<fedrisk_proto::v1::HeartbeatResponse>, tonic::Status> { Err(tonic::Status::unimplemented("example")) }
 //! # }
 //! # let service = Svc;
 //! tonic::transport::Server::builder()

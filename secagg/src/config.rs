@@ -203,7 +203,7 @@ impl SessionParams {
         if n > MAX_PARTICIPANTS {
             return Err(E("too many participants"));
         }
-        if !self.participants.windows(2).all(|w| w[0] < w[1]) {
+        if !crate::strictly_increasing(self.participants.iter().copied()) {
             return Err(E("participant ids must be strictly increasing"));
         }
         if self.participants.contains(&u32::MAX) {

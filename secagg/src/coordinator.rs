@@ -1,6 +1,6 @@
 //! The coordinator's state machine.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use curve25519_dalek::Scalar;
 use x25519_dalek::PublicKey;
@@ -70,7 +70,8 @@ pub struct CoordinatorSession {
     roster: Roster,
     stage: Stage,
     advertised: BTreeMap<u32, AdvertisedKeys>,
-    key_owner: HashMap<[u8; 32], u32>,
+    /// Every advertised public key (`c` and `s`), to reject reuse.
+    advertised_keys: HashSet<[u8; 32]>,
     graph: Option<Graph>,
     u1: Vec<u32>,
     share_keys: BTreeMap<u32, ShareKeys>,
@@ -114,7 +115,7 @@ impl CoordinatorSession {
             roster,
             stage: Stage::Advertise,
             advertised: BTreeMap::new(),
-            key_owner: HashMap::new(),
+            advertised_keys: HashSet::new(),
             graph: None,
             u1: Vec::new(),
             share_keys: BTreeMap::new(),
@@ -140,18 +141,20 @@ impl CoordinatorSession {
 
     /// Who may still send a message in the current stage.
     pub fn awaiting(&self) -> Vec<u32> {
-        let (pool, got): (&[u32], Box<dyn Fn(u32) -> bool + '_>) = match self.stage {
-            Stage::Advertise => (
-                &self.config.params.participants,
-                Box::new(|id| self.advertised.contains_key(&id)),
-            ),
-            Stage::ShareKeys => (&self.u1, Box::new(|id| self.share_keys.contains_key(&id))),
-            Stage::MaskedInput => (&self.u2, Box::new(|id| self.masked.contains_key(&id))),
-            Stage::ConsistencyCheck => (&self.u3, Box::new(|id| self.signatures.contains_key(&id))),
-            Stage::Unmask => (&self.u4, Box::new(|id| self.responses.contains_key(&id))),
-            Stage::Finished | Stage::Aborted => return Vec::new(),
-        };
-        pool.iter().copied().filter(|&id| !got(id)).collect()
+        fn missing<V>(pool: &[u32], got: &BTreeMap<u32, V>) -> Vec<u32> {
+            pool.iter()
+                .copied()
+                .filter(|id| !got.contains_key(id))
+                .collect()
+        }
+        match self.stage {
+            Stage::Advertise => missing(&self.config.params.participants, &self.advertised),
+            Stage::ShareKeys => missing(&self.u1, &self.share_keys),
+            Stage::MaskedInput => missing(&self.u2, &self.masked),
+            Stage::ConsistencyCheck => missing(&self.u3, &self.signatures),
+            Stage::Unmask => missing(&self.u4, &self.responses),
+            Stage::Finished | Stage::Aborted => Vec::new(),
+        }
     }
 
     /// Whether every expected message of the current stage has arrived, so the
@@ -217,13 +220,13 @@ impl CoordinatorSession {
             return Err(SecAggError::NonContributoryKey(from));
         }
         if msg.c_pk == msg.s_pk
-            || self.key_owner.contains_key(&msg.c_pk)
-            || self.key_owner.contains_key(&msg.s_pk)
+            || self.advertised_keys.contains(&msg.c_pk)
+            || self.advertised_keys.contains(&msg.s_pk)
         {
             return Err(SecAggError::DuplicateKey(from));
         }
-        self.key_owner.insert(msg.c_pk, from);
-        self.key_owner.insert(msg.s_pk, from);
+        self.advertised_keys.insert(msg.c_pk);
+        self.advertised_keys.insert(msg.s_pk);
         self.advertised.insert(
             from,
             AdvertisedKeys {

@@ -132,14 +132,21 @@ pub const SHARE_PLAINTEXT_LEN: usize = 64;
 /// Ciphertext size of one share pair (plaintext plus Poly1305 tag).
 pub const SHARE_CIPHERTEXT_LEN: usize = SHARE_PLAINTEXT_LEN + 16;
 
-fn share_aad(session_id: &[u8; 32], from: u32, to: u32) -> [u8; 45] {
+/// The AEAD keyed for one share pair and its associated data (session, sender,
+/// recipient), shared by [`seal_shares`] and [`open_shares`].
+fn share_aead(
+    key: &[u8; 32],
+    session_id: &[u8; 32],
+    from: u32,
+    to: u32,
+) -> (ChaCha20Poly1305, [u8; 45]) {
     let mut aad = [0u8; 45];
     aad[0] = 0x53; // 'S'
     aad[1..33].copy_from_slice(session_id);
     aad[33..37].copy_from_slice(&from.to_le_bytes());
     aad[37..41].copy_from_slice(&to.to_le_bytes());
     aad[41..45].copy_from_slice(b"shr1");
-    aad
+    (ChaCha20Poly1305::new(&(*key).into()), aad)
 }
 
 /// Encrypts a share pair under `key` with sender, recipient and session as AAD.
@@ -150,11 +157,10 @@ pub fn seal_shares(
     to: u32,
     plaintext: &[u8; SHARE_PLAINTEXT_LEN],
 ) -> [u8; SHARE_CIPHERTEXT_LEN] {
-    let aead = ChaCha20Poly1305::new(&(*key).into());
+    let (aead, aad) = share_aead(key, session_id, from, to);
     let mut out = [0u8; SHARE_CIPHERTEXT_LEN];
     let (body, tag_out) = out.split_at_mut(SHARE_PLAINTEXT_LEN);
     body.copy_from_slice(plaintext);
-    let aad = share_aad(session_id, from, to);
     // Encryption only fails for messages longer than 2^38 bytes.
     match aead.encrypt_inout_detached(&[0u8; 12].into(), &aad, body.into()) {
         Ok(tag) => tag_out.copy_from_slice(&tag),
@@ -171,12 +177,11 @@ pub fn open_shares(
     to: u32,
     ciphertext: &[u8; SHARE_CIPHERTEXT_LEN],
 ) -> Option<Zeroizing<[u8; SHARE_PLAINTEXT_LEN]>> {
-    let aead = ChaCha20Poly1305::new(&(*key).into());
+    let (aead, aad) = share_aead(key, session_id, from, to);
     let mut body = Zeroizing::new([0u8; SHARE_PLAINTEXT_LEN]);
     body.copy_from_slice(&ciphertext[..SHARE_PLAINTEXT_LEN]);
     let mut tag = [0u8; 16];
     tag.copy_from_slice(&ciphertext[SHARE_PLAINTEXT_LEN..]);
-    let aad = share_aad(session_id, from, to);
     aead.decrypt_inout_detached(
         &[0u8; 12].into(),
         &aad,

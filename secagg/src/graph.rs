@@ -6,6 +6,7 @@
 //! linked to the `k/2` nearest on either side. The coordinator cannot choose
 //! the order without re-running key generation for the participants.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use chacha20::ChaCha20Rng;
@@ -85,11 +86,6 @@ impl Graph {
         self.members.binary_search(&id).is_ok()
     }
 
-    /// U1.
-    pub fn members(&self) -> &[u32] {
-        &self.members
-    }
-
     /// The share group of `id`: its neighbours and itself, sorted. Empty if `id`
     /// is not in U1.
     pub fn group(&self, id: u32) -> Vec<u32> {
@@ -116,8 +112,12 @@ impl Graph {
     }
 
     /// `id`'s share group and `id`'s index in it; `None` if `id` is not in U1.
-    fn group_and_index(&self, id: u32) -> Option<(Vec<u32>, usize)> {
-        let g = self.group(id);
+    /// Borrows U1 for the complete graph instead of copying it.
+    fn group_and_index(&self, id: u32) -> Option<(Cow<'_, [u32]>, usize)> {
+        let g = match &self.ring {
+            None => Cow::Borrowed(self.members.as_slice()),
+            Some(_) => Cow::Owned(self.group(id)),
+        };
         let p = g.binary_search(&id).ok()?;
         Some((g, p))
     }
@@ -165,24 +165,11 @@ impl Graph {
 
     /// Whether `to` is in `D_from` ([`Self::derived_recipients`]`(from, t)`).
     pub fn is_derived(&self, from: u32, to: u32, t: usize) -> bool {
-        if from == to {
-            return false;
-        }
-        match &self.ring {
-            None => match (
-                self.members.binary_search(&from),
-                self.members.binary_search(&to),
-            ) {
-                (Ok(p), Ok(i)) => Self::offset(i, p, self.members.len()) < t,
-                _ => false,
-            },
-            Some(_) => match self.group_and_index(from) {
-                Some((g, p)) => g
-                    .binary_search(&to)
-                    .is_ok_and(|i| Self::offset(i, p, g.len()) < t),
-                None => false,
-            },
-        }
+        from != to
+            && self.group_and_index(from).is_some_and(|(g, p)| {
+                g.binary_search(&to)
+                    .is_ok_and(|i| Self::offset(i, p, g.len()) < t)
+            })
     }
 
     /// Whether `a` and `b` (distinct) share masks.

@@ -185,14 +185,6 @@ const TAG_CONSISTENCY: u8 = 7;
 const TAG_UNMASK_REQUEST: u8 = 8;
 const TAG_UNMASK_RESPONSE: u8 = 9;
 
-fn write_shares(w: &mut Writer, shares: &[(u32, EncryptedShares)]) {
-    write_pairs(w, shares);
-}
-
-fn read_shares(r: &mut Reader<'_>) -> Result<Vec<(u32, EncryptedShares)>> {
-    read_pairs(r)
-}
-
 /// `(id, item)` lists: the ids as one id list, then the items in the same order.
 fn write_pairs<const N: usize>(w: &mut Writer, items: &[(u32, [u8; N])]) {
     let ids: Vec<u32> = items.iter().map(|p| p.0).collect();
@@ -287,13 +279,13 @@ codec!(
     TAG_SHARE_KEYS,
     |s, w| {
         w.u32(s.from);
-        write_shares(&mut w, &s.shares);
+        write_pairs(&mut w, &s.shares);
     },
     |r| {
         ShareKeys {
             session_id: r.array()?,
             from: r.u32()?,
-            shares: read_shares(&mut r)?,
+            shares: read_pairs(&mut r)?,
         }
     }
 );
@@ -303,14 +295,14 @@ codec!(
     TAG_SHARE_BUNDLE,
     |s, w| {
         w.u32(s.to);
-        write_shares(&mut w, &s.shares);
+        write_pairs(&mut w, &s.shares);
         w.id_list(&s.derived);
     },
     |r| {
         ShareBundle {
             session_id: r.array()?,
             to: r.u32()?,
-            shares: read_shares(&mut r)?,
+            shares: read_pairs(&mut r)?,
             derived: r.id_list(0)?,
         }
     }

@@ -1,6 +1,6 @@
 //! The participant's state machine.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 
 use curve25519_dalek::Scalar;
@@ -271,12 +271,14 @@ impl ParticipantSession {
                 need: self.share_threshold(),
             });
         }
-        let s_secret = crypto::x25519_secret(&self.s_sk);
+        // Both secrets prepared once for all the agreements below.
+        let c_secret = crypto::PreparedSecret::new(self.c_sk.as_bytes());
+        let s_secret = crypto::PreparedSecret::new(crypto::x25519_secret(&self.s_sk).as_bytes());
         let t = self.share_threshold();
         // D_self (sorted), and our derived shares for them in the same order.
         let derived_to = graph.derived_recipients(self.id, t);
-        let mut fixed_b = Vec::with_capacity(derived_to.len() + 1);
-        let mut fixed_s = Vec::with_capacity(derived_to.len() + 1);
+        let mut fixed_b = Zeroizing::new(Vec::with_capacity(derived_to.len() + 1));
+        let mut fixed_s = Zeroizing::new(Vec::with_capacity(derived_to.len() + 1));
         fixed_b.push(Scalar::ZERO); // p(0), filled in once b is drawn
         fixed_s.push(*self.s_sk);
         let mut sealed = Vec::with_capacity(group.len().saturating_sub(t));
@@ -287,16 +289,12 @@ impl ParticipantSession {
             }
             let t_sig = crypto::advertise_transcript(&sid, e.id, &e.c_pk, &e.s_pk);
             if !verify_signature(&self.roster, e.id, &t_sig, &e.signature) {
-                crypto::wipe(&mut fixed_b);
-                crypto::wipe(&mut fixed_s);
                 return self.abort(SecAggError::BadSignature(e.id));
             }
             let (Some(c_dh), Some(s_dh)) = (
-                crypto::agree(&self.c_sk, &e.c_pk),
-                crypto::agree(&s_secret, &e.s_pk),
+                crypto::x25519_prepared(&c_secret, &crypto::PreparedKey::new(&e.c_pk)),
+                crypto::x25519_prepared(&s_secret, &crypto::PreparedKey::new(&e.s_pk)),
             ) else {
-                crypto::wipe(&mut fixed_b);
-                crypto::wipe(&mut fixed_s);
                 return self.abort(SecAggError::NonContributoryKey(e.id));
             };
             if derived_to.binary_search(&e.id).is_ok() {
@@ -332,11 +330,10 @@ impl ParticipantSession {
             .copied()
             .filter(|v| derived_to.binary_search(v).is_err())
             .collect();
-        let mut evals = shamir::complete(&derived_to, &[&fixed_b, &fixed_s], &targets);
-        crypto::wipe(&mut fixed_b);
-        crypto::wipe(&mut fixed_s);
-        let mut s_shares = evals.pop().unwrap_or_default();
-        let mut b_shares = evals.pop().unwrap_or_default();
+        let mut evals = shamir::complete(&derived_to, &[&fixed_b[..], &fixed_s[..]], &targets);
+        drop((fixed_b, fixed_s));
+        let s_shares = Zeroizing::new(evals.pop().unwrap_or_default());
+        let b_shares = Zeroizing::new(evals.pop().unwrap_or_default());
         let mut keys = send_keys.iter();
         for (i, &v) in targets.iter().enumerate() {
             if v == self.id {
@@ -352,8 +349,6 @@ impl ParticipantSession {
             pt[32..].copy_from_slice(s_shares[i].as_bytes());
             sealed.push((v, crypto::seal_shares(key, &sid, self.id, v, &pt)));
         }
-        crypto::wipe(&mut b_shares);
-        crypto::wipe(&mut s_shares);
         self.graph = Some(graph);
         self.group = group;
         self.stage = Stage::ShareKeys;
@@ -387,10 +382,10 @@ impl ParticipantSession {
             Some(e) if e.c_pk == self.c_pk && e.s_pk == self.s_pk => {}
             _ => return Err(SecAggError::ForgedOwnKeys),
         }
-        let mut seen: HashMap<[u8; 32], u32> = HashMap::with_capacity(2 * msg.entries.len());
+        let mut seen: HashSet<[u8; 32]> = HashSet::with_capacity(2 * msg.entries.len());
         for e in &msg.entries {
             for k in [e.c_pk, e.s_pk] {
-                if seen.insert(k, e.id).is_some() {
+                if !seen.insert(k) {
                     return Err(SecAggError::DuplicateKey(e.id));
                 }
             }

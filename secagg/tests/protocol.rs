@@ -706,6 +706,16 @@ fn bundle_of(out: &mut [Outgoing], who: u32) -> &mut ShareBundle {
         .unwrap()
 }
 
+/// The ciphertext `from` sent to `to`, as routed in `to`'s bundle.
+fn ciphertext(out: &mut [Outgoing], to: u32, from: u32) -> messages::EncryptedShares {
+    bundle_of(out, to)
+        .shares
+        .iter()
+        .find(|s| s.0 == from)
+        .unwrap()
+        .1
+}
+
 #[test]
 fn g11_misrouted_reflected_altered_replayed_ciphertexts_abort() {
     // Altered.
@@ -713,26 +723,14 @@ fn g11_misrouted_reflected_altered_replayed_ciphertexts_abort() {
     assert_eq!(sim.error_of(0), Some(&SecAggError::ShareAuthentication(2)));
     // Misrouted: 1's ciphertext for 9 delivered to 0 (as from 1).
     let sim = share_bundle_attack(|out| {
-        let ct = bundle_of(out, 9)
-            .shares
-            .iter()
-            .find(|s| s.0 == 1)
-            .unwrap()
-            .1;
-        bundle_of(out, 0).shares[0].1 = ct;
+        bundle_of(out, 0).shares[0].1 = ciphertext(out, 9, 1);
     });
     assert_eq!(sim.error_of(0), Some(&SecAggError::ShareAuthentication(1)));
     // Reflected: 0's own ciphertext (to 7) handed back to 0 as if from 1. (No
     // pair sends each other ciphertexts any more: 0 -> 1 is a derived share.
     // The crypto unit test covers a same-key direction swap.)
     let sim = share_bundle_attack(|out| {
-        let ct = bundle_of(out, 7)
-            .shares
-            .iter()
-            .find(|s| s.0 == 0)
-            .unwrap()
-            .1;
-        bundle_of(out, 0).shares[0].1 = ct;
+        bundle_of(out, 0).shares[0].1 = ciphertext(out, 7, 0);
     });
     assert_eq!(sim.error_of(0), Some(&SecAggError::ShareAuthentication(1)));
     // Re-labelled sender.

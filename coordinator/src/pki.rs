@@ -29,7 +29,6 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::VerifyingKey;
-use ed25519_dalek::pkcs8::DecodePublicKey;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, PKCS_ED25519, SerialNumber,
@@ -515,10 +514,7 @@ pub fn revoke(dir: &Path, name: &str) -> Result<RosterEntry, PkiError> {
 /// The Ed25519 verifying key in a certificate's SubjectPublicKeyInfo: the holder's secagg
 /// identity key, bound to its TLS identity.
 pub fn verifying_key_from_cert_der(cert_der: &[u8]) -> Result<VerifyingKey, PkiError> {
-    let (_, cert) = x509_parser::parse_x509_certificate(cert_der)
-        .map_err(|e| PkiError::Certificate(format!("unparsable certificate: {e}")))?;
-    VerifyingKey::from_public_key_der(cert.public_key().raw)
-        .map_err(|e| PkiError::Certificate(format!("no Ed25519 public key: {e}")))
+    fedrisk_participant::tls::certificate_identity_key(cert_der).map_err(PkiError::Certificate)
 }
 
 /// The subject of a certificate (`CN=bank_a, OU=participant, O=...`), for log lines about

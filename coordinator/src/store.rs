@@ -374,6 +374,11 @@ fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
+/// The columns [`raw_job`] decodes, in its order.
+const JOB_COLUMNS: &str =
+    "id, name, spec_json, state, created_at, updated_at, current_round, message";
+
+/// The columns [`raw_round`] decodes, in its order.
 const ROUND_COLUMNS: &str = "job_id, round, attempt, kind, state, session_id, started_at, finished_at, \
      survivors, bytes_up, bytes_down, seconds, auc, ks, log_loss, result, message";
 
@@ -486,7 +491,7 @@ impl Store {
         let conn = self.lock();
         let raw = conn
             .query_row(
-                "SELECT id, name, spec_json, state, created_at, updated_at, current_round, message FROM jobs WHERE id = ?1",
+                &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
                 params![to_i64(id)],
                 raw_job,
             )
@@ -526,10 +531,9 @@ impl Store {
         let raws = {
             let conn = self.lock();
             let mut stmt = conn
-                .prepare(
-                    "SELECT id, name, spec_json, state, created_at, updated_at, current_round, message \
-                     FROM jobs WHERE ?1 IS NULL OR state = ?1 ORDER BY id",
-                )
+                .prepare(&format!(
+                    "SELECT {JOB_COLUMNS} FROM jobs WHERE ?1 IS NULL OR state = ?1 ORDER BY id"
+                ))
                 .map_err(|e| self.sql(e))?;
             stmt.query_map(params![state.map(JobState::as_str)], raw_job)
                 .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
@@ -555,34 +559,24 @@ impl Store {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(|e| self.sql(e))?;
         let job_i = to_i64(job);
-        let exists: bool = tx
-            .query_row(
-                "SELECT EXISTS(SELECT 1 FROM jobs WHERE id = ?1)",
-                params![job_i],
-                |r| r.get(0),
+        let exists = |table_and_condition: &str, params: &[&dyn rusqlite::ToSql]| {
+            tx.query_row(
+                &format!("SELECT EXISTS(SELECT 1 FROM {table_and_condition})"),
+                params,
+                |r| r.get::<_, bool>(0),
             )
-            .map_err(|e| self.sql(e))?;
-        if !exists {
+            .map_err(|e| self.sql(e))
+        };
+        if !exists("jobs WHERE id = ?1", params![job_i])? {
             return Err(StoreError::NoSuchJob(job));
         }
-        let completed: bool = tx
-            .query_row(
-                "SELECT EXISTS(SELECT 1 FROM rounds WHERE job_id = ?1 AND round = ?2 AND state = 'completed')",
-                params![job_i, round],
-                |r| r.get(0),
-            )
-            .map_err(|e| self.sql(e))?;
-        if completed {
+        if exists(
+            "rounds WHERE job_id = ?1 AND round = ?2 AND state = 'completed'",
+            params![job_i, round],
+        )? {
             return Err(StoreError::AlreadyCompleted { job, round });
         }
-        let reused: bool = tx
-            .query_row(
-                "SELECT EXISTS(SELECT 1 FROM rounds WHERE session_id = ?1)",
-                params![session_id],
-                |r| r.get(0),
-            )
-            .map_err(|e| self.sql(e))?;
-        if reused {
+        if exists("rounds WHERE session_id = ?1", params![session_id])? {
             return Err(StoreError::SessionReused(hex::encode(session_id)));
         }
         let now = now_ms();
@@ -652,11 +646,7 @@ impl Store {
             )
             .map_err(|e| self.sql(e))?;
         if n != 1 {
-            return Err(StoreError::NotInFlight {
-                job,
-                round,
-                session: hex::encode(session_id),
-            });
+            return Err(not_in_flight(job, round, session_id));
         }
         if let Some(model) = &completion.model {
             insert_model(&tx, job, round, model, now).map_err(|e| self.model_err(e, job, round))?;
@@ -718,11 +708,7 @@ impl Store {
             )
             .map_err(|e| self.sql(e))?;
         if n != 1 {
-            return Err(StoreError::NotInFlight {
-                job,
-                round,
-                session: hex::encode(session_id),
-            });
+            return Err(not_in_flight(job, round, session_id));
         }
         Ok(())
     }
@@ -967,6 +953,14 @@ impl Store {
                 Ok(p)
             })
             .collect()
+    }
+}
+
+fn not_in_flight(job: JobId, round: u32, session_id: &[u8]) -> StoreError {
+    StoreError::NotInFlight {
+        job,
+        round,
+        session: hex::encode(session_id),
     }
 }
 

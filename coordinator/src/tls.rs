@@ -183,19 +183,6 @@ impl RosterHandle {
         }
         Arc::clone(&state.1)
     }
-
-    /// Re-reads the roster now, failing loudly (for an explicit operator action).
-    pub fn reload(&self) -> Result<Arc<Roster>, TlsError> {
-        let s = stamp(&self.inner.path);
-        let roster = Arc::new(Roster::load(&self.inner.path)?);
-        let mut state = self
-            .inner
-            .state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        *state = (s, Arc::clone(&roster));
-        Ok(roster)
-    }
 }
 
 /// Why a roster check refused a certificate.
@@ -274,7 +261,9 @@ impl ClientCertVerifier for RosterVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        let fingerprint = pki::fingerprint(end_entity);
+        // Only for refusal logs: the accepted path hashes the certificate once, in
+        // `check_roster`.
+        let fingerprint = || pki::fingerprint(end_entity);
         let subject = || pki::subject_of(end_entity).unwrap_or_else(|| "<unparsable>".into());
         if let Err(e) = self
             .webpki
@@ -282,7 +271,7 @@ impl ClientCertVerifier for RosterVerifier {
         {
             warn!(
                 subject = %subject(),
-                fingerprint = %fingerprint,
+                fingerprint = %fingerprint(),
                 "refusing client certificate: failed the federation CA check: {e}"
             );
             return Err(e);
@@ -296,7 +285,7 @@ impl ClientCertVerifier for RosterVerifier {
             Err(refusal) => {
                 warn!(
                     subject = %subject(),
-                    fingerprint = %fingerprint,
+                    fingerprint = %fingerprint(),
                     reason = refusal.as_str(),
                     "refusing client certificate: {}", refusal.as_str()
                 );

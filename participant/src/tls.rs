@@ -183,7 +183,6 @@ pub fn verify_peer_certificate(
     ca_pem: &str,
     cert_der: &[u8],
 ) -> Result<ed25519_dalek::VerifyingKey, String> {
-    use ed25519_dalek::pkcs8::DecodePublicKey;
     use rustls::pki_types::{CertificateDer, UnixTime, pem::PemObject};
     let mut roots = rustls::RootCertStore::empty();
     for ca in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
@@ -200,8 +199,15 @@ pub fn verify_peer_certificate(
     verifier
         .verify_client_cert(&CertificateDer::from(cert_der), &[], UnixTime::now())
         .map_err(|e| format!("peer certificate refused: {e}"))?;
+    certificate_identity_key(cert_der).map_err(|e| format!("peer certificate: {e}"))
+}
+
+/// The Ed25519 key in a certificate's SubjectPublicKeyInfo: the holder's secagg identity
+/// key, bound to its TLS identity. Checks nothing else (see [`verify_peer_certificate`]).
+pub fn certificate_identity_key(cert_der: &[u8]) -> Result<ed25519_dalek::VerifyingKey, String> {
+    use ed25519_dalek::pkcs8::DecodePublicKey;
     let (_, cert) = x509_parser::parse_x509_certificate(cert_der)
-        .map_err(|e| format!("peer certificate: {e}"))?;
+        .map_err(|e| format!("unparsable certificate: {e}"))?;
     ed25519_dalek::VerifyingKey::from_public_key_der(cert.public_key().raw)
-        .map_err(|e| format!("peer certificate has no Ed25519 key: {e}"))
+        .map_err(|e| format!("no Ed25519 public key: {e}"))
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::{Proc, coordinator_bin, secs, shared_data, tail};
+use crate::harness::{coordinator_bin, read_json, run_simulate, secs, shared_data};
 
 fn data_set(name: &str) -> PathBuf {
     let dir = shared_data().join(name);
@@ -26,10 +26,7 @@ fn data_set(name: &str) -> PathBuf {
 /// Runs `simulate` and returns (report, centralized baseline AUC).
 fn simulate(name: &str, algorithm: &str, rounds: u32, extra: &[&str]) -> (Value, f64) {
     let data = data_set(name);
-    let baselines: Value = serde_json::from_str(
-        &std::fs::read_to_string(data.join("baselines.json")).expect("baselines.json"),
-    )
-    .expect("baselines.json parses");
+    let baselines = read_json(&data.join("baselines.json"));
     let central = baselines["centralized"]["auc"]
         .as_f64()
         .expect("centralized.auc in baselines.json");
@@ -37,32 +34,14 @@ fn simulate(name: &str, algorithm: &str, rounds: u32, extra: &[&str]) -> (Value,
         .prefix("fedrisk-it-accept-")
         .tempdir()
         .expect("tempdir");
-    let out = dir.path().join("out");
     let started = Instant::now();
     let mut cmd = Command::new(coordinator_bin());
     cmd.arg("simulate")
         .arg("--data")
         .arg(&data)
         .args(["--algorithm", algorithm, "--rounds", &rounds.to_string()])
-        .args(extra)
-        .arg("--out")
-        .arg(&out)
-        .current_dir(dir.path());
-    let mut p = Proc::spawn_group("simulate", cmd, &dir.path().join("logs"));
-    let status = p.wait_exit(Duration::from_secs(1800));
-    assert!(
-        status.success(),
-        "simulate failed ({status}):\n{}\n{}",
-        tail(&p.stdout(), 30),
-        tail(&p.stderr(), 30)
-    );
-    let report: Value = serde_json::from_str(
-        &std::fs::read_to_string(out.join("report.json")).expect("report.json"),
-    )
-    .expect("report.json parses");
-    assert_eq!(report["job_state"], "completed", "{report}");
-    let rows = report["rounds"].as_array().expect("rounds");
-    assert_eq!(rows.len(), rounds as usize, "{report}");
+        .args(extra);
+    let (p, report) = run_simulate(cmd, dir.path(), rounds as usize, Duration::from_secs(1800));
     println!(
         "{name} {algorithm} x{rounds}: {:.1} s\n{}",
         secs(started),

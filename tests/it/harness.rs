@@ -590,3 +590,36 @@ pub fn survivors(status: &Value) -> Vec<(u64, u64)> {
 pub fn secs(t: Instant) -> f64 {
     t.elapsed().as_secs_f64()
 }
+
+/// Parses a JSON file, panicking with its name if it is missing or malformed.
+pub fn read_json(path: &Path) -> Value {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{name}: {e}")))
+        .unwrap_or_else(|e| panic!("{name} parses: {e}"))
+}
+
+/// Runs `simulate` (`cmd`, to which `--out <dir>/out` is added) in `dir` as a process group,
+/// asserts that it succeeded and that its job completed with `rounds` rounds, and returns
+/// the process (for its output) and `report.json`.
+pub fn run_simulate(
+    mut cmd: Command,
+    dir: &Path,
+    rounds: usize,
+    timeout: Duration,
+) -> (Proc, Value) {
+    let out = dir.join("out");
+    cmd.arg("--out").arg(&out).current_dir(dir);
+    let mut p = Proc::spawn_group("simulate", cmd, &dir.join("logs"));
+    let status = p.wait_exit(timeout);
+    assert!(
+        status.success(),
+        "simulate failed ({status}):\n{}\n{}",
+        tail(&p.stdout(), 30),
+        tail(&p.stderr(), 40)
+    );
+    let report = read_json(&out.join("report.json"));
+    assert_eq!(report["job_state"], "completed", "{report}");
+    let rows = report["rounds"].as_array().expect("rounds");
+    assert_eq!(rows.len(), rounds, "{report}");
+    (p, report)
+}

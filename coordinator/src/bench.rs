@@ -31,21 +31,10 @@ pub struct BenchArgs {
 
 pub async fn run(args: BenchArgs) -> Result<()> {
     let sim = SimulateArgs {
-        data: args.data.clone(),
-        label: "default".into(),
-        positive: "1".into(),
         rounds: args.rounds,
         algorithm: args.algorithm,
-        out: args.out.clone(),
-        seed: 1,
-        schema: None,
-        validation_fraction: 0.0,
-        c: 1.0,
-        local_epochs: 1,
-        learning_rate: 0.05,
-        batch_size: 64,
-        mu: 0.01,
         processes: !args.in_process,
+        ..SimulateArgs::with_defaults(&args.data, &args.out)?
     };
     let (report, model) = simulate(&sim, &args.out.join("federation")).await?;
     crate::simulate::write_outputs(&args.out, &report, model.as_ref())?;

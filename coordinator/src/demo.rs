@@ -54,21 +54,12 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     );
     println!();
     let sim = SimulateArgs {
-        data: data_dir.clone(),
-        label: "default".into(),
-        positive: "1".into(),
         rounds: args.rounds,
         algorithm: args.algorithm,
-        out: out.clone(),
         seed: args.seed,
         schema: Some(data_dir.join("schema.json")),
         validation_fraction: 0.2,
-        c: 1.0,
-        local_epochs: 1,
-        learning_rate: 0.05,
-        batch_size: 64,
-        mu: 0.01,
-        processes: false,
+        ..SimulateArgs::with_defaults(&data_dir, &out)?
     };
     let (report, model) = simulate(&sim, &out.join("federation")).await?;
     print_report(&report);

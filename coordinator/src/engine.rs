@@ -5,7 +5,6 @@
 //! then the evaluation of the new model). The engine only ever sees decoded *sums*; the
 //! model arithmetic lives in `fedrisk-models`, the protocol in `fedrisk-secagg`.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -86,6 +85,8 @@ struct SessionPlan<'a> {
     binding_hash: [u8; 32],
     vector_len: usize,
     clip: f64,
+    /// The job's first session waits for `expected_participants`, not just the minimum.
+    first_of_job: bool,
     make_kind: &'a (dyn Fn(v1::SecAggParams) -> task::Kind + Sync),
 }
 
@@ -167,13 +168,7 @@ impl Engine {
         spec: &JobSpec,
         cancel: &watch::Receiver<bool>,
     ) -> Result<(), EngineError> {
-        let mut checkpoint: Option<Checkpoint> = match self.store.checkpoint(job_id, "state")? {
-            Some(blob) => Some(
-                serde_json::from_slice(&blob)
-                    .map_err(|e| EngineError::Invalid(format!("stored checkpoint: {e}")))?,
-            ),
-            None => None,
-        };
+        let stored = self.store.checkpoint(job_id, "state")?;
         let last = self.store.last_completed_round(job_id)?;
         if let Some(r) = last {
             info!(
@@ -182,18 +177,19 @@ impl Engine {
                 "resuming after the last completed round"
             );
         }
-        if checkpoint.is_none() {
-            let mut attempt = 0;
-            checkpoint = Some(loop {
-                attempt += 1;
-                match self.stats_round(job_id, spec, cancel.clone()).await {
-                    Ok(cp) => break cp,
-                    Err(e) => retry_or_fail(e, spec, 0, attempt)?,
+        let mut cp: Checkpoint = match stored {
+            Some(blob) => serde_json::from_slice(&blob)
+                .map_err(|e| EngineError::Invalid(format!("stored checkpoint: {e}")))?,
+            None => {
+                let mut attempt = 0;
+                loop {
+                    attempt += 1;
+                    match self.stats_round(job_id, spec, cancel.clone()).await {
+                        Ok(cp) => break cp,
+                        Err(e) => retry_or_fail(e, spec, 0, attempt)?,
+                    }
                 }
-            });
-        }
-        let Some(mut cp) = checkpoint else {
-            return Err(EngineError::Invalid("no statistics".into()));
+            }
         };
         let first = last.map_or(1, |r| r + 1).max(1);
         for round in first..=spec.rounds {
@@ -248,6 +244,7 @@ impl Engine {
                     binding_hash: bind1,
                     vector_len: magnitude_len(&spec.schema),
                     clip: 1.0,
+                    first_of_job: true,
                     make_kind: &kind1,
                 },
                 cancel.clone(),
@@ -275,6 +272,7 @@ impl Engine {
                     binding_hash: bind2,
                     vector_len: stats_len(&spec.schema),
                     clip: 1.0,
+                    first_of_job: false,
                     make_kind: &kind2,
                 },
                 cancel,
@@ -332,7 +330,7 @@ impl Engine {
             coefficients: theta[..k - 1].to_vec(),
             intercept: theta[k - 1],
             preprocessing_json: pre_json.clone(),
-            content_hash: hex::encode(federated::binding_eval(&pre_json, theta, 0)),
+            content_hash: hex::encode(federated::model_hash(&pre_json, theta)),
         };
         let train_model = model(&cp.theta);
         let bind = federated::binding_train(&settings_json, &pre_json, &cp.theta);
@@ -346,9 +344,9 @@ impl Engine {
             })
         };
         let session_id = self.begin_round(job_id, round, RoundKind::Train)?;
-        let (vector_len, clip) = match algorithm {
-            Algorithm::Newton => (newton_len(k), TRAIN_CLIP),
-            Algorithm::FedAvg | Algorithm::FedProx => (k, TRAIN_CLIP),
+        let vector_len = match algorithm {
+            Algorithm::Newton => newton_len(k),
+            Algorithm::FedAvg | Algorithm::FedProx => k,
         };
         let update = self
             .run_session(
@@ -359,7 +357,8 @@ impl Engine {
                     label: "update",
                     binding_hash: bind,
                     vector_len,
-                    clip,
+                    clip: TRAIN_CLIP,
+                    first_of_job: false,
                     make_kind: &kind,
                 },
                 cancel.clone(),
@@ -406,6 +405,7 @@ impl Engine {
                     binding_hash: eval_bind,
                     vector_len: eval_len(bins),
                     clip: 1.0,
+                    first_of_job: false,
                     make_kind: &eval_kind,
                 },
                 cancel,
@@ -553,8 +553,9 @@ impl Engine {
         plan: SessionPlan<'_>,
         mut cancel: watch::Receiver<bool>,
     ) -> Result<SessionResult, AttemptError> {
-        let first = plan.round == 0 && plan.label == "magnitudes";
-        let peers = self.wait_for_participants(spec, first, &mut cancel).await?;
+        let peers = self
+            .wait_for_participants(spec, plan.first_of_job, &mut cancel)
+            .await?;
         let n = peers.len();
         let threshold = spec.threshold_for(n);
         let max_colluders = (2 * threshold)
@@ -579,16 +580,11 @@ impl Engine {
         let config = SessionConfig::new(&binding, nonce, params)
             .map_err(|e| AttemptError::Retry(format!("session configuration: {e}")))?;
         let fixed = config.params.fixed_point;
-        let mut roster_keys = Vec::new();
-        for p in &peers {
-            match crate::pki::verifying_key_from_cert_der(&p.cert_der) {
-                Ok(k) => roster_keys.push((p.id, k)),
-                Err(e) => warn!(participant = p.id, error = %e, "no identity key in certificate"),
-            }
-        }
-        let mut coord =
-            CoordinatorSession::new(config.clone(), fedrisk_secagg::Roster::new(roster_keys))
-                .map_err(|e| AttemptError::Retry(format!("session: {e}")))?;
+        let mut coord = CoordinatorSession::new(
+            config.clone(),
+            fedrisk_secagg::Roster::new(peers.iter().map(|p| (p.id, p.verifying_key))),
+        )
+        .map_err(|e| AttemptError::Retry(format!("session: {e}")))?;
         let sid = config.session_id;
         let mut inbox = self.hub.open_session(plan.job_id, plan.round, &sid);
         let secagg = v1::SecAggParams {
@@ -615,7 +611,7 @@ impl Engine {
                 .hub
                 .send(p.id, plan.job_id, plan.round, &sid, kind.clone())
             {
-                traffic.down(p.id, task_bytes);
+                traffic.down += task_bytes;
             }
         }
         info!(
@@ -645,8 +641,8 @@ impl Engine {
                     total_weight,
                     sums,
                     survivors: output.survivors,
-                    bytes_up: traffic.up_total(),
-                    bytes_down: traffic.down_total(),
+                    bytes_up: traffic.up,
+                    bytes_down: traffic.down,
                 })
             }
             Err(e) => {
@@ -695,7 +691,7 @@ impl Engine {
                 tokio::select! {
                     up = inbox.recv() => {
                         let Some(up) = up else { break };
-                        traffic.up(up.from, up.payload.len() as u64);
+                        traffic.up += up.payload.len() as u64;
                         let verdict = accept(coord, &up);
                         if let Err(reason) = &verdict {
                             warn!(participant = up.from, session = plan.label, ?stage, %reason, "secagg message rejected");
@@ -724,14 +720,14 @@ impl Engine {
                             Outgoing::Unicast { recipient, message } => (vec![recipient], message),
                         };
                         let payload = message.encode();
-                        let stage = wire_stage(&message);
+                        let stage = v1::SecAggStage::from(message.stage());
                         for r in recipients {
                             let kind = task::Kind::Secagg(v1::SecAggDelivery {
                                 stage: stage as i32,
                                 payload: payload.clone(),
                             });
                             if self.hub.send(r, plan.job_id, plan.round, &sid, kind) {
-                                traffic.down(r, payload.len() as u64);
+                                traffic.down += payload.len() as u64;
                             }
                         }
                     }
@@ -791,39 +787,11 @@ fn accept(coord: &mut CoordinatorSession, up: &Upload) -> Result<(), String> {
     r.map_err(|e| e.to_string())
 }
 
-/// The wire name of the stage a delivered message opens.
-pub fn wire_stage(m: &Message) -> v1::SecAggStage {
-    match m {
-        Message::Advertise(_) | Message::KeyList(_) => v1::SecAggStage::AdvertiseKeys,
-        Message::ShareKeys(_) | Message::ShareBundle(_) => v1::SecAggStage::ShareKeys,
-        Message::MaskedInput(_) | Message::SurvivorList(_) => v1::SecAggStage::MaskedInput,
-        Message::ConsistencySignature(_) | Message::UnmaskRequest(_) => {
-            v1::SecAggStage::ConsistencyCheck
-        }
-        Message::UnmaskResponse(_) => v1::SecAggStage::Unmasking,
-    }
-}
-
-/// Bytes per participant in one session.
+/// Bytes the coordinator received and sent in one session.
 #[derive(Default)]
 struct Traffic {
-    up: BTreeMap<u32, u64>,
-    down: BTreeMap<u32, u64>,
-}
-
-impl Traffic {
-    fn up(&mut self, id: u32, n: u64) {
-        *self.up.entry(id).or_default() += n;
-    }
-    fn down(&mut self, id: u32, n: u64) {
-        *self.down.entry(id).or_default() += n;
-    }
-    fn up_total(&self) -> u64 {
-        self.up.values().sum()
-    }
-    fn down_total(&self) -> u64 {
-        self.down.values().sum()
-    }
+    up: u64,
+    down: u64,
 }
 
 #[cfg(test)]

@@ -24,8 +24,7 @@ pub struct Upload {
 }
 
 struct Conn {
-    name: String,
-    cert_der: Vec<u8>,
+    peer: Peer,
     tx: mpsc::Sender<Result<Task, Status>>,
     generation: u64,
 }
@@ -57,7 +56,10 @@ pub struct Hub {
 pub struct Peer {
     pub id: u32,
     pub name: String,
+    /// Relayed to the other participants, who check it against their CA.
     pub cert_der: Vec<u8>,
+    /// Its secagg identity, taken from the certificate when the stream opened.
+    pub verifying_key: ed25519_dalek::VerifyingKey,
 }
 
 impl Hub {
@@ -72,21 +74,15 @@ impl Hub {
     }
 
     /// Registers an agent's task stream; a second stream of the same id replaces the first.
-    pub fn register(
-        &self,
-        id: u32,
-        name: &str,
-        cert_der: Vec<u8>,
-    ) -> (mpsc::Receiver<Result<Task, Status>>, u64) {
+    pub fn register(&self, peer: Peer) -> (mpsc::Receiver<Result<Task, Status>>, u64) {
         let (tx, rx) = mpsc::channel(TASK_QUEUE);
         let mut inner = self.lock();
         inner.next_generation += 1;
         let generation = inner.next_generation;
         inner.conns.insert(
-            id,
+            peer.id,
             Conn {
-                name: name.to_owned(),
-                cert_der,
+                peer,
                 tx,
                 generation,
             },
@@ -116,11 +112,7 @@ impl Hub {
             .conns
             .iter()
             .filter(|(_, c)| !c.tx.is_closed())
-            .map(|(&id, c)| Peer {
-                id,
-                name: c.name.clone(),
-                cert_der: c.cert_der.clone(),
-            })
+            .map(|(_, c)| c.peer.clone())
             .collect()
     }
 
@@ -129,10 +121,6 @@ impl Hub {
             .conns
             .get(&id)
             .is_some_and(|c| !c.tx.is_closed())
-    }
-
-    pub fn name_of(&self, id: u32) -> Option<String> {
-        self.lock().conns.get(&id).map(|c| c.name.clone())
     }
 
     /// Resolves when the set of connections changes.
@@ -291,8 +279,14 @@ mod tests {
     #[tokio::test]
     async fn a_replaced_stream_does_not_unregister_its_successor() {
         let hub = Hub::new();
-        let (_rx1, g1) = hub.register(4, "bank", vec![1]);
-        let (_rx2, g2) = hub.register(4, "bank", vec![2]);
+        let peer = |cert: u8| Peer {
+            id: 4,
+            name: "bank".into(),
+            cert_der: vec![cert],
+            verifying_key: ed25519_dalek::SigningKey::from_bytes(&[cert; 32]).verifying_key(),
+        };
+        let (_rx1, g1) = hub.register(peer(1));
+        let (_rx2, g2) = hub.register(peer(2));
         hub.unregister(4, g1);
         assert!(hub.is_connected(4));
         hub.unregister(4, g2);

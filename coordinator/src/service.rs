@@ -11,7 +11,7 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
-use crate::hub::Hub;
+use crate::hub::{Hub, Peer};
 use crate::pki::Role;
 use crate::scheduler::Scheduler;
 use crate::store::{JobRecord, JobState, ParticipantState, Store};
@@ -110,7 +110,12 @@ impl fedrisk_proto::Participant for ParticipantService {
                 request.get_ref().participant_id
             )));
         }
-        let (rx, generation) = self.hub.register(who.id, &who.name, cert);
+        let (rx, generation) = self.hub.register(Peer {
+            id: who.id,
+            name: who.name.clone(),
+            cert_der: cert,
+            verifying_key: who.verifying_key,
+        });
         info!(participant = who.id, name = %who.name, "task stream opened");
         Ok(Response::new(Box::pin(TaskStream {
             rx,

@@ -65,6 +65,23 @@ pub struct SimulateArgs {
     pub processes: bool,
 }
 
+impl SimulateArgs {
+    /// The `simulate` command's own defaults for `data` and `out`, so `demo` and `bench`
+    /// change only what they mean to and never restate a default.
+    pub fn with_defaults(data: &Path, out: &Path) -> Result<Self> {
+        use clap::{Args, FromArgMatches};
+        let matches = SimulateArgs::augment_args(clap::Command::new("simulate"))
+            .try_get_matches_from([
+                "simulate".as_ref(),
+                "--data".as_ref(),
+                data.as_os_str(),
+                "--out".as_ref(),
+                out.as_os_str(),
+            ])?;
+        Ok(SimulateArgs::from_arg_matches(&matches)?)
+    }
+}
+
 #[derive(Debug, Serialize)]
 pub struct RoundRow {
     pub round: u32,

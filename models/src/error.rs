@@ -133,3 +133,18 @@ pub enum FitError {
     #[error("invalid setting: {0}")]
     Invalid(String),
 }
+
+/// Writes a value as pretty JSON with a final newline; errors name the file.
+pub(crate) fn write_json<T: serde::Serialize>(
+    path: &std::path::Path,
+    value: &T,
+) -> Result<(), DataError> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| DataError::Json {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })?;
+    std::fs::write(path, text + "\n").map_err(|source| DataError::Io {
+        path: path.to_owned(),
+        source,
+    })
+}

@@ -331,6 +331,15 @@ mod tests {
         (schema, sets)
     }
 
+    /// The preprocessing a federation of `sets` agrees on.
+    fn pooled_preprocessor(schema: &Schema, sets: &[Dataset]) -> Preprocessor {
+        let mut stats = FeatureStats::zeros(schema);
+        for d in sets {
+            stats.merge(&FeatureStats::from_dataset(schema, d));
+        }
+        Preprocessor::fit(schema, &stats, PreprocessOptions::default())
+    }
+
     fn add(contribs: &[Contribution]) -> Vec<f64> {
         let mut s = vec![0.0; contribs[0].values.len()];
         for c in contribs {
@@ -368,11 +377,7 @@ mod tests {
     #[test]
     fn summed_newton_terms_equal_pooled_terms() {
         let (schema, sets) = federation();
-        let mut stats = FeatureStats::zeros(&schema);
-        for d in &sets {
-            stats.merge(&FeatureStats::from_dataset(&schema, d));
-        }
-        let pre = Preprocessor::fit(&schema, &stats, PreprocessOptions::default());
+        let pre = pooled_preprocessor(&schema, &sets);
         let theta: Vec<f64> = (0..=pre.width())
             .map(|i| (i as f64 * 0.37).sin() * 0.1)
             .collect();
@@ -402,11 +407,7 @@ mod tests {
     #[test]
     fn summed_histograms_give_pooled_auc_within_bound() {
         let (schema, sets) = federation();
-        let mut stats = FeatureStats::zeros(&schema);
-        for d in &sets {
-            stats.merge(&FeatureStats::from_dataset(&schema, d));
-        }
-        let pre = Preprocessor::fit(&schema, &stats, PreprocessOptions::default());
+        let pre = pooled_preprocessor(&schema, &sets);
         let theta: Vec<f64> = (0..=pre.width())
             .map(|i| (i as f64 * 0.7).cos() * 0.3)
             .collect();
@@ -587,22 +588,25 @@ pub fn binding_stats(
     ])
 }
 
-/// Binding of a training session: settings, preprocessing and the global parameters.
+/// Hash of a global model as tasks carry it: preprocessing and parameters.
+pub fn model_hash(preprocessing_json: &str, theta: &[f64]) -> [u8; 32] {
+    binding_hash(&[b"model", preprocessing_json.as_bytes(), &f64_bytes(theta)])
+}
+
+/// Binding of a training session: settings and the global model.
 pub fn binding_train(settings_json: &str, preprocessing_json: &str, theta: &[f64]) -> [u8; 32] {
     binding_hash(&[
         b"train",
         settings_json.as_bytes(),
-        preprocessing_json.as_bytes(),
-        &f64_bytes(theta),
+        &model_hash(preprocessing_json, theta),
     ])
 }
 
-/// Binding of an evaluation session.
+/// Binding of an evaluation session: the model and the histogram it is scored into.
 pub fn binding_eval(preprocessing_json: &str, theta: &[f64], bins: u32) -> [u8; 32] {
     binding_hash(&[
         b"eval",
-        preprocessing_json.as_bytes(),
-        &f64_bytes(theta),
+        &model_hash(preprocessing_json, theta),
         &bins.to_le_bytes(),
     ])
 }

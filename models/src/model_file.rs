@@ -97,14 +97,7 @@ impl ModelFile {
     }
 
     pub fn save(&self, path: &Path) -> Result<(), DataError> {
-        let text = serde_json::to_string_pretty(self).map_err(|e| DataError::Model {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })?;
-        std::fs::write(path, text + "\n").map_err(|source| DataError::Io {
-            path: path.to_owned(),
-            source,
-        })
+        crate::error::write_json(path, self)
     }
 
     /// Reads a model file and checks its format, version, shape and content hash.

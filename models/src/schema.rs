@@ -92,14 +92,7 @@ impl Schema {
     }
 
     pub fn save(&self, path: &Path) -> Result<(), DataError> {
-        let text = serde_json::to_string_pretty(self).map_err(|e| DataError::Json {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })?;
-        std::fs::write(path, text + "\n").map_err(|source| DataError::Io {
-            path: path.to_owned(),
-            source,
-        })
+        crate::error::write_json(path, self)
     }
 
     /// Checks internal consistency; the message names the offending field.

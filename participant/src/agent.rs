@@ -424,20 +424,8 @@ fn upload(a: &Active, msg: Message) -> v1::SecAggUpload {
         job_id: a.job_id,
         round: a.round,
         session_id: a.session_id.clone(),
-        stage: stage_of(&msg) as i32,
+        stage: v1::SecAggStage::from(msg.stage()) as i32,
         payload: msg.encode(),
-    }
-}
-
-fn stage_of(m: &Message) -> v1::SecAggStage {
-    match m {
-        Message::Advertise(_) | Message::KeyList(_) => v1::SecAggStage::AdvertiseKeys,
-        Message::ShareKeys(_) | Message::ShareBundle(_) => v1::SecAggStage::ShareKeys,
-        Message::MaskedInput(_) | Message::SurvivorList(_) => v1::SecAggStage::MaskedInput,
-        Message::ConsistencySignature(_) | Message::UnmaskRequest(_) => {
-            v1::SecAggStage::ConsistencyCheck
-        }
-        Message::UnmaskResponse(_) => v1::SecAggStage::Unmasking,
     }
 }
 

@@ -20,15 +20,16 @@ pub struct LocalData {
 struct Loaded {
     key: String,
     train: Dataset,
-    val: Dataset,
+    /// Held-out rows; `None` when the job holds none out (evaluation uses the training rows).
+    val: Option<Dataset>,
 }
 
 struct Design {
     key: String,
     x_train: Array2<f64>,
     y_train: Vec<f64>,
-    x_val: Array2<f64>,
-    l_val: Vec<u8>,
+    /// Design matrix and labels of the held-out rows, when there are any.
+    val: Option<(Array2<f64>, Vec<u8>)>,
 }
 
 /// The figures of a task, ready for fixed-point encoding.
@@ -49,36 +50,36 @@ impl LocalData {
         }
     }
 
-    fn load(&mut self, schema_json: &str, settings: &RoundSettings) -> Result<&Loaded, String> {
-        let schema: Schema =
-            serde_json::from_str(schema_json).map_err(|e| format!("job schema: {e}"))?;
+    fn load(&mut self, schema: &Schema, settings: &RoundSettings) -> Result<&Loaded, String> {
         schema.validate().map_err(|e| format!("job schema: {e}"))?;
+        let hash = schema.hash();
         if let Some(pinned) = &self.pinned_schema
-            && *pinned != schema.hash()
+            && *pinned != hash
         {
             return Err(format!(
                 "the job's schema (hash {}) differs from the one this agent was started with (hash {pinned}); refusing to take part",
-                &schema.hash()[..16]
+                &hash[..16]
             ));
         }
         let key = format!(
-            "{}:{}:{}",
-            schema.hash(),
-            settings.validation_fraction,
-            settings.split_seed
+            "{hash}:{}:{}",
+            settings.validation_fraction, settings.split_seed
         );
         if self.loaded.as_ref().is_none_or(|l| l.key != key) {
             let data =
-                load_csv(&self.path, &schema, LabelMode::Required).map_err(|e| e.to_string())?;
+                load_csv(&self.path, schema, LabelMode::Required).map_err(|e| e.to_string())?;
             let (train_idx, val_idx) = federated::validation_split(
                 data.rows(),
                 settings.validation_fraction,
                 settings.split_seed,
             );
             let (train, val) = if val_idx.is_empty() {
-                (data.clone(), data)
+                (data, None)
             } else {
-                (data.select_rows(&train_idx), data.select_rows(&val_idx))
+                (
+                    data.select_rows(&train_idx),
+                    Some(data.select_rows(&val_idx)),
+                )
             };
             self.loaded = Some(Loaded { key, train, val });
             self.design = None;
@@ -100,7 +101,7 @@ impl LocalData {
             serde_json::from_str(settings_json).map_err(|e| format!("job settings: {e}"))?;
         let schema: Schema =
             serde_json::from_str(schema_json).map_err(|e| format!("job schema: {e}"))?;
-        let loaded = self.load(schema_json, &settings)?;
+        let loaded = self.load(&schema, &settings)?;
         let contribution = match phase {
             1 => federated::magnitude_contribution(&loaded.train),
             2 => federated::stats_contribution(&schema, &loaded.train, scales)
@@ -130,17 +131,18 @@ impl LocalData {
                 .train
                 .labels_f64()
                 .ok_or("training data has no labels")?;
-            let l_val = loaded
-                .val
-                .labels
-                .clone()
-                .ok_or("validation data has no labels")?;
+            let val = match &loaded.val {
+                Some(v) => Some((
+                    pre.transform_ref(v),
+                    v.labels.clone().ok_or("validation data has no labels")?,
+                )),
+                None => None,
+            };
             self.design = Some(Design {
                 key,
                 x_train: pre.transform_ref(&loaded.train),
                 y_train,
-                x_val: pre.transform_ref(&loaded.val),
-                l_val,
+                val,
             });
         }
         self.design
@@ -185,10 +187,21 @@ impl LocalData {
         bins: u32,
     ) -> Result<Work, String> {
         let d = self.design(preprocessing_json)?;
-        let n = d.x_val.nrows();
-        let values =
-            federated::eval_contribution(d.x_val.view(), &d.l_val, theta, bins as usize, n)
-                .map_err(|e| e.to_string())?;
+        let train_labels;
+        let (x, labels) = match &d.val {
+            Some((x, l)) => (x, l.as_slice()),
+            None => {
+                train_labels = d
+                    .y_train
+                    .iter()
+                    .map(|&y| u8::from(y > 0.5))
+                    .collect::<Vec<u8>>();
+                (&d.x_train, train_labels.as_slice())
+            }
+        };
+        let n = x.nrows();
+        let values = federated::eval_contribution(x.view(), labels, theta, bins as usize, n)
+            .map_err(|e| e.to_string())?;
         Ok(Work {
             contribution: Contribution {
                 weight: n as u64,

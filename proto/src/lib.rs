@@ -95,6 +95,21 @@ where
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
 }
 
+/// The wire label of a secagg protocol stage (informational: the payload carries its own).
+impl From<fedrisk_secagg::Stage> for v1::SecAggStage {
+    fn from(stage: fedrisk_secagg::Stage) -> Self {
+        use fedrisk_secagg::Stage;
+        match stage {
+            Stage::Advertise => Self::AdvertiseKeys,
+            Stage::ShareKeys => Self::ShareKeys,
+            Stage::MaskedInput => Self::MaskedInput,
+            Stage::ConsistencyCheck => Self::ConsistencyCheck,
+            Stage::Unmask => Self::Unmasking,
+            Stage::Finished | Stage::Aborted => Self::Unspecified,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::v1::{SecAggDelivery, SecAggStage, Task, TrainTask, task};

@@ -221,6 +221,8 @@ impl InferOptions {
 #[derive(Default)]
 struct ColumnScan {
     non_numeric: bool,
+    numbers: u64,
+    texts: u64,
     missing: u64,
     levels: BTreeMap<String, u64>,
     too_many_levels: bool,
@@ -252,6 +254,7 @@ pub fn infer(path: &Path, opts: &InferOptions) -> Result<Schema, DataError> {
         }
     }
     let mut scans: Vec<ColumnScan> = header.iter().map(|_| ColumnScan::default()).collect();
+    // Each label value and the line it first appears on.
     let mut labels: BTreeMap<String, u64> = BTreeMap::new();
     let mut problems = crate::data::Problems::new(path);
     let mut record = csv::ByteRecord::new();
@@ -289,7 +292,7 @@ pub fn infer(path: &Path, opts: &InferOptions) -> Result<Schema, DataError> {
                         at: crate::data::loc(path, line, Some((i, &header[i]))),
                     });
                 } else if labels.len() <= 16 || labels.contains_key(field) {
-                    *labels.entry(field.to_owned()).or_default() += 1;
+                    labels.entry(field.to_owned()).or_insert(line);
                 }
                 continue;
             }
@@ -299,13 +302,14 @@ pub fn infer(path: &Path, opts: &InferOptions) -> Result<Schema, DataError> {
                 continue;
             }
             match field.parse::<f64>() {
-                Ok(v) if v.is_finite() => {}
+                Ok(v) if v.is_finite() => scan.numbers += 1,
                 Ok(v) if v.is_nan() => {
                     scan.missing += 1;
                     continue;
                 }
                 _ => {
                     scan.non_numeric = true;
+                    scan.texts += 1;
                     if scan.first_text.is_none() {
                         scan.first_text = Some((line, field.to_owned()));
                     }
@@ -333,6 +337,22 @@ pub fn infer(path: &Path, opts: &InferOptions) -> Result<Schema, DataError> {
             continue;
         }
         let kind = if scan.non_numeric {
+            if scan.numbers > scan.texts {
+                // A number column with a few stray words is a data error (or an undeclared
+                // missing code), not a category: inferring one would hide it.
+                let (line, text) = scan.first_text.unwrap_or_default();
+                return Err(DataError::Schema {
+                    path: path.to_owned(),
+                    message: format!(
+                        "column {} `{name}` holds numbers, but `{text}` on line {line} is not one ({} of {} values are not): \
+                         fix those rows, declare `{text}` as a missing value in the schema's missing_tokens, \
+                         or, if the column is a category, list its levels in the schema",
+                        i + 1,
+                        scan.texts,
+                        scan.texts + scan.numbers
+                    ),
+                });
+            }
             if scan.too_many_levels {
                 let (line, text) = scan.first_text.unwrap_or_default();
                 return Err(DataError::Schema {
@@ -386,7 +406,11 @@ fn infer_negative(
         label: opts.label.clone(),
         message,
     };
-    let seen = labels.keys().cloned().collect::<Vec<_>>().join(", ");
+    let seen = labels
+        .iter()
+        .map(|(value, line)| format!("`{value}` (first on line {line})"))
+        .collect::<Vec<_>>()
+        .join(", ");
     let positive = labels
         .keys()
         .find(|k| crate::data::label_equals(k, &opts.positive))
@@ -450,5 +474,39 @@ mod tests {
             err.contains("broken.json") && err.contains("line 1"),
             "{err}"
         );
+    }
+}
+
+#[cfg(test)]
+mod infer_tests {
+    use super::*;
+
+    #[test]
+    fn a_number_column_with_stray_text_is_an_error_naming_the_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("stray.csv");
+        std::fs::write(
+            &p,
+            "income,sector,default\n100,retail,0\nabc,farm,1\n50,retail,0\n",
+        )
+        .unwrap();
+        let err = infer(&p, &InferOptions::new("default", "1"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`income` holds numbers, but `abc` on line 3 is not one"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_third_label_value_is_located() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("labels.csv");
+        std::fs::write(&p, "x,status\n1,good\n2,bad\n3,maybe\n").unwrap();
+        let err = infer(&p, &InferOptions::new("status", "bad"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`maybe` (first on line 4)"), "{err}");
     }
 }

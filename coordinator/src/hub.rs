@@ -4,8 +4,13 @@
 //! so the round engine can push tasks and secagg deliveries. Uploads are routed to the one
 //! secagg session in flight, and only if they name it exactly (job, round, session id):
 //! anything else is stale or replayed and is refused before it reaches the protocol.
+//!
+//! One stream per identity: a second agent with an identity that is connected is refused
+//! with the first one's address, instead of the two replacing each other in a loop. A
+//! participant's refusal of a session or job is kept here for the engine, which stops
+//! waiting for it, records it and shows it to the operator.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use fedrisk_proto::v1::{Task, task};
@@ -27,6 +32,9 @@ struct Conn {
     peer: Peer,
     tx: mpsc::Sender<Result<Task, Status>>,
     generation: u64,
+    /// A job this connection refused as a whole (schema or data): not invited again to it
+    /// until the agent reconnects (after fixing its data, say).
+    refused_job: Option<u64>,
 }
 
 struct ActiveSession {
@@ -34,6 +42,7 @@ struct ActiveSession {
     round: u32,
     session_id: Vec<u8>,
     tx: mpsc::Sender<Upload>,
+    refused: BTreeSet<u32>,
 }
 
 #[derive(Default)]
@@ -42,6 +51,57 @@ struct Inner {
     session: Option<ActiveSession>,
     next_seq: u64,
     next_generation: u64,
+    refusals: Vec<Refusal>,
+    activity: String,
+}
+
+/// A participant's refusal, as the engine receives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// Roster id.
+    pub participant: u32,
+    /// Certificate name.
+    pub name: String,
+    /// The job.
+    pub job_id: u64,
+    /// The round.
+    pub round: u32,
+    /// The session it refused.
+    pub session_id: Vec<u8>,
+    /// What kind of refusal.
+    pub kind: RefusalKind,
+    /// The agent's reason.
+    pub reason: String,
+}
+
+/// Whether a refusal concerns one session or the whole job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalKind {
+    /// The job's schema differs from the agent's.
+    Schema,
+    /// The agent's data does not load under the job's schema.
+    Data,
+    /// The session breaks the agent's policy.
+    Policy,
+    /// The task is malformed.
+    Task,
+}
+
+impl RefusalKind {
+    /// Its name in the store and in status lines.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefusalKind::Schema => "schema",
+            RefusalKind::Data => "data",
+            RefusalKind::Policy => "policy",
+            RefusalKind::Task => "task",
+        }
+    }
+
+    /// Whether the agent will refuse every session of the job the same way.
+    pub fn is_job_wide(self) -> bool {
+        matches!(self, RefusalKind::Schema | RefusalKind::Data)
+    }
 }
 
 /// Shared between the gRPC services and the round engine.
@@ -60,6 +120,8 @@ pub struct Peer {
     pub cert_der: Vec<u8>,
     /// Its secagg identity, taken from the certificate when the stream opened.
     pub verifying_key: ed25519_dalek::VerifyingKey,
+    /// Where its task stream comes from (for operators).
+    pub address: String,
 }
 
 impl Hub {
@@ -73,10 +135,23 @@ impl Hub {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Registers an agent's task stream; a second stream of the same id replaces the first.
-    pub fn register(&self, peer: Peer) -> (mpsc::Receiver<Result<Task, Status>>, u64) {
+    /// Registers an agent's task stream. A second stream of an identity whose first stream
+    /// is still open is refused, naming where the first one comes from.
+    #[allow(clippy::result_large_err)]
+    pub fn register(
+        &self,
+        peer: Peer,
+    ) -> Result<(mpsc::Receiver<Result<Task, Status>>, u64), Status> {
         let (tx, rx) = mpsc::channel(TASK_QUEUE);
         let mut inner = self.lock();
+        if let Some(c) = inner.conns.get(&peer.id)
+            && !c.tx.is_closed()
+        {
+            return Err(Status::already_exists(format!(
+                "{} is already connected from {}; stop that agent first (one agent per identity)",
+                c.peer.name, c.peer.address
+            )));
+        }
         inner.next_generation += 1;
         let generation = inner.next_generation;
         inner.conns.insert(
@@ -85,11 +160,79 @@ impl Hub {
                 peer,
                 tx,
                 generation,
+                refused_job: None,
             },
         );
         drop(inner);
         self.changed.notify_waiters();
-        (rx, generation)
+        Ok((rx, generation))
+    }
+
+    /// Drops a participant's stream at once (its certificate was revoked): it is no longer
+    /// invited, and its open stream ends with `reason`.
+    pub fn disconnect(&self, id: u32, reason: &str) -> bool {
+        let mut inner = self.lock();
+        let Some(conn) = inner.conns.remove(&id) else {
+            return false;
+        };
+        drop(inner);
+        let _ = conn
+            .tx
+            .try_send(Err(Status::permission_denied(reason.to_string())));
+        tracing::warn!(participant = id, name = %conn.peer.name, %reason, "participant disconnected by the coordinator");
+        self.changed.notify_waiters();
+        true
+    }
+
+    /// Records a participant's refusal; the engine takes it with [`Hub::take_refusals`].
+    pub fn refuse(&self, refusal: Refusal) {
+        let mut inner = self.lock();
+        if let Some(s) = inner.session.as_mut()
+            && s.session_id == refusal.session_id
+        {
+            s.refused.insert(refusal.participant);
+        }
+        if refusal.kind.is_job_wide()
+            && let Some(c) = inner.conns.get_mut(&refusal.participant)
+        {
+            c.refused_job = Some(refusal.job_id);
+        }
+        inner.refusals.push(refusal);
+        drop(inner);
+        self.changed.notify_waiters();
+    }
+
+    /// Refusals received since the last call.
+    pub fn take_refusals(&self) -> Vec<Refusal> {
+        std::mem::take(&mut self.lock().refusals)
+    }
+
+    /// Participants that refused the session in flight.
+    pub fn refused_in_session(&self, session_id: &[u8]) -> BTreeSet<u32> {
+        match &self.lock().session {
+            Some(s) if s.session_id == session_id => s.refused.clone(),
+            _ => BTreeSet::new(),
+        }
+    }
+
+    /// Connected participants that have not refused `job` on their current connection.
+    pub fn available(&self, job: u64) -> Vec<Peer> {
+        self.lock()
+            .conns
+            .values()
+            .filter(|c| !c.tx.is_closed() && c.refused_job != Some(job))
+            .map(|c| c.peer.clone())
+            .collect()
+    }
+
+    /// What the engine is doing, in words, for status.
+    pub fn set_activity(&self, text: String) {
+        self.lock().activity = text;
+    }
+
+    /// See [`Hub::set_activity`].
+    pub fn activity(&self) -> String {
+        self.lock().activity.clone()
     }
 
     /// Called when a task stream ends; ignores a stream that was already replaced.
@@ -167,6 +310,7 @@ impl Hub {
             round,
             session_id: session_id.to_vec(),
             tx,
+            refused: BTreeSet::new(),
         });
         rx
     }
@@ -284,12 +428,64 @@ mod tests {
             name: "bank".into(),
             cert_der: vec![cert],
             verifying_key: ed25519_dalek::SigningKey::from_bytes(&[cert; 32]).verifying_key(),
+            address: format!("127.0.0.1:{cert}"),
         };
-        let (_rx1, g1) = hub.register(peer(1));
-        let (_rx2, g2) = hub.register(peer(2));
+        let (rx1, g1) = hub.register(peer(1)).expect("first stream");
+        // While the first stream is open, a second agent of the same identity is refused
+        // with the first one's address.
+        let refused = hub.register(peer(2)).unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::AlreadyExists);
+        assert!(
+            refused
+                .message()
+                .contains("bank is already connected from 127.0.0.1:1"),
+            "{}",
+            refused.message()
+        );
+        // Once it is gone, a new stream takes its place; the old stream's end does not
+        // unregister its successor.
+        drop(rx1);
+        let (_rx2, g2) = hub.register(peer(2)).expect("after the first ended");
         hub.unregister(4, g1);
         assert!(hub.is_connected(4));
         hub.unregister(4, g2);
         assert!(!hub.is_connected(4));
+    }
+
+    #[tokio::test]
+    async fn revocation_drops_the_stream_and_refusals_reach_the_engine() {
+        let hub = Hub::new();
+        let peer = |id: u32| Peer {
+            id,
+            name: format!("bank_{id}"),
+            cert_der: vec![],
+            verifying_key: ed25519_dalek::SigningKey::from_bytes(&[id as u8; 32]).verifying_key(),
+            address: "127.0.0.1:9".into(),
+        };
+        let (mut rx, _) = hub.register(peer(1)).expect("register");
+        let (_rx2, _) = hub.register(peer(2)).expect("register");
+        assert!(hub.disconnect(1, "certificate revoked"));
+        let ended = rx.recv().await.expect("a last message").unwrap_err();
+        assert_eq!(ended.code(), tonic::Code::PermissionDenied);
+        assert!(rx.recv().await.is_none(), "the stream ends");
+        assert_eq!(hub.available(7).len(), 1);
+        let _inbox = hub.open_session(7, 1, b"s1");
+        hub.refuse(Refusal {
+            participant: 2,
+            name: "bank_2".into(),
+            job_id: 7,
+            round: 1,
+            session_id: b"s1".to_vec(),
+            kind: RefusalKind::Schema,
+            reason: "schema differs".into(),
+        });
+        assert!(hub.refused_in_session(b"s1").contains(&2));
+        assert!(
+            hub.available(7).is_empty(),
+            "a job-wide refusal is not invited again"
+        );
+        assert_eq!(hub.available(8).len(), 1, "other jobs still invite it");
+        assert_eq!(hub.take_refusals().len(), 1);
+        assert!(hub.take_refusals().is_empty());
     }
 }

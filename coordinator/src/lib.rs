@@ -1,13 +1,13 @@
-//! fedrisk coordinator library: the federation PKI, the mutual-TLS server plumbing, the
-//! SQLite store, the connection hub, the round engine, the job scheduler and the gRPC
-//! services. The binary `fedrisk-coordinator` only wires these together.
+//! fedrisk coordinator library: the connection hub, the round engine (a thin driver of
+//! `fedrisk-rounds`' `JobPlan` and `fedrisk-secagg`'s coordinator session), the job
+//! scheduler, the SQLite store, the events it emits and the gRPC services. Identities and
+//! TLS come from `fedrisk-identity`; the `fedrisk-coordinator` command (in
+//! `fedrisk-coordinator-cli`) wires these together.
 
 pub mod engine;
+pub mod events;
 pub mod hub;
-pub mod job;
-pub mod pki;
 pub mod scheduler;
 pub mod server;
 pub mod service;
 pub mod store;
-pub mod tls;

@@ -7,9 +7,21 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{Notify, watch};
 use tracing::{error, info};
 
+use fedrisk_rounds::{JobSpec, SpecError};
+
 use crate::engine::Engine;
-use crate::job::JobSpec;
 use crate::store::{JobId, JobState, Store, StoreError};
+
+/// Why a job was not queued.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// The job cannot run as specified (names the field).
+    #[error("invalid job: {0}")]
+    Invalid(#[from] SpecError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
 
 pub struct Scheduler {
     pub engine: Arc<Engine>,
@@ -29,13 +41,9 @@ impl Scheduler {
     }
 
     /// Validates and queues a job.
-    pub fn submit(&self, spec: &JobSpec) -> Result<JobId, String> {
+    pub fn submit(&self, spec: &JobSpec) -> Result<JobId, SubmitError> {
         spec.validate()?;
-        let json = serde_json::to_string(spec).map_err(|e| e.to_string())?;
-        let id = self
-            .store
-            .create_job(&spec.name, &json)
-            .map_err(|e| e.to_string())?;
+        let id = self.store.create_job(&spec.name, &spec.to_json())?;
         info!(job = id, name = %spec.name, rounds = spec.rounds, algorithm = %spec.settings.algorithm, "job submitted");
         self.wake.notify_one();
         Ok(id)
@@ -60,7 +68,7 @@ impl Scheduler {
     fn next_job(&self) -> Result<Option<(JobId, JobSpec)>, StoreError> {
         for state in [JobState::Running, JobState::Pending] {
             for job in self.store.list_jobs(Some(state))? {
-                match serde_json::from_str::<JobSpec>(&job.spec_json) {
+                match JobSpec::from_json(&job.spec_json) {
                     Ok(spec) => return Ok(Some((job.id, spec))),
                     Err(e) => {
                         self.store.set_job_state(

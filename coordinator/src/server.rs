@@ -9,21 +9,28 @@ use tokio::sync::oneshot;
 use tonic::transport::Server;
 use tracing::{error, info};
 
+use fedrisk_identity::pki::PkiDir;
+use fedrisk_identity::server::{self as tls, RosterHandle};
+
 use crate::engine::Engine;
+use crate::events::{EventSink, LogSink};
 use crate::hub::Hub;
-use crate::pki::PkiDir;
 use crate::scheduler::Scheduler;
 use crate::service::{OperatorService, ParticipantService};
 use crate::store::Store;
-use crate::tls::{self, RosterHandle};
 
-#[derive(Debug, Clone)]
+/// How often the roster file is checked for revocations of connected participants.
+const REVOCATION_CHECK: std::time::Duration = std::time::Duration::from_millis(500);
+
+#[derive(Clone)]
 pub struct ServeOptions {
     pub listen: SocketAddr,
     pub pki_dir: PathBuf,
     pub database: PathBuf,
     /// Defaults to the federation name in the roster.
     pub federation_id: Option<String>,
+    /// Where the engine's events go besides the log (tests, later audit and metrics).
+    pub events: Option<Arc<dyn EventSink>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +56,7 @@ pub struct Running {
     shutdown: Option<oneshot::Sender<()>>,
     server: tokio::task::JoinHandle<()>,
     jobs: tokio::task::JoinHandle<()>,
+    revocations: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
@@ -59,6 +67,7 @@ impl Running {
             let _ = tx.send(());
         }
         self.jobs.abort();
+        self.revocations.abort();
         let _ = (&mut self.server).await;
     }
 }
@@ -84,10 +93,15 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServeError> {
         source,
     })?;
     let hub = Hub::new();
+    let events: Arc<dyn EventSink> = match &opts.events {
+        Some(extra) => Arc::new(crate::events::Sinks(vec![Arc::new(LogSink), extra.clone()])),
+        None => Arc::new(LogSink),
+    };
     let engine = Arc::new(Engine {
         hub: hub.clone(),
         store: store.clone(),
         federation_id: federation_id.clone(),
+        events,
     });
     let scheduler = Scheduler::new(engine, store.clone());
     for r in store.interrupted_rounds()? {
@@ -106,9 +120,11 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServeError> {
     };
     let operator = OperatorService {
         store: store.clone(),
-        roster,
+        roster: roster.clone(),
         scheduler: scheduler.clone(),
+        hub: hub.clone(),
     };
+    let revocations = tokio::spawn(watch_revocations(hub.clone(), roster));
     let incoming = tls::tls_incoming(listener, config, tls::HANDSHAKE_TIMEOUT);
     let (tx, rx) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {
@@ -134,5 +150,27 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServeError> {
         shutdown: Some(tx),
         server,
         jobs,
+        revocations,
     })
+}
+
+/// Drops the task stream of every connected participant whose certificate the roster no
+/// longer accepts (revoked, expired, removed), so it is invited to no further session.
+async fn watch_revocations(hub: Arc<Hub>, roster: RosterHandle) {
+    loop {
+        tokio::time::sleep(REVOCATION_CHECK).await;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+            .unwrap_or(0);
+        let current = roster.current();
+        for peer in hub.connected() {
+            if let Err(refusal) = tls::check_roster(&current, &peer.cert_der, now) {
+                hub.disconnect(
+                    peer.id,
+                    &format!("the certificate of {} is {}", peer.name, refusal.as_str()),
+                );
+            }
+        }
+    }
 }

@@ -11,11 +11,13 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
-use crate::hub::{Hub, Peer};
-use crate::pki::Role;
-use crate::scheduler::Scheduler;
+use fedrisk_identity::pki::Role;
+use fedrisk_identity::server::{Authenticated, RosterHandle};
+use fedrisk_rounds::JobSpec;
+
+use crate::hub::{Hub, Peer, Refusal, RefusalKind};
+use crate::scheduler::{Scheduler, SubmitError};
 use crate::store::{JobRecord, JobState, ParticipantState, Store};
-use crate::tls::{Authenticated, RosterHandle};
 
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -110,12 +112,21 @@ impl fedrisk_proto::Participant for ParticipantService {
                 request.get_ref().participant_id
             )));
         }
-        let (rx, generation) = self.hub.register(Peer {
-            id: who.id,
-            name: who.name.clone(),
-            cert_der: cert,
-            verifying_key: who.verifying_key,
-        });
+        let address = request
+            .remote_addr()
+            .map_or_else(|| "an unknown address".to_string(), |a| a.to_string());
+        let (rx, generation) = self
+            .hub
+            .register(Peer {
+                id: who.id,
+                name: who.name.clone(),
+                cert_der: cert,
+                verifying_key: who.verifying_key,
+                address,
+            })
+            .inspect_err(|status| {
+                warn!(participant = who.id, name = %who.name, reason = status.message(), "second task stream refused");
+            })?;
         info!(participant = who.id, name = %who.name, "task stream opened");
         Ok(Response::new(Box::pin(TaskStream {
             rx,
@@ -148,6 +159,35 @@ impl fedrisk_proto::Participant for ParticipantService {
         }))
     }
 
+    async fn refuse(&self, request: Request<v1::Refusal>) -> Result<Response<v1::Ack>, Status> {
+        let who =
+            Authenticated::from_request(&request, &self.roster)?.require(Role::Participant)?;
+        let r = request.into_inner();
+        let kind = match v1::RefusalKind::try_from(r.kind).unwrap_or(v1::RefusalKind::Unspecified) {
+            v1::RefusalKind::Schema => RefusalKind::Schema,
+            v1::RefusalKind::Data => RefusalKind::Data,
+            v1::RefusalKind::Policy => RefusalKind::Policy,
+            v1::RefusalKind::Task | v1::RefusalKind::Unspecified => RefusalKind::Task,
+        };
+        // The reason is the agent's own words for the operator; bound its size.
+        let reason: String = r.reason.chars().take(500).collect();
+        self.hub.refuse(Refusal {
+            participant: who.id,
+            name: who.name,
+            job_id: r.job_id,
+            round: r.round,
+            session_id: r.session_id.clone(),
+            kind,
+            reason,
+        });
+        Ok(Response::new(v1::Ack {
+            job_id: r.job_id,
+            round: r.round,
+            session_id: r.session_id,
+            stage: 0,
+        }))
+    }
+
     async fn heartbeat(
         &self,
         request: Request<v1::HeartbeatRequest>,
@@ -169,6 +209,7 @@ pub struct OperatorService {
     pub store: Arc<Store>,
     pub roster: RosterHandle,
     pub scheduler: Arc<Scheduler>,
+    pub hub: Arc<Hub>,
 }
 
 fn wire_state(s: JobState) -> WireJobState {
@@ -181,10 +222,14 @@ fn wire_state(s: JobState) -> WireJobState {
     }
 }
 
-/// A job's status with its per-round figures, as operators and tools see it.
-pub fn job_status(store: &Store, job: &JobRecord) -> Result<v1::JobStatus, Status> {
-    let rounds_total =
-        serde_json::from_str::<crate::job::JobSpec>(&job.spec_json).map_or(0, |s| s.rounds);
+/// A job's status with its per-round figures, as operators and tools see it; with the hub,
+/// also who is connected, who refused and why, and what the job waits for.
+pub fn job_status(
+    store: &Store,
+    job: &JobRecord,
+    live: Option<(&Hub, &RosterHandle)>,
+) -> Result<v1::JobStatus, Status> {
+    let rounds_total = JobSpec::from_json(&job.spec_json).map_or(0, |s| s.rounds);
     let metrics = store
         .rounds(job.id)
         .map_err(internal)?
@@ -195,7 +240,6 @@ pub fn job_status(store: &Store, job: &JobRecord) -> Result<v1::JobStatus, Statu
             kind: match r.kind {
                 crate::store::RoundKind::Stats => v1::RoundKind::Stats,
                 crate::store::RoundKind::Train => v1::RoundKind::Train,
-                crate::store::RoundKind::Eval => v1::RoundKind::Eval,
             } as i32,
             state: r.state.to_string(),
             survivors: r.metrics.survivors.unwrap_or(0),
@@ -207,6 +251,40 @@ pub fn job_status(store: &Store, job: &JobRecord) -> Result<v1::JobStatus, Statu
             bytes_down: r.metrics.bytes_down,
         })
         .collect();
+    let mut participants = Vec::new();
+    let mut activity = String::new();
+    if let Some((hub, roster)) = live {
+        let connected = hub.connected();
+        let refusals = store.latest_refusals(job.id).map_err(internal)?;
+        for e in roster
+            .current()
+            .entries
+            .iter()
+            .filter(|e| e.role == Role::Participant && !e.revoked)
+        {
+            let conn = connected.iter().find(|p| p.id == e.id);
+            let refusal = refusals.iter().find(|r| r.participant_id == e.id);
+            participants.push(v1::ParticipantStatus {
+                participant_id: e.id,
+                name: e.name.clone(),
+                connected: conn.is_some(),
+                address: conn.map(|p| p.address.clone()).unwrap_or_default(),
+                refusal: refusal.map(|r| r.reason.clone()).unwrap_or_default(),
+                refusal_round: refusal.map_or(0, |r| r.round),
+                refusal_kind: refusal.map_or(v1::RefusalKind::Unspecified, |r| {
+                    match r.kind.as_str() {
+                        "schema" => v1::RefusalKind::Schema,
+                        "data" => v1::RefusalKind::Data,
+                        "policy" => v1::RefusalKind::Policy,
+                        _ => v1::RefusalKind::Task,
+                    }
+                }) as i32,
+            });
+        }
+        if job.state == JobState::Running {
+            activity = hub.activity();
+        }
+    }
     Ok(v1::JobStatus {
         job_id: job.id,
         name: job.name.clone(),
@@ -215,6 +293,8 @@ pub fn job_status(store: &Store, job: &JobRecord) -> Result<v1::JobStatus, Statu
         rounds_total,
         metrics,
         message: job.message.clone(),
+        activity,
+        participants,
     })
 }
 
@@ -225,12 +305,12 @@ impl fedrisk_proto::Operator for OperatorService {
         request: Request<v1::JobSpec>,
     ) -> Result<Response<v1::JobRef>, Status> {
         Authenticated::from_request(&request, &self.roster)?.require(Role::Operator)?;
-        let spec = crate::job::JobSpec::from_wire(request.into_inner())
-            .map_err(Status::invalid_argument)?;
-        let id = self
-            .scheduler
-            .submit(&spec)
-            .map_err(Status::invalid_argument)?;
+        let spec = JobSpec::from_json(&request.get_ref().spec_json)
+            .map_err(|e| Status::invalid_argument(format!("invalid job: {e}")))?;
+        let id = self.scheduler.submit(&spec).map_err(|e| match e {
+            SubmitError::Invalid(_) => Status::invalid_argument(e.to_string()),
+            SubmitError::Store(_) => Status::internal(e.to_string()),
+        })?;
         Ok(Response::new(v1::JobRef { job_id: id }))
     }
 
@@ -243,7 +323,11 @@ impl fedrisk_proto::Operator for OperatorService {
             .store
             .job(request.get_ref().job_id)
             .map_err(|e| Status::not_found(e.to_string()))?;
-        Ok(Response::new(job_status(&self.store, &job)?))
+        Ok(Response::new(job_status(
+            &self.store,
+            &job,
+            Some((&self.hub, &self.roster)),
+        )?))
     }
 
     async fn cancel_job(
@@ -259,7 +343,7 @@ impl fedrisk_proto::Operator for OperatorService {
             .store
             .job(id)
             .map_err(|e| Status::not_found(e.to_string()))?;
-        Ok(Response::new(job_status(&self.store, &job)?))
+        Ok(Response::new(job_status(&self.store, &job, None)?))
     }
 
     async fn list_jobs(
@@ -282,7 +366,7 @@ impl fedrisk_proto::Operator for OperatorService {
             .list_jobs(filter)
             .map_err(internal)?
             .iter()
-            .map(|j| job_status(&self.store, j))
+            .map(|j| job_status(&self.store, j, None))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Response::new(v1::JobList { jobs }))
     }

@@ -30,7 +30,8 @@ pub type JobId = u64;
 
 /// Schema migrations, applied in order; entry `i` brings the schema to version `i + 1`.
 /// Never edit a released entry: append a new one.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE jobs (
     id            INTEGER PRIMARY KEY AUTOINCREMENT,
     name          TEXT    NOT NULL,
@@ -85,7 +86,20 @@ CREATE TABLE job_state (
     updated_at INTEGER NOT NULL,
     PRIMARY KEY (job_id, key)
 );
-"#];
+"#,
+    r#"
+ALTER TABLE rounds DROP COLUMN result;
+CREATE TABLE refusals (
+    job_id         INTEGER NOT NULL REFERENCES jobs(id),
+    participant_id INTEGER NOT NULL,
+    round          INTEGER NOT NULL,
+    kind           TEXT    NOT NULL,
+    reason         TEXT    NOT NULL,
+    at             INTEGER NOT NULL
+);
+CREATE INDEX refusals_by_job ON refusals(job_id, participant_id);
+"#,
+];
 
 /// Errors of the store; database errors name the database file.
 #[derive(Debug, thiserror::Error)]
@@ -206,8 +220,6 @@ text_enum!(
         Stats = "stats",
         /// A training step.
         Train = "train",
-        /// Evaluation histograms.
-        Eval = "eval",
     }
 );
 
@@ -298,8 +310,6 @@ pub struct RoundRecord {
     pub finished_at_ms: Option<i64>,
     /// Measurements.
     pub metrics: RoundMetrics,
-    /// Engine-defined result (e.g. the aggregated statistics), opaque here.
-    pub result: Option<Vec<u8>>,
     /// Failure or abort reason.
     pub message: String,
 }
@@ -333,12 +343,25 @@ pub struct ModelVersion {
 pub struct RoundCompletion {
     /// Measurements.
     pub metrics: RoundMetrics,
-    /// Opaque engine result.
-    pub result: Option<Vec<u8>>,
     /// The model version this round produced, if any.
     pub model: Option<NewModel>,
     /// Engine checkpoint blobs (key, value) to upsert with the round.
     pub checkpoint: Vec<(String, Vec<u8>)>,
+}
+
+/// A participant's refusal of a session or job, as recorded for operators.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// The job.
+    pub job_id: JobId,
+    /// Roster id.
+    pub participant_id: u32,
+    /// The round of the refused session.
+    pub round: u32,
+    /// `schema`, `data`, `policy` or `task`.
+    pub kind: String,
+    /// The agent's reason, written for the operator (never data values).
+    pub reason: String,
 }
 
 /// A participant row.
@@ -380,7 +403,7 @@ const JOB_COLUMNS: &str =
 
 /// The columns [`raw_round`] decodes, in its order.
 const ROUND_COLUMNS: &str = "job_id, round, attempt, kind, state, session_id, started_at, finished_at, \
-     survivors, bytes_up, bytes_down, seconds, auc, ks, log_loss, result, message";
+     survivors, bytes_up, bytes_down, seconds, auc, ks, log_loss, message";
 
 /// A row decoded without enum validation (done after, to report the file name).
 type RawRound = (RoundRecord, String, String);
@@ -407,8 +430,7 @@ fn raw_round(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawRound> {
                 ks: row.get(13)?,
                 log_loss: row.get(14)?,
             },
-            result: row.get(15)?,
-            message: row.get(16)?,
+            message: row.get(15)?,
         },
         kind,
         state,
@@ -608,7 +630,7 @@ impl Store {
         Ok(attempt)
     }
 
-    /// Completes the attempt with `session_id`: its metrics, result, model version and the
+    /// Completes the attempt with `session_id`: its metrics, model version and the
     /// engine checkpoint become durable together or not at all.
     pub fn complete_round(
         &self,
@@ -627,7 +649,7 @@ impl Store {
         let n = tx
             .execute(
                 "UPDATE rounds SET state = 'completed', finished_at = ?4, survivors = ?5, bytes_up = ?6, \
-                 bytes_down = ?7, seconds = ?8, auc = ?9, ks = ?10, log_loss = ?11, result = ?12 \
+                 bytes_down = ?7, seconds = ?8, auc = ?9, ks = ?10, log_loss = ?11 \
                  WHERE job_id = ?1 AND round = ?2 AND session_id = ?3 AND state = 'started'",
                 params![
                     job_i,
@@ -641,7 +663,6 @@ impl Store {
                     m.auc,
                     m.ks,
                     m.log_loss,
-                    completion.result,
                 ],
             )
             .map_err(|e| self.sql(e))?;
@@ -797,8 +818,9 @@ impl Store {
         }
     }
 
-    /// Stores a model version outside a round completion (e.g. an imported initial model).
-    pub fn put_model_version(
+    /// Test-only: a model row outside a round completion, to provoke a conflict.
+    #[cfg(test)]
+    fn insert_model_for_test(
         &self,
         job: JobId,
         round: u32,
@@ -869,6 +891,51 @@ impl Store {
             })
             .optional()
             .map_err(|e| self.sql(e))
+    }
+
+    // ------------------------------------------------------------------ refusals
+
+    /// Records that a participant refused a session (or the whole job), with its reason.
+    pub fn record_refusal(&self, r: &Refusal) -> Result<(), StoreError> {
+        self.lock()
+            .execute(
+                "INSERT INTO refusals (job_id, participant_id, round, kind, reason, at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    to_i64(r.job_id),
+                    r.participant_id,
+                    r.round,
+                    r.kind,
+                    r.reason,
+                    now_ms()
+                ],
+            )
+            .map_err(|e| self.sql(e))?;
+        Ok(())
+    }
+
+    /// Each participant's latest refusal of a job.
+    pub fn latest_refusals(&self, job: JobId) -> Result<Vec<Refusal>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare(
+                "SELECT job_id, participant_id, round, kind, reason FROM refusals r \
+                 WHERE job_id = ?1 AND rowid = (SELECT MAX(rowid) FROM refusals \
+                 WHERE job_id = r.job_id AND participant_id = r.participant_id) \
+                 ORDER BY participant_id",
+            )
+            .map_err(|e| self.sql(e))?;
+        stmt.query_map(params![to_i64(job)], |r| {
+            Ok(Refusal {
+                job_id: r.get::<_, i64>(0)? as JobId,
+                participant_id: r.get(1)?,
+                round: r.get(2)?,
+                kind: r.get(3)?,
+                reason: r.get(4)?,
+            })
+        })
+        .and_then(|rows| rows.collect())
+        .map_err(|e| self.sql(e))
     }
 
     // ------------------------------------------------------------------ checkpoints
@@ -1069,7 +1136,7 @@ mod tests {
     fn jobs_and_states() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let store = Store::open(&tmp.path().join("c.db")).expect("open");
-        assert_eq!(store.schema_version().expect("v"), 1);
+        assert_eq!(store.schema_version().expect("v"), 2);
         let a = store.create_job("a", "{}").expect("job");
         let b = store.create_job("b", "{}").expect("job");
         store
@@ -1151,7 +1218,7 @@ mod tests {
         ));
         // Session ids are never reused, and completed rounds never restarted.
         assert!(matches!(
-            store.start_round(job, 4, RoundKind::Eval, &sid(1)),
+            store.start_round(job, 4, RoundKind::Train, &sid(1)),
             Err(StoreError::SessionReused(_))
         ));
         assert!(matches!(
@@ -1169,7 +1236,7 @@ mod tests {
         let store = Store::open(&tmp.path().join("c.db")).expect("open");
         let job = store.create_job("j", "{}").expect("job");
         // A model for round 1 already exists, so completing round 1 with a model fails...
-        store.put_model_version(job, 1, &model(9)).expect("put");
+        store.insert_model_for_test(job, 1, &model(9)).expect("put");
         store
             .start_round(job, 1, RoundKind::Train, &sid(1))
             .expect("start");

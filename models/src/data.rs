@@ -2,6 +2,8 @@
 //!
 //! Values are parsed straight into one preallocated row-major buffer (its size comes from a
 //! newline count), so a file of millions of rows is held once, not once per parsing stage.
+//! [`CsvReader`] reads the same way in blocks of rows, for callers (scoring) that need only one
+//! block at a time.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -9,7 +11,7 @@ use std::path::{Path, PathBuf};
 use ndarray::Array2;
 
 use crate::error::{DataError, Location, RowProblem};
-use crate::schema::{FeatureKind, Schema};
+use crate::schema::{FeatureKind, LabelSpec, Schema};
 
 /// How many problems a load reports in detail; the rest are counted.
 pub const MAX_REPORTED_PROBLEMS: usize = 20;
@@ -70,76 +72,252 @@ impl Dataset {
 /// Reads a CSV file with a header row against `schema`.
 pub fn load_csv(path: &Path, schema: &Schema, label: LabelMode) -> Result<Dataset, DataError> {
     let row_bound = count_lines(path)?;
-    let mut rdr = open_csv(path)?;
-    let header = read_header(&mut rdr, path)?;
-    let find = |name: &str| header.iter().position(|h| h == name);
-    let mut num_cols = Vec::new();
-    let mut cat_cols = Vec::new();
-    for f in &schema.features {
-        let idx = find(&f.name).ok_or_else(|| DataError::MissingColumn {
-            path: path.to_owned(),
-            column: f.name.clone(),
-            what: "a feature of the schema",
-            available: header.join(", "),
-        })?;
-        match &f.kind {
-            FeatureKind::Numeric { special_values } => num_cols.push(NumCol {
-                idx,
-                missing_ok: f.missing,
-                special: special_values.clone(),
-            }),
-            FeatureKind::Categorical { levels } => cat_cols.push(CatCol {
-                idx,
-                missing_ok: f.missing,
-                levels: levels.clone(),
-            }),
-        }
-    }
-    let label_idx = match (find(&schema.label.name), label) {
-        (Some(i), _) => Some(i),
-        (None, LabelMode::Optional) => None,
-        (None, LabelMode::Required) => {
-            return Err(DataError::MissingColumn {
-                path: path.to_owned(),
-                column: schema.label.name.clone(),
-                what: "the label",
-                available: header.join(", "),
-            });
-        }
-    };
+    let mut reader = CsvReader::open(path, schema, label, None)?;
+    let mut buf = reader.buffers(row_bound);
+    while reader.read_row(&mut buf) {}
+    let data = reader.dataset_of(buf)?.0;
+    reader.finish()?;
+    Ok(data)
+}
 
-    let mut numeric: Vec<f64> = Vec::with_capacity(row_bound * num_cols.len());
-    let mut categorical: Vec<u32> = Vec::with_capacity(row_bound * cat_cols.len());
-    let mut labels: Vec<u8> = Vec::with_capacity(if label_idx.is_some() { row_bound } else { 0 });
-    let mut problems = Problems::new(path);
-    let mut record = csv::ByteRecord::new();
-    let mut rows = 0usize;
-    loop {
-        match rdr.read_byte_record(&mut record) {
-            Ok(true) => {}
-            Ok(false) => break,
-            Err(e) => {
-                problems.push(csv_problem(path, &e));
-                if problems.fatal(&e) {
-                    break;
-                }
-                continue;
+/// A block of consecutive data rows read by [`CsvReader::next_chunk`].
+#[derive(Debug, Clone)]
+pub struct Chunk {
+    /// 1-based number of the block's first data row (the header is not counted).
+    pub first_row: usize,
+    pub data: Dataset,
+    /// The identifier column's values (trimmed), one per row, when one was asked for.
+    pub ids: Option<Vec<String>>,
+}
+
+/// A CSV file opened against a schema and read in blocks of rows, so that a caller that
+/// handles each block and lets it go (scoring) never holds the whole file.
+///
+/// Every row problem is collected as in [`load_csv`]; [`CsvReader::finish`] reports them.
+pub struct CsvReader {
+    path: PathBuf,
+    rdr: csv::Reader<std::io::BufReader<std::fs::File>>,
+    header: Vec<String>,
+    missing_tokens: Vec<String>,
+    label_spec: LabelSpec,
+    num_cols: Vec<NumCol>,
+    cat_cols: Vec<CatCol>,
+    label_idx: Option<usize>,
+    label: LabelMode,
+    id_idx: Option<usize>,
+    problems: Problems,
+    record: csv::ByteRecord,
+    rows: usize,
+    ended: bool,
+}
+
+/// Column buffers rows are parsed into.
+struct Buffers {
+    numeric: Vec<f64>,
+    categorical: Vec<u32>,
+    labels: Vec<u8>,
+    ids: Vec<String>,
+    rows: usize,
+}
+
+impl CsvReader {
+    /// Opens `path` and matches its header to the schema's features, the label (as `label`
+    /// says) and, if given, an identifier column `id`, which need not be in the schema.
+    pub fn open(
+        path: &Path,
+        schema: &Schema,
+        label: LabelMode,
+        id: Option<&str>,
+    ) -> Result<Self, DataError> {
+        let mut rdr = open_csv(path)?;
+        let header = read_header(&mut rdr, path)?;
+        let find = |name: &str| header.iter().position(|h| h == name);
+        let missing_column = |column: &str, what: &'static str| DataError::MissingColumn {
+            path: path.to_owned(),
+            column: column.to_owned(),
+            what,
+            available: header.join(", "),
+        };
+        let mut num_cols = Vec::new();
+        let mut cat_cols = Vec::new();
+        for f in &schema.features {
+            let idx =
+                find(&f.name).ok_or_else(|| missing_column(&f.name, "a feature of the schema"))?;
+            match &f.kind {
+                FeatureKind::Numeric { special_values } => num_cols.push(NumCol {
+                    idx,
+                    missing_ok: f.missing,
+                    special: special_values.clone(),
+                }),
+                FeatureKind::Categorical { levels } => cat_cols.push(CatCol {
+                    idx,
+                    missing_ok: f.missing,
+                    levels: levels.clone(),
+                }),
             }
         }
-        let line = record.position().map(|p| p.line()).unwrap_or(0);
-        if record.len() != header.len() {
-            problems.push(RowProblem::FieldCount {
-                at: loc(path, line, None),
-                expected: header.len(),
-                found: record.len(),
-            });
-            continue;
+        let label_idx = match (find(&schema.label.name), label) {
+            (Some(i), _) => Some(i),
+            (None, LabelMode::Optional) => None,
+            (None, LabelMode::Required) => {
+                return Err(missing_column(&schema.label.name, "the label"));
+            }
+        };
+        let id_idx = match id {
+            Some(name) => Some(
+                find(name).ok_or_else(|| missing_column(name, "the identifier column, --id"))?,
+            ),
+            None => None,
+        };
+        Ok(Self {
+            path: path.to_owned(),
+            rdr,
+            header,
+            missing_tokens: schema.missing_tokens.clone(),
+            label_spec: schema.label.clone(),
+            num_cols,
+            cat_cols,
+            label_idx,
+            label,
+            id_idx,
+            problems: Problems::new(path),
+            record: csv::ByteRecord::new(),
+            rows: 0,
+            ended: false,
+        })
+    }
+
+    /// The file being read.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The header's column names (trimmed).
+    pub fn header(&self) -> &[String] {
+        &self.header
+    }
+
+    /// Whether the file has the label column.
+    pub fn has_label(&self) -> bool {
+        self.label_idx.is_some()
+    }
+
+    /// How many problems the rows read so far have.
+    pub fn problem_count(&self) -> u64 {
+        self.problems.count
+    }
+
+    /// The next block of at most `max_rows` rows (at least one), or `None` at the end of the
+    /// file. Rows with problems are included (their bad values as missing) but the problems
+    /// are kept for [`CsvReader::finish`]: check [`CsvReader::problem_count`] before using one.
+    pub fn next_chunk(&mut self, max_rows: usize) -> Result<Option<Chunk>, DataError> {
+        let max_rows = max_rows.max(1);
+        let first_row = self.rows + 1;
+        let mut buf = self.buffers(max_rows);
+        while buf.rows < max_rows && self.read_row(&mut buf) {}
+        if buf.rows == 0 {
+            return Ok(None);
         }
+        let (data, ids) = self.dataset_of(buf)?;
+        Ok(Some(Chunk {
+            first_row,
+            data,
+            ids,
+        }))
+    }
+
+    /// Reads whatever is left and reports every problem of the file, or the number of rows.
+    pub fn finish(mut self) -> Result<usize, DataError> {
+        let mut buf = self.buffers(0);
+        while self.read_row(&mut buf) {
+            buf.numeric.clear();
+            buf.categorical.clear();
+            buf.labels.clear();
+            buf.ids.clear();
+        }
+        self.problems.finish()?;
+        if self.rows == 0 {
+            return Err(DataError::NoRows { path: self.path });
+        }
+        Ok(self.rows)
+    }
+
+    fn buffers(&self, rows: usize) -> Buffers {
+        Buffers {
+            numeric: Vec::with_capacity(rows * self.num_cols.len()),
+            categorical: Vec::with_capacity(rows * self.cat_cols.len()),
+            labels: Vec::with_capacity(if self.label_idx.is_some() { rows } else { 0 }),
+            ids: Vec::with_capacity(if self.id_idx.is_some() { rows } else { 0 }),
+            rows: 0,
+        }
+    }
+
+    fn dataset_of(&self, buf: Buffers) -> Result<(Dataset, Option<Vec<String>>), DataError> {
+        let numeric = Array2::from_shape_vec((buf.rows, self.num_cols.len()), buf.numeric)
+            .map_err(|e| shape_error(&self.path, e))?;
+        let categorical = Array2::from_shape_vec((buf.rows, self.cat_cols.len()), buf.categorical)
+            .map_err(|e| shape_error(&self.path, e))?;
+        // A scoring file that has the label column but no values in it is still a scoring file.
+        let labels = self.label_idx.map(|_| buf.labels);
+        let ids = self.id_idx.map(|_| buf.ids);
+        Ok((
+            Dataset {
+                numeric,
+                categorical,
+                labels,
+            },
+            ids,
+        ))
+    }
+
+    /// Parses the next record into `out`; false at the end of the file (or on an I/O error,
+    /// which is then a problem). A record with the wrong number of fields is a problem and is
+    /// not stored.
+    fn read_row(&mut self, out: &mut Buffers) -> bool {
+        loop {
+            if self.ended {
+                return false;
+            }
+            match self.rdr.read_byte_record(&mut self.record) {
+                Ok(true) => {}
+                Ok(false) => {
+                    self.ended = true;
+                    return false;
+                }
+                Err(e) => {
+                    self.problems.push(csv_problem(&self.path, &e));
+                    if self.problems.fatal(&e) {
+                        self.ended = true;
+                        return false;
+                    }
+                    continue;
+                }
+            }
+            let line = self.record.position().map(|p| p.line()).unwrap_or(0);
+            if self.record.len() != self.header.len() {
+                self.problems.push(RowProblem::FieldCount {
+                    at: loc(&self.path, line, None),
+                    expected: self.header.len(),
+                    found: self.record.len(),
+                });
+                continue;
+            }
+            self.parse_record(line, out);
+            self.rows += 1;
+            out.rows += 1;
+            return true;
+        }
+    }
+
+    fn parse_record(&mut self, line: u64, out: &mut Buffers) {
+        let (path, header, record) = (&self.path, &self.header, &self.record);
+        let problems = &mut self.problems;
         let at = |i: usize| loc(path, line, Some((i, &header[i])));
-        for c in &num_cols {
-            let field = trimmed(&record, c.idx);
+        let is_missing = |field: &str| self.missing_tokens.iter().any(|t| t == field);
+        for c in &self.num_cols {
+            let field = trimmed(record, c.idx);
             let before = problems.count;
-            let value = match parse_number(field, schema) {
+            let value = match parse_number(field, is_missing) {
                 Parsed::Value(v) if c.special.contains(&v) => f64::NAN,
                 Parsed::Value(v) => v,
                 Parsed::Missing => f64::NAN,
@@ -161,11 +339,11 @@ pub fn load_csv(path: &Path, schema: &Schema, label: LabelMode) -> Result<Datase
             if value.is_nan() && !c.missing_ok && problems.count == before {
                 problems.push(RowProblem::MissingNotAllowed { at: at(c.idx) });
             }
-            numeric.push(value);
+            out.numeric.push(value);
         }
-        for c in &cat_cols {
-            let field = lossy(trimmed(&record, c.idx));
-            let code = if schema.is_missing_token(&field) {
+        for c in &self.cat_cols {
+            let field = lossy(trimmed(record, c.idx));
+            let code = if is_missing(&field) {
                 if !c.missing_ok {
                     problems.push(RowProblem::MissingNotAllowed { at: at(c.idx) });
                 }
@@ -176,48 +354,34 @@ pub fn load_csv(path: &Path, schema: &Schema, label: LabelMode) -> Result<Datase
                     .position(|l| *l == field)
                     .map_or(CODE_OTHER, |p| p as u32)
             };
-            categorical.push(code);
+            out.categorical.push(code);
         }
-        if let Some(li) = label_idx {
-            let field = lossy(trimmed(&record, li));
-            if schema.is_missing_token(&field) {
-                if label == LabelMode::Required {
+        if let Some(li) = self.label_idx {
+            let field = lossy(trimmed(record, li));
+            let spec = &self.label_spec;
+            if is_missing(&field) {
+                if self.label == LabelMode::Required {
                     problems.push(RowProblem::MissingLabel { at: at(li) });
                 }
-                labels.push(0);
-            } else if label_equals(&field, &schema.label.positive) {
-                labels.push(1);
-            } else if label_equals(&field, &schema.label.negative) {
-                labels.push(0);
+                out.labels.push(0);
+            } else if label_equals(&field, &spec.positive) {
+                out.labels.push(1);
+            } else if label_equals(&field, &spec.negative) {
+                out.labels.push(0);
             } else {
                 problems.push(RowProblem::BadLabel {
                     at: at(li),
                     value: field,
-                    positive: schema.label.positive.clone(),
-                    negative: schema.label.negative.clone(),
+                    positive: spec.positive.clone(),
+                    negative: spec.negative.clone(),
                 });
-                labels.push(0);
+                out.labels.push(0);
             }
         }
-        rows += 1;
+        if let Some(ii) = self.id_idx {
+            out.ids.push(lossy(trimmed(record, ii)));
+        }
     }
-    problems.finish()?;
-    if rows == 0 {
-        return Err(DataError::NoRows {
-            path: path.to_owned(),
-        });
-    }
-    // A scoring file that has the label column but no values in it is still a scoring file.
-    let labels = label_idx.map(|_| labels);
-    let numeric = Array2::from_shape_vec((rows, num_cols.len()), numeric)
-        .map_err(|e| shape_error(path, e))?;
-    let categorical = Array2::from_shape_vec((rows, cat_cols.len()), categorical)
-        .map_err(|e| shape_error(path, e))?;
-    Ok(Dataset {
-        numeric,
-        categorical,
-        labels,
-    })
 }
 
 struct NumCol {
@@ -239,11 +403,11 @@ enum Parsed {
     Text,
 }
 
-fn parse_number(field: &[u8], schema: &Schema) -> Parsed {
+fn parse_number(field: &[u8], is_missing: impl Fn(&str) -> bool) -> Parsed {
     let Ok(text) = std::str::from_utf8(field) else {
         return Parsed::Text;
     };
-    if schema.is_missing_token(text) {
+    if is_missing(text) {
         return Parsed::Missing;
     }
     match text.parse::<f64>() {

@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod model_file;
 pub mod preprocess;
 pub mod schema;
+pub mod shape;
 pub mod stats;
 pub mod synth;
 

@@ -6,7 +6,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::data::{Dataset, LabelMode, load_csv};
+use crate::data::{CsvReader, Dataset, LabelMode, load_csv};
 use crate::error::{DataError, FitError};
 use crate::logistic::predict;
 use crate::preprocess::Preprocessor;
@@ -15,6 +15,8 @@ use crate::schema::Schema;
 pub const MODEL_FORMAT: &str = "fedrisk-model";
 /// Bumped when a field changes meaning; readers refuse versions they do not know.
 pub const MODEL_VERSION: u32 = 1;
+/// Rows per block when a file is scored: memory follows the block, not the file.
+pub const SCORE_CHUNK_ROWS: usize = 8192;
 
 /// How a model came to be.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -150,15 +152,101 @@ impl ModelFile {
         predict(x.view(), &self.theta())
     }
 
+    /// The schema scoring files are read with: the model's, except that a missing value is
+    /// accepted wherever the preprocessing has a place for it (a numeric feature's imputation
+    /// value, a categorical feature's `missing` or `other` column), even in a column that had
+    /// no missing values in training. Elsewhere a missing value stays an error.
+    pub fn scoring_schema(&self) -> Schema {
+        let mut schema = self.schema.clone();
+        for f in &mut schema.features {
+            if self.preprocessing.handles_missing(&f.name) {
+                f.missing = true;
+            }
+        }
+        schema
+    }
+
     /// Loads a CSV (label optional) and scores it.
     pub fn score_csv(&self, path: &Path) -> Result<(Dataset, Vec<f64>), DataError> {
-        let data = load_csv(path, &self.schema, LabelMode::Optional)?;
+        let data = load_csv(path, &self.scoring_schema(), LabelMode::Optional)?;
         let x = self.preprocessing.transform_ref(&data);
         let probs = predict(x.view(), &self.theta()).map_err(|e| DataError::Model {
             path: path.to_owned(),
             message: e.to_string(),
         })?;
         Ok((data, probs))
+    }
+
+    /// Opens a CSV (label optional) to score block by block, carrying the column `id` (which
+    /// need not be a feature) through when given. Header problems are reported here, before
+    /// any score is produced.
+    pub fn scorer(&self, path: &Path, id: Option<&str>) -> Result<Scorer<'_>, DataError> {
+        let reader = CsvReader::open(path, &self.scoring_schema(), LabelMode::Optional, id)?;
+        Ok(Scorer {
+            model: self,
+            reader,
+            theta: self.theta(),
+        })
+    }
+}
+
+/// Scores a CSV file in blocks of [`SCORE_CHUNK_ROWS`] rows; see [`ModelFile::scorer`].
+pub struct Scorer<'m> {
+    model: &'m ModelFile,
+    reader: CsvReader,
+    theta: Vec<f64>,
+}
+
+/// The scores of a block of consecutive rows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScoredChunk {
+    /// 1-based number of the block's first data row (the header is not counted).
+    pub first_row: usize,
+    /// The identifier column's values, when one was asked for.
+    pub ids: Option<Vec<String>>,
+    /// Probability of default, one per row.
+    pub probabilities: Vec<f64>,
+    /// The rows' labels (1 = default), when the file has the label column.
+    pub labels: Option<Vec<u8>>,
+}
+
+impl Scorer<'_> {
+    /// Whether the file has the label column (then every block carries labels).
+    pub fn has_label(&self) -> bool {
+        self.reader.has_label()
+    }
+
+    /// The next block of scores; `None` at the end of the file, and from the first data
+    /// problem on (no row is scored after one): [`Scorer::finish`] then reports them all.
+    pub fn next_chunk(&mut self) -> Result<Option<ScoredChunk>, DataError> {
+        if self.reader.problem_count() > 0 {
+            return Ok(None);
+        }
+        let Some(chunk) = self.reader.next_chunk(SCORE_CHUNK_ROWS)? else {
+            return Ok(None);
+        };
+        if self.reader.problem_count() > 0 {
+            return Ok(None);
+        }
+        let mut data = chunk.data;
+        let labels = data.labels.take();
+        let x = self.model.preprocessing.transform(data);
+        let probabilities = predict(x.view(), &self.theta).map_err(|e| DataError::Model {
+            path: self.reader.path().to_owned(),
+            message: e.to_string(),
+        })?;
+        Ok(Some(ScoredChunk {
+            first_row: chunk.first_row,
+            ids: chunk.ids,
+            probabilities,
+            labels,
+        }))
+    }
+
+    /// Reads the rest of the file and reports every data problem in it, or the row count.
+    /// Scores handed out are only valid if this succeeds.
+    pub fn finish(self) -> Result<usize, DataError> {
+        self.reader.finish()
     }
 }
 
@@ -219,5 +307,171 @@ mod tests {
         let m = model();
         let r = ModelFile::new(m.schema, m.preprocessing, &[0.0; 2], m.provenance);
         assert!(matches!(r, Err(FitError::Dimension { .. })));
+    }
+}
+
+#[cfg(test)]
+mod scoring_tests {
+    use super::*;
+    use crate::error::RowProblem;
+    use crate::local::{LocalOptions, train_local};
+    use crate::logistic::sigmoid;
+    use crate::schema::{FeatureKind, InferOptions, infer};
+
+    /// No missing value anywhere: the inferred schema says `missing: false` for every column.
+    const TRAIN: &str = "income,sector,default\n100,retail,0\n300,farm,1\n200,retail,0\n\
+                         400,farm,1\n150,retail,1\n350,farm,0\n";
+
+    fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> std::path::PathBuf {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    /// A model trained on [`TRAIN`] (income mean 250), then given distinct non-zero
+    /// coefficients so that every design column moves the score.
+    fn model(dir: &tempfile::TempDir, sector_missing_column: bool) -> ModelFile {
+        let p = write(dir, "train.csv", TRAIN);
+        let mut schema = infer(&p, &InferOptions::new("default", "1")).unwrap();
+        assert!(schema.features.iter().all(|f| !f.missing));
+        schema.features[1].missing = sector_missing_column;
+        let data = load_csv(&p, &schema, LabelMode::Required).unwrap();
+        let (m, _) = train_local(&schema, data, &LocalOptions::default()).unwrap();
+        let theta: Vec<f64> = (0..=m.columns.len())
+            .map(|i| 0.3 * (i as f64 + 1.0))
+            .collect();
+        ModelFile::new(m.schema, m.preprocessing, &theta, m.provenance).unwrap()
+    }
+
+    fn column(m: &ModelFile, name: &str) -> f64 {
+        let j = m.columns.iter().position(|c| c == name).unwrap();
+        m.coefficients[j]
+    }
+
+    #[test]
+    fn a_blank_numeric_field_is_imputed_at_scoring_though_training_had_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = model(&dir, false);
+        assert_eq!(m.preprocessing.numeric[0].impute, 250.0);
+        let p = write(
+            &dir,
+            "new.csv",
+            "income,sector\n,retail\n250,retail\nNA,farm\n",
+        );
+        let (_, probs) = m.score_csv(&p).unwrap();
+        // The blank income becomes the training mean: the same score as an income of 250.
+        assert_eq!(probs[0], probs[1]);
+        let expected = sigmoid(column(&m, "sector=farm") + m.intercept);
+        assert!((probs[2] - expected).abs() < 1e-12, "{probs:?}");
+        // Reading the file for training (the model's own schema) still refuses the blank.
+        let err = load_csv(&p, &m.schema, LabelMode::Optional).unwrap_err();
+        assert!(matches!(err, DataError::Rows { count: 2, .. }), "{err}");
+    }
+
+    #[test]
+    fn a_missing_category_goes_to_the_missing_column_or_else_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(&dir, "new.csv", "income,sector\n250,\n250,mining\n");
+        let m = model(&dir, true);
+        let (_, probs) = m.score_csv(&p).unwrap();
+        let missing = sigmoid(column(&m, "sector=missing") + m.intercept);
+        let other = sigmoid(column(&m, "sector=other") + m.intercept);
+        assert!((probs[0] - missing).abs() < 1e-12, "{probs:?}");
+        assert!((probs[1] - other).abs() < 1e-12, "{probs:?}");
+        assert!(probs[0] != probs[1]);
+
+        let m = model(&dir, false);
+        assert!(!m.columns.iter().any(|c| c == "sector=missing"));
+        let (_, probs) = m.score_csv(&p).unwrap();
+        let other = sigmoid(column(&m, "sector=other") + m.intercept);
+        assert!((probs[0] - other).abs() < 1e-12 && probs[0] == probs[1]);
+    }
+
+    #[test]
+    fn a_missing_value_without_an_imputation_value_is_still_refused_with_its_location() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = model(&dir, false);
+        m.preprocessing.numeric[0].impute = f64::NAN;
+        assert!(!m.preprocessing.handles_missing("income"));
+        assert!(m.preprocessing.handles_missing("sector"));
+        let p = write(&dir, "new.csv", "income,sector\n250,retail\n,retail\n");
+        let located = |err: DataError| match err {
+            DataError::Rows {
+                problems, count, ..
+            } => {
+                assert_eq!(count, 1);
+                assert!(matches!(&problems[0],
+                    RowProblem::MissingNotAllowed { at }
+                        if at.file == p && at.line == 3 && at.column == Some((1, "income".into()))));
+            }
+            other => panic!("expected a located row problem, got {other}"),
+        };
+        located(m.score_csv(&p).unwrap_err());
+        let mut s = m.scorer(&p, None).unwrap();
+        assert_eq!(s.next_chunk().unwrap(), None, "no score once a row is bad");
+        located(s.finish().unwrap_err());
+    }
+
+    #[test]
+    fn the_scorer_streams_blocks_with_ids_and_agrees_with_score_csv() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = model(&dir, false);
+        let rows = 2 * SCORE_CHUNK_ROWS + 17;
+        let mut text = String::from("loan_id,sector,income,default\n");
+        for i in 0..rows {
+            let sector = if i % 3 == 0 { "farm" } else { "retail" };
+            let income = if i % 7 == 0 {
+                String::new()
+            } else {
+                (i % 500).to_string()
+            };
+            text += &format!("L-{i},{sector},{income},{}\n", i % 2);
+        }
+        let p = write(&dir, "many.csv", &text);
+        let (_, all) = m.score_csv(&p).unwrap();
+        let mut s = m.scorer(&p, Some("loan_id")).unwrap();
+        assert!(s.has_label());
+        let mut blocks = 0;
+        let mut next_row = 1;
+        while let Some(c) = s.next_chunk().unwrap() {
+            blocks += 1;
+            assert_eq!(c.first_row, next_row);
+            let n = c.probabilities.len();
+            assert!(n <= SCORE_CHUNK_ROWS);
+            let ids = c.ids.unwrap();
+            assert_eq!(ids.len(), n);
+            for (k, id) in ids.iter().enumerate() {
+                assert_eq!(*id, format!("L-{}", next_row - 1 + k));
+            }
+            assert_eq!(c.probabilities, all[next_row - 1..next_row - 1 + n]);
+            assert_eq!(c.labels.unwrap()[0], u8::from((next_row - 1) % 2 == 1));
+            next_row += n;
+        }
+        assert_eq!(blocks, 3);
+        assert_eq!(s.finish().unwrap(), rows);
+    }
+
+    #[test]
+    fn an_absent_id_column_names_the_file_and_the_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = model(&dir, false);
+        let p = write(&dir, "new.csv", "income,sector\n250,retail\n");
+        let err = m.scorer(&p, Some("loan_id")).err().unwrap();
+        assert!(
+            matches!(&err, DataError::MissingColumn { column, available, .. }
+                if column == "loan_id" && available == "income, sector"),
+            "{err}"
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!("{}:1:", p.display())) && text.contains("--id"),
+            "{text}"
+        );
+        // The id column need not be in the schema, and a feature can be the id too.
+        assert!(m.scorer(&p, Some("income")).is_ok());
+        assert!(matches!(
+            m.schema.features[0].kind,
+            FeatureKind::Numeric { .. }
+        ));
     }
 }

@@ -87,6 +87,16 @@ impl Preprocessor {
         }
     }
 
+    /// Whether a missing value of feature `name` has a place in the design: a numeric feature
+    /// with an imputation value, or a categorical feature (its `missing` column if it has one,
+    /// else `other`, as [`Preprocessor::transform_ref`] does).
+    pub fn handles_missing(&self, name: &str) -> bool {
+        self.numeric
+            .iter()
+            .any(|n| n.name == name && n.impute.is_finite())
+            || self.categorical.iter().any(|c| c.name == name)
+    }
+
     /// Names of the design columns, in order.
     pub fn columns(&self) -> Vec<String> {
         let mut cols: Vec<String> = self.numeric.iter().map(|n| n.name.clone()).collect();

@@ -201,6 +201,10 @@ pub struct InferOptions {
     pub positive: String,
     /// Columns to leave out (identifiers, dates, leakage).
     pub drop: Vec<String>,
+    /// Columns that are categorical even if every value looks like a number (codes such as
+    /// sex=1/2 or education=1..6); their levels are the values seen, as text.
+    pub categorical: Vec<String>,
+    /// Field values (after trimming) that mean "missing"; recorded in the schema.
     pub missing_tokens: Vec<String>,
 }
 
@@ -210,10 +214,19 @@ impl InferOptions {
             label: label.to_owned(),
             positive: positive.to_owned(),
             drop: Vec::new(),
+            categorical: Vec::new(),
             missing_tokens: DEFAULT_MISSING_TOKENS
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),
+        }
+    }
+
+    /// Adds a token that means "missing" (trimmed, as fields are), unless it is known already.
+    pub fn add_missing_token(&mut self, token: &str) {
+        let token = token.trim();
+        if !self.missing_tokens.iter().any(|t| t == token) {
+            self.missing_tokens.push(token.to_owned());
         }
     }
 }
@@ -243,13 +256,31 @@ pub fn infer(path: &Path, opts: &InferOptions) -> Result<Schema, DataError> {
             what: "the label; choose it with --label",
             available: header.join(", "),
         })?;
-    for d in &opts.drop {
-        if !header.contains(d) {
+    for (names, what) in [
+        (&opts.drop, "named by --drop"),
+        (&opts.categorical, "named by --categorical"),
+    ] {
+        if let Some(d) = names.iter().find(|d| !header.contains(d)) {
             return Err(DataError::MissingColumn {
                 path: path.to_owned(),
                 column: d.clone(),
-                what: "named by --drop",
+                what,
                 available: header.join(", "),
+            });
+        }
+    }
+    for c in &opts.categorical {
+        let clash = if *c == opts.label {
+            Some("it is the label column")
+        } else if opts.drop.contains(c) {
+            Some("it is also named by --drop")
+        } else {
+            None
+        };
+        if let Some(clash) = clash {
+            return Err(DataError::Schema {
+                path: path.to_owned(),
+                message: format!("--categorical `{c}`: {clash}"),
             });
         }
     }
@@ -336,8 +367,9 @@ pub fn infer(path: &Path, opts: &InferOptions) -> Result<Schema, DataError> {
         if i == label_idx || opts.drop.contains(name) {
             continue;
         }
-        let kind = if scan.non_numeric {
-            if scan.numbers > scan.texts {
+        let declared = opts.categorical.contains(name);
+        let kind = if scan.non_numeric || declared {
+            if scan.numbers > scan.texts && !declared {
                 // A number column with a few stray words is a data error (or an undeclared
                 // missing code), not a category: inferring one would hide it.
                 let (line, text) = scan.first_text.unwrap_or_default();
@@ -345,11 +377,21 @@ pub fn infer(path: &Path, opts: &InferOptions) -> Result<Schema, DataError> {
                     path: path.to_owned(),
                     message: format!(
                         "column {} `{name}` holds numbers, but `{text}` on line {line} is not one ({} of {} values are not): \
-                         fix those rows, declare `{text}` as a missing value in the schema's missing_tokens, \
-                         or, if the column is a category, list its levels in the schema",
+                         fix those rows, declare `{text}` as a missing value (--missing-token {text}), \
+                         or, if the column is a category, declare it (--categorical {name})",
                         i + 1,
                         scan.texts,
                         scan.texts + scan.numbers
+                    ),
+                });
+            }
+            if scan.too_many_levels && declared {
+                return Err(DataError::Schema {
+                    path: path.to_owned(),
+                    message: format!(
+                        "column {} `{name}` is declared with --categorical but has more than {MAX_LEVELS} distinct values, \
+                         too many for a category: do not declare it, or leave it out with --drop {name}",
+                        i + 1
                     ),
                 });
             }
@@ -364,9 +406,15 @@ pub fn infer(path: &Path, opts: &InferOptions) -> Result<Schema, DataError> {
                     ),
                 });
             }
-            FeatureKind::Categorical {
-                levels: scan.levels.into_keys().collect(),
+            let mut levels: Vec<String> = scan.levels.into_keys().collect();
+            // Declared number codes read best in numeric order (2 before 10).
+            let codes: Option<Vec<f64>> = levels.iter().map(|l| l.parse().ok()).collect();
+            if let (true, Some(codes)) = (declared, codes) {
+                let mut pairs: Vec<(f64, String)> = codes.into_iter().zip(levels).collect();
+                pairs.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+                levels = pairs.into_iter().map(|(_, l)| l).collect();
             }
+            FeatureKind::Categorical { levels }
         } else {
             FeatureKind::Numeric {
                 special_values: Vec::new(),
@@ -497,6 +545,114 @@ mod infer_tests {
             err.contains("`income` holds numbers, but `abc` on line 3 is not one"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn declared_categorical_columns_take_the_codes_seen_as_levels() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("codes.csv");
+        std::fs::write(
+            &p,
+            "sex,education,grade,income,default
+1,2,1,100,0
+2,10,A,200,1
+1,3,2,150,0
+2,,3,120,1
+",
+        )
+        .unwrap();
+        let mut opts = InferOptions::new("default", "1");
+        opts.categorical = vec!["sex".into(), "education".into(), "grade".into()];
+        let s = infer(&p, &opts).unwrap();
+        let levels = |i: usize| match &s.features[i].kind {
+            FeatureKind::Categorical { levels } => levels.clone(),
+            other => panic!("{} is {other:?}", s.features[i].name),
+        };
+        assert_eq!(levels(0), ["1", "2"]);
+        // Number codes in numeric order; a blank is a missing value, not a level.
+        assert_eq!(levels(1), ["2", "3", "10"]);
+        assert!(s.features[1].missing && !s.features[0].missing);
+        // Mostly numbers with one text value: without the flag this is an error.
+        assert_eq!(levels(2), ["1", "2", "3", "A"]);
+        assert!(s.features[3].is_numeric());
+        let d = crate::data::load_csv(&p, &s, crate::LabelMode::Required).unwrap();
+        assert_eq!(
+            d.categorical.column(1).to_vec(),
+            [0, 2, 1, crate::data::CODE_MISSING]
+        );
+        opts.categorical.pop();
+        let err = infer(&p, &opts).unwrap_err().to_string();
+        assert!(err.contains("--categorical grade"), "{err}");
+    }
+
+    #[test]
+    fn unknown_or_clashing_categorical_columns_are_errors_naming_the_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("codes.csv");
+        std::fs::write(
+            &p,
+            "sex,income,default
+1,100,0
+2,200,1
+",
+        )
+        .unwrap();
+        let mut opts = InferOptions::new("default", "1");
+        opts.categorical = vec!["gender".into()];
+        let err = infer(&p, &opts).unwrap_err();
+        assert!(
+            matches!(&err, DataError::MissingColumn { column, .. } if column == "gender"),
+            "{err}"
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains("--categorical") && text.contains("columns are: sex, income, default"),
+            "{text}"
+        );
+        opts.categorical = vec!["default".into()];
+        let err = infer(&p, &opts).unwrap_err().to_string();
+        assert!(
+            err.contains("--categorical `default`: it is the label"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn added_missing_tokens_are_recorded_and_read_as_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("codes.csv");
+        std::fs::write(
+            &p,
+            "income,region,default
+100,north,0
+-999,unknown,1
+200,south,0
+",
+        )
+        .unwrap();
+        let plain = infer(&p, &InferOptions::new("default", "1")).unwrap();
+        assert!(!plain.features[0].missing && !plain.features[1].missing);
+        let mut opts = InferOptions::new("default", "1");
+        opts.add_missing_token("-999");
+        opts.add_missing_token(" unknown ");
+        opts.add_missing_token("NA");
+        let s = infer(&p, &opts).unwrap();
+        assert_eq!(s.missing_tokens.len(), DEFAULT_MISSING_TOKENS.len() + 2);
+        assert!(s.is_missing_token("-999") && s.is_missing_token("unknown"));
+        assert!(s.features[0].missing && s.features[1].missing);
+        assert_eq!(
+            s.features[1].kind,
+            FeatureKind::Categorical {
+                levels: vec!["north".into(), "south".into()]
+            }
+        );
+        // A later load of the saved schema treats the tokens as missing values.
+        let sp = dir.path().join("schema.json");
+        s.save(&sp).unwrap();
+        let back = Schema::load(&sp).unwrap();
+        let d = crate::data::load_csv(&p, &back, crate::LabelMode::Required).unwrap();
+        assert!(d.numeric[[1, 0]].is_nan() && d.numeric[[0, 0]] == 100.0);
+        assert_eq!(d.categorical[[1, 0]], crate::data::CODE_MISSING);
     }
 
     #[test]

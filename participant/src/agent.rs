@@ -1,24 +1,28 @@
 //! The participant agent: connects to the coordinator with mutual TLS, receives tasks,
-//! computes its contribution locally and takes part in each secure-aggregation session.
+//! computes its contribution with `fedrisk-rounds` and takes part in each secure-aggregation
+//! session with `fedrisk-secagg`. A thin driver: every task names what it needs, so a
+//! restarted agent takes part in the next session with nothing cached.
 //!
 //! Architecture invariant: the only things this module sends are secagg protocol messages
-//! (whose values are masked), the join request and heartbeats. It logs sizes, never values.
+//! (whose values are masked), the join request, refusals (a kind and a reason written for
+//! the operator, never data values) and heartbeats. It logs sizes, never values.
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use fedrisk_identity::client::{self as tls, ClientIdentity, TlsRefusal};
 use fedrisk_models::Schema;
 use fedrisk_proto::v1::{self, task};
 use fedrisk_proto::{PROTOCOL_VERSION, ParticipantClient};
+use fedrisk_rounds::{LocalData, RoundError, Task, session_binding};
 use fedrisk_secagg::{
-    Message, ParticipantPolicy, ParticipantSession, Roster, SessionBinding, SessionConfig,
-    encode_weighted,
+    Message, ParticipantPolicy, ParticipantSession, Roster, SessionConfig, encode_weighted,
 };
 use tonic::transport::Channel;
 use tracing::{error, info, warn};
 
-use crate::tls::{self, ClientIdentity};
-use crate::worker::{LocalData, Work};
+use crate::faults::{self, Fault};
+use crate::loader::CsvLoader;
 
 pub struct AgentConfig {
     pub url: String,
@@ -44,43 +48,21 @@ pub struct JobOutcome {
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
-    #[error("{0}")]
+    #[error(transparent)]
     Tls(#[from] tls::ClientTlsError),
-    #[error("coordinator refused: {0}")]
+    #[error(transparent)]
+    TlsRefused(#[from] TlsRefusal),
+    #[error("the coordinator refused this agent: {0}")]
     Refused(String),
     #[error("gave up after {0} failed connection attempts: {1}")]
     Unreachable(u32, String),
 }
 
-/// Slows every contribution by this many milliseconds (end-to-end tests only:
-/// `FEDRISK_TEST_DELAY_MS`), so a test can stop the coordinator in the middle of a job.
-fn delay_from_env() -> Option<Duration> {
-    std::env::var("FEDRISK_TEST_DELAY_MS")
-        .ok()?
-        .parse()
-        .ok()
-        .map(Duration::from_millis)
-}
-
-/// Fault injection for end-to-end tests only: `FEDRISK_TEST_FAULT=<what>@<round>`, where
-/// `<what>` is `hang-before-share-keys`, `hang-before-masked-input`, `hang-before-unmask`
-/// (the agent stops answering, so a test can kill it at that point), `wrong-length` (sends a
-/// truncated masked input before each real one of that round) or `replay` (re-sends its previous
-/// round's masked input before each real one of that round).
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Fault {
-    what: String,
-    round: u32,
-}
-
-fn fault_from_env() -> Option<Fault> {
-    let v = std::env::var("FEDRISK_TEST_FAULT").ok()?;
-    let (what, round) = v.split_once('@')?;
-    Some(Fault {
-        what: what.to_string(),
-        round: round.parse().ok()?,
-    })
-}
+/// Longest wait between reconnection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(15);
+/// A task stream that lived at least this long ended normally; a shorter one counts as a
+/// failed attempt, so a stream that keeps ending at once backs off.
+const HEALTHY_STREAM: Duration = Duration::from_secs(10);
 
 struct Active {
     job_id: u64,
@@ -91,14 +73,22 @@ struct Active {
     input: Vec<u64>,
 }
 
+type Data = LocalData<CsvLoader>;
+
 pub async fn run(cfg: AgentConfig) -> Result<JobOutcome, AgentError> {
-    let mut data = LocalData::new(cfg.data.clone(), cfg.schema.as_ref());
+    let mut data = LocalData::new(
+        CsvLoader {
+            path: cfg.data.clone(),
+        },
+        cfg.schema.as_ref(),
+    );
     let mut failures = 0u32;
     let mut backoff = Duration::from_millis(250);
-    let fault = fault_from_env();
+    let fault = faults::from_env();
     let mut last_masked: Option<v1::SecAggUpload> = None;
     loop {
-        match connect_and_serve(
+        let started = Instant::now();
+        let reason = match connect_and_serve(
             &cfg,
             &mut data,
             fault.as_ref(),
@@ -108,20 +98,22 @@ pub async fn run(cfg: AgentConfig) -> Result<JobOutcome, AgentError> {
         .await
         {
             Ok(Some(outcome)) => return Ok(outcome),
-            Ok(None) => info!("task stream ended; reconnecting"),
-            Err(Serve::Fatal(e)) => return Err(e),
-            Err(Serve::Retry(reason)) => {
-                failures += 1;
-                if cfg.max_reconnects > 0 && failures >= cfg.max_reconnects {
-                    return Err(AgentError::Unreachable(failures, reason));
-                }
-                warn!(%reason, retry_in_ms = backoff.as_millis() as u64, "connection failed");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(15));
+            Ok(None) if started.elapsed() >= HEALTHY_STREAM => {
+                info!("task stream ended; reconnecting");
+                backoff = Duration::from_millis(250);
                 continue;
             }
+            Ok(None) => "the task stream ended at once".to_string(),
+            Err(Serve::Fatal(e)) => return Err(e),
+            Err(Serve::Retry(reason)) => reason,
+        };
+        failures += 1;
+        if cfg.max_reconnects > 0 && failures >= cfg.max_reconnects {
+            return Err(AgentError::Unreachable(failures, reason));
         }
-        backoff = Duration::from_millis(250);
+        warn!(%reason, retry_in_ms = backoff.as_millis() as u64, "not connected; retrying");
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
 
@@ -130,16 +122,36 @@ enum Serve {
     Fatal(AgentError),
 }
 
+/// What to do with a failed call: refusals of the certificate stop the agent; anything
+/// that can succeed later is retried.
+fn classify(status: &tonic::Status) -> Serve {
+    if let Some(r) = tls::tls_refusal(status) {
+        return Serve::Fatal(r.into());
+    }
+    match status.code() {
+        tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => {
+            Serve::Fatal(AgentError::Refused(status.message().to_string()))
+        }
+        tonic::Code::FailedPrecondition => {
+            Serve::Fatal(AgentError::Refused(status.message().to_string()))
+        }
+        _ => Serve::Retry(tls::describe_error(status)),
+    }
+}
+
 async fn connect_and_serve(
     cfg: &AgentConfig,
-    data: &mut LocalData,
+    data: &mut Data,
     fault: Option<&Fault>,
     last_masked: &mut Option<v1::SecAggUpload>,
     failures: &mut u32,
 ) -> Result<Option<JobOutcome>, Serve> {
     let channel = tls::connect(&cfg.url, &cfg.domain, &cfg.identity, tls::CONNECT_TIMEOUT)
         .await
-        .map_err(|e| Serve::Retry(e.to_string()))?;
+        .map_err(|e| match tls::tls_refusal(&e) {
+            Some(r) => Serve::Fatal(r.into()),
+            None => Serve::Retry(tls::describe_error(&e)),
+        })?;
     let mut client = fedrisk_proto::participant_client(channel);
     let schema_hash = cfg.schema.as_ref().map(Schema::hash).unwrap_or_default();
     let join = client
@@ -149,23 +161,16 @@ async fn connect_and_serve(
             agent_version: env!("CARGO_PKG_VERSION").into(),
         })
         .await
-        .map_err(|s| match s.code() {
-            tonic::Code::Unauthenticated
-            | tonic::Code::PermissionDenied
-            | tonic::Code::FailedPrecondition => {
-                Serve::Fatal(AgentError::Refused(s.message().to_string()))
-            }
-            _ => Serve::Retry(s.message().to_string()),
-        })?
+        .map_err(|s| classify(&s))?
         .into_inner();
     let me = join.participant_id;
     let mut stream = client
-        .tasks(v1::TaskStreamRequest {
-            participant_id: me,
-            resume_after_seq: 0,
-        })
+        .tasks(v1::TaskStreamRequest { participant_id: me })
         .await
-        .map_err(|s| Serve::Retry(s.message().to_string()))?
+        .map_err(|s| match s.code() {
+            tonic::Code::AlreadyExists => Serve::Retry(s.message().to_string()),
+            _ => classify(&s),
+        })?
         .into_inner();
     *failures = 0;
     info!(participant = me, name = %join.name, federation = %join.federation_id, "joined the federation");
@@ -179,58 +184,40 @@ async fn connect_and_serve(
         let task = match stream.message().await {
             Ok(Some(t)) => t,
             Ok(None) => break Ok(None),
-            Err(s) => break Err(Serve::Retry(s.message().to_string())),
+            Err(s) if s.code() == tonic::Code::PermissionDenied => {
+                warn!(
+                    reason = s.message(),
+                    "the coordinator closed this agent's stream"
+                );
+                break Err(Serve::Retry(s.message().to_string()));
+            }
+            Err(s) => break Err(Serve::Retry(tls::describe_error(&s))),
         };
         let Some(kind) = task.kind.clone() else {
             continue;
         };
-        let work = match &kind {
-            task::Kind::Stats(t) => Some((
-                t.secagg.clone(),
-                tokio::task::block_in_place(|| {
-                    data.stats(t.phase, &t.schema_json, &t.settings_json, &t.scales)
-                }),
-            )),
-            task::Kind::Train(t) => Some((
-                t.secagg.clone(),
-                model_parts(t.model.as_ref()).and_then(|(theta, pre)| {
-                    tokio::task::block_in_place(|| {
-                        data.train(task.round, &t.hyper_params_json, &pre, &theta)
-                    })
-                }),
-            )),
-            task::Kind::Eval(t) => Some((
-                t.secagg.clone(),
-                model_parts(t.model.as_ref()).and_then(|(theta, pre)| {
-                    tokio::task::block_in_place(|| data.eval(&pre, &theta, t.histogram_bins))
-                }),
-            )),
-            _ => None,
-        };
-        if let Some((secagg, work)) = work {
-            active = None;
-            if let Some(d) = delay_from_env() {
-                tokio::time::sleep(d).await;
-            }
-            let work = match work {
-                Ok(w) => w,
-                Err(e) => {
-                    error!(round = task.round, error = %e, "cannot compute this round's contribution; sitting it out");
-                    continue;
+        match kind {
+            task::Kind::Compute(c) => {
+                active = None;
+                if let Some(d) = faults::delay() {
+                    tokio::time::sleep(d).await;
                 }
-            };
-            match start_session(cfg, &join.federation_id, me, &signing, &task, secagg, work) {
-                Ok((a, adv)) => {
-                    let up = upload(&a, Message::Advertise(adv));
-                    if send(&mut client, up).await {
-                        active = Some(a);
+                let opened = tokio::task::block_in_place(|| {
+                    open_session(cfg, data, &join.federation_id, me, &signing, &task, &c)
+                });
+                match opened {
+                    Ok((a, adv)) => {
+                        let up = upload(&a, Message::Advertise(adv));
+                        if send(&mut client, up).await {
+                            active = Some(a);
+                        }
+                    }
+                    Err(refusal) => {
+                        error!(round = task.round, kind = ?refusal.kind, reason = %refusal.detail, "refusing the session");
+                        refuse(&mut client, &task, &refusal).await;
                     }
                 }
-                Err(e) => error!(round = task.round, error = %e, "refusing the session"),
             }
-            continue;
-        }
-        match kind {
             task::Kind::Secagg(d) => {
                 let Some(a) = active.as_mut() else { continue };
                 if a.session_id != task.session_id
@@ -244,7 +231,7 @@ async fn connect_and_serve(
                     continue;
                 }
                 match step(a, &d.payload, fault) {
-                    Ok(Some(msg)) => {
+                    Ok(msg) => {
                         let is_masked = matches!(msg, Message::MaskedInput(_));
                         let up = upload(a, msg);
                         if is_masked {
@@ -255,7 +242,6 @@ async fn connect_and_serve(
                             active = None;
                         }
                     }
-                    Ok(None) => {}
                     Err(e) => {
                         error!(round = task.round, error = %e, "secagg session refused; releasing nothing further");
                         active = None;
@@ -263,7 +249,7 @@ async fn connect_and_serve(
                 }
             }
             task::Kind::Aborted(a) => {
-                warn!(round = task.round, reason = %a.reason, "round aborted by the coordinator");
+                warn!(round = task.round, reason = %a.reason, "session aborted by the coordinator");
                 active = None;
             }
             task::Kind::Finished(f) => {
@@ -277,65 +263,107 @@ async fn connect_and_serve(
                     }));
                 }
             }
-            _ => {}
         }
     };
     heartbeat.abort();
     result
 }
 
-/// The global parameters `[coefficients..., intercept]` and preprocessing of a task's model.
-fn model_parts(m: Option<&v1::GlobalModel>) -> Result<(Vec<f64>, String), String> {
-    let m = m.ok_or("the task carries no model")?;
-    let mut theta = m.coefficients.clone();
-    theta.push(m.intercept);
-    Ok((theta, m.preprocessing_json.clone()))
+/// Why this agent does not take part in a session: what the operator is told, and what
+/// stays in this agent's log.
+struct Refusal {
+    kind: v1::RefusalKind,
+    /// Sent to the coordinator: written for the operator, never data values.
+    reason: String,
+    /// Logged here only: may name the file, line and column.
+    detail: String,
 }
 
-/// Checks the session the coordinator proposes and opens it with this agent's own view of
-/// what the round is about.
-fn start_session(
+impl Refusal {
+    fn policy(reason: String) -> Self {
+        Self {
+            kind: v1::RefusalKind::Policy,
+            detail: reason.clone(),
+            reason,
+        }
+    }
+
+    fn from_round(e: &RoundError) -> Self {
+        let detail = e.to_string();
+        let (kind, reason) = match e {
+            RoundError::SchemaMismatch { .. } => (v1::RefusalKind::Schema, detail.clone()),
+            RoundError::Data(_) => (
+                v1::RefusalKind::Data,
+                "this institution's data does not load under the job's schema; the agent's log names each problem".to_string(),
+            ),
+            RoundError::Fit(_) | RoundError::Result(_) => (
+                v1::RefusalKind::Data,
+                "the local computation failed on this institution's data; see the agent's log"
+                    .to_string(),
+            ),
+            RoundError::Task(_) | RoundError::Schema(_) => (v1::RefusalKind::Task, detail.clone()),
+        };
+        Self {
+            kind,
+            reason,
+            detail,
+        }
+    }
+}
+
+/// Checks the session the coordinator proposes, computes this institution's vector from
+/// the task alone and opens the session with this agent's own view of what it is about.
+fn open_session(
     cfg: &AgentConfig,
+    data: &mut Data,
     federation_id: &str,
     me: u32,
     signing: &ed25519_dalek::SigningKey,
-    task: &v1::Task,
-    secagg: Option<v1::SecAggParams>,
-    work: Work,
-) -> Result<(Active, fedrisk_secagg::Advertise), String> {
-    let secagg = secagg.ok_or("task without secagg parameters")?;
-    let config =
-        SessionConfig::decode(&secagg.config).map_err(|e| format!("session configuration: {e}"))?;
+    envelope: &v1::Task,
+    compute: &v1::ComputeTask,
+) -> Result<(Active, fedrisk_secagg::Advertise), Refusal> {
+    let task = Task::decode(&compute.task, envelope.job_id, envelope.round)
+        .map_err(|e| Refusal::from_round(&e))?;
+    data.check_schema(&task.job.schema)
+        .map_err(|e| Refusal::from_round(&e))?;
+    let secagg = compute
+        .secagg
+        .as_ref()
+        .ok_or_else(|| Refusal::policy("task without secagg parameters".into()))?;
+    let config = SessionConfig::decode(&secagg.config)
+        .map_err(|e| Refusal::policy(format!("session configuration: {e}")))?;
     let mut keys = Vec::new();
     for p in &secagg.peers {
         let key = tls::verify_peer_certificate(&cfg.identity.ca_pem, &p.certificate_der)
-            .map_err(|e| format!("participant {}: {e}", p.participant_id))?;
+            .map_err(|e| Refusal::policy(format!("participant {}: {e}", p.participant_id)))?;
         keys.push((p.participant_id, key));
     }
-    let binding = SessionBinding {
-        federation_id: federation_id.as_bytes().to_vec(),
-        round: u64::from(task.round),
-        model_hash: work.binding,
-    };
+    let contribution = task
+        .params
+        .kind()
+        .contribute(&task.job, task.round, data)
+        .map_err(|e| Refusal::from_round(&e))?;
     let fixed = config.params.fixed_point;
-    if work.contribution.weight > fixed.max_weight() {
-        return Err(format!(
-            "{} rows exceed the session's weight limit of {}",
-            work.contribution.weight,
+    if contribution.weight > fixed.max_weight() {
+        return Err(Refusal::policy(format!(
+            "this institution's row count exceeds the session's weight limit of {}",
             fixed.max_weight()
-        ));
+        )));
     }
-    let max = work.contribution.max_abs();
-    if max > fixed.clip {
+    if contribution.max_abs() > fixed.clip {
         warn!(
             round = task.round,
-            max,
             clip = fixed.clip,
             "contribution values exceed the clip bound and are clipped"
         );
     }
-    let input = encode_weighted(&work.contribution.values, work.contribution.weight, &fixed)
-        .map_err(|e| format!("encoding: {e}"))?;
+    let input = encode_weighted(&contribution.values, contribution.weight, &fixed)
+        .map_err(|e| Refusal::policy(format!("encoding: {e}")))?;
+    let binding = session_binding(
+        federation_id,
+        task.round,
+        fedrisk_rounds::task::binding(&compute.task),
+    );
     let mut rng = rand::rng();
     let (session, adv) = ParticipantSession::new(
         config.clone(),
@@ -346,19 +374,19 @@ fn start_session(
         &cfg.policy,
         &mut rng,
     )
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| Refusal::policy(e.to_string()))?;
     info!(
         round = task.round,
-        rows = work.rows,
+        session = task.params.kind().label(),
         words = input.len(),
         participants = config.params.participants.len(),
         "session opened"
     );
     Ok((
         Active {
-            job_id: task.job_id,
-            round: task.round,
-            session_id: task.session_id.clone(),
+            job_id: envelope.job_id,
+            round: envelope.round,
+            session_id: envelope.session_id.clone(),
             config,
             session,
             input,
@@ -367,56 +395,39 @@ fn start_session(
     ))
 }
 
-/// Feeds one delivered message to the session and returns the reply to send.
-fn step(a: &mut Active, payload: &[u8], fault: Option<&Fault>) -> Result<Option<Message>, String> {
-    let msg = Message::decode_for(payload, &a.config).map_err(|e| e.to_string())?;
-    let hang = |what: &str| fault.is_some_and(|f| f.what == what && f.round == a.round);
-    let mut rng = rand::rng();
-    let reply = match msg {
-        Message::KeyList(m) => {
-            if hang("hang-before-share-keys") {
-                hang_forever();
-            }
-            Message::ShareKeys(
-                a.session
-                    .on_key_list(&m, &mut rng)
-                    .map_err(|e| e.to_string())?,
-            )
-        }
-        Message::ShareBundle(m) => {
-            if hang("hang-before-masked-input") {
-                hang_forever();
-            }
-            Message::MaskedInput(
-                a.session
-                    .on_shares(&m, &a.input, &mut rng)
-                    .map_err(|e| e.to_string())?,
-            )
-        }
-        Message::SurvivorList(m) => {
-            Message::ConsistencySignature(a.session.on_survivors(&m).map_err(|e| e.to_string())?)
-        }
-        Message::UnmaskRequest(m) => {
-            if hang("hang-before-unmask") {
-                hang_forever();
-            }
-            Message::UnmaskResponse(a.session.on_unmask_request(&m).map_err(|e| e.to_string())?)
-        }
-        other => {
-            return Err(format!(
-                "unexpected {:?} message from the coordinator",
-                other.stage()
-            ));
-        }
-    };
-    Ok(Some(reply))
+/// Tells the coordinator why this agent sits a session out.
+async fn refuse(client: &mut ParticipantClient<Channel>, task: &v1::Task, r: &Refusal) {
+    let sent = client
+        .refuse(v1::Refusal {
+            job_id: task.job_id,
+            round: task.round,
+            session_id: task.session_id.clone(),
+            kind: r.kind as i32,
+            reason: r.reason.clone(),
+        })
+        .await;
+    if let Err(s) = sent {
+        warn!(reason = s.message(), "could not tell the coordinator why");
+    }
 }
 
-fn hang_forever() -> ! {
-    warn!("test fault: this agent stops here");
-    loop {
-        std::thread::sleep(Duration::from_secs(3600));
+/// Feeds one delivered message to the session and returns the reply to send.
+fn step(a: &mut Active, payload: &[u8], fault: Option<&Fault>) -> Result<Message, String> {
+    let msg = Message::decode_for(payload, &a.config).map_err(|e| e.to_string())?;
+    let hang = |what: &str| fault.is_some_and(|f| f.what == what && f.round == a.round);
+    let point = match msg {
+        Message::KeyList(_) => "hang-before-share-keys",
+        Message::ShareBundle(_) => "hang-before-masked-input",
+        Message::UnmaskRequest(_) => "hang-before-unmask",
+        _ => "",
+    };
+    if hang(point) {
+        faults::hang_forever();
     }
+    let mut rng = rand::rng();
+    a.session
+        .handle(&msg, &a.input, &mut rng)
+        .map_err(|e| e.to_string())
 }
 
 fn upload(a: &Active, msg: Message) -> v1::SecAggUpload {
@@ -424,7 +435,7 @@ fn upload(a: &Active, msg: Message) -> v1::SecAggUpload {
         job_id: a.job_id,
         round: a.round,
         session_id: a.session_id.clone(),
-        stage: v1::SecAggStage::from(msg.stage()) as i32,
+        stage: msg.stage().wire_number(),
         payload: msg.encode(),
     }
 }

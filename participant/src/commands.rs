@@ -2,10 +2,11 @@
 //! infer a schema, check a file, train a local-only model, score a file.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use fedrisk_models::local::{LocalOptions, train_local};
+use fedrisk_models::model_file::Scorer;
 use fedrisk_models::schema::{FeatureKind, InferOptions, infer};
 use fedrisk_models::{LabelMode, ModelFile, PreprocessOptions, Schema, load_csv};
 
@@ -22,26 +23,52 @@ pub fn schema_for(
     }
 }
 
-pub fn infer_schema(
-    data: &Path,
-    label: &str,
-    positive: &str,
-    drop: &[String],
-    special: &[String],
-    out: &Path,
-) -> Result<()> {
-    let mut opts = InferOptions::new(label, positive);
-    opts.drop = drop.to_vec();
-    let mut schema = infer(data, &opts)?;
-    for spec in special {
+/// `schema infer`'s settings.
+pub struct InferArgs<'a> {
+    pub data: &'a Path,
+    pub label: &'a str,
+    pub positive: &'a str,
+    /// Columns to leave out.
+    pub drop: &'a [String],
+    /// `COLUMN=CODE[,CODE...]`: codes meaning "unknown" in a numeric column.
+    pub special: &'a [String],
+    /// Columns that are categorical even if their values look like numbers.
+    pub categorical: &'a [String],
+    /// Field values meaning "missing", besides the defaults.
+    pub missing_tokens: &'a [String],
+    pub out: &'a Path,
+}
+
+pub fn infer_schema(a: InferArgs<'_>) -> Result<()> {
+    let mut opts = InferOptions::new(a.label, a.positive);
+    opts.drop = a.drop.to_vec();
+    opts.categorical = a
+        .categorical
+        .iter()
+        .map(|c| c.trim().to_owned())
+        .filter(|c| !c.is_empty())
+        .collect();
+    for t in a.missing_tokens {
+        opts.add_missing_token(t);
+    }
+    let mut schema = infer(a.data, &opts)?;
+    for spec in a.special {
         let (col, codes) = spec
             .split_once('=')
             .with_context(|| format!("--special `{spec}`: expected COLUMN=CODE[,CODE...]"))?;
+        let features = schema
+            .features
+            .iter()
+            .map(|f| f.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
         let feature = schema
             .features
             .iter_mut()
             .find(|f| f.name == col)
-            .with_context(|| format!("--special `{spec}`: no feature `{col}`"))?;
+            .with_context(|| {
+                format!("--special `{spec}`: no feature `{col}`; features are: {features}")
+            })?;
         let values = codes
             .split(',')
             .map(|c| {
@@ -57,11 +84,11 @@ pub fn infer_schema(
         feature.missing = true;
     }
     schema.validate().map_err(|m| anyhow::anyhow!("{m}"))?;
-    schema.save(out)?;
+    schema.save(a.out)?;
     let cats = schema.categorical_features().count();
     println!(
         "wrote {}: {} features ({} numeric, {cats} categorical), label `{}` (positive `{}`, negative `{}`), hash {}",
-        out.display(),
+        a.out.display(),
         schema.features.len(),
         schema.features.len() - cats,
         schema.label.name,
@@ -145,20 +172,36 @@ pub fn train(a: TrainArgs<'_>) -> Result<()> {
     Ok(())
 }
 
-/// Writes `row,probability` (row = 1-based data row, not counting the header).
-pub fn score(model: &Path, data: &Path, out: &PathBuf) -> Result<()> {
+/// Writes `row,probability` (row = 1-based data row, not counting the header), or
+/// `ID,probability` with `id` naming a column of the file to carry through. Rows are read,
+/// scored and written in blocks; the scores go to a temporary file beside `out` that replaces
+/// it only when the whole file scored, so a data problem leaves no partial output.
+pub fn score(model: &Path, data: &Path, id: Option<&str>, out: &Path) -> Result<()> {
     let model = ModelFile::load(model)?;
-    let (ds, probs) = model.score_csv(data)?;
-    let file = std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?;
-    let mut w = std::io::BufWriter::new(file);
-    writeln!(w, "row,probability")?;
-    for (i, p) in probs.iter().enumerate() {
-        writeln!(w, "{},{p:.10}", i + 1)?;
-    }
-    w.flush()?;
-    let mut line = format!("wrote {}: {} scores", out.display(), probs.len());
-    if let Some(labels) = ds.labels.as_deref()
-        && let Ok(e) = fedrisk_models::metrics::evaluate(&probs, labels)
+    let mut scorer = model.scorer(data, id)?;
+    let name = out
+        .file_name()
+        .with_context(|| format!("--out {}: not a file name", out.display()))?;
+    let mut partial_name = std::ffi::OsString::from(".");
+    partial_name.push(name);
+    partial_name.push(".partial");
+    let partial = out.with_file_name(partial_name);
+    let written = write_scores(&mut scorer, id, &partial).and_then(|labelled| {
+        let rows = scorer.finish()?;
+        std::fs::rename(&partial, out)
+            .with_context(|| format!("renaming {} to {}", partial.display(), out.display()))?;
+        Ok((rows, labelled))
+    });
+    let (rows, labelled) = match written {
+        Ok(w) => w,
+        Err(e) => {
+            let _ = std::fs::remove_file(&partial);
+            return Err(e);
+        }
+    };
+    let mut line = format!("wrote {}: {rows} scores", out.display());
+    if let Some((probs, labels)) = labelled
+        && let Ok(e) = fedrisk_models::metrics::evaluate(&probs, &labels)
     {
         line += &format!(
             " (labels present: AUC {:.4}, KS {:.4}, log loss {:.4})",
@@ -169,91 +212,41 @@ pub fn score(model: &Path, data: &Path, out: &PathBuf) -> Result<()> {
     Ok(())
 }
 
-/// `run`: validate the data, then serve the federation's rounds.
-pub fn run_agent(a: crate::AgentArgs) -> Result<()> {
-    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| a.log.clone());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&filter)
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
-    let schema = match &a.schema {
-        Some(p) => {
-            let s = Schema::load(p)?;
-            load_csv(&a.data, &s, LabelMode::Required)?;
-            Some(s)
-        }
-        None => {
-            // No schema yet: the job brings it. Check the file's shape now with an inferred one.
-            let s = infer(&a.data, &InferOptions::new("default", "1"));
-            if let Err(e @ fedrisk_models::DataError::Rows { .. }) = s {
-                return Err(e.into());
+/// Writes the scores CSV; returns the scores and labels when the file has labels (for the
+/// summary metrics), nothing else is kept.
+fn write_scores(
+    scorer: &mut Scorer<'_>,
+    id: Option<&str>,
+    out: &Path,
+) -> Result<Option<(Vec<f64>, Vec<u8>)>> {
+    let file = std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?;
+    let mut w = std::io::BufWriter::new(file);
+    let mut labelled = scorer.has_label().then(|| (Vec::new(), Vec::new()));
+    let writing = |e: std::io::Error| anyhow::anyhow!("writing {}: {e}", out.display());
+    writeln!(w, "{},probability", csv_field(id.unwrap_or("row"))).map_err(writing)?;
+    while let Some(chunk) = scorer.next_chunk()? {
+        for (k, p) in chunk.probabilities.iter().enumerate() {
+            match &chunk.ids {
+                Some(ids) => write!(w, "{},{p:.10}", csv_field(&ids[k])),
+                None => write!(w, "{},{p:.10}", chunk.first_row + k),
             }
-            None
+            .map_err(writing)?;
+            w.write_all(b"\n").map_err(writing)?;
         }
-    };
-    if !(0.5..=1.0).contains(&a.min_threshold_fraction) {
-        bail!(
-            "--min-threshold-fraction {}: expected 0.5 to 1",
-            a.min_threshold_fraction
-        );
+        if let (Some((probs, labels)), Some(l)) = (&mut labelled, &chunk.labels) {
+            probs.extend_from_slice(&chunk.probabilities);
+            labels.extend_from_slice(l);
+        }
     }
-    let identity = fedrisk_participant::tls::ClientIdentity::from_files(&a.ca, &a.cert, &a.key)?;
-    let domain = match &a.domain {
-        Some(d) => d.clone(),
-        None => a
-            .coordinator
-            .split("://")
-            .nth(1)
-            .and_then(|rest| rest.split([':', '/']).next())
-            .filter(|h| !h.is_empty())
-            .with_context(|| {
-                format!(
-                    "--coordinator `{}`: expected https://HOST:PORT",
-                    a.coordinator
-                )
-            })?
-            .to_string(),
-    };
-    let policy = fedrisk_secagg::ParticipantPolicy {
-        min_threshold_fraction: a.min_threshold_fraction,
-        ..fedrisk_secagg::ParticipantPolicy::default()
-    };
-    let cfg = fedrisk_participant::agent::AgentConfig {
-        url: a.coordinator.clone(),
-        domain,
-        identity,
-        data: a.data.clone(),
-        schema,
-        policy,
-        keep_serving: a.keep_serving,
-        max_reconnects: a.max_reconnects,
-    };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let outcome = rt.block_on(fedrisk_participant::agent::run(cfg));
-    if a.report_peak_memory {
-        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-        let kb = status
-            .lines()
-            .find(|l| l.starts_with("VmHWM:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .unwrap_or("0");
-        eprintln!("peak_rss_kb={kb}");
-    }
-    let outcome = outcome?;
-    if outcome.completed {
-        println!("job {} completed", outcome.job_id);
-        Ok(())
+    w.flush().map_err(writing)?;
+    Ok(labelled)
+}
+
+/// A CSV field, quoted when it holds a comma, a quote or a line break.
+fn csv_field(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", text.replace('"', "\"\"")).into()
     } else {
-        bail!(
-            "job {} ended without completing: {}",
-            outcome.job_id,
-            outcome.message
-        )
+        text.into()
     }
 }

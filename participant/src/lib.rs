@@ -1,6 +1,6 @@
 //! The participant agent's library: what the `fedrisk-participant` binary is built from, and
-//! what the coordinator's demo and the end-to-end tests start in-process.
+//! what the lab's in-process federations start.
 
 pub mod agent;
-pub mod tls;
-pub mod worker;
+pub mod faults;
+pub mod loader;

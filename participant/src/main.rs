@@ -1,8 +1,7 @@
 //! `fedrisk-participant`: the agent a bank runs next to its own data. Raw rows never leave it.
 
 mod commands;
-
-pub(crate) use crate::RunArgs as AgentArgs;
+mod run;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -69,7 +68,8 @@ enum Command {
     /// Join a federation and serve its training rounds until the job ends. The data is
     /// checked first; only masked secure-aggregation messages ever leave this machine.
     Run(RunArgs),
-    /// Score a CSV with a model: writes `row,probability` per data row.
+    /// Score a CSV with a model: writes `row,probability` per data row (`ID,probability`
+    /// with --id). A missing value is imputed where the model has an imputation value.
     Score {
         /// Model JSON written by `train` or by a federation.
         #[arg(long)]
@@ -77,6 +77,10 @@ enum Command {
         /// CSV with the model's feature columns (the label column is optional).
         #[arg(long)]
         data: PathBuf,
+        /// A column of --data to copy into the output instead of row numbers, e.g. a loan
+        /// number (it need not be in the schema).
+        #[arg(long, value_name = "COLUMN")]
+        id: Option<String>,
         /// Where to write the scores CSV.
         #[arg(long)]
         out: PathBuf,
@@ -147,13 +151,37 @@ enum SchemaCommand {
         /// `delinq_30_59=96,98`; they are treated as missing values. Repeat for several columns.
         #[arg(long)]
         special: Vec<String>,
+        /// Treat a column as categorical even if its values look like numbers (codes such as
+        /// sex=1/2); its levels are the values seen. Repeat, or separate with commas:
+        /// `--categorical sex,education,marriage`.
+        #[arg(long, value_name = "COLUMN", value_delimiter = ',')]
+        categorical: Vec<String>,
+        /// A field value meaning "missing", besides empty, NA, N/A, NaN, nan, null, NULL, ?
+        /// and `.`, e.g. `--missing-token -999`; recorded in the schema. Repeat for several.
+        #[arg(
+            long = "missing-token",
+            value_name = "TOKEN",
+            allow_hyphen_values = true
+        )]
+        missing_token: Vec<String>,
         /// Where to write the schema JSON.
         #[arg(long)]
         out: PathBuf,
     },
 }
 
+/// Dies quietly of SIGPIPE when the reader of stdout goes away (`score ... | head`), as
+/// Unix tools do, instead of panicking on the failed write.
+fn restore_sigpipe() {
+    // SAFETY: setting a signal's disposition to the default at the start of `main`, before
+    // any thread exists, has no preconditions.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
+    restore_sigpipe();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Schema {
@@ -164,9 +192,20 @@ fn main() -> ExitCode {
                     positive,
                     drop,
                     special,
+                    categorical,
+                    missing_token,
                     out,
                 },
-        } => commands::infer_schema(&data, &label, &positive, &drop, &special, &out),
+        } => commands::infer_schema(commands::InferArgs {
+            data: &data,
+            label: &label,
+            positive: &positive,
+            drop: &drop,
+            special: &special,
+            categorical: &categorical,
+            missing_tokens: &missing_token,
+            out: &out,
+        }),
         Command::Check {
             data,
             schema,
@@ -191,13 +230,21 @@ fn main() -> ExitCode {
             missing_indicators,
             out: &out,
         }),
-        Command::Score { model, data, out } => commands::score(&model, &data, &out),
-        Command::Run(args) => commands::run_agent(args),
+        Command::Score {
+            model,
+            data,
+            id,
+            out,
+        } => commands::score(&model, &data, id.as_deref(), &out),
+        Command::Run(args) => run::run_agent(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!(
+                "error: {}",
+                fedrisk_identity::client::describe_error(e.as_ref())
+            );
             ExitCode::FAILURE
         }
     }

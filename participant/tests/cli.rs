@@ -357,3 +357,287 @@ fn run_checks_its_settings_and_files_before_connecting() {
         "{err}"
     );
 }
+
+/// Trains a local model on the good file (no missing value anywhere) and returns its path.
+fn trained_model(dir: &Scratch) -> PathBuf {
+    let schema = schema(dir);
+    let model = dir.path("model.json");
+    ok(participant()
+        .args(["train", "--data"])
+        .arg(dir.path("good.csv"))
+        .arg("--schema")
+        .arg(&schema)
+        .arg("--out")
+        .arg(&model));
+    model
+}
+
+/// Runs `score` and returns the output's lines.
+fn score_lines(dir: &Scratch, model: &Path, data: &Path, extra: &[&str]) -> Vec<String> {
+    let out = dir.path("scores.csv");
+    let _ = std::fs::remove_file(&out);
+    ok(participant()
+        .args(["score", "--model"])
+        .arg(model)
+        .arg("--data")
+        .arg(data)
+        .arg("--out")
+        .arg(&out)
+        .args(extra));
+    std::fs::read_to_string(&out)
+        .expect("scores.csv")
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn score_imputes_a_blank_field_the_training_data_never_had() {
+    let dir = Scratch::new("score-blank");
+    let model = trained_model(&dir);
+    let schema = std::fs::read_to_string(dir.path("schema.json")).expect("schema");
+    assert!(
+        !schema.contains("\"missing\": true"),
+        "the training file has no missing value: {schema}"
+    );
+    // The model imputes income with the training mean.
+    let incomes: Vec<f64> = good_csv()
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap().parse().unwrap())
+        .collect();
+    let mean = incomes.iter().sum::<f64>() / incomes.len() as f64;
+    let new = dir.write(
+        "new.csv",
+        &format!("income,age,sector,default\n,30,retail,0\n{mean},30,retail,1\n1100,30,,0\n1100,30,mining,1\n"),
+    );
+    let lines = score_lines(&dir, &model, &new, &[]);
+    assert_eq!(lines.len(), 5, "{lines:?}");
+    let prob = |i: usize| lines[i].split_once(',').unwrap().1.to_owned();
+    // A blank income scores as the mean income; a blank sector as an unseen one (`other`).
+    assert_eq!(prob(1), prob(2));
+    assert_eq!(prob(3), prob(4));
+    assert!(lines[1].starts_with("1,") && lines[4].starts_with("4,"));
+    // Checking the file as training data still refuses the blank, with its location.
+    let err = fails(
+        participant()
+            .args(["check", "--data"])
+            .arg(&new)
+            .arg("--schema")
+            .arg(dir.path("schema.json")),
+    );
+    assert!(
+        err.contains(&format!(
+            "{}:2:1 (column `income`): missing value",
+            new.display()
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn score_id_carries_an_identifier_column_through() {
+    let dir = Scratch::new("score-id");
+    let model = trained_model(&dir);
+    let plain = dir.write(
+        "plain.csv",
+        "income,age,sector\n1000,30,retail\n1400,55,farming\n1200,41,transport\n",
+    );
+    let by_row = score_lines(&dir, &model, &plain, &[]);
+    assert_eq!(by_row[0], "row,probability");
+    // The id column is not in the schema; one id holds a comma and is quoted in the output.
+    let with_ids = dir.write(
+        "ids.csv",
+        "loan_id,income,age,sector\nL-001,1000,30,retail\n\"L-002, renewal\",1400,55,farming\nL-003,1200,41,transport\n",
+    );
+    let by_id = score_lines(&dir, &model, &with_ids, &["--id", "loan_id"]);
+    assert_eq!(by_id.len(), 4, "{by_id:?}");
+    assert_eq!(by_id[0], "loan_id,probability");
+    for (i, id) in ["L-001", "\"L-002, renewal\"", "L-003"].iter().enumerate() {
+        let (row, p) = by_row[i + 1].split_once(',').unwrap();
+        assert_eq!(row, (i + 1).to_string());
+        assert_eq!(by_id[i + 1], format!("{id},{p}"));
+    }
+
+    // An absent id column: the file and the columns it has are named; nothing is written.
+    let out = dir.path("none.csv");
+    let err = fails(
+        participant()
+            .args(["score", "--model"])
+            .arg(&model)
+            .arg("--data")
+            .arg(&with_ids)
+            .args(["--id", "loan_number", "--out"])
+            .arg(&out),
+    );
+    assert!(
+        err.contains(&format!("{}:1:", with_ids.display()))
+            && err.contains("`loan_number`")
+            && err.contains("--id")
+            && err.contains("columns are: loan_id, income, age, sector"),
+        "{err}"
+    );
+    assert!(!out.exists());
+}
+
+#[test]
+fn score_leaves_no_partial_output_when_a_later_row_is_bad() {
+    let dir = Scratch::new("score-partial");
+    let model = trained_model(&dir);
+    let mut text = String::from("income,age,sector\n");
+    for i in 0..20_000u32 {
+        text += &format!("{},{},retail\n", 1000 + i % 500, 20 + i % 40);
+    }
+    text += "oops,30,retail\n";
+    let bad = dir.write("late.csv", &text);
+    let out = dir.path("late-scores.csv");
+    let err = fails(
+        participant()
+            .args(["score", "--model"])
+            .arg(&model)
+            .arg("--data")
+            .arg(&bad)
+            .arg("--out")
+            .arg(&out),
+    );
+    assert!(
+        err.contains(&format!("{}:20002:1 (column `income`)", bad.display())),
+        "{err}"
+    );
+    let left: Vec<_> = std::fs::read_dir(&dir.0)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("late-scores"))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// A file shaped like the Taiwan credit data: code columns that look numeric, and a bureau
+/// export that writes -999 for "unknown".
+fn coded_csv() -> String {
+    let mut s = String::from("limit,sex,education,marriage,bill,default\n");
+    for i in 0..40u32 {
+        let bill = if i % 9 == 4 {
+            "-999".to_string()
+        } else {
+            (300 + i * 11).to_string()
+        };
+        s += &format!(
+            "{},{},{},{},{bill},{}\n",
+            10_000 + i * 500,
+            1 + i % 2,
+            1 + i % 4,
+            1 + i % 3,
+            u32::from(i % 5 == 0)
+        );
+    }
+    s
+}
+
+#[test]
+fn schema_infer_declares_categorical_columns_and_missing_tokens() {
+    let dir = Scratch::new("infer-flags");
+    let data = dir.write("coded.csv", &coded_csv());
+    let schema = dir.path("schema.json");
+    let out = ok(participant()
+        .args(["schema", "infer", "--data"])
+        .arg(&data)
+        .args([
+            "--categorical",
+            "sex,education",
+            "--categorical",
+            "marriage",
+            "--missing-token",
+            "-999",
+            "--out",
+        ])
+        .arg(&schema));
+    assert!(
+        out.contains("5 features (2 numeric, 3 categorical)"),
+        "{out}"
+    );
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&schema).expect("schema")).expect("json");
+    let feature = |name: &str| {
+        s["features"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["name"] == name)
+            .unwrap_or_else(|| panic!("no feature {name}: {s}"))
+            .clone()
+    };
+    assert_eq!(feature("sex")["kind"], "categorical");
+    assert_eq!(feature("sex")["levels"], serde_json::json!(["1", "2"]));
+    assert_eq!(
+        feature("education")["levels"],
+        serde_json::json!(["1", "2", "3", "4"])
+    );
+    assert_eq!(
+        feature("marriage")["levels"],
+        serde_json::json!(["1", "2", "3"])
+    );
+    assert_eq!(feature("limit")["kind"], "numeric");
+    assert_eq!(feature("bill")["kind"], "numeric");
+    assert_eq!(feature("bill")["missing"], true);
+    assert!(
+        s["missing_tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t == "-999"),
+        "{s}"
+    );
+    // Later loads read -999 as missing (4 of 40 rows), and a model trains on it.
+    let out = ok(participant()
+        .args(["check", "--data"])
+        .arg(&data)
+        .arg("--schema")
+        .arg(&schema));
+    assert!(out.contains("bill: 4 missing"), "{out}");
+    let model = dir.path("model.json");
+    ok(participant()
+        .args(["train", "--data"])
+        .arg(&data)
+        .arg("--schema")
+        .arg(&schema)
+        .arg("--out")
+        .arg(&model));
+    let m = std::fs::read_to_string(&model).expect("model");
+    assert!(m.contains("\"sex=2\"") && m.contains("\"education=4\""));
+
+    // Without the token, -999 is just a number.
+    let plain = dir.path("plain.json");
+    ok(participant()
+        .args(["schema", "infer", "--data"])
+        .arg(&data)
+        .arg("--out")
+        .arg(&plain));
+    let p = std::fs::read_to_string(&plain).expect("schema");
+    assert!(
+        !p.contains("\"-999\"") && !p.contains("\"categorical\""),
+        "{p}"
+    );
+}
+
+#[test]
+fn schema_infer_names_an_unknown_categorical_column_and_the_columns() {
+    let dir = Scratch::new("infer-unknown");
+    let data = dir.write("coded.csv", &coded_csv());
+    let schema = dir.path("schema.json");
+    let err = fails(
+        participant()
+            .args(["schema", "infer", "--data"])
+            .arg(&data)
+            .args(["--categorical", "sex,gender", "--out"])
+            .arg(&schema),
+    );
+    assert!(
+        err.contains(&data.display().to_string())
+            && err.contains("`gender`")
+            && err.contains("--categorical")
+            && err.contains("columns are: limit, sex, education, marriage, bill, default"),
+        "{err}"
+    );
+    assert!(!schema.exists());
+}

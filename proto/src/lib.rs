@@ -19,7 +19,7 @@ pub use v1::participant_server::{Participant, ParticipantServer};
 
 /// Version of this contract, checked in `JoinRequest`. Bump on any incompatible change
 /// (together with the package name `fedrisk.v1` -> `fedrisk.v2` for breaking ones).
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Largest gRPC message accepted or sent by either end, in bytes.
 ///
@@ -32,28 +32,6 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
 /// Length of a secagg session id: 32 random bytes, fresh for every round attempt.
 pub const SESSION_ID_LEN: usize = 32;
-
-/// A message that belongs to one round attempt, so that replay checks can be written once
-/// for every such message type.
-pub trait RoundScoped {
-    /// The job the message belongs to.
-    fn job_id(&self) -> u64;
-    /// The round number within the job.
-    fn round(&self) -> u32;
-    /// The secagg session id of the round attempt.
-    fn session_id(&self) -> &[u8];
-}
-
-macro_rules! round_scoped {
-    ($($t:ty),*) => {$(
-        impl RoundScoped for $t {
-            fn job_id(&self) -> u64 { self.job_id }
-            fn round(&self) -> u32 { self.round }
-            fn session_id(&self) -> &[u8] { &self.session_id }
-        }
-    )*};
-}
-round_scoped!(v1::Task, v1::SecAggUpload, v1::Ack, v1::HeartbeatRequest);
 
 /// The participant service with both size limits set to [`MAX_MESSAGE_BYTES`].
 pub fn participant_server<T: Participant>(service: T) -> ParticipantServer<T> {
@@ -95,24 +73,9 @@ where
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
 }
 
-/// The wire label of a secagg protocol stage (informational: the payload carries its own).
-impl From<fedrisk_secagg::Stage> for v1::SecAggStage {
-    fn from(stage: fedrisk_secagg::Stage) -> Self {
-        use fedrisk_secagg::Stage;
-        match stage {
-            Stage::Advertise => Self::AdvertiseKeys,
-            Stage::ShareKeys => Self::ShareKeys,
-            Stage::MaskedInput => Self::MaskedInput,
-            Stage::ConsistencyCheck => Self::ConsistencyCheck,
-            Stage::Unmask => Self::Unmasking,
-            Stage::Finished | Stage::Aborted => Self::Unspecified,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::v1::{SecAggDelivery, SecAggStage, Task, TrainTask, task};
+    use super::v1::{ComputeTask, SecAggDelivery, SecAggStage, Task, task};
     use super::*;
     use prost::Message;
 
@@ -131,18 +94,18 @@ mod tests {
         let bytes = task.encode_to_vec();
         let back = Task::decode(bytes.as_slice()).expect("decode");
         assert_eq!(back, task);
-        assert_eq!(back.round(), 2);
-        assert_eq!(RoundScoped::session_id(&back), &[0xab; SESSION_ID_LEN][..]);
+        assert_eq!(back.round, 2);
+        assert_eq!(back.session_id, vec![0xab; SESSION_ID_LEN]);
 
-        let train = Task {
-            kind: Some(task::Kind::Train(TrainTask {
-                algorithm: "newton".into(),
-                ..Default::default()
+        let compute = Task {
+            kind: Some(task::Kind::Compute(ComputeTask {
+                task: b"{}".to_vec(),
+                secagg: None,
             })),
             ..task
         };
-        let back = Task::decode(train.encode_to_vec().as_slice()).expect("decode");
-        assert!(matches!(back.kind, Some(task::Kind::Train(t)) if t.algorithm == "newton"));
+        let back = Task::decode(compute.encode_to_vec().as_slice()).expect("decode");
+        assert!(matches!(back.kind, Some(task::Kind::Compute(t)) if t.task == b"{}"));
     }
 
     #[test]

@@ -625,4 +625,18 @@ impl CoordinatorSession {
     pub fn survivor_sets(&self) -> [&[u32]; 4] {
         [&self.u1, &self.u2, &self.u3, &self.u4]
     }
+
+    /// Hands one decoded participant message to the matching stage handler: the one
+    /// dispatch every transport uses, so none can route a message to the wrong stage.
+    pub fn handle(&mut self, from: u32, msg: &crate::messages::Message) -> Result<()> {
+        use crate::messages::Message;
+        match msg {
+            Message::Advertise(m) => self.on_advertise(from, m),
+            Message::ShareKeys(m) => self.on_share_keys(from, m),
+            Message::MaskedInput(m) => self.on_masked_input(from, m),
+            Message::ConsistencySignature(m) => self.on_consistency(from, m),
+            Message::UnmaskResponse(m) => self.on_unmask(from, m),
+            _ => Err(SecAggError::Malformed("not a participant message")),
+        }
+    }
 }

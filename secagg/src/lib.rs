@@ -102,6 +102,21 @@ pub enum Stage {
     Aborted,
 }
 
+impl Stage {
+    /// The number of this stage in `fedrisk.v1.SecAggStage` (Bonawitz rounds 0 to 4 are 1
+    /// to 5; 0 for the end states), so transports label messages without a second mapping.
+    pub fn wire_number(self) -> i32 {
+        match self {
+            Stage::Advertise => 1,
+            Stage::ShareKeys => 2,
+            Stage::MaskedInput => 3,
+            Stage::ConsistencyCheck => 4,
+            Stage::Unmask => 5,
+            Stage::Finished | Stage::Aborted => 0,
+        }
+    }
+}
+
 /// Identity verification keys by participant id. In production they come from
 /// the mTLS certificates; both sides receive the same roster up front.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

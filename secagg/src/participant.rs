@@ -516,6 +516,25 @@ impl ParticipantSession {
         })
     }
 
+    /// Hands one decoded coordinator message to the matching stage handler and returns
+    /// the reply to send; `input` is this participant's encoded vector (read only at the
+    /// masked-input stage).
+    pub fn handle<R: CryptoRng + ?Sized>(
+        &mut self,
+        msg: &crate::messages::Message,
+        input: &[u64],
+        rng: &mut R,
+    ) -> Result<crate::messages::Message> {
+        use crate::messages::Message;
+        Ok(match msg {
+            Message::KeyList(m) => Message::ShareKeys(self.on_key_list(m, rng)?),
+            Message::ShareBundle(m) => Message::MaskedInput(self.on_shares(m, input, rng)?),
+            Message::SurvivorList(m) => Message::ConsistencySignature(self.on_survivors(m)?),
+            Message::UnmaskRequest(m) => Message::UnmaskResponse(self.on_unmask_request(m)?),
+            _ => return Err(SecAggError::Malformed("not a coordinator message")),
+        })
+    }
+
     /// Stage 3: checks U3 (strictly increasing, at least `t`, includes us, a
     /// subset of U1 and, within our group, of our U2) and signs `(session, U3)`.
     pub fn on_survivors(&mut self, msg: &SurvivorList) -> Result<ConsistencySignature> {

@@ -323,14 +323,8 @@ impl Sim {
         self.slots[from as usize].sent += bytes.len() as u64;
         self.transcript.entry(from).or_default().push(msg);
         let start = Instant::now();
-        let r = Message::decode_for(&bytes, &self.session).and_then(|m| match m {
-            Message::Advertise(m) => self.coordinator.on_advertise(from, &m),
-            Message::ShareKeys(m) => self.coordinator.on_share_keys(from, &m),
-            Message::MaskedInput(m) => self.coordinator.on_masked_input(from, &m),
-            Message::ConsistencySignature(m) => self.coordinator.on_consistency(from, &m),
-            Message::UnmaskResponse(m) => self.coordinator.on_unmask(from, &m),
-            _ => Err(SecAggError::Malformed("not a participant message")),
-        });
+        let r = Message::decode_for(&bytes, &self.session)
+            .and_then(|m| self.coordinator.handle(from, &m));
         self.coordinator_time += start.elapsed();
         if let Err(e) = r {
             self.rejected.push((from, e));

@@ -1,19 +1,16 @@
 //! `fedrisk-coordinator`: runs a federation's training rounds. It sees only securely
 //! aggregated sums, never one institution's data or update.
 
-mod bench;
 mod certs;
 mod config;
-mod demo;
-mod federation;
 mod operator;
-mod simulate;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use fedrisk_lab::{bench, demo, simulate};
 
 #[derive(Parser)]
 #[command(
@@ -75,7 +72,18 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
+/// Dies quietly of SIGPIPE when the reader of stdout goes away (`job status | head -1`), as
+/// Unix tools do, instead of panicking on the failed write.
+fn restore_sigpipe() {
+    // SAFETY: setting a signal's disposition to the default at the start of `main`, before
+    // any thread exists, has no preconditions.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
+    restore_sigpipe();
     let cli = Cli::parse();
     let filter = match &cli.command {
         Command::Serve { .. } if cli.log == "warn" => "info".to_string(),
@@ -106,7 +114,10 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!(
+                "error: {}",
+                fedrisk_identity::client::describe_error(e.as_ref())
+            );
             ExitCode::FAILURE
         }
     }

@@ -5,11 +5,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use fedrisk_coordinator::job::JobSpec;
 use fedrisk_models::federated::{Algorithm, RoundSettings, validation_split};
 use fedrisk_models::local::{LocalOptions, train_local};
 use fedrisk_models::schema::{FeatureKind, InferOptions, infer};
 use fedrisk_models::{LabelMode, ModelFile, Schema, load_csv, metrics};
+use fedrisk_rounds::JobSpec;
 use serde::Serialize;
 
 use crate::federation::{self, Agents, Federation, FederationRun};
@@ -241,21 +241,17 @@ pub async fn simulate(args: &SimulateArgs, work: &Path) -> Result<(Report, Optio
     };
     let n = files.len() as u32;
     let spec = JobSpec {
-        name: format!(
-            "simulate-{}",
-            args.data.file_name().unwrap_or_default().to_string_lossy()
-        ),
-        schema: schema.clone(),
         settings: settings.clone(),
         rounds: args.rounds,
         min_participants: n,
         expected_participants: Some(n),
-        round_deadline_ms: 120_000,
-        stage_deadline_ms: 20_000,
-        threshold: None,
-        dropout_budget: None,
-        max_attempts: 3,
-        wait_for_participants_ms: 60_000,
+        ..JobSpec::new(
+            &format!(
+                "simulate-{}",
+                args.data.file_name().unwrap_or_default().to_string_lossy()
+            ),
+            schema.clone(),
+        )
     };
     spec.validate().map_err(|e| anyhow::anyhow!("job: {e}"))?;
     let agents = if args.processes {

@@ -10,7 +10,7 @@
 //!
 //! ```no_run
 //! # async fn run(pki_dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
-//! use fedrisk_coordinator::{pki::PkiDir, tls};
+//! use fedrisk_identity::{pki::PkiDir, server as tls};
 //! tls::install_crypto_provider();
 //! let pki = PkiDir::new(pki_dir);
 //! let roster = tls::RosterHandle::load(&pki.roster())?;
@@ -24,6 +24,7 @@
 //! #   type TasksStream = tokio_stream::wrappers::ReceiverStream<Result<fedrisk_proto::v1::Task, tonic::Status>>;
 //! #   async fn tasks(&self, _: tonic::Request<fedrisk_proto::v1::TaskStreamRequest>) -> Result<tonic::Response<Self::TasksStream>, tonic::Status> { Err(tonic::Status::unimplemented("example")) }
 //! #   async fn send_sec_agg(&self, _: tonic::Request<fedrisk_proto::v1::SecAggUpload>) -> Result<tonic::Response<fedrisk_proto::v1::Ack>, tonic::Status> { Err(tonic::Status::unimplemented("example")) }
+//! #   async fn refuse(&self, _: tonic::Request<fedrisk_proto::v1::Refusal>) -> Result<tonic::Response<fedrisk_proto::v1::Ack>, tonic::Status> { Err(tonic::Status::unimplemented("example")) }
 //! #   async fn heartbeat(&self, _: tonic::Request<fedrisk_proto::v1::HeartbeatRequest>) -> Result<tonic::Response<fedrisk_proto::v1::HeartbeatResponse>, tonic::Status> { Err(tonic::Status::unimplemented("example")) }
 //! # }
 //! # let service = Svc;
@@ -197,7 +198,8 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    fn as_str(self) -> &'static str {
+    /// The refusal in words.
+    pub fn as_str(self) -> &'static str {
         match self {
             Refusal::NotOnRoster => "not on the roster",
             Refusal::Revoked => "revoked",

@@ -514,7 +514,7 @@ pub fn revoke(dir: &Path, name: &str) -> Result<RosterEntry, PkiError> {
 /// The Ed25519 verifying key in a certificate's SubjectPublicKeyInfo: the holder's secagg
 /// identity key, bound to its TLS identity.
 pub fn verifying_key_from_cert_der(cert_der: &[u8]) -> Result<VerifyingKey, PkiError> {
-    fedrisk_participant::tls::certificate_identity_key(cert_der).map_err(PkiError::Certificate)
+    crate::client::certificate_identity_key(cert_der).map_err(PkiError::Certificate)
 }
 
 /// The subject of a certificate (`CN=bank_a, OU=participant, O=...`), for log lines about

@@ -6,8 +6,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use fedrisk_coordinator::pki::{self, PkiDir, Role};
-use fedrisk_coordinator::tls::{self, Authenticated, RosterHandle};
+use fedrisk_identity::pki::{self, PkiDir, Role};
+use fedrisk_identity::server::{self as tls, Authenticated, RosterHandle};
 use fedrisk_proto::v1::{
     Ack, HeartbeatRequest, HeartbeatResponse, JoinRequest, JoinResponse, SecAggUpload, Task,
     TaskStreamRequest,
@@ -111,6 +111,13 @@ impl Participant for Svc {
         Err(Status::unimplemented("send_sec_agg"))
     }
 
+    async fn refuse(
+        &self,
+        _: Request<fedrisk_proto::v1::Refusal>,
+    ) -> Result<Response<Ack>, Status> {
+        Err(Status::unimplemented("refuse"))
+    }
+
     async fn heartbeat(
         &self,
         req: Request<HeartbeatRequest>,
@@ -177,7 +184,7 @@ async fn federation() -> Fed {
 }
 
 fn identity(trust: &Path, holder: &Path, name: &str) -> ClientIdentity {
-    ClientIdentity::from_files(
+    ClientIdentity::from_files_unchecked(
         &trust.join("ca.pem"),
         &holder.join(format!("{name}.pem")),
         &holder.join(format!("{name}.key")),
@@ -419,4 +426,43 @@ fn key_files_parse_to_the_certified_identity() {
     assert!(participant_tls::identity_signing_key_from_pkcs8_pem(&server_key).is_err());
     let err = ClientIdentity::from_dir(tmp.path(), "nobody").expect_err("missing");
     assert!(err.to_string().contains("nobody.key"), "{err}");
+}
+
+#[test]
+fn an_identity_whose_key_or_ca_does_not_fit_is_refused_before_connecting() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    pki::init(&a, "fed-a").expect("ca a");
+    pki::init(&b, "fed-b").expect("ca b");
+    pki::issue(&a, "bank_a", Role::Participant, 30).expect("issue");
+    pki::issue(&a, "bank_b", Role::Participant, 30).expect("issue");
+    pki::issue(&b, "bank_x", Role::Participant, 30).expect("issue");
+    // The right files.
+    ClientIdentity::from_dir(&a, "bank_a").expect("fits");
+    // bank_b's key with bank_a's certificate.
+    let e = ClientIdentity::from_files(
+        &a.join("ca.pem"),
+        &a.join("bank_a.pem"),
+        &a.join("bank_b.key"),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(e, participant_tls::ClientTlsError::KeyMismatch { .. }),
+        "{e}"
+    );
+    assert!(
+        e.to_string().contains("does not match the certificate"),
+        "{e}"
+    );
+    // Another federation's certificate with this federation's CA.
+    let e = ClientIdentity::from_files(
+        &a.join("ca.pem"),
+        &b.join("bank_x.pem"),
+        &b.join("bank_x.key"),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(e, participant_tls::ClientTlsError::NotIssuedByCa { .. }),
+        "{e}"
+    );
 }

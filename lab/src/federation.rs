@@ -6,13 +6,13 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use fedrisk_coordinator::job::JobSpec;
-use fedrisk_coordinator::pki::{self, Role};
 use fedrisk_coordinator::server::{self, ServeOptions};
 use fedrisk_coordinator::store::{JobState, RoundRecord, RoundState};
+use fedrisk_identity::client::ClientIdentity;
+use fedrisk_identity::pki::{self, Role};
 use fedrisk_models::ModelFile;
 use fedrisk_participant::agent::{self, AgentConfig};
-use fedrisk_participant::tls::ClientIdentity;
+use fedrisk_rounds::JobSpec;
 use fedrisk_secagg::ParticipantPolicy;
 
 /// How participant agents run.
@@ -88,6 +88,7 @@ pub async fn run(f: Federation) -> Result<FederationRun> {
         pki_dir: pki_dir.clone(),
         database: f.work.join("coordinator.db"),
         federation_id: None,
+        events: None,
     })
     .await?;
     let url = format!("https://127.0.0.1:{}", running.addr.port());
@@ -135,10 +136,7 @@ pub async fn run(f: Federation) -> Result<FederationRun> {
             }
         }
     }
-    let job_id = running
-        .scheduler
-        .submit(&f.spec)
-        .map_err(|e| anyhow::anyhow!("job: {e}"))?;
+    let job_id = running.scheduler.submit(&f.spec)?;
     let job = loop {
         let job = running.store.job(job_id)?;
         if job.state.is_terminal() {

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 use clap::Subcommand;
-use fedrisk_coordinator::pki::{self, InitOptions, PkiDir, Role, Roster};
+use fedrisk_identity::pki::{self, InitOptions, PkiDir, Role, Roster};
 
 #[derive(Subcommand)]
 pub enum CertsCommand {

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
 use fedrisk_models::federated::Algorithm;
 
@@ -27,6 +27,21 @@ pub struct BenchArgs {
     /// Run agents in this process instead of as separate processes.
     #[arg(long)]
     in_process: bool,
+    /// Another system's figures measured on the same data, printed side by side: JSON with
+    /// `name`, `data` (the data folder's name), `seconds_per_round`, `bytes_up`, `bytes_down`
+    /// (per participant per round). Ignored, with a note, when `data` names other data.
+    #[arg(long)]
+    peer: Option<PathBuf>,
+}
+
+/// A peer system's measured figures (see `--peer`).
+#[derive(Debug, serde::Deserialize)]
+struct PeerFigures {
+    name: String,
+    data: String,
+    seconds_per_round: f64,
+    bytes_up: f64,
+    bytes_down: f64,
 }
 
 pub async fn run(args: BenchArgs) -> Result<()> {
@@ -88,12 +103,38 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             last.auc, last.ks, report.evaluated_on
         );
     }
-    println!(
-        "  Flower 1.42 SecAgg+ on the same machine and data (shared/peers/flower/RESULTS.md): 37.3 s per secure round, 55,798 B up / 18,241 B down per client per round, server processes 144-247 MB"
-    );
-    println!(
-        "  ratio of wall time per secure round, Flower / fedrisk: {:.0}x",
-        37.3 / mean
-    );
+    if let Some(path) = &args.peer {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let peer: PeerFigures =
+            serde_json::from_str(&text).with_context(|| format!("{}", path.display()))?;
+        let ours = args
+            .data
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if peer.data == ours {
+            println!(
+                "  {} on the same data ({}): {:.3} s per secure round, {:.0} B up / {:.0} B down per participant per round",
+                peer.name,
+                path.display(),
+                peer.seconds_per_round,
+                peer.bytes_up,
+                peer.bytes_down
+            );
+            println!(
+                "  ratio of wall time per secure round, {} / fedrisk: {:.1}x",
+                peer.name,
+                peer.seconds_per_round / mean
+            );
+        } else {
+            println!(
+                "  ({}'s figures in {} were measured on `{}`, not `{ours}`: no comparison printed)",
+                peer.name,
+                path.display(),
+                peer.data
+            );
+        }
+    }
     Ok(())
 }

@@ -36,7 +36,7 @@ pub enum ClientTlsError {
         reason: String,
     },
     /// The coordinator URL or TLS settings were refused.
-    #[error("endpoint {url}: {source}")]
+    #[error("endpoint {url}")]
     Endpoint {
         /// The URL.
         url: String,
@@ -44,13 +44,124 @@ pub enum ClientTlsError {
         source: tonic::transport::Error,
     },
     /// Connecting (TCP or TLS handshake) failed.
-    #[error("connecting to {url}: {source}")]
+    #[error("connecting to {url}")]
     Connect {
         /// The URL.
         url: String,
         /// The cause.
         source: tonic::transport::Error,
     },
+    /// The coordinator URL is not `https://`.
+    #[error("coordinator URL `{0}`: the coordinator speaks only TLS; use https://HOST:PORT")]
+    NotHttps(String),
+    /// The key file's key is not the certificate's.
+    #[error(
+        "{key} does not match the certificate {cert}: give the key that was generated with this certificate"
+    )]
+    KeyMismatch {
+        /// The key file.
+        key: String,
+        /// The certificate file.
+        cert: String,
+    },
+    /// The certificate was not issued by the CA given.
+    #[error("{cert} was not issued by the federation CA in {ca}: {reason}")]
+    NotIssuedByCa {
+        /// The certificate file.
+        cert: String,
+        /// The CA file.
+        ca: String,
+        /// What the check found.
+        reason: String,
+    },
+}
+
+/// Why a TLS connection was refused for good: each needs a person to act (a new
+/// certificate, the right CA file), so an agent stops with this message instead of retrying.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TlsRefusal {
+    /// The coordinator refused the certificate as revoked.
+    #[error(
+        "the coordinator refused this certificate: it is revoked (ask the federation's operator for a new one)"
+    )]
+    Revoked,
+    /// The coordinator refused the certificate as expired.
+    #[error("the coordinator refused this certificate: it has expired or is not yet valid")]
+    Expired,
+    /// The coordinator does not know the certificate or its issuer.
+    #[error(
+        "the coordinator does not accept this certificate (issued by another CA, or not on the federation's roster): check --cert, --key and --ca"
+    )]
+    Unknown,
+    /// The coordinator's own certificate does not chain to the agent's CA.
+    #[error(
+        "the coordinator's certificate is not signed by the CA in --ca (another federation's CA?): {0}"
+    )]
+    ServerNotTrusted(String),
+    /// The coordinator's certificate does not name the host connected to.
+    #[error(
+        "the coordinator's certificate does not name the host in the URL: set --domain to a name it carries ({0})"
+    )]
+    WrongName(String),
+}
+
+/// Finds a refusal of the TLS handshake in an error's chain (a connect error, or the
+/// status of the first call, where TLS 1.3 reports the server's verdict). `None` for
+/// errors worth retrying (the coordinator is down, the network is cut).
+pub fn tls_refusal(err: &(dyn std::error::Error + 'static)) -> Option<TlsRefusal> {
+    use rustls::{AlertDescription as A, CertificateError as C, Error as E};
+    let map = |e: &E| -> Option<TlsRefusal> {
+        Some(match e {
+            E::AlertReceived(A::CertificateRevoked) => TlsRefusal::Revoked,
+            E::AlertReceived(A::CertificateExpired) => TlsRefusal::Expired,
+            E::AlertReceived(
+                A::UnknownCA
+                | A::BadCertificate
+                | A::CertificateUnknown
+                | A::AccessDenied
+                | A::UnsupportedCertificate
+                | A::DecryptError,
+            ) => TlsRefusal::Unknown,
+            E::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. }) => {
+                TlsRefusal::WrongName(e.to_string())
+            }
+            E::InvalidCertificate(_) => TlsRefusal::ServerNotTrusted(e.to_string()),
+            _ => return None,
+        })
+    };
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = next {
+        if let Some(r) = e.downcast_ref::<E>().and_then(map) {
+            return Some(r);
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && let Some(inner) = io.get_ref()
+            && let Some(r) = inner.downcast_ref::<E>().and_then(map)
+        {
+            return Some(r);
+        }
+        next = e.source();
+    }
+    None
+}
+
+/// An error and its causes on one line, each cause once: wrappers that repeat their
+/// source's text (tonic's "transport error", io errors quoted by their context) are not
+/// printed twice.
+pub fn describe_error(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = String::new();
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = next {
+        let text = e.to_string();
+        if !text.is_empty() && !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+        next = e.source();
+    }
+    out
 }
 
 /// The participant's TLS material: federation CA, own certificate and key.
@@ -79,15 +190,61 @@ fn read(path: &Path) -> Result<String, ClientTlsError> {
 
 impl ClientIdentity {
     /// Reads the three PEM files and checks that the key is an Ed25519 PKCS#8 key.
+    ///
+    /// Also checks, before any connection, what would otherwise surface as an anonymous
+    /// handshake failure: the key is the certificate's, and the certificate was issued by
+    /// the CA given.
     pub fn from_files(ca: &Path, cert: &Path, key: &Path) -> Result<Self, ClientTlsError> {
         let key_pem = Zeroizing::new(read(key)?);
-        identity_signing_key_from_pkcs8_pem(&key_pem).map_err(|e| match e {
+        let signing = identity_signing_key_from_pkcs8_pem(&key_pem).map_err(|e| match e {
             ClientTlsError::Key { reason, .. } => ClientTlsError::Key {
                 what: key.display().to_string(),
                 reason,
             },
             other => other,
         })?;
+        let ca_pem = read(ca)?;
+        let cert_pem = read(cert)?;
+        let cert_der = {
+            use rustls::pki_types::{CertificateDer, pem::PemObject};
+            CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(|e| {
+                ClientTlsError::NotIssuedByCa {
+                    cert: cert.display().to_string(),
+                    ca: ca.display().to_string(),
+                    reason: format!("not a PEM certificate: {e}"),
+                }
+            })?
+        };
+        let public = verify_peer_certificate(&ca_pem, &cert_der).map_err(|reason| {
+            ClientTlsError::NotIssuedByCa {
+                cert: cert.display().to_string(),
+                ca: ca.display().to_string(),
+                reason,
+            }
+        })?;
+        if public != signing.verifying_key() {
+            return Err(ClientTlsError::KeyMismatch {
+                key: key.display().to_string(),
+                cert: cert.display().to_string(),
+            });
+        }
+        Ok(Self {
+            ca_pem,
+            cert_pem,
+            key_pem,
+        })
+    }
+
+    /// Reads the three PEM files with only the key's format checked: for tests of what
+    /// the coordinator refuses (an expired certificate, another CA's), which
+    /// [`ClientIdentity::from_files`] would stop before any connection.
+    pub fn from_files_unchecked(
+        ca: &Path,
+        cert: &Path,
+        key: &Path,
+    ) -> Result<Self, ClientTlsError> {
+        let key_pem = Zeroizing::new(read(key)?);
+        identity_signing_key_from_pkcs8_pem(&key_pem)?;
         Ok(Self {
             ca_pem: read(ca)?,
             cert_pem: read(cert)?,
@@ -139,6 +296,9 @@ pub fn endpoint(
     identity: &ClientIdentity,
     connect_timeout: Duration,
 ) -> Result<Endpoint, ClientTlsError> {
+    if !url.starts_with("https://") {
+        return Err(ClientTlsError::NotHttps(url.to_owned()));
+    }
     let err = |source| ClientTlsError::Endpoint {
         url: url.to_owned(),
         source,

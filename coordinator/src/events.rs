@@ -1,0 +1,224 @@
+//! What the engine reports: one event type for every job, round, session, attempt, refusal
+//! and model version, and the sinks that consume it. Logs are the one sink today; an audit
+//! chain or metrics are further [`EventSink`] implementations, not engine changes.
+//!
+//! Invariant: events carry ids, counts, sizes, hashes and reasons, never values of an
+//! institution's data or update.
+
+use tracing::{info, warn};
+
+/// Something the engine did or saw.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A job started or resumed.
+    JobStarted {
+        /// The job.
+        job: u64,
+        /// Where it starts (0: the statistics round).
+        round: u32,
+    },
+    /// A secure-aggregation session was proposed to the connected participants.
+    SessionStarted {
+        /// The job.
+        job: u64,
+        /// The round.
+        round: u32,
+        /// The round kind's label.
+        kind: &'static str,
+        /// Invited participants.
+        participants: usize,
+        /// Threshold t.
+        threshold: u32,
+    },
+    /// A session produced its sum.
+    SessionCompleted {
+        /// The job.
+        job: u64,
+        /// The round.
+        round: u32,
+        /// The round kind's label.
+        kind: &'static str,
+        /// Participants the sum is over.
+        survivors: Vec<u32>,
+        /// Bytes received.
+        bytes_up: u64,
+        /// Bytes sent.
+        bytes_down: u64,
+    },
+    /// A session failed; the round is tried again or the job fails.
+    AttemptFailed {
+        /// The job.
+        job: u64,
+        /// The round.
+        round: u32,
+        /// The round kind's label.
+        kind: &'static str,
+        /// Why.
+        reason: String,
+        /// Whether another attempt follows.
+        retrying: bool,
+    },
+    /// A participant refused a session or the job.
+    Refused {
+        /// The job.
+        job: u64,
+        /// The round.
+        round: u32,
+        /// Roster id.
+        participant: u32,
+        /// Certificate name.
+        name: String,
+        /// `schema`, `data`, `policy` or `task`.
+        kind: String,
+        /// The agent's reason.
+        reason: String,
+    },
+    /// A round completed and is durable.
+    RoundCompleted {
+        /// The job.
+        job: u64,
+        /// The round.
+        round: u32,
+        /// Participants in its sum.
+        survivors: u32,
+        /// Federated AUC of the new model (training rounds).
+        auc: Option<f64>,
+        /// Wall time of the round.
+        seconds: f64,
+    },
+    /// A model version was stored.
+    ModelVersion {
+        /// The job.
+        job: u64,
+        /// The round that produced it.
+        round: u32,
+        /// Its content hash.
+        content_hash: String,
+    },
+    /// A job ended.
+    JobEnded {
+        /// The job.
+        job: u64,
+        /// `completed`, `failed` or `cancelled`.
+        state: String,
+        /// Why.
+        message: String,
+    },
+}
+
+/// A consumer of engine events. Called synchronously on the engine's task: keep it quick.
+pub trait EventSink: Send + Sync {
+    /// Takes one event.
+    fn emit(&self, event: &Event);
+}
+
+/// Writes every event to the log (`tracing`), warnings for failures and refusals.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LogSink;
+
+impl EventSink for LogSink {
+    fn emit(&self, event: &Event) {
+        match event {
+            Event::JobStarted { job, round } => info!(job, round, "job started"),
+            Event::SessionStarted {
+                job,
+                round,
+                kind,
+                participants,
+                threshold,
+            } => info!(
+                job,
+                round,
+                session = kind,
+                participants,
+                threshold,
+                "secagg session started"
+            ),
+            Event::SessionCompleted {
+                job,
+                round,
+                kind,
+                survivors,
+                bytes_up,
+                bytes_down,
+            } => info!(
+                job,
+                round,
+                session = kind,
+                survivors = survivors.len(),
+                bytes_up,
+                bytes_down,
+                "secagg session completed"
+            ),
+            Event::AttemptFailed {
+                job,
+                round,
+                kind,
+                reason,
+                retrying,
+            } => warn!(job, round, session = kind, retrying, %reason, "session failed"),
+            Event::Refused {
+                job,
+                round,
+                participant,
+                name,
+                kind,
+                reason,
+            } => warn!(job, round, participant, %name, %kind, %reason, "participant refused"),
+            Event::RoundCompleted {
+                job,
+                round,
+                survivors,
+                auc,
+                seconds,
+            } => info!(
+                job,
+                round,
+                survivors,
+                auc = auc.unwrap_or(f64::NAN),
+                seconds,
+                "round complete"
+            ),
+            Event::ModelVersion {
+                job,
+                round,
+                content_hash,
+            } => info!(job, round, %content_hash, "model version stored"),
+            Event::JobEnded {
+                job,
+                state,
+                message,
+            } => info!(job, %state, %message, "job ended"),
+        }
+    }
+}
+
+/// Keeps every event in memory: for tests, and for a status view of recent events.
+#[derive(Debug, Default)]
+pub struct MemorySink(std::sync::Mutex<Vec<Event>>);
+
+impl MemorySink {
+    /// The events so far.
+    pub fn events(&self) -> Vec<Event> {
+        self.0.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+}
+
+impl EventSink for MemorySink {
+    fn emit(&self, event: &Event) {
+        if let Ok(mut v) = self.0.lock() {
+            v.push(event.clone());
+        }
+    }
+}
+
+/// Several sinks as one.
+pub struct Sinks(pub Vec<std::sync::Arc<dyn EventSink>>);
+
+impl EventSink for Sinks {
+    fn emit(&self, event: &Event) {
+        for s in &self.0 {
+            s.emit(event);
+        }
+    }
+}

@@ -1,0 +1,60 @@
+//! Fault injection for end-to-end tests, compiled only with the `test-faults` feature (off
+//! in release builds of the agent; the end-to-end test crate turns it on).
+//!
+//! `FEDRISK_TEST_FAULT=<what>@<round>`: `hang-before-share-keys`, `hang-before-masked-input`,
+//! `hang-before-unmask` (the agent stops answering, so a test can kill it at that point),
+//! `wrong-length` (a truncated masked input before the real one) or `replay` (its previous
+//! round's masked input before the real one). `FEDRISK_TEST_DELAY_MS` slows every
+//! contribution, so a test can stop the coordinator in the middle of a job.
+
+use std::time::Duration;
+
+/// A fault to inject.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fault {
+    /// What to do.
+    pub what: String,
+    /// In which round.
+    pub round: u32,
+}
+
+/// The fault named in the environment, if any.
+#[cfg(feature = "test-faults")]
+pub fn from_env() -> Option<Fault> {
+    let v = std::env::var("FEDRISK_TEST_FAULT").ok()?;
+    let (what, round) = v.split_once('@')?;
+    Some(Fault {
+        what: what.to_string(),
+        round: round.parse().ok()?,
+    })
+}
+
+/// Without the feature there are no faults.
+#[cfg(not(feature = "test-faults"))]
+pub fn from_env() -> Option<Fault> {
+    None
+}
+
+/// The delay before each contribution, if any.
+#[cfg(feature = "test-faults")]
+pub fn delay() -> Option<Duration> {
+    std::env::var("FEDRISK_TEST_DELAY_MS")
+        .ok()?
+        .parse()
+        .ok()
+        .map(Duration::from_millis)
+}
+
+/// Without the feature there is no delay.
+#[cfg(not(feature = "test-faults"))]
+pub fn delay() -> Option<Duration> {
+    None
+}
+
+/// Stops this agent for good (the test kills it).
+pub fn hang_forever() -> ! {
+    tracing::warn!("test fault: this agent stops here");
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}

@@ -1,0 +1,102 @@
+//! `fedrisk-participant run`: the agent, after the checks that can be made before any job.
+
+use anyhow::{Context, Result, bail};
+use fedrisk_identity::client::ClientIdentity;
+use fedrisk_models::{LabelMode, Schema, load_csv};
+
+/// Checks the data (against the schema, or its shape without one), the identity files and
+/// the policy, then serves jobs until one ends.
+pub fn run_agent(a: crate::RunArgs) -> Result<()> {
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| a.log.clone());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&filter)
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+    if !(0.5..=1.0).contains(&a.min_threshold_fraction) {
+        bail!(
+            "--min-threshold-fraction {}: expected 0.5 to 1",
+            a.min_threshold_fraction
+        );
+    }
+    if !a.coordinator.starts_with("https://") {
+        bail!(
+            "--coordinator `{}`: the coordinator speaks only TLS; use https://HOST:PORT",
+            a.coordinator
+        );
+    }
+    let schema = match &a.schema {
+        Some(p) => {
+            let s = Schema::load(p)?;
+            load_csv(&a.data, &s, LabelMode::Required)?;
+            Some(s)
+        }
+        None => {
+            // No schema yet: each job brings one. The file's shape is checked now.
+            fedrisk_models::shape::check_shape(&a.data)?;
+            None
+        }
+    };
+    let identity = ClientIdentity::from_files(&a.ca, &a.cert, &a.key)?;
+    tracing::info!(
+        checked_against_schema = schema.is_some(),
+        "data and identity checked; jobs with another schema, or that the data does not fit, are refused with the reason sent to the operator"
+    );
+    let domain = match &a.domain {
+        Some(d) => d.clone(),
+        None => a
+            .coordinator
+            .split("://")
+            .nth(1)
+            .and_then(|rest| rest.split([':', '/']).next())
+            .filter(|h| !h.is_empty())
+            .with_context(|| {
+                format!(
+                    "--coordinator `{}`: expected https://HOST:PORT",
+                    a.coordinator
+                )
+            })?
+            .to_string(),
+    };
+    let policy = fedrisk_secagg::ParticipantPolicy {
+        min_threshold_fraction: a.min_threshold_fraction,
+        ..fedrisk_secagg::ParticipantPolicy::default()
+    };
+    let cfg = fedrisk_participant::agent::AgentConfig {
+        url: a.coordinator.clone(),
+        domain,
+        identity,
+        data: a.data.clone(),
+        schema,
+        policy,
+        keep_serving: a.keep_serving,
+        max_reconnects: a.max_reconnects,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let outcome = rt.block_on(fedrisk_participant::agent::run(cfg));
+    if a.report_peak_memory {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let kb = status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .unwrap_or("0");
+        eprintln!("peak_rss_kb={kb}");
+    }
+    let outcome = outcome?;
+    if outcome.completed {
+        println!("job {} completed", outcome.job_id);
+        Ok(())
+    } else {
+        bail!(
+            "job {} ended without completing: {}",
+            outcome.job_id,
+            outcome.message
+        )
+    }
+}

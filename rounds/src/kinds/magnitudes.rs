@@ -1,0 +1,45 @@
+//! Round 0, first session: which octave each numeric feature's largest |value| falls in
+//! (a one-hot per feature, weight 1), so the statistics session can scale into [-1, 1].
+
+use fedrisk_models::federated::{self, Contribution};
+use serde::{Deserialize, Serialize};
+
+use crate::error::RoundError;
+use crate::kind::{Absorbed, RoundKind, SessionSum};
+use crate::local::Rows;
+use crate::task::JobContext;
+
+/// Magnitude octaves of every numeric feature.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Magnitudes {}
+
+impl RoundKind for Magnitudes {
+    fn label(&self) -> &'static str {
+        "magnitudes"
+    }
+
+    fn vector_len(&self, job: &JobContext) -> usize {
+        federated::magnitude_len(&job.schema)
+    }
+
+    fn clip(&self) -> f64 {
+        1.0
+    }
+
+    fn contribute(
+        &self,
+        job: &JobContext,
+        _round: u32,
+        rows: &mut dyn Rows,
+    ) -> Result<Contribution, RoundError> {
+        Ok(federated::magnitude_contribution(&rows.split(job)?.train))
+    }
+
+    fn absorb(&self, job: &JobContext, sum: &SessionSum) -> Result<Absorbed, RoundError> {
+        Ok(Absorbed::Scales(federated::scales_from_magnitudes(
+            &job.schema,
+            &sum.sums,
+        )?))
+    }
+}

@@ -1,0 +1,11 @@
+//! The round kinds, one file each.
+
+mod evaluation;
+mod magnitudes;
+mod statistics;
+mod update;
+
+pub use evaluation::Evaluation;
+pub use magnitudes::Magnitudes;
+pub use statistics::Statistics;
+pub use update::Update;

@@ -1,0 +1,56 @@
+//! Round 0, second session: per-row sums (divided by the agreed scales), squares, missing
+//! and level counts, weighted by row count: the federation's [`FeatureStats`].
+//!
+//! [`FeatureStats`]: fedrisk_models::FeatureStats
+
+use fedrisk_models::federated::{self, Contribution};
+use serde::{Deserialize, Serialize};
+
+use crate::error::RoundError;
+use crate::kind::{Absorbed, RoundKind, SessionSum};
+use crate::local::Rows;
+use crate::task::JobContext;
+
+/// Feature statistics under agreed scales.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Statistics {
+    /// One power of two per numeric feature, from the magnitudes session.
+    pub scales: Vec<f64>,
+}
+
+impl RoundKind for Statistics {
+    fn label(&self) -> &'static str {
+        "statistics"
+    }
+
+    fn vector_len(&self, job: &JobContext) -> usize {
+        federated::stats_len(&job.schema)
+    }
+
+    fn clip(&self) -> f64 {
+        1.0
+    }
+
+    fn contribute(
+        &self,
+        job: &JobContext,
+        _round: u32,
+        rows: &mut dyn Rows,
+    ) -> Result<Contribution, RoundError> {
+        let split = rows.split(job)?;
+        Ok(federated::stats_contribution(
+            &job.schema,
+            &split.train,
+            &self.scales,
+        )?)
+    }
+
+    fn absorb(&self, job: &JobContext, sum: &SessionSum) -> Result<Absorbed, RoundError> {
+        Ok(Absorbed::Stats(federated::stats_from_sum(
+            &job.schema,
+            &sum.sums,
+            &self.scales,
+        )?))
+    }
+}

@@ -1,0 +1,365 @@
+//! The [`JobPlan`]: which session comes next, what its output means, and whether a failed
+//! session is tried again. The engine drives it (`next_session`, then `on_output` or
+//! `on_failure`) and owns only sockets, clocks and the store.
+//!
+//! Sequencing: round 0 is the statistics round (magnitudes, then statistics); each training
+//! round is an update session, then the evaluation of the new model. A failed session is
+//! retried on its own (a completed session's output is kept, so its inputs are not asked
+//! for again), with fresh keys, until the round has used `max_attempts`; a deterministic
+//! failure ends the job at once.
+
+use fedrisk_models::federated::FederatedEval;
+use fedrisk_models::{FeatureStats, ModelFile, PreprocessOptions, Preprocessor, Provenance};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Failure, RoundError};
+use crate::kind::{Absorbed, SessionSum};
+use crate::kinds::{Evaluation, Magnitudes, Statistics, Update};
+use crate::spec::JobSpec;
+use crate::task::{self, GlobalModel, JobContext, Task, TaskParams};
+
+/// What the plan keeps between rounds; durable in the store with each completed round.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// The federation's feature statistics (round 0).
+    pub stats: FeatureStats,
+    /// The frozen preprocessing.
+    pub preprocessor: Preprocessor,
+    /// The latest global parameters.
+    pub theta: Vec<f64>,
+}
+
+/// Where the plan's models come from, for their provenance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanIds {
+    /// The federation.
+    pub federation_id: String,
+    /// The job.
+    pub job_id: u64,
+}
+
+/// One session the driver should run.
+#[derive(Debug, Clone)]
+pub struct SessionRequest {
+    /// The round it belongs to (0: statistics).
+    pub round: u32,
+    /// The kind's label.
+    pub label: &'static str,
+    /// The task's bytes, sent as they are to every invited agent.
+    pub task: Vec<u8>,
+    /// The session binding: hash of `task`.
+    pub binding: [u8; 32],
+    /// Length of the aggregated vector.
+    pub vector_len: usize,
+    /// Clip bound of the fixed-point encoding.
+    pub clip: f64,
+    /// The job's first session waits for `expected_participants`.
+    pub first_of_job: bool,
+    /// The first session of an attempt of its round (the driver records a new attempt).
+    pub new_attempt: bool,
+}
+
+/// A round that completed: everything the store makes durable together.
+#[derive(Debug, Clone)]
+pub struct RoundOutcome {
+    /// The round.
+    pub round: u32,
+    /// Participants the round's sum (update, or statistics) is over.
+    pub survivors: u32,
+    /// Bytes received over the round's sessions.
+    pub bytes_up: u64,
+    /// Bytes sent over the round's sessions.
+    pub bytes_down: u64,
+    /// Federated evaluation of the new model (training rounds).
+    pub eval: Option<FederatedEval>,
+    /// The new model version (training rounds).
+    pub model: Option<ModelFile>,
+    /// The state to resume from.
+    pub checkpoint: Checkpoint,
+}
+
+/// What the plan did with a session's output.
+#[derive(Debug)]
+pub enum Progress {
+    /// The round goes on with its next session.
+    Continue,
+    /// The round is complete.
+    RoundCompleted(Box<RoundOutcome>),
+    /// The output could not be used; the session is tried again.
+    Retrying(Failure),
+}
+
+/// The job cannot go on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("round {round} failed after {attempts} attempt(s): {reason}")]
+pub struct PlanError {
+    /// The round.
+    pub round: u32,
+    /// Attempts used.
+    pub attempts: u32,
+    /// The last failure.
+    pub reason: String,
+}
+
+#[derive(Debug, Clone)]
+enum Phase {
+    Magnitudes,
+    Statistics { scales: Vec<f64> },
+    Update,
+    Evaluation { theta: Vec<f64> },
+    Done,
+}
+
+/// The state machine of one job.
+#[derive(Debug)]
+pub struct JobPlan {
+    spec: JobSpec,
+    ids: PlanIds,
+    job: JobContext,
+    phase: Phase,
+    round: u32,
+    checkpoint: Option<Checkpoint>,
+    attempts: u32,
+    new_attempt: bool,
+    first_of_job: bool,
+    bytes: (u64, u64),
+    update_survivors: u32,
+}
+
+impl JobPlan {
+    /// A plan for `spec`, from the start or from a checkpoint of round `last_completed`.
+    pub fn new(spec: JobSpec, ids: PlanIds, resume: Option<(Checkpoint, u32)>) -> Self {
+        let mut job = JobContext {
+            schema: spec.schema.clone(),
+            settings: spec.settings.clone(),
+        };
+        let (phase, round, checkpoint) = match resume {
+            None => (Phase::Magnitudes, 0, None),
+            Some((cp, last)) => {
+                job.settings.total_rows = cp.stats.rows;
+                let phase = if last >= spec.rounds {
+                    Phase::Done
+                } else {
+                    Phase::Update
+                };
+                (phase, last + 1, Some(cp))
+            }
+        };
+        let first_of_job = checkpoint.is_none();
+        Self {
+            spec,
+            ids,
+            job,
+            phase,
+            round,
+            checkpoint,
+            attempts: 1,
+            new_attempt: true,
+            first_of_job,
+            bytes: (0, 0),
+            update_survivors: 0,
+        }
+    }
+
+    /// The round in progress (the last one once done).
+    pub fn round(&self) -> u32 {
+        self.round
+    }
+
+    /// Whether every round is complete.
+    pub fn is_done(&self) -> bool {
+        matches!(self.phase, Phase::Done)
+    }
+
+    /// The latest checkpoint.
+    pub fn checkpoint(&self) -> Option<&Checkpoint> {
+        self.checkpoint.as_ref()
+    }
+
+    fn params(&self) -> Option<TaskParams> {
+        let model = |theta: &[f64]| {
+            self.checkpoint.as_ref().map(|cp| GlobalModel {
+                preprocessor: cp.preprocessor.clone(),
+                theta: theta.to_vec(),
+            })
+        };
+        Some(match &self.phase {
+            Phase::Magnitudes => TaskParams::Magnitudes(Magnitudes {}),
+            Phase::Statistics { scales } => TaskParams::Statistics(Statistics {
+                scales: scales.clone(),
+            }),
+            Phase::Update => TaskParams::Update(Update {
+                model: model(&self.checkpoint.as_ref()?.theta)?,
+            }),
+            Phase::Evaluation { theta } => TaskParams::Evaluation(Evaluation {
+                model: model(theta)?,
+                bins: self.spec.settings.histogram_bins as u32,
+            }),
+            Phase::Done => return None,
+        })
+    }
+
+    /// The next session to run; `None` once the job is complete.
+    pub fn next_session(&mut self) -> Option<SessionRequest> {
+        let params = self.params()?;
+        let task = Task {
+            job_id: self.ids.job_id,
+            round: self.round,
+            job: self.job.clone(),
+            params,
+        };
+        let kind = task.params.kind();
+        let bytes = task.encode();
+        let request = SessionRequest {
+            round: self.round,
+            label: kind.label(),
+            binding: task::binding(&bytes),
+            vector_len: kind.vector_len(&self.job),
+            clip: kind.clip(),
+            task: bytes,
+            first_of_job: self.first_of_job,
+            new_attempt: self.new_attempt,
+        };
+        self.new_attempt = false;
+        Some(request)
+    }
+
+    /// Counts a failed session; `Ok` when it will be tried again.
+    pub fn on_failure(&mut self, failure: Failure) -> Result<(), PlanError> {
+        let fail = |attempts| PlanError {
+            round: self.round,
+            attempts,
+            reason: failure.reason().to_string(),
+        };
+        if matches!(failure, Failure::Deterministic(_)) || self.attempts >= self.spec.max_attempts {
+            return Err(fail(self.attempts));
+        }
+        self.attempts += 1;
+        self.new_attempt = true;
+        Ok(())
+    }
+
+    /// Absorbs the decoded sum of the session `next_session` last returned.
+    pub fn on_output(&mut self, sum: SessionSum) -> Result<Progress, PlanError> {
+        let Some(params) = self.params() else {
+            return Ok(Progress::Continue);
+        };
+        let absorbed = match params.kind().absorb(&self.job, &sum) {
+            Ok(a) => a,
+            Err(e) => {
+                let failure = Failure::from(e);
+                self.on_failure(failure.clone())?;
+                return Ok(Progress::Retrying(failure));
+            }
+        };
+        self.first_of_job = false;
+        self.bytes.0 += sum.bytes_up;
+        self.bytes.1 += sum.bytes_down;
+        let survivors = sum.survivors.len() as u32;
+        match (std::mem::replace(&mut self.phase, Phase::Done), absorbed) {
+            (Phase::Magnitudes, Absorbed::Scales(scales)) => {
+                self.phase = Phase::Statistics { scales };
+                Ok(Progress::Continue)
+            }
+            (Phase::Statistics { .. }, Absorbed::Stats(stats)) => {
+                let preprocessor = Preprocessor::fit(
+                    &self.spec.schema,
+                    &stats,
+                    PreprocessOptions {
+                        missing_indicators: self.spec.settings.missing_indicators,
+                    },
+                );
+                self.job.settings.total_rows = stats.rows;
+                let cp = Checkpoint {
+                    theta: vec![0.0; preprocessor.width() + 1],
+                    stats,
+                    preprocessor,
+                };
+                self.checkpoint = Some(cp.clone());
+                Ok(Progress::RoundCompleted(Box::new(
+                    self.complete(survivors, None, None, cp),
+                )))
+            }
+            (Phase::Update, Absorbed::Theta(theta)) => {
+                self.update_survivors = survivors;
+                self.phase = Phase::Evaluation { theta };
+                Ok(Progress::Continue)
+            }
+            (Phase::Evaluation { theta }, Absorbed::Eval(eval)) => {
+                let Some(prev) = self.checkpoint.clone() else {
+                    return Err(self.internal("evaluation without a checkpoint"));
+                };
+                let cp = Checkpoint { theta, ..prev };
+                let model = self.model_file(&cp).map_err(|e| PlanError {
+                    round: self.round,
+                    attempts: self.attempts,
+                    reason: e.to_string(),
+                })?;
+                self.checkpoint = Some(cp.clone());
+                let survivors = self.update_survivors;
+                Ok(Progress::RoundCompleted(Box::new(self.complete(
+                    survivors,
+                    Some(eval),
+                    Some(model),
+                    cp,
+                ))))
+            }
+            _ => Err(self.internal("a session's output does not fit the plan's phase")),
+        }
+    }
+
+    fn internal(&self, what: &str) -> PlanError {
+        PlanError {
+            round: self.round,
+            attempts: self.attempts,
+            reason: what.to_string(),
+        }
+    }
+
+    fn complete(
+        &mut self,
+        survivors: u32,
+        eval: Option<FederatedEval>,
+        model: Option<ModelFile>,
+        checkpoint: Checkpoint,
+    ) -> RoundOutcome {
+        let outcome = RoundOutcome {
+            round: self.round,
+            survivors,
+            bytes_up: self.bytes.0,
+            bytes_down: self.bytes.1,
+            eval,
+            model,
+            checkpoint,
+        };
+        self.bytes = (0, 0);
+        self.attempts = 1;
+        self.new_attempt = true;
+        if self.round >= self.spec.rounds {
+            self.phase = Phase::Done;
+        } else {
+            self.round += 1;
+            self.phase = Phase::Update;
+        }
+        outcome
+    }
+
+    fn model_file(&self, cp: &Checkpoint) -> Result<ModelFile, RoundError> {
+        Ok(ModelFile::new(
+            self.spec.schema.clone(),
+            cp.preprocessor.clone(),
+            &cp.theta,
+            Provenance {
+                trainer: format!("federated-{}", self.spec.settings.algorithm),
+                rounds: self.round,
+                participants: self.update_survivors,
+                schema_hash: self.spec.schema.hash(),
+                l2_c: Some(self.spec.settings.c),
+                notes: vec![
+                    format!("federation {}", self.ids.federation_id),
+                    format!("job {}", self.ids.job_id),
+                ],
+            },
+        )?)
+    }
+}

@@ -1,0 +1,398 @@
+//! A whole job (statistics, Newton rounds with their evaluations) through `rounds` and
+//! `secagg` in memory: no sockets, no async runtime, no clock. The plan and both secagg
+//! state machines are driven exactly as the engine and the agents drive them, with every
+//! message encoded and decoded, and the result is checked against a model fitted on the
+//! pooled rows.
+
+use ed25519_dalek::SigningKey;
+use fedrisk_models::logistic::{NewtonOptions, Penalty, fit_newton};
+use fedrisk_models::synth::{SynthConfig, generate};
+use fedrisk_models::{Dataset, LabelMode, Schema, load_csv};
+use fedrisk_rounds::{
+    Failure, JobPlan, JobSpec, LocalData, PlanIds, Progress, RoundError, SessionRequest,
+    SessionSum, Task, session_binding, session_params,
+};
+use fedrisk_secagg::{
+    CoordinatorSession, Message, Outgoing, ParticipantPolicy, ParticipantSession, Roster,
+    SessionConfig, Step, decode_sum, encode_weighted,
+};
+use rand::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+
+const FEDERATION: &str = "in-memory";
+
+type Loader = Box<dyn FnMut(&Schema) -> Result<Dataset, RoundError>>;
+
+struct Agent {
+    id: u32,
+    key: SigningKey,
+    data: LocalData<Loader>,
+}
+
+fn federation(n: usize) -> (Schema, Vec<Dataset>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = SynthConfig::demo(7, 6000, 100);
+    cfg.institutions.truncate(n);
+    let data = generate(&cfg);
+    data.write_dir(dir.path()).expect("write");
+    let schema = Schema::load(&dir.path().join("schema.json")).expect("schema");
+    let sets = data
+        .participants
+        .iter()
+        .map(|(name, _)| {
+            load_csv(
+                &dir.path().join(format!("participants/{name}.csv")),
+                &schema,
+                LabelMode::Required,
+            )
+            .expect("load")
+        })
+        .collect();
+    (schema, sets)
+}
+
+fn agents(sets: &[Dataset]) -> Vec<Agent> {
+    sets.iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let rows = d.clone();
+            let loader: Loader = Box::new(move |_: &Schema| Ok(rows.clone()));
+            Agent {
+                id: i as u32 + 1,
+                key: SigningKey::from_bytes(&[i as u8 + 1; 32]),
+                data: LocalData::new(loader, None),
+            }
+        })
+        .collect()
+}
+
+/// One session among `agents` (those listed in `present`), as the engine and the agents
+/// run it, with `drop_after_masking` leaving after their masked input.
+fn run_session(
+    spec: &JobSpec,
+    job_id: u64,
+    req: &SessionRequest,
+    agents: &mut [Agent],
+    drop_after_masking: &[u32],
+    rng: &mut ChaCha20Rng,
+) -> Result<SessionSum, Failure> {
+    use rand::RngExt;
+    let ids: Vec<u32> = agents.iter().map(|a| a.id).collect();
+    let roster = Roster::new(agents.iter().map(|a| (a.id, a.key.verifying_key())));
+    let params = session_params(spec, req, ids);
+    let binding = session_binding(FEDERATION, req.round, req.binding);
+    let config = SessionConfig::new(&binding, rng.random(), params)
+        .map_err(|e| Failure::Deterministic(e.to_string()))?;
+    let fixed = config.params.fixed_point;
+    let mut coord = CoordinatorSession::new(config.clone(), roster.clone())
+        .map_err(|e| Failure::Deterministic(e.to_string()))?;
+    let encoded = config.encode();
+    // Each agent opens its session from the bytes it received, as the real agent does.
+    let mut sessions = Vec::new();
+    for a in agents.iter_mut() {
+        let task = Task::decode(&req.task, job_id, req.round).map_err(Failure::from)?;
+        let own_binding = session_binding(
+            FEDERATION,
+            task.round,
+            fedrisk_rounds::task::binding(&req.task),
+        );
+        let c = task
+            .params
+            .kind()
+            .contribute(&task.job, task.round, &mut a.data)
+            .map_err(Failure::from)?;
+        let input = encode_weighted(&c.values, c.weight, &fixed)
+            .map_err(|e| Failure::Transient(e.to_string()))?;
+        let cfg = SessionConfig::decode(&encoded).map_err(|e| Failure::Transient(e.to_string()))?;
+        let (s, adv) = ParticipantSession::new(
+            cfg,
+            &own_binding,
+            a.id,
+            a.key.clone(),
+            roster.clone(),
+            &ParticipantPolicy::default(),
+            rng,
+        )
+        .map_err(|e| Failure::Transient(e.to_string()))?;
+        let bytes = Message::Advertise(adv).encode();
+        let msg =
+            Message::decode_for(&bytes, &config).map_err(|e| Failure::Transient(e.to_string()))?;
+        coord
+            .handle(a.id, &msg)
+            .map_err(|e| Failure::Transient(e.to_string()))?;
+        sessions.push((a.id, s, input));
+    }
+    let (mut up, mut down) = (0u64, 0u64);
+    let output = loop {
+        let step = coord
+            .close_stage()
+            .map_err(|e| Failure::Transient(e.to_string()))?;
+        let out = match step {
+            Step::Send(out) => out,
+            Step::Finished(o) => break o,
+        };
+        for o in out {
+            let (recipients, message) = match o {
+                Outgoing::Broadcast {
+                    recipients,
+                    message,
+                } => (recipients, message),
+                Outgoing::Unicast { recipient, message } => (vec![recipient], message),
+            };
+            let bytes = message.encode();
+            for r in recipients {
+                let Some((_, s, input)) = sessions.iter_mut().find(|(id, _, _)| *id == r) else {
+                    continue;
+                };
+                let msg = Message::decode_for(&bytes, s.config())
+                    .map_err(|e| Failure::Transient(e.to_string()))?;
+                if drop_after_masking.contains(&r)
+                    && !matches!(msg, Message::KeyList(_) | Message::ShareBundle(_))
+                {
+                    continue;
+                }
+                down += bytes.len() as u64;
+                let reply = s
+                    .handle(&msg, input, rng)
+                    .map_err(|e| Failure::Transient(e.to_string()))?;
+                let reply_bytes = reply.encode();
+                up += reply_bytes.len() as u64;
+                let reply = Message::decode_for(&reply_bytes, &config)
+                    .map_err(|e| Failure::Transient(e.to_string()))?;
+                coord
+                    .handle(r, &reply)
+                    .map_err(|e| Failure::Transient(e.to_string()))?;
+            }
+        }
+    };
+    let (total_weight, sums) =
+        decode_sum(&output.sum, &fixed).map_err(|e| Failure::Transient(e.to_string()))?;
+    Ok(SessionSum {
+        total_weight,
+        sums,
+        survivors: output.survivors,
+        bytes_up: up,
+        bytes_down: down,
+    })
+}
+
+fn spec(schema: &Schema, rounds: u32) -> JobSpec {
+    let mut spec = JobSpec::new("in-memory", schema.clone());
+    spec.rounds = rounds;
+    spec.settings.validation_fraction = 0.0;
+    spec
+}
+
+#[test]
+fn a_whole_newton_job_runs_in_memory_and_reaches_the_pooled_fit() {
+    let (schema, sets) = federation(4);
+    let spec = spec(&schema, 8);
+    let mut plan = JobPlan::new(
+        spec.clone(),
+        PlanIds {
+            federation_id: FEDERATION.into(),
+            job_id: 1,
+        },
+        None,
+    );
+    let mut agents = agents(&sets);
+    let mut rng = ChaCha20Rng::seed_from_u64(5);
+    let mut outcomes = Vec::new();
+    while let Some(req) = plan.next_session() {
+        let sum = run_session(&spec, 1, &req, &mut agents, &[], &mut rng).expect("session");
+        match plan.on_output(sum).expect("plan") {
+            Progress::RoundCompleted(o) => outcomes.push(o),
+            Progress::Continue => {}
+            Progress::Retrying(f) => panic!("unexpected retry: {f:?}"),
+        }
+    }
+    assert!(plan.is_done());
+    assert_eq!(outcomes.len(), 9, "statistics round and 8 training rounds");
+    assert_eq!(outcomes[0].round, 0);
+    let total: usize = sets.iter().map(Dataset::rows).sum();
+    assert_eq!(outcomes[0].checkpoint.stats.rows as usize, total);
+    // The pooled fit under the federation's own preprocessing.
+    let last = outcomes.last().expect("rounds");
+    let pre = &last.checkpoint.preprocessor;
+    let mut x = Vec::new();
+    let mut y = Vec::new();
+    for d in &sets {
+        x.extend(pre.transform_ref(d).iter().copied());
+        y.extend(d.labels_f64().expect("labels"));
+    }
+    let x = ndarray::Array2::from_shape_vec((y.len(), pre.width()), x).expect("shape");
+    let pooled = fit_newton(
+        x.view(),
+        &y,
+        &NewtonOptions {
+            penalty: Penalty::sklearn(1.0),
+            max_iter: 50,
+            tol: 1e-10,
+        },
+    )
+    .expect("pooled fit");
+    let worst = last
+        .checkpoint
+        .theta
+        .iter()
+        .zip(&pooled.theta)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    assert!(
+        worst < 1e-4,
+        "federated and pooled parameters differ by {worst}"
+    );
+    let model = last.model.as_ref().expect("model version");
+    assert_eq!(model.provenance.rounds, 8);
+    let eval = last.eval.as_ref().expect("evaluation");
+    assert_eq!(eval.rows as usize, total);
+    assert!(eval.auc > 0.6 && eval.auc < 1.0, "AUC {}", eval.auc);
+}
+
+#[test]
+fn a_failed_evaluation_is_retried_alone_and_the_update_is_not_asked_for_again() {
+    let (schema, sets) = federation(4);
+    let mut spec = spec(&schema, 1);
+    spec.max_attempts = 2;
+    let mut plan = JobPlan::new(
+        spec.clone(),
+        PlanIds {
+            federation_id: FEDERATION.into(),
+            job_id: 2,
+        },
+        None,
+    );
+    let mut agents = agents(&sets);
+    let mut rng = ChaCha20Rng::seed_from_u64(6);
+    let mut labels = Vec::new();
+    let mut failed_once = false;
+    while let Some(req) = plan.next_session() {
+        labels.push((req.label, req.new_attempt));
+        if req.label == "evaluation" && !failed_once {
+            failed_once = true;
+            plan.on_failure(Failure::Transient("an agent dropped".into()))
+                .expect("retry allowed");
+            continue;
+        }
+        let sum = run_session(&spec, 2, &req, &mut agents, &[], &mut rng).expect("session");
+        plan.on_output(sum).expect("plan");
+    }
+    assert_eq!(
+        labels,
+        vec![
+            ("magnitudes", true),
+            ("statistics", false),
+            ("update", true),
+            ("evaluation", false),
+            ("evaluation", true),
+        ]
+    );
+}
+
+#[test]
+fn a_session_losing_a_participant_after_masking_still_sums_the_survivors() {
+    let (schema, sets) = federation(5);
+    let spec = spec(&schema, 1);
+    let mut plan = JobPlan::new(
+        spec.clone(),
+        PlanIds {
+            federation_id: FEDERATION.into(),
+            job_id: 3,
+        },
+        None,
+    );
+    let mut agents = agents(&sets);
+    let mut rng = ChaCha20Rng::seed_from_u64(7);
+    let req = plan.next_session().expect("magnitudes");
+    let sum = run_session(&spec, 3, &req, &mut agents, &[5], &mut rng).expect("session");
+    // Participant 5 sent its masked input and left before the consistency check: its
+    // input is in the sum (the others release the shares that remove its mask).
+    assert!(sum.survivors.contains(&5));
+    assert_eq!(sum.total_weight, 5);
+    assert!(matches!(
+        plan.on_output(sum).expect("plan"),
+        Progress::Continue
+    ));
+}
+
+#[test]
+fn retries_stop_at_max_attempts_and_deterministic_failures_stop_at_once() {
+    let (schema, _) = federation(3);
+    let mut spec = spec(&schema, 1);
+    spec.max_attempts = 2;
+    let mut plan = JobPlan::new(
+        spec.clone(),
+        PlanIds {
+            federation_id: FEDERATION.into(),
+            job_id: 4,
+        },
+        None,
+    );
+    plan.next_session().expect("first");
+    plan.on_failure(Failure::Transient("deadline".into()))
+        .expect("second attempt allowed");
+    let e = plan
+        .on_failure(Failure::Transient("deadline again".into()))
+        .unwrap_err();
+    assert_eq!((e.round, e.attempts), (0, 2));
+    assert!(e.reason.contains("deadline again"));
+    let mut plan = JobPlan::new(
+        spec,
+        PlanIds {
+            federation_id: FEDERATION.into(),
+            job_id: 5,
+        },
+        None,
+    );
+    plan.next_session().expect("first");
+    let e = plan
+        .on_failure(Failure::Deterministic("bad configuration".into()))
+        .unwrap_err();
+    assert_eq!(e.attempts, 1);
+}
+
+#[test]
+fn a_restarted_agent_computes_from_the_task_alone() {
+    // An agent whose cache is empty (it restarted mid-job) receives round 3's update task:
+    // it needs nothing from the statistics round it never saw.
+    let (schema, sets) = federation(3);
+    let spec = spec(&schema, 5);
+    let mut plan = JobPlan::new(
+        spec.clone(),
+        PlanIds {
+            federation_id: FEDERATION.into(),
+            job_id: 6,
+        },
+        None,
+    );
+    let mut all = agents(&sets);
+    let mut rng = ChaCha20Rng::seed_from_u64(8);
+    let mut update_task = None;
+    while let Some(req) = plan.next_session() {
+        if req.round == 3 && req.label == "update" {
+            update_task = Some(req);
+            break;
+        }
+        let sum = run_session(&spec, 6, &req, &mut all, &[], &mut rng).expect("session");
+        plan.on_output(sum).expect("plan");
+    }
+    let req = update_task.expect("round 3");
+    let mut fresh = agents(&sets);
+    let task = Task::decode(&req.task, 6, 3).expect("task");
+    let from_fresh = task
+        .params
+        .kind()
+        .contribute(&task.job, 3, &mut fresh[0].data)
+        .expect("contribution");
+    let from_warm = task
+        .params
+        .kind()
+        .contribute(&task.job, 3, &mut all[0].data)
+        .expect("contribution");
+    assert_eq!(from_fresh, from_warm);
+    // A task for another job or round than its envelope is refused.
+    assert!(matches!(
+        Task::decode(&req.task, 7, 3),
+        Err(RoundError::Task(_))
+    ));
+}

@@ -140,10 +140,13 @@ impl Engine {
             federation_id: self.federation_id.clone(),
             job_id,
         };
-        let mut plan = JobPlan::new(spec.clone(), ids, self.resume_point(job_id)?);
+        let resume = self.resume_point(job_id)?;
+        let resumed = resume.is_some();
+        let mut plan = JobPlan::new(spec.clone(), ids, resume);
         self.events.emit(&Event::JobStarted {
             job: job_id,
             round: plan.round(),
+            resumed,
         });
         let mut attempt: Option<Attempt> = None;
         while let Some(req) = plan.next_session() {

@@ -16,6 +16,8 @@ pub enum Event {
         job: u64,
         /// Where it starts (0: the statistics round).
         round: u32,
+        /// Whether it resumes after completed rounds (a coordinator restart).
+        resumed: bool,
     },
     /// A secure-aggregation session was proposed to the connected participants.
     SessionStarted {
@@ -119,7 +121,14 @@ pub struct LogSink;
 impl EventSink for LogSink {
     fn emit(&self, event: &Event) {
         match event {
-            Event::JobStarted { job, round } => info!(job, round, "job started"),
+            Event::JobStarted {
+                job,
+                round,
+                resumed: false,
+            } => info!(job, round, "job started"),
+            Event::JobStarted { job, round, .. } => {
+                info!(job, round, "resuming after the last completed round")
+            }
             Event::SessionStarted {
                 job,
                 round,
@@ -156,7 +165,13 @@ impl EventSink for LogSink {
                 kind,
                 reason,
                 retrying,
-            } => warn!(job, round, session = kind, retrying, %reason, "session failed"),
+            } => {
+                if *retrying {
+                    warn!(job, round, session = kind, %reason, "session failed; retrying with fresh keys")
+                } else {
+                    warn!(job, round, session = kind, %reason, "session failed; no attempt left")
+                }
+            }
             Event::Refused {
                 job,
                 round,

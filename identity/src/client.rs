@@ -129,6 +129,23 @@ pub fn tls_refusal(err: &(dyn std::error::Error + 'static)) -> Option<TlsRefusal
             _ => return None,
         })
     };
+    // tokio-rustls hands the TLS error up as the text of an io::Error, so the alert is
+    // recognised by its text where the typed error is gone.
+    let by_text = |text: &str| -> Option<TlsRefusal> {
+        let alert = text.split("received fatal alert: ").nth(1)?;
+        let name = alert.split(|c: char| !c.is_ascii_alphanumeric()).next()?;
+        Some(match name {
+            "CertificateRevoked" => TlsRefusal::Revoked,
+            "CertificateExpired" => TlsRefusal::Expired,
+            "UnknownCA"
+            | "BadCertificate"
+            | "CertificateUnknown"
+            | "AccessDenied"
+            | "UnsupportedCertificate"
+            | "DecryptError" => TlsRefusal::Unknown,
+            _ => return None,
+        })
+    };
     let mut next: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = next {
         if let Some(r) = e.downcast_ref::<E>().and_then(map) {
@@ -136,8 +153,15 @@ pub fn tls_refusal(err: &(dyn std::error::Error + 'static)) -> Option<TlsRefusal
         }
         if let Some(io) = e.downcast_ref::<std::io::Error>()
             && let Some(inner) = io.get_ref()
-            && let Some(r) = inner.downcast_ref::<E>().and_then(map)
         {
+            if let Some(r) = inner.downcast_ref::<E>().and_then(map) {
+                return Some(r);
+            }
+            if let Some(r) = by_text(&inner.to_string()) {
+                return Some(r);
+            }
+        }
+        if let Some(r) = by_text(&e.to_string()) {
             return Some(r);
         }
         next = e.source();
@@ -152,7 +176,11 @@ pub fn describe_error(err: &(dyn std::error::Error + 'static)) -> String {
     let mut out = String::new();
     let mut next: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = next {
-        let text = e.to_string();
+        // A gRPC status prints its source's debug form; its message is what it says.
+        let text = match e.downcast_ref::<tonic::Status>() {
+            Some(status) => status.message().to_string(),
+            None => e.to_string(),
+        };
         if !text.is_empty() && !out.contains(&text) {
             if !out.is_empty() {
                 out.push_str(": ");
@@ -370,4 +398,40 @@ pub fn certificate_identity_key(cert_der: &[u8]) -> Result<ed25519_dalek::Verify
         .map_err(|e| format!("unparsable certificate: {e}"))?;
     ed25519_dalek::VerifyingKey::from_public_key_der(cert.public_key().raw)
         .map_err(|e| format!("no Ed25519 public key: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_found_in_typed_and_text_forms_and_transient_errors_are_not() {
+        let typed = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRevoked),
+        );
+        assert_eq!(tls_refusal(&typed), Some(TlsRefusal::Revoked));
+        let text = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "received fatal alert: UnknownCA",
+        );
+        assert_eq!(tls_refusal(&text), Some(TlsRefusal::Unknown));
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        assert_eq!(tls_refusal(&refused), None);
+    }
+
+    #[test]
+    fn a_cause_quoted_by_its_context_is_printed_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("reading x.csv: {source}")]
+        struct Outer {
+            source: std::io::Error,
+        }
+        let e = Outer {
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "No such file"),
+        };
+        assert_eq!(describe_error(&e), "reading x.csv: No such file");
+        let status = tonic::Status::unavailable("coordinator down");
+        assert_eq!(describe_error(&status), "coordinator down");
+    }
 }

@@ -111,7 +111,7 @@ pub async fn run(cfg: AgentConfig) -> Result<JobOutcome, AgentError> {
         if cfg.max_reconnects > 0 && failures >= cfg.max_reconnects {
             return Err(AgentError::Unreachable(failures, reason));
         }
-        warn!(%reason, retry_in_ms = backoff.as_millis() as u64, "not connected; retrying");
+        warn!(%reason, retry_in_ms = backoff.as_millis() as u64, "not connected; reconnecting");
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use crate::harness::{Fed, JobOpts, Proc, survivors, tail};
 
-/// Runs a refused agent to its end and checks it failed and what the coordinator logged.
-fn refused(agent: &mut Proc, coordinator: &Proc, reason: &str) {
+/// Runs a refused agent to its end and checks it failed, saying `says`, without retrying.
+fn refused_agent(agent: &mut Proc, says: &str) {
     let status = agent.wait_exit(Duration::from_secs(60));
     assert!(
         !status.success(),
@@ -32,6 +32,25 @@ fn refused(agent: &mut Proc, coordinator: &Proc, reason: &str) {
         agent.name,
         agent.stderr()
     );
+    let err = agent.stderr();
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("error:") && l.contains(says)),
+        "{} does not say `{says}`:\n{}",
+        agent.name,
+        tail(&err, 20)
+    );
+    assert!(
+        !err.contains("retrying"),
+        "{} retried a refusal that cannot succeed later:\n{}",
+        agent.name,
+        tail(&err, 20)
+    );
+}
+
+/// Runs a refused agent to its end and checks what the coordinator logged.
+fn refused(agent: &mut Proc, coordinator: &Proc, says: &str, reason: &str) {
+    refused_agent(agent, says);
     let log = coordinator.stderr();
     assert!(
         log.lines()
@@ -75,7 +94,37 @@ fn unknown_certificate_is_refused() {
         &[],
         &["--max-reconnects", "2"],
     );
-    refused(&mut impostor, &coord, "failed the federation CA check");
+    // The agent checks its own certificate against its CA before connecting, so an
+    // impersonator with another CA's certificate stops at once, saying why. (The
+    // coordinator's own refusal of such a certificate is tested in fedrisk-identity with an
+    // identity that skips the local check.)
+    refused_agent(&mut impostor, "was not issued by the federation CA");
+
+    // A key that is not the certificate's: named, and the agent stops.
+    let mixed = fed.path("mixed");
+    std::fs::create_dir_all(&mixed).expect("mkdir");
+    std::fs::copy(fed.path("pki/ca.pem"), mixed.join("ca.pem")).expect("copy");
+    let a = &fed.institutions[0];
+    let b = &fed.institutions[1];
+    std::fs::copy(
+        fed.path(&format!("pki/{a}.pem")),
+        mixed.join(format!("{a}.pem")),
+    )
+    .expect("copy");
+    std::fs::copy(
+        fed.path(&format!("pki/{b}.key")),
+        mixed.join(format!("{a}.key")),
+    )
+    .expect("copy");
+    let mut wrong_key = fed.participant_as(
+        "wrong_key",
+        &mixed,
+        a,
+        &data,
+        &[],
+        &["--max-reconnects", "2"],
+    );
+    refused_agent(&mut wrong_key, "does not match the certificate");
 
     // Revoked while the coordinator runs: it re-reads the roster.
     let revoked = fed.certs(&["revoke", "--dir", "pki", "--name", "former_member"]);
@@ -88,7 +137,7 @@ fn unknown_certificate_is_refused() {
         &[],
         &["--max-reconnects", "2"],
     );
-    refused(&mut former, &coord, "revoked");
+    refused(&mut former, &coord, "revoked", "revoked");
 
     // The federation's own participants are unaffected.
     let mut agents: Vec<Proc> = fed

@@ -455,11 +455,14 @@ impl Engine {
             participants: peers.len(),
             threshold,
         });
+        let generations: std::collections::BTreeMap<u32, u64> =
+            peers.iter().map(|p| (p.id, p.generation)).collect();
         let result = self
             .drive(
                 spec,
                 job_id,
                 req,
+                &generations,
                 &mut coord,
                 &mut inbox,
                 &mut traffic,
@@ -509,6 +512,7 @@ impl Engine {
         spec: &JobSpec,
         job_id: JobId,
         req: &SessionRequest,
+        generations: &std::collections::BTreeMap<u32, u64>,
         coord: &mut CoordinatorSession,
         inbox: &mut tokio::sync::mpsc::Receiver<Upload>,
         traffic: &mut Traffic,
@@ -536,10 +540,12 @@ impl Engine {
                     stage,
                     invited.saturating_sub(awaiting.len())
                 ));
-                if awaiting.is_empty()
-                    || awaiting
-                        .iter()
-                        .all(|id| !self.hub.is_connected(*id) || refused.contains(id))
+                let gone = |id: &u32| {
+                    !generations
+                        .get(id)
+                        .is_some_and(|g| self.hub.still_connected(*id, *g))
+                };
+                if awaiting.is_empty() || awaiting.iter().all(|id| gone(id) || refused.contains(id))
                 {
                     break;
                 }

@@ -122,6 +122,9 @@ pub struct Peer {
     pub verifying_key: ed25519_dalek::VerifyingKey,
     /// Where its task stream comes from (for operators).
     pub address: String,
+    /// Which of its connections this is (set by [`Hub::register`]): a session waits only
+    /// for the connections it invited, not for a restarted agent's new one.
+    pub generation: u64,
 }
 
 impl Hub {
@@ -154,6 +157,8 @@ impl Hub {
         }
         inner.next_generation += 1;
         let generation = inner.next_generation;
+        let mut peer = peer;
+        peer.generation = generation;
         inner.conns.insert(
             peer.id,
             Conn {
@@ -257,6 +262,15 @@ impl Hub {
             .filter(|(_, c)| !c.tx.is_closed())
             .map(|(_, c)| c.peer.clone())
             .collect()
+    }
+
+    /// Whether this very connection of the peer is still open (a restarted agent's new
+    /// connection is another one).
+    pub fn still_connected(&self, id: u32, generation: u64) -> bool {
+        self.lock()
+            .conns
+            .get(&id)
+            .is_some_and(|c| c.generation == generation && !c.tx.is_closed())
     }
 
     pub fn is_connected(&self, id: u32) -> bool {
@@ -429,6 +443,7 @@ mod tests {
             cert_der: vec![cert],
             verifying_key: ed25519_dalek::SigningKey::from_bytes(&[cert; 32]).verifying_key(),
             address: format!("127.0.0.1:{cert}"),
+            generation: 0,
         };
         let (rx1, g1) = hub.register(peer(1)).expect("first stream");
         // While the first stream is open, a second agent of the same identity is refused
@@ -461,6 +476,7 @@ mod tests {
             cert_der: vec![],
             verifying_key: ed25519_dalek::SigningKey::from_bytes(&[id as u8; 32]).verifying_key(),
             address: "127.0.0.1:9".into(),
+            generation: 0,
         };
         let (mut rx, _) = hub.register(peer(1)).expect("register");
         let (_rx2, _) = hub.register(peer(2)).expect("register");

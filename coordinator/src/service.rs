@@ -123,6 +123,7 @@ impl fedrisk_proto::Participant for ParticipantService {
                 cert_der: cert,
                 verifying_key: who.verifying_key,
                 address,
+                generation: 0,
             })
             .inspect_err(|status| {
                 warn!(participant = who.id, name = %who.name, reason = status.message(), "second task stream refused");

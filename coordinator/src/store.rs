@@ -1180,7 +1180,6 @@ mod tests {
                             },
                             model: Some(model(r)),
                             checkpoint: vec![("coef".into(), vec![r as u8])],
-                            ..Default::default()
                         },
                     )
                     .expect("complete");

@@ -8,5 +8,6 @@ mod certs;
 mod dropout;
 mod harness;
 mod malicious;
+mod operator;
 mod restart;
 mod scale;

@@ -15,7 +15,8 @@ use serde::Deserialize;
 pub struct CoordinatorConfig {
     /// Address to listen on, e.g. `0.0.0.0:7443`.
     pub listen: SocketAddr,
-    /// Folder made by `certs init`.
+    /// The coordinator's folder made by `certs init --dir` (`ca.pem`, `coordinator.pem`,
+    /// `coordinator.key`, `roster.json`); `serve` refuses it if it holds any other key.
     pub pki_dir: PathBuf,
     /// SQLite database (created if absent).
     pub database: PathBuf,
@@ -84,6 +85,9 @@ pub fn job_from_toml(mut table: toml::Table, base: &Path, origin: &Path) -> Resu
 
 pub async fn serve(path: &Path) -> Result<()> {
     let (cfg, job) = load(path)?;
+    // The coordinator host holds no CA key and no member's key: refuse to serve a folder that
+    // has one, naming it.
+    fedrisk_identity::pki::check_serving_dir(&cfg.pki_dir)?;
     let running = server::start(ServeOptions {
         listen: cfg.listen,
         pki_dir: cfg.pki_dir.clone(),

@@ -16,6 +16,25 @@ fn run(args: &[&str]) -> std::process::Output {
         .expect("run fedrisk-coordinator")
 }
 
+/// `certs init` of a federation with its CA in `ca` and the coordinator's folder `pki`.
+fn init_federation(ca: &str, pki: &str) {
+    let out = run(&[
+        "certs",
+        "init",
+        "--dir",
+        pki,
+        "--ca-dir",
+        ca,
+        "--federation",
+        "t",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn help_lists_every_command() {
     let out = run(&["--help"]);
@@ -44,14 +63,15 @@ fn an_http_url_is_refused_with_the_fix() {
     let dir = tempfile::tempdir().expect("tempdir");
     let pki = dir.path().join("pki");
     let p = pki.to_str().expect("utf-8");
-    assert!(
-        run(&["certs", "init", "--dir", p, "--federation", "t"])
-            .status
-            .success()
-    );
+    let ca = dir.path().join("ca");
+    let ca = ca.to_str().expect("utf-8");
+    init_federation(ca, p);
+    let ops = dir.path().join("ops");
+    let o = ops.to_str().expect("utf-8");
     assert!(
         run(&[
-            "certs", "issue", "--dir", p, "--name", "ops", "--role", "operator"
+            "certs", "issue", "--dir", p, "--ca-dir", ca, "--name", "ops", "--role", "operator",
+            "--out", o
         ])
         .status
         .success()
@@ -64,9 +84,9 @@ fn an_http_url_is_refused_with_the_fix() {
         "--ca",
         &format!("{p}/ca.pem"),
         "--cert",
-        &format!("{p}/ops.pem"),
+        &format!("{o}/ops.pem"),
         "--key",
-        &format!("{p}/ops.key"),
+        &format!("{o}/ops.key"),
     ]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -80,17 +100,20 @@ fn output_into_a_closed_pipe_does_not_panic() {
     let dir = tempfile::tempdir().expect("tempdir");
     let pki = dir.path().join("pki");
     let p = pki.to_str().expect("utf-8");
-    assert!(
-        run(&["certs", "init", "--dir", p, "--federation", "t"])
+    let ca = dir.path().join("ca");
+    let ca = ca.to_str().expect("utf-8");
+    let out = dir.path().join("ops");
+    let o = out.to_str().expect("utf-8");
+    init_federation(ca, p);
+    for i in 0..3 {
+        let name = format!("ops_{i}");
+        assert!(
+            run(&[
+                "certs", "issue", "--dir", p, "--ca-dir", ca, "--name", &name, "--role",
+                "operator", "--out", o
+            ])
             .status
             .success()
-    );
-    for i in 0..3 {
-        let name = format!("bank_{i}");
-        assert!(
-            run(&["certs", "issue", "--dir", p, "--name", &name])
-                .status
-                .success()
         );
     }
     let mut child = Command::new(bin())

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use fedrisk_proto::v1::{self, task};
 use fedrisk_rounds::{
-    Checkpoint, Failure, JobPlan, JobSpec, PlanError, PlanIds, Progress, RoundOutcome,
+    Checkpoint, Failure, JobPlan, JobSpec, Partial, PlanError, PlanIds, Progress, RoundOutcome,
     SessionRequest, SessionSum, session_binding, session_params,
 };
 use fedrisk_secagg::{CoordinatorSession, Message, Outgoing, SessionConfig, Step, decode_sum};
@@ -53,6 +53,9 @@ impl From<crate::store::StoreError> for SessionError {
         SessionError::Store(e)
     }
 }
+
+/// The store key of the round in progress's completed sessions (see `rounds::Partial`).
+const PARTIAL: &str = "partial";
 
 pub struct Engine {
     pub hub: Arc<Hub>,
@@ -142,7 +145,12 @@ impl Engine {
         };
         let resume = self.resume_point(job_id)?;
         let resumed = resume.is_some();
-        let mut plan = JobPlan::new(spec.clone(), ids, resume);
+        let partial = self
+            .store
+            .checkpoint(job_id, PARTIAL)?
+            .and_then(|blob| serde_json::from_slice::<Partial>(&blob).ok());
+        let mut plan = JobPlan::resume(spec.clone(), ids, resume, partial);
+        self.hub.clear_contents();
         self.events.emit(&Event::JobStarted {
             job: job_id,
             round: plan.round(),
@@ -187,7 +195,20 @@ impl Engine {
                         bytes_down: sum.bytes_down,
                     });
                     match plan.on_output(sum) {
-                        Ok(Progress::Continue) => continue,
+                        Ok(Progress::Continue) => {
+                            // The session's result is kept, so that a restart resumes after
+                            // it instead of asking the participants for it again.
+                            if let Some(p) = plan.partial() {
+                                let blob = serde_json::to_vec(&p).map_err(|e| {
+                                    EngineError::Checkpoint {
+                                        job: job_id,
+                                        reason: e.to_string(),
+                                    }
+                                })?;
+                                self.store.put_checkpoint(job_id, PARTIAL, &blob)?;
+                            }
+                            continue;
+                        }
                         Ok(Progress::RoundCompleted(o)) => {
                             self.finish_round(job_id, current, &o)?;
                             continue;
@@ -284,7 +305,7 @@ impl Engine {
             &RoundCompletion {
                 metrics: metrics.clone(),
                 model: model.clone(),
-                checkpoint: vec![("state".into(), blob)],
+                checkpoint: vec![("state".into(), blob), (PARTIAL.into(), b"null".to_vec())],
             },
         )?;
         if let Some(m) = model {
@@ -418,9 +439,11 @@ impl Engine {
         )
         .map_err(|e| SessionError::Failed(Failure::Deterministic(format!("session: {e}"))))?;
         let sid = config.session_id;
+        self.hub.publish(&req.task.contents);
+        let fetched_before = self.hub.fetched_bytes();
         let mut inbox = self.hub.open_session(job_id, req.round, &sid);
         let compute = task::Kind::Compute(v1::ComputeTask {
-            task: req.task.clone(),
+            task: req.task.bytes.clone(),
             secagg: Some(v1::SecAggParams {
                 participant_ids: config.params.participants.clone(),
                 threshold,
@@ -470,6 +493,8 @@ impl Engine {
             )
             .await;
         self.hub.close_session(&sid);
+        // Contents fetched during the session are part of what it cost to send.
+        traffic.down += self.hub.fetched_bytes().saturating_sub(fetched_before);
         match result {
             Ok(output) => {
                 let (total_weight, sums) = decode_sum(&output.sum, &fixed).map_err(|e| {

@@ -53,6 +53,10 @@ struct Inner {
     next_generation: u64,
     refusals: Vec<Refusal>,
     activity: String,
+    /// Job-wide task contents by hash, for `FetchContent`.
+    contents: BTreeMap<String, Arc<Vec<u8>>>,
+    /// Bytes served by `FetchContent` so far.
+    fetched: u64,
 }
 
 /// A participant's refusal, as the engine receives it.
@@ -228,6 +232,36 @@ impl Hub {
             .filter(|c| !c.tx.is_closed() && c.refused_job != Some(job))
             .map(|c| c.peer.clone())
             .collect()
+    }
+
+    /// Makes task contents fetchable; the set is replaced when a job starts, so it holds one
+    /// job's contents at a time.
+    pub fn publish(&self, contents: &[(String, Vec<u8>)]) {
+        let mut inner = self.lock();
+        for (hash, bytes) in contents {
+            inner
+                .contents
+                .entry(hash.clone())
+                .or_insert_with(|| Arc::new(bytes.clone()));
+        }
+    }
+
+    /// Forgets every published content (a new job starts).
+    pub fn clear_contents(&self) {
+        self.lock().contents.clear();
+    }
+
+    /// A published content, counted as served.
+    pub fn content(&self, hash: &str) -> Option<Arc<Vec<u8>>> {
+        let mut inner = self.lock();
+        let c = inner.contents.get(hash).cloned()?;
+        inner.fetched += c.len() as u64;
+        Some(c)
+    }
+
+    /// Bytes served by `FetchContent` so far.
+    pub fn fetched_bytes(&self) -> u64 {
+        self.lock().fetched
     }
 
     /// What the engine is doing, in words, for status.

@@ -189,6 +189,21 @@ impl fedrisk_proto::Participant for ParticipantService {
         }))
     }
 
+    async fn fetch_content(
+        &self,
+        request: Request<v1::ContentRequest>,
+    ) -> Result<Response<v1::Content>, Status> {
+        Authenticated::from_request(&request, &self.roster)?.require(Role::Participant)?;
+        let hash = &request.get_ref().sha256;
+        let content = self
+            .hub
+            .content(hash)
+            .ok_or_else(|| Status::not_found(format!("no task content {hash}")))?;
+        Ok(Response::new(v1::Content {
+            content: content.as_ref().clone(),
+        }))
+    }
+
     async fn heartbeat(
         &self,
         request: Request<v1::HeartbeatRequest>,

@@ -243,11 +243,11 @@ impl ClientIdentity {
                 }
             })?
         };
-        let public = verify_peer_certificate(&ca_pem, &cert_der).map_err(|reason| {
+        let public = verify_peer_certificate(&ca_pem, &cert_der).map_err(|e| {
             ClientTlsError::NotIssuedByCa {
                 cert: cert.display().to_string(),
                 ca: ca.display().to_string(),
-                reason,
+                reason: e.to_string(),
             }
         })?;
         if public != signing.verifying_key() {
@@ -307,7 +307,7 @@ impl ClientIdentity {
     }
 }
 
-/// Parses the participant's PKCS#8 PEM key (as written by `certs issue`) into its Ed25519
+/// Parses the participant's PKCS#8 PEM key (as written by `fedrisk-participant keygen`) into its Ed25519
 /// signing key. The PEM is the caller's to wipe; the returned key zeroizes itself on drop.
 pub fn identity_signing_key_from_pkcs8_pem(pem: &str) -> Result<SigningKey, ClientTlsError> {
     SigningKey::from_pkcs8_pem(pem).map_err(|e| ClientTlsError::Key {
@@ -364,18 +364,107 @@ pub async fn connect(
         })
 }
 
+/// Why a peer's certificate was not accepted as a secure-aggregation identity.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PeerCertError {
+    /// The agent's own CA file is unusable.
+    #[error("federation CA: {0}")]
+    Ca(String),
+    /// The certificate fails the chain, validity or client-auth check.
+    #[error("refused by the federation CA check: {0}")]
+    Chain(String),
+    /// The certificate does not parse.
+    #[error("unparsable certificate: {0}")]
+    Unparsable(String),
+    /// Its key is not Ed25519 (not a fedrisk identity).
+    #[error("no Ed25519 public key: {0}")]
+    NotEd25519(String),
+    /// The certificate is not a participant's (an operator's, say): it cannot be a peer.
+    #[error("participant {id}'s certificate is a `{role}` certificate, not a participant's")]
+    NotParticipant {
+        /// The roster id it was offered as.
+        id: u32,
+        /// The role its certificate names.
+        role: String,
+    },
+    /// One id listed twice.
+    #[error("participant {0} is listed twice")]
+    DuplicateId(u32),
+    /// Two ids with one certificate or one key: one institution posing as several.
+    #[error("participants {0} and {1} share one identity (certificate or key)")]
+    SharedIdentity(u32, u32),
+    /// A peer's certificate failed a check.
+    #[error("participant {id}: {source}")]
+    Peer {
+        /// The roster id.
+        id: u32,
+        /// What failed.
+        #[source]
+        source: Box<PeerCertError>,
+    },
+}
+
+/// The role a fedrisk certificate names (its subject's OU), if any.
+pub fn certificate_role(cert_der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(cert_der).ok()?;
+    cert.subject()
+        .iter_organizational_unit()
+        .next()
+        .and_then(|ou| ou.as_str().ok())
+        .map(str::to_string)
+}
+
+/// Checks every peer a session names: each certificate chains to the federation CA, is a
+/// participant's (not an operator's), and belongs to one id only; no two ids share a
+/// certificate or an Ed25519 key (compared in canonical encoding). Returns the peers' keys.
+/// This is what keeps a coordinator from filling a session with identities it controls
+/// beyond the institutions the CA certified.
+pub fn verify_session_peers(
+    ca_pem: &str,
+    peers: &[(u32, &[u8])],
+) -> Result<Vec<(u32, ed25519_dalek::VerifyingKey)>, PeerCertError> {
+    let mut seen_ids = std::collections::BTreeSet::new();
+    let mut by_key: std::collections::BTreeMap<[u8; 32], u32> = Default::default();
+    let mut by_cert: std::collections::BTreeMap<Vec<u8>, u32> = Default::default();
+    let mut out = Vec::with_capacity(peers.len());
+    for &(id, der) in peers {
+        if !seen_ids.insert(id) {
+            return Err(PeerCertError::DuplicateId(id));
+        }
+        let key = verify_peer_certificate(ca_pem, der).map_err(|e| PeerCertError::Peer {
+            id,
+            source: Box::new(e),
+        })?;
+        let role = certificate_role(der).unwrap_or_default();
+        if role != "participant" {
+            return Err(PeerCertError::NotParticipant { id, role });
+        }
+        if let Some(&other) = by_key.get(&key.to_bytes()) {
+            return Err(PeerCertError::SharedIdentity(other, id));
+        }
+        if let Some(&other) = by_cert.get(der) {
+            return Err(PeerCertError::SharedIdentity(other, id));
+        }
+        by_key.insert(key.to_bytes(), id);
+        by_cert.insert(der.to_vec(), id);
+        out.push((id, key));
+    }
+    Ok(out)
+}
+
 /// Checks a peer's certificate against the federation CA (chain, validity, client-auth usage)
 /// and returns its Ed25519 identity key. The coordinator relays peers' certificates; this
 /// check is what keeps it from substituting keys of its own.
 pub fn verify_peer_certificate(
     ca_pem: &str,
     cert_der: &[u8],
-) -> Result<ed25519_dalek::VerifyingKey, String> {
+) -> Result<ed25519_dalek::VerifyingKey, PeerCertError> {
     use rustls::pki_types::{CertificateDer, UnixTime, pem::PemObject};
+    let ca_err = |e: &dyn std::fmt::Display| PeerCertError::Ca(e.to_string());
     let mut roots = rustls::RootCertStore::empty();
     for ca in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        let ca = ca.map_err(|e| format!("federation CA: {e}"))?;
-        roots.add(ca).map_err(|e| format!("federation CA: {e}"))?;
+        let ca = ca.map_err(|e| ca_err(&e))?;
+        roots.add(ca).map_err(|e| ca_err(&e))?;
     }
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
     let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
@@ -383,21 +472,23 @@ pub fn verify_peer_certificate(
         provider,
     )
     .build()
-    .map_err(|e| format!("federation CA: {e}"))?;
+    .map_err(|e| ca_err(&e))?;
     verifier
         .verify_client_cert(&CertificateDer::from(cert_der), &[], UnixTime::now())
-        .map_err(|e| format!("peer certificate refused: {e}"))?;
-    certificate_identity_key(cert_der).map_err(|e| format!("peer certificate: {e}"))
+        .map_err(|e| PeerCertError::Chain(e.to_string()))?;
+    certificate_identity_key(cert_der)
 }
 
 /// The Ed25519 key in a certificate's SubjectPublicKeyInfo: the holder's secagg identity
 /// key, bound to its TLS identity. Checks nothing else (see [`verify_peer_certificate`]).
-pub fn certificate_identity_key(cert_der: &[u8]) -> Result<ed25519_dalek::VerifyingKey, String> {
+pub fn certificate_identity_key(
+    cert_der: &[u8],
+) -> Result<ed25519_dalek::VerifyingKey, PeerCertError> {
     use ed25519_dalek::pkcs8::DecodePublicKey;
     let (_, cert) = x509_parser::parse_x509_certificate(cert_der)
-        .map_err(|e| format!("unparsable certificate: {e}"))?;
+        .map_err(|e| PeerCertError::Unparsable(e.to_string()))?;
     ed25519_dalek::VerifyingKey::from_public_key_der(cert.public_key().raw)
-        .map_err(|e| format!("no Ed25519 public key: {e}"))
+        .map_err(|e| PeerCertError::NotEd25519(e.to_string()))
 }
 
 #[cfg(test)]

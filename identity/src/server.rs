@@ -24,6 +24,7 @@
 //! #   type TasksStream = tokio_stream::wrappers::ReceiverStream<Result<fedrisk_proto::v1::Task, tonic::Status>>;
 //! #   async fn tasks(&self, _: tonic::Request<fedrisk_proto::v1::TaskStreamRequest>) -> Result<tonic::Response<Self::TasksStream>, tonic::Status> { Err(tonic::Status::unimplemented("example")) }
 //! #   async fn send_sec_agg(&self, _: tonic::Request<fedrisk_proto::v1::SecAggUpload>) -> Result<tonic::Response<fedrisk_proto::v1::Ack>, tonic::Status> { Err(tonic::Status::unimplemented("example")) }
+//! #   async fn fetch_content(&self, _: tonic::Request<fedrisk_proto::v1::ContentRequest>) -> Result<tonic::Response<fedrisk_proto::v1::Content>, tonic::Status> { Err(tonic::Status::unimplemented("example")) }
 //! #   async fn refuse(&self, _: tonic::Request<fedrisk_proto::v1::Refusal>) -> Result<tonic::Response<fedrisk_proto::v1::Ack>, tonic::Status> { Err(tonic::Status::unimplemented("example")) }
 //! #   async fn heartbeat(&self, _: tonic::Request<fedrisk_proto::v1::HeartbeatRequest>) -> Result<tonic::Response<fedrisk_proto::v1::HeartbeatResponse>, tonic::Status> { Err(tonic::Status::unimplemented("example")) }
 //! # }
@@ -425,11 +426,16 @@ pub fn tls_incoming(
             let tx = tx.clone();
             tokio::spawn(async move {
                 let _permit = permit;
-                match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+                match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp).into_fallible())
+                    .await
+                {
                     Ok(Ok(stream)) => {
                         let _ = tx.send(Ok(stream)).await;
                     }
-                    Ok(Err(e)) => warn!(%peer, error = %e, "TLS handshake failed"),
+                    Ok(Err((e, tcp))) => {
+                        warn!(%peer, error = %e, "TLS handshake failed");
+                        drain_then_close(tcp).await;
+                    }
                     Err(_) => warn!(%peer, "TLS handshake timed out"),
                 }
             });
@@ -437,6 +443,25 @@ pub fn tls_incoming(
         debug!("TLS accept loop stopped");
     });
     ReceiverStream::new(rx)
+}
+
+/// After a refused handshake the alert is on its way to the client; under TLS 1.3 the
+/// client has already sent its first request. Closing a socket with unread input makes the
+/// kernel reset the connection, and a reset can discard the alert before the client reads
+/// it, leaving it "connection closed" instead of "certificate revoked". So the input is read
+/// and dropped for a moment, then the connection is closed in order.
+async fn drain_then_close(mut tcp: TcpStream) {
+    use tokio::io::AsyncReadExt;
+    let mut sink = [0u8; 4096];
+    let drain = async {
+        while let Ok(n) = tcp.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_millis(250), drain).await;
+    let _ = tokio::io::AsyncWriteExt::shutdown(&mut tcp).await;
 }
 
 /// The roster identity behind a request, taken from its TLS client certificate.

@@ -113,28 +113,63 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        if peer.data == ours {
-            println!(
-                "  {} on the same data ({}): {:.3} s per secure round, {:.0} B up / {:.0} B down per participant per round",
-                peer.name,
-                path.display(),
-                peer.seconds_per_round,
-                peer.bytes_up,
-                peer.bytes_down
-            );
-            println!(
-                "  ratio of wall time per secure round, {} / fedrisk: {:.1}x",
-                peer.name,
-                peer.seconds_per_round / mean
-            );
-        } else {
-            println!(
-                "  ({}'s figures in {} were measured on `{}`, not `{ours}`: no comparison printed)",
-                peer.name,
-                path.display(),
-                peer.data
-            );
+        for line in peer_comparison(&peer, path, &ours, mean) {
+            println!("{line}");
         }
     }
     Ok(())
+}
+
+/// The lines comparing a peer's figures with ours: only when measured on the same data.
+fn peer_comparison(
+    peer: &PeerFigures,
+    source: &std::path::Path,
+    ours: &str,
+    mean: f64,
+) -> Vec<String> {
+    if peer.data != ours {
+        return vec![format!(
+            "  ({}'s figures in {} were measured on `{}`, not `{ours}`: no comparison printed)",
+            peer.name,
+            source.display(),
+            peer.data
+        )];
+    }
+    vec![
+        format!(
+            "  {} on the same data ({}): {:.3} s per secure round, {:.0} B up / {:.0} B down per participant per round",
+            peer.name,
+            source.display(),
+            peer.seconds_per_round,
+            peer.bytes_up,
+            peer.bytes_down
+        ),
+        format!(
+            "  ratio of wall time per secure round, {} / fedrisk: {:.1}x",
+            peer.name,
+            peer.seconds_per_round / mean
+        ),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peer_is_compared_only_on_the_data_it_was_measured_on() {
+        let peer = PeerFigures {
+            name: "flower".into(),
+            data: "taiwan".into(),
+            seconds_per_round: 10.0,
+            bytes_up: 1.0,
+            bytes_down: 2.0,
+        };
+        let same = peer_comparison(&peer, std::path::Path::new("p.json"), "taiwan", 0.5);
+        assert!(same.iter().any(|l| l.contains("20.0x")), "{same:?}");
+        let other = peer_comparison(&peer, std::path::Path::new("p.json"), "gmsc", 0.5);
+        assert_eq!(other.len(), 1);
+        assert!(other[0].contains("no comparison printed"), "{other:?}");
+        assert!(!other[0].contains("ratio"), "{other:?}");
+    }
 }

@@ -78,6 +78,18 @@ pub fn peak_rss_kb(status: &str) -> u64 {
 
 pub async fn run(f: Federation) -> Result<FederationRun> {
     let pki_dir = f.work.join("pki");
+    // Each run is a new federation: the CA, database and agents' ledgers of an earlier run
+    // in this folder belong to another one.
+    if pki_dir.exists() {
+        std::fs::remove_dir_all(&pki_dir)
+            .with_context(|| format!("clearing {}", pki_dir.display()))?;
+    }
+    for db in ["coordinator.db", "coordinator.db-wal", "coordinator.db-shm"] {
+        let _ = std::fs::remove_file(f.work.join(db));
+    }
+    for (name, _) in &f.participants {
+        let _ = std::fs::remove_file(f.work.join(format!("{name}.ledger.jsonl")));
+    }
     pki::init(&pki_dir, "fedrisk-local").context("creating the federation CA")?;
     for (name, _) in &f.participants {
         pki::issue(&pki_dir, name, Role::Participant, 30)
@@ -107,6 +119,8 @@ pub async fn run(f: Federation) -> Result<FederationRun> {
                     policy: ParticipantPolicy::default(),
                     keep_serving: false,
                     max_reconnects: 20,
+                    ledger: Some(f.work.join(format!("{name}.ledger.jsonl"))),
+                    limits: fedrisk_rounds::TaskLimits::default(),
                 };
                 tasks.push(tokio::spawn(agent::run(cfg)));
             }

@@ -22,6 +22,7 @@ use tonic::transport::Channel;
 use tracing::{error, info, warn};
 
 use crate::faults::{self, Fault};
+use crate::ledger::{Entry, Ledger};
 use crate::loader::CsvLoader;
 
 pub struct AgentConfig {
@@ -36,6 +37,11 @@ pub struct AgentConfig {
     pub keep_serving: bool,
     /// Give up after this many failed connection attempts in a row (0: never).
     pub max_reconnects: u32,
+    /// Where the agent records the survivor sets it signed (None: in memory only, for
+    /// in-process simulations).
+    pub ledger: Option<PathBuf>,
+    /// The largest task this agent computes.
+    pub limits: fedrisk_rounds::TaskLimits,
 }
 
 /// How the agent's work ended.
@@ -56,8 +62,12 @@ pub enum AgentError {
     Refused(String),
     #[error("gave up after {0} failed connection attempts: {1}")]
     Unreachable(u32, String),
+    #[error(transparent)]
+    Ledger(#[from] crate::ledger::LedgerError),
 }
 
+/// Sends of one upload when the transport fails.
+const UPLOAD_ATTEMPTS: u32 = 4;
 /// Longest wait between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(15);
 /// A task stream that lived at least this long ended normally; a shorter one counts as a
@@ -67,6 +77,9 @@ const HEALTHY_STREAM: Duration = Duration::from_secs(10);
 struct Active {
     job_id: u64,
     round: u32,
+    /// The task's hash and kind, for the ledger.
+    task: [u8; 32],
+    kind: &'static str,
     session_id: Vec<u8>,
     config: SessionConfig,
     session: ParticipantSession,
@@ -86,11 +99,16 @@ pub async fn run(cfg: AgentConfig) -> Result<JobOutcome, AgentError> {
     let mut backoff = Duration::from_millis(250);
     let fault = faults::from_env();
     let mut last_masked: Option<v1::SecAggUpload> = None;
+    let mut ledger = match &cfg.ledger {
+        Some(path) => Ledger::open(path)?,
+        None => Ledger::in_memory(),
+    };
     loop {
         let started = Instant::now();
         let reason = match connect_and_serve(
             &cfg,
             &mut data,
+            &mut ledger,
             fault.as_ref(),
             &mut last_masked,
             &mut failures,
@@ -142,6 +160,7 @@ fn classify(status: &tonic::Status) -> Serve {
 async fn connect_and_serve(
     cfg: &AgentConfig,
     data: &mut Data,
+    ledger: &mut Ledger,
     fault: Option<&Fault>,
     last_masked: &mut Option<v1::SecAggUpload>,
     failures: &mut u32,
@@ -180,6 +199,7 @@ async fn connect_and_serve(
         .signing_key()
         .map_err(|e| Serve::Fatal(e.into()))?;
     let mut active: Option<Active> = None;
+    let mut contents = Contents::default();
     let result = loop {
         let task = match stream.message().await {
             Ok(Some(t)) => t,
@@ -202,8 +222,23 @@ async fn connect_and_serve(
                 if let Some(d) = faults::delay() {
                     tokio::time::sleep(d).await;
                 }
+                if let Err(refusal) = fetch_contents(&mut client, &c.task, &mut contents).await {
+                    error!(round = task.round, reason = %refusal.detail, "refusing the session");
+                    refuse(&mut client, &task, &refusal).await;
+                    continue;
+                }
                 let opened = tokio::task::block_in_place(|| {
-                    open_session(cfg, data, &join.federation_id, me, &signing, &task, &c)
+                    open_session(
+                        cfg,
+                        data,
+                        ledger,
+                        &contents,
+                        &join.federation_id,
+                        me,
+                        &signing,
+                        &task,
+                        &c,
+                    )
                 });
                 match opened {
                     Ok((a, adv)) => {
@@ -230,7 +265,7 @@ async fn connect_and_serve(
                     );
                     continue;
                 }
-                match step(a, &d.payload, fault) {
+                match step(a, &d.payload, &join.federation_id, ledger, fault) {
                     Ok(msg) => {
                         let is_masked = matches!(msg, Message::MaskedInput(_));
                         let up = upload(a, msg);
@@ -244,6 +279,8 @@ async fn connect_and_serve(
                     }
                     Err(e) => {
                         error!(round = task.round, error = %e, "secagg session refused; releasing nothing further");
+                        let refusal = Refusal::policy(e);
+                        refuse(&mut client, &task, &refusal).await;
                         active = None;
                     }
                 }
@@ -313,17 +350,30 @@ impl Refusal {
 
 /// Checks the session the coordinator proposes, computes this institution's vector from
 /// the task alone and opens the session with this agent's own view of what it is about.
+#[allow(clippy::too_many_arguments)]
 fn open_session(
     cfg: &AgentConfig,
     data: &mut Data,
+    ledger: &mut Ledger,
+    contents: &Contents,
     federation_id: &str,
     me: u32,
     signing: &ed25519_dalek::SigningKey,
     envelope: &v1::Task,
     compute: &v1::ComputeTask,
 ) -> Result<(Active, fedrisk_secagg::Advertise), Refusal> {
-    let task = Task::decode(&compute.task, envelope.job_id, envelope.round)
+    let task = Task::decode_with(&compute.task, envelope.job_id, envelope.round, &|h| {
+        contents.0.get(h).cloned()
+    })
+    .map_err(|e| Refusal::from_round(&e))?;
+    // The task's shape is the coordinator's choice: bound it before computing anything.
+    task.check_limits(&cfg.limits)
         .map_err(|e| Refusal::from_round(&e))?;
+    if let Some(pre) = task.preprocessing_hash() {
+        ledger
+            .allow_preprocessing(federation_id, task.job_id, task.round, &pre)
+            .map_err(|e| Refusal::policy(e.to_string()))?;
+    }
     data.check_schema(&task.job.schema)
         .map_err(|e| Refusal::from_round(&e))?;
     let secagg = compute
@@ -332,12 +382,13 @@ fn open_session(
         .ok_or_else(|| Refusal::policy("task without secagg parameters".into()))?;
     let config = SessionConfig::decode(&secagg.config)
         .map_err(|e| Refusal::policy(format!("session configuration: {e}")))?;
-    let mut keys = Vec::new();
-    for p in &secagg.peers {
-        let key = tls::verify_peer_certificate(&cfg.identity.ca_pem, &p.certificate_der)
-            .map_err(|e| Refusal::policy(format!("participant {}: {e}", p.participant_id)))?;
-        keys.push((p.participant_id, key));
-    }
+    let peers: Vec<(u32, &[u8])> = secagg
+        .peers
+        .iter()
+        .map(|p| (p.participant_id, p.certificate_der.as_slice()))
+        .collect();
+    let keys = tls::verify_session_peers(&cfg.identity.ca_pem, &peers)
+        .map_err(|e| Refusal::policy(format!("the session's peers: {e}")))?;
     let contribution = task
         .params
         .kind()
@@ -386,6 +437,8 @@ fn open_session(
         Active {
             job_id: envelope.job_id,
             round: envelope.round,
+            task: fedrisk_rounds::task::binding(&compute.task),
+            kind: task.params.kind().label(),
             session_id: envelope.session_id.clone(),
             config,
             session,
@@ -393,6 +446,47 @@ fn open_session(
         },
         adv,
     ))
+}
+
+/// Job-wide task contents this agent has fetched, by hash (a cache: a restarted agent
+/// fetches again).
+#[derive(Default)]
+struct Contents(std::collections::HashMap<String, Vec<u8>>);
+
+/// At most this many contents are kept (a job uses two).
+const MAX_CONTENTS: usize = 16;
+
+/// Fetches the contents a task refers to that this agent does not hold, checking each
+/// against its hash.
+async fn fetch_contents(
+    client: &mut ParticipantClient<Channel>,
+    task: &[u8],
+    contents: &mut Contents,
+) -> Result<(), Refusal> {
+    let refs = Task::references(task).map_err(|e| Refusal::from_round(&e))?;
+    for hash in refs {
+        if contents.0.contains_key(&hash) {
+            continue;
+        }
+        let got = client
+            .fetch_content(v1::ContentRequest {
+                sha256: hash.clone(),
+            })
+            .await
+            .map_err(|s| Refusal::policy(format!("fetching task content: {}", s.message())))?
+            .into_inner()
+            .content;
+        if fedrisk_rounds::task::content_hash(&got) != hash {
+            return Err(Refusal::policy(
+                "the coordinator sent task content that does not match its hash".into(),
+            ));
+        }
+        if contents.0.len() >= MAX_CONTENTS {
+            contents.0.clear();
+        }
+        contents.0.insert(hash, got);
+    }
+    Ok(())
 }
 
 /// Tells the coordinator why this agent sits a session out.
@@ -412,9 +506,29 @@ async fn refuse(client: &mut ParticipantClient<Channel>, task: &v1::Task, r: &Re
 }
 
 /// Feeds one delivered message to the session and returns the reply to send.
-fn step(a: &mut Active, payload: &[u8], fault: Option<&Fault>) -> Result<Message, String> {
+fn step(
+    a: &mut Active,
+    payload: &[u8],
+    federation: &str,
+    ledger: &mut Ledger,
+    fault: Option<&Fault>,
+) -> Result<Message, String> {
     let msg = Message::decode_for(payload, &a.config).map_err(|e| e.to_string())?;
-    let hang = |what: &str| fault.is_some_and(|f| f.what == what && f.round == a.round);
+    if let Message::SurvivorList(list) = &msg {
+        // The signature on U3 is what lets the coordinator unmask a sum over U3: record
+        // the set first, and sign a task only ever over one set.
+        ledger
+            .allow(&Entry {
+                federation: federation.to_string(),
+                job: a.job_id,
+                round: a.round,
+                kind: a.kind.to_string(),
+                task: hex::encode(a.task),
+                survivors: list.survivors.clone(),
+            })
+            .map_err(|e| e.to_string())?;
+    }
+    let hang = |what: &str| fault.is_some_and(|f| f.hits(what, a.round, a.kind));
     let point = match msg {
         Message::KeyList(_) => "hang-before-share-keys",
         Message::ShareBundle(_) => "hang-before-masked-input",
@@ -445,16 +559,27 @@ async fn send(client: &mut ParticipantClient<Channel>, up: v1::SecAggUpload) -> 
     let stage = v1::SecAggStage::try_from(up.stage).map_or("unknown", |s| s.as_str_name());
     let bytes = up.payload.len();
     let round = up.round;
-    match client.send_sec_agg(up).await {
-        Ok(_) => {
-            info!(round, stage, bytes, "sent");
-            true
-        }
-        Err(s) => {
-            warn!(round, stage, bytes, code = ?s.code(), reason = s.message(), "upload rejected");
-            false
+    // A transport failure (the connection was reset) is retried a few times: the message
+    // never reached the coordinator, and a stage waits for it. A refusal is final.
+    let mut wait = Duration::from_millis(100);
+    for attempt in 1..=UPLOAD_ATTEMPTS {
+        match client.send_sec_agg(up.clone()).await {
+            Ok(_) => {
+                info!(round, stage, bytes, "sent");
+                return true;
+            }
+            Err(s) if s.code() == tonic::Code::Unavailable && attempt < UPLOAD_ATTEMPTS => {
+                warn!(round, stage, attempt, reason = %tls::describe_error(&s), "upload failed in transport; sending again");
+                tokio::time::sleep(wait).await;
+                wait *= 3;
+            }
+            Err(s) => {
+                warn!(round, stage, bytes, code = ?s.code(), reason = %tls::describe_error(&s), "upload rejected");
+                return false;
+            }
         }
     }
+    false
 }
 
 /// Test faults that send a bad message before the real masked input.
@@ -464,7 +589,9 @@ async fn inject_before_masked(
     fault: Option<&Fault>,
     last: Option<&v1::SecAggUpload>,
 ) {
-    let Some(f) = fault.filter(|f| f.round == a.round) else {
+    let Some(f) =
+        fault.filter(|f| f.round == a.round && f.kind.as_deref().is_none_or(|k| k == a.kind))
+    else {
         return;
     };
     match f.what.as_str() {

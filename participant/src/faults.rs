@@ -1,7 +1,9 @@
 //! Fault injection for end-to-end tests, compiled only with the `test-faults` feature (off
 //! in release builds of the agent; the end-to-end test crate turns it on).
 //!
-//! `FEDRISK_TEST_FAULT=<what>@<round>`: `hang-before-share-keys`, `hang-before-masked-input`,
+//! `FEDRISK_TEST_FAULT=<what>@<round>[:<kind>]` (kind: a round kind's label such as
+//! `evaluation`; any session of the round without it): `hang-before-share-keys`,
+//! `hang-before-masked-input`,
 //! `hang-before-unmask` (the agent stops answering, so a test can kill it at that point),
 //! `wrong-length` (a truncated masked input before the real one) or `replay` (its previous
 //! round's masked input before the real one). `FEDRISK_TEST_DELAY_MS` slows every
@@ -16,16 +18,30 @@ pub struct Fault {
     pub what: String,
     /// In which round.
     pub round: u32,
+    /// In which kind of session of the round (`None`: any).
+    pub kind: Option<String>,
+}
+
+impl Fault {
+    /// Whether this fault is `what` in the session of `round` and `kind`.
+    pub fn hits(&self, what: &str, round: u32, kind: &str) -> bool {
+        self.what == what && self.round == round && self.kind.as_deref().is_none_or(|k| k == kind)
+    }
 }
 
 /// The fault named in the environment, if any.
 #[cfg(feature = "test-faults")]
 pub fn from_env() -> Option<Fault> {
     let v = std::env::var("FEDRISK_TEST_FAULT").ok()?;
-    let (what, round) = v.split_once('@')?;
+    let (what, at) = v.split_once('@')?;
+    let (round, kind) = match at.split_once(':') {
+        Some((r, k)) => (r, Some(k.to_string())),
+        None => (at, None),
+    };
     Some(Fault {
         what: what.to_string(),
         round: round.parse().ok()?,
+        kind,
     })
 }
 

@@ -3,4 +3,5 @@
 
 pub mod agent;
 pub mod faults;
+pub mod ledger;
 pub mod loader;

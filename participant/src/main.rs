@@ -1,6 +1,7 @@
 //! `fedrisk-participant`: the agent a bank runs next to its own data. Raw rows never leave it.
 
 mod commands;
+mod keygen;
 mod run;
 
 use std::path::PathBuf;
@@ -65,6 +66,18 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Make this institution's identity key and a certificate signing request: writes
+    /// OUT/NAME.key (private, mode 0600: it never leaves this machine) and OUT/NAME.csr (send
+    /// it to the federation operator, who sends back NAME.pem and ca.pem).
+    Keygen {
+        /// Institution name, as the federation knows it: lower case letters, digits, `_` and
+        /// `-`, at most 64.
+        #[arg(long)]
+        name: String,
+        /// Folder for the two files (created if absent); existing files are never overwritten.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+    },
     /// Join a federation and serve its training rounds until the job ends. The data is
     /// checked first; only masked secure-aggregation messages ever leave this machine.
     Run(RunArgs),
@@ -92,7 +105,7 @@ struct RunArgs {
     /// Coordinator URL, e.g. https://coordinator.example:7443.
     #[arg(long)]
     coordinator: String,
-    /// This institution's certificate (PEM), from `fedrisk-coordinator certs issue`.
+    /// This institution's certificate (PEM): its `keygen` request signed with `certs sign`.
     #[arg(long)]
     cert: PathBuf,
     /// This institution's private key (PKCS#8 PEM); it also signs secure-aggregation messages.
@@ -122,6 +135,15 @@ struct RunArgs {
     /// backoff up to 15 s).
     #[arg(long, default_value_t = 0)]
     max_reconnects: u32,
+    /// Fewest distinct institutions a session may invite and a sum may be over (at least 3:
+    /// a sum of two and one's own input give away the other's).
+    #[arg(long, default_value_t = 3)]
+    min_distinct: u32,
+    /// Where this agent records the survivor set of every sum its input went into, so it is
+    /// never aggregated again over another set (default: the key file's path with
+    /// `.ledger.jsonl` appended). Keep it with the key.
+    #[arg(long)]
+    ledger: Option<PathBuf>,
     /// Print this process's peak resident memory when it exits (for benchmarks).
     #[arg(long, hide = true)]
     report_peak_memory: bool,
@@ -236,6 +258,7 @@ fn main() -> ExitCode {
             id,
             out,
         } => commands::score(&model, &data, id.as_deref(), &out),
+        Command::Keygen { name, out } => keygen::run(&name, &out),
         Command::Run(args) => run::run_agent(args),
     };
     match result {

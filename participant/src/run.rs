@@ -22,6 +22,12 @@ pub fn run_agent(a: crate::RunArgs) -> Result<()> {
             a.min_threshold_fraction
         );
     }
+    if a.min_distinct < 3 {
+        bail!(
+            "--min-distinct {}: at least 3 (a sum over two institutions gives each the other's input)",
+            a.min_distinct
+        );
+    }
     if !a.coordinator.starts_with("https://") {
         bail!(
             "--coordinator `{}`: the coordinator speaks only TLS; use https://HOST:PORT",
@@ -63,8 +69,14 @@ pub fn run_agent(a: crate::RunArgs) -> Result<()> {
     };
     let policy = fedrisk_secagg::ParticipantPolicy {
         min_threshold_fraction: a.min_threshold_fraction,
+        min_distinct: a.min_distinct,
         ..fedrisk_secagg::ParticipantPolicy::default()
     };
+    let ledger = a.ledger.clone().unwrap_or_else(|| {
+        let mut p = a.key.clone().into_os_string();
+        p.push(".ledger.jsonl");
+        p.into()
+    });
     let cfg = fedrisk_participant::agent::AgentConfig {
         url: a.coordinator.clone(),
         domain,
@@ -74,6 +86,8 @@ pub fn run_agent(a: crate::RunArgs) -> Result<()> {
         policy,
         keep_serving: a.keep_serving,
         max_reconnects: a.max_reconnects,
+        ledger: Some(ledger),
+        limits: fedrisk_rounds::TaskLimits::default(),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -358,6 +358,36 @@ fn run_checks_its_settings_and_files_before_connecting() {
     );
 }
 
+#[test]
+fn run_without_a_schema_checks_the_data_file_at_start() {
+    let dir = Scratch::new("run-shape");
+    // A row with a field too few: found at start, with its line, before any connection.
+    let mut lines: Vec<String> = good_csv().lines().map(String::from).collect();
+    lines[5] = "1100,21,retail".into();
+    let ragged = dir.write("ragged.csv", &(lines.join("\n") + "\n"));
+    let err = fails(&mut run_args(&dir, &ragged));
+    assert!(
+        err.contains(&format!("{}:6", ragged.display())) && err.contains("expected 4 fields"),
+        "{err}"
+    );
+    let header_only = dir.write("empty.csv", "income,age,sector,default\n");
+    let err = fails(&mut run_args(&dir, &header_only));
+    assert!(err.contains("empty.csv"), "{err}");
+    let missing = dir.path("absent.csv");
+    let err = fails(&mut run_args(&dir, &missing));
+    assert!(err.contains("absent.csv"), "{err}");
+    assert_eq!(err.matches("No such file").count(), 1, "{err}");
+    // A plain-http coordinator URL is refused with the fix, not an HTTP/2 framing error.
+    let data = dir.write("good.csv", &good_csv());
+    let err = fails(
+        participant()
+            .args(["run", "--coordinator", "http://127.0.0.1:9", "--data"])
+            .arg(&data)
+            .args(["--ca", "ca.pem", "--cert", "me.pem", "--key", "me.key"]),
+    );
+    assert!(err.contains("use https://"), "{err}");
+}
+
 /// Trains a local model on the good file (no missing value anywhere) and returns its path.
 fn trained_model(dir: &Scratch) -> PathBuf {
     let schema = schema(dir);

@@ -30,9 +30,12 @@ pub use error::{Failure, RoundError};
 pub use fixed::{TRAIN_CLIP, WEIGHT_BITS, fixed_point_for};
 pub use kind::{Absorbed, RoundKind, SessionSum};
 pub use local::{Loader, LocalData, Rows};
-pub use plan::{Checkpoint, JobPlan, PlanError, PlanIds, Progress, RoundOutcome, SessionRequest};
+pub use plan::{
+    Checkpoint, JobPlan, Partial, PartialResult, PlanError, PlanIds, Progress, RoundOutcome,
+    SessionRequest,
+};
 pub use session::{session_binding, session_params};
 pub use spec::{JobSpec, SpecError};
-pub use task::{GlobalModel, JobContext, Task, TaskParams};
+pub use task::{EncodedTask, GlobalModel, JobContext, Task, TaskLimits, TaskParams};
 
 pub use fedrisk_models::federated::{Algorithm, RoundSettings};

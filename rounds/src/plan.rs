@@ -16,7 +16,7 @@ use crate::error::{Failure, RoundError};
 use crate::kind::{Absorbed, SessionSum};
 use crate::kinds::{Evaluation, Magnitudes, Statistics, Update};
 use crate::spec::JobSpec;
-use crate::task::{self, GlobalModel, JobContext, Task, TaskParams};
+use crate::task::{self, EncodedTask, GlobalModel, JobContext, Task, TaskParams};
 
 /// What the plan keeps between rounds; durable in the store with each completed round.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -27,6 +27,32 @@ pub struct Checkpoint {
     pub preprocessor: Preprocessor,
     /// The latest global parameters.
     pub theta: Vec<f64>,
+}
+
+/// A completed session's result inside a round that is not complete yet: kept durably so
+/// that a coordinator restart does not ask the participants for the same inputs again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Partial {
+    /// The round.
+    pub round: u32,
+    /// What the completed session gave.
+    pub result: PartialResult,
+    /// Bytes of the round's sessions so far.
+    pub bytes: (u64, u64),
+}
+
+/// See [`Partial`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum PartialResult {
+    /// The magnitudes session's scales.
+    Scales(Vec<f64>),
+    /// The update session's parameters and how many it was over.
+    Theta {
+        /// The new parameters.
+        theta: Vec<f64>,
+        /// Participants in the update's sum.
+        survivors: u32,
+    },
 }
 
 /// Where the plan's models come from, for their provenance.
@@ -45,9 +71,10 @@ pub struct SessionRequest {
     pub round: u32,
     /// The kind's label.
     pub label: &'static str,
-    /// The task's bytes, sent as they are to every invited agent.
-    pub task: Vec<u8>,
-    /// The session binding: hash of `task`.
+    /// The task as it travels: its bytes (sent to every invited agent) and the job-wide
+    /// contents they refer to (fetched once per job).
+    pub task: EncodedTask,
+    /// The session binding: hash of the task's bytes.
     pub binding: [u8; 32],
     /// Length of the aggregated vector.
     pub vector_len: usize,
@@ -127,6 +154,52 @@ pub struct JobPlan {
 }
 
 impl JobPlan {
+    /// A plan for `spec`, from the start or from a checkpoint of round `last_completed`, and
+    /// the completed sessions of the round after it, if [`JobPlan::partial`] was kept.
+    pub fn resume(
+        spec: JobSpec,
+        ids: PlanIds,
+        resume: Option<(Checkpoint, u32)>,
+        partial: Option<Partial>,
+    ) -> Self {
+        let mut plan = Self::new(spec, ids, resume);
+        if let Some(p) = partial
+            && p.round == plan.round
+        {
+            match (&plan.phase, p.result) {
+                (Phase::Magnitudes, PartialResult::Scales(scales)) => {
+                    plan.phase = Phase::Statistics { scales };
+                    plan.bytes = p.bytes;
+                    plan.first_of_job = false;
+                }
+                (Phase::Update, PartialResult::Theta { theta, survivors }) => {
+                    plan.phase = Phase::Evaluation { theta };
+                    plan.update_survivors = survivors;
+                    plan.bytes = p.bytes;
+                }
+                _ => {}
+            }
+        }
+        plan
+    }
+
+    /// The completed sessions of the round in progress, to keep with the job.
+    pub fn partial(&self) -> Option<Partial> {
+        let result = match &self.phase {
+            Phase::Statistics { scales } => PartialResult::Scales(scales.clone()),
+            Phase::Evaluation { theta } => PartialResult::Theta {
+                theta: theta.clone(),
+                survivors: self.update_survivors,
+            },
+            _ => return None,
+        };
+        Some(Partial {
+            round: self.round,
+            result,
+            bytes: self.bytes,
+        })
+    }
+
     /// A plan for `spec`, from the start or from a checkpoint of round `last_completed`.
     pub fn new(spec: JobSpec, ids: PlanIds, resume: Option<(Checkpoint, u32)>) -> Self {
         let mut job = JobContext {
@@ -209,14 +282,14 @@ impl JobPlan {
             params,
         };
         let kind = task.params.kind();
-        let bytes = task.encode();
+        let encoded = task.encode();
         let request = SessionRequest {
             round: self.round,
             label: kind.label(),
-            binding: task::binding(&bytes),
+            binding: task::binding(&encoded.bytes),
             vector_len: kind.vector_len(&self.job),
             clip: kind.clip(),
-            task: bytes,
+            task: encoded,
             first_of_job: self.first_of_job,
             new_attempt: self.new_attempt,
         };

@@ -168,10 +168,13 @@ impl JobSpec {
                 format!("{} (expected 0 to 0.9)", s.validation_fraction),
             ));
         }
-        if s.histogram_bins < 10 || s.histogram_bins > 100_000 {
+        if s.histogram_bins < 10 || s.histogram_bins > 10_000 {
             return Err(bad(
                 "settings.histogram_bins",
-                format!("{} (expected 10..=100000)", s.histogram_bins),
+                format!(
+                    "{} (expected 10..=10000, what agents accept by default)",
+                    s.histogram_bins
+                ),
             ));
         }
         if s.learning_rate.is_nan() || s.learning_rate <= 0.0 {

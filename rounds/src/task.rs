@@ -74,17 +74,115 @@ pub struct Task {
     pub params: TaskParams,
 }
 
+/// A task as it travels: its bytes, in which the parts that stay the same for a whole job
+/// (the job context, the frozen preprocessing) are replaced by the SHA-256 of their content,
+/// and that content, which an agent fetches once per job and checks against the hash.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EncodedTask {
+    /// The bytes sent with every session (and bound).
+    pub bytes: Vec<u8>,
+    /// `(hex SHA-256, content)` of every part the bytes refer to.
+    pub contents: Vec<(String, Vec<u8>)>,
+}
+
+/// The JSON paths of a task that are sent by reference.
+const BY_REFERENCE: &[&[&str]] = &[&["job"], &["params", "model", "preprocessor"]];
+/// The key of a reference in place of a part.
+const REF_KEY: &str = "$sha256";
+
+/// Hex SHA-256 of a content part.
+pub fn content_hash(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+fn at_path<'a>(v: &'a mut serde_json::Value, path: &[&str]) -> Option<&'a mut serde_json::Value> {
+    path.iter().try_fold(v, |v, k| v.get_mut(*k))
+}
+
 impl Task {
-    /// The bytes that travel (and are bound).
-    pub fn encode(&self) -> Vec<u8> {
+    /// The bytes that travel with every session, and the contents they refer to.
+    pub fn encode(&self) -> EncodedTask {
         // Schemas, settings and finite parameters always serialise.
-        serde_json::to_vec(self).unwrap_or_default()
+        let mut v = serde_json::to_value(self).unwrap_or_default();
+        let mut contents = Vec::new();
+        for path in BY_REFERENCE {
+            if let Some(part) = at_path(&mut v, path) {
+                let bytes = serde_json::to_vec(part).unwrap_or_default();
+                let hash = content_hash(&bytes);
+                *part = serde_json::json!({ REF_KEY: hash });
+                contents.push((hash, bytes));
+            }
+        }
+        EncodedTask {
+            bytes: serde_json::to_vec(&v).unwrap_or_default(),
+            contents,
+        }
     }
 
-    /// Reads a task and checks it against the envelope it came in.
-    pub fn decode(bytes: &[u8], job_id: u64, round: u32) -> Result<Self, RoundError> {
-        let task: Task =
+    /// The content hashes a task's bytes refer to.
+    pub fn references(bytes: &[u8]) -> Result<Vec<String>, RoundError> {
+        let v: serde_json::Value =
             serde_json::from_slice(bytes).map_err(|e| RoundError::Task(e.to_string()))?;
+        Ok(BY_REFERENCE
+            .iter()
+            .filter_map(|p| p.iter().try_fold(&v, |v, k| v.get(*k)))
+            .filter_map(|part| part.get(REF_KEY)?.as_str().map(str::to_string))
+            .collect())
+    }
+
+    /// Reads a task, taking each referenced part from `content` (which must hash to the
+    /// reference), and checks it against the envelope it came in.
+    pub fn decode_with(
+        bytes: &[u8],
+        job_id: u64,
+        round: u32,
+        content: &dyn Fn(&str) -> Option<Vec<u8>>,
+    ) -> Result<Self, RoundError> {
+        let mut v: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|e| RoundError::Task(e.to_string()))?;
+        for path in BY_REFERENCE {
+            let Some(part) = at_path(&mut v, path) else {
+                continue;
+            };
+            let Some(hash) = part
+                .get(REF_KEY)
+                .and_then(|h| h.as_str())
+                .map(str::to_string)
+            else {
+                continue;
+            };
+            let bytes = content(&hash).ok_or_else(|| {
+                RoundError::Task(format!(
+                    "content {} is not available",
+                    &hash[..16.min(hash.len())]
+                ))
+            })?;
+            if content_hash(&bytes) != hash {
+                return Err(RoundError::Task(format!(
+                    "content {} does not match its hash",
+                    &hash[..16.min(hash.len())]
+                )));
+            }
+            *part = serde_json::from_slice(&bytes).map_err(|e| RoundError::Task(e.to_string()))?;
+        }
+        let task: Task = serde_json::from_value(v).map_err(|e| RoundError::Task(e.to_string()))?;
+        task.check_envelope(job_id, round)
+    }
+
+    /// Reads a task whose parts are all in its bytes or in `encoded.contents`.
+    pub fn decode(encoded: &EncodedTask, job_id: u64, round: u32) -> Result<Self, RoundError> {
+        let lookup = |h: &str| {
+            encoded
+                .contents
+                .iter()
+                .find(|(k, _)| k == h)
+                .map(|(_, c)| c.clone())
+        };
+        Self::decode_with(&encoded.bytes, job_id, round, &lookup)
+    }
+
+    fn check_envelope(self, job_id: u64, round: u32) -> Result<Self, RoundError> {
+        let task = self;
         if task.job_id != job_id || task.round != round {
             return Err(RoundError::Task(format!(
                 "the task names job {} round {} but came for job {job_id} round {round}",
@@ -96,6 +194,61 @@ impl Task {
             .validate()
             .map_err(|e| RoundError::Schema(e.to_string()))?;
         Ok(task)
+    }
+}
+
+/// What an agent accepts before it computes anything for a task: the coordinator chooses
+/// a task's shape, so its size is bounded first (an unbounded histogram could exhaust the
+/// agent's memory before any other check), and a job's preprocessing may not change once
+/// the statistics round fixed it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskLimits {
+    /// Largest aggregated vector.
+    pub max_vector_len: usize,
+    /// Largest score histogram (bins per label).
+    pub max_histogram_bins: u32,
+}
+
+impl Default for TaskLimits {
+    fn default() -> Self {
+        Self {
+            max_vector_len: 1 << 20,
+            max_histogram_bins: 10_000,
+        }
+    }
+}
+
+impl Task {
+    /// Checks the task's size against `limits` without computing anything.
+    pub fn check_limits(&self, limits: &TaskLimits) -> Result<(), RoundError> {
+        if let TaskParams::Evaluation(e) = &self.params
+            && e.bins > limits.max_histogram_bins
+        {
+            return Err(RoundError::Task(format!(
+                "a histogram of {} bins exceeds this agent's limit of {}",
+                e.bins, limits.max_histogram_bins
+            )));
+        }
+        let len = self.params.kind().vector_len(&self.job);
+        if len > limits.max_vector_len {
+            return Err(RoundError::Task(format!(
+                "a vector of {len} values exceeds this agent's limit of {}",
+                limits.max_vector_len
+            )));
+        }
+        Ok(())
+    }
+
+    /// The hash of the preprocessing the task's model uses, if it carries a model.
+    pub fn preprocessing_hash(&self) -> Option<String> {
+        let pre = match &self.params {
+            TaskParams::Update(u) => &u.model.preprocessor,
+            TaskParams::Evaluation(e) => &e.model.preprocessor,
+            _ => return None,
+        };
+        Some(hex::encode(binding(
+            &serde_json::to_vec(pre).unwrap_or_default(),
+        )))
     }
 }
 
@@ -116,4 +269,53 @@ pub fn model_hash(model: &GlobalModel) -> String {
     h.update(b"fedrisk/global-model/v1\0");
     h.update(serde_json::to_vec(model).unwrap_or_default());
     hex::encode(h.finalize())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kinds::Magnitudes;
+
+    fn task() -> Task {
+        Task {
+            job_id: 3,
+            round: 0,
+            job: JobContext {
+                schema: fedrisk_models::synth::SynthConfig::schema(),
+                settings: fedrisk_models::federated::RoundSettings::default(),
+            },
+            params: TaskParams::Magnitudes(Magnitudes {}),
+        }
+    }
+
+    #[test]
+    fn job_wide_parts_travel_by_hash_and_are_checked_against_it() {
+        let t = task();
+        let enc = t.encode();
+        assert_eq!(
+            enc.contents.len(),
+            1,
+            "the job context travels by reference"
+        );
+        assert!(enc.bytes.len() < 200, "{} bytes", enc.bytes.len());
+        assert_eq!(
+            Task::references(&enc.bytes).expect("refs"),
+            vec![enc.contents[0].0.clone()]
+        );
+        assert_eq!(Task::decode(&enc, 3, 0).expect("decode"), t);
+        // Missing content, or content that does not match its hash, is refused.
+        let none = |_: &str| None;
+        assert!(matches!(
+            Task::decode_with(&enc.bytes, 3, 0, &none),
+            Err(RoundError::Task(_))
+        ));
+        let mut other = t.clone();
+        other.job.settings.c = 0.5;
+        let forged = serde_json::to_vec(&other.job).expect("json");
+        let swap = |_: &str| Some(forged.clone());
+        let e = Task::decode_with(&enc.bytes, 3, 0, &swap).unwrap_err();
+        assert!(e.to_string().contains("does not match its hash"), "{e}");
+        // A task for another envelope is refused.
+        assert!(Task::decode(&enc, 4, 0).is_err());
+    }
 }

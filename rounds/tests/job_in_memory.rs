@@ -94,7 +94,7 @@ fn run_session(
         let own_binding = session_binding(
             FEDERATION,
             task.round,
-            fedrisk_rounds::task::binding(&req.task),
+            fedrisk_rounds::task::binding(&req.task.bytes),
         );
         let c = task
             .params
@@ -395,4 +395,82 @@ fn a_restarted_agent_computes_from_the_task_alone() {
         Task::decode(&req.task, 7, 3),
         Err(RoundError::Task(_))
     ));
+}
+
+#[test]
+fn a_restarted_plan_resumes_after_the_completed_update_without_asking_for_it_again() {
+    let (schema, sets) = federation(3);
+    let spec = spec(&schema, 2);
+    let ids = || PlanIds {
+        federation_id: FEDERATION.into(),
+        job_id: 9,
+    };
+    let mut plan = JobPlan::new(spec.clone(), ids(), None);
+    let mut agents = agents(&sets);
+    let mut rng = ChaCha20Rng::seed_from_u64(9);
+    let mut checkpoint = None;
+    let mut partial = None;
+    // Run until round 1's update has completed: then the coordinator "crashes".
+    while let Some(req) = plan.next_session() {
+        let update = req.label == "update";
+        let sum = run_session(&spec, 9, &req, &mut agents, &[], &mut rng).expect("session");
+        match plan.on_output(sum).expect("plan") {
+            Progress::RoundCompleted(o) => checkpoint = Some((o.checkpoint.clone(), o.round)),
+            Progress::Continue if update => {
+                partial = plan.partial();
+                break;
+            }
+            _ => {}
+        }
+    }
+    let partial = partial.expect("the update's result is kept");
+    // A plan rebuilt from the store continues with the evaluation, not the update.
+    let mut resumed = JobPlan::resume(spec.clone(), ids(), checkpoint, Some(partial));
+    let next = resumed.next_session().expect("a session");
+    assert_eq!((next.round, next.label), (1, "evaluation"));
+    let mut labels = vec![next.label];
+    let sum = run_session(&spec, 9, &next, &mut agents, &[], &mut rng).expect("session");
+    resumed.on_output(sum).expect("plan");
+    while let Some(req) = resumed.next_session() {
+        labels.push(req.label);
+        let sum = run_session(&spec, 9, &req, &mut agents, &[], &mut rng).expect("session");
+        resumed.on_output(sum).expect("plan");
+    }
+    assert!(resumed.is_done());
+    assert_eq!(labels, vec!["evaluation", "update", "evaluation"]);
+}
+
+#[test]
+fn attack_an_unbounded_histogram_is_refused_before_any_computation() {
+    // A coordinator asks for a billion-bin score histogram: the agent would allocate it
+    // before secagg's own policy saw the vector length.
+    let (schema, sets) = federation(3);
+    let spec = spec(&schema, 1);
+    let mut plan = JobPlan::new(
+        spec.clone(),
+        PlanIds {
+            federation_id: FEDERATION.into(),
+            job_id: 10,
+        },
+        None,
+    );
+    let mut agents = agents(&sets);
+    let mut rng = ChaCha20Rng::seed_from_u64(10);
+    let evaluation = loop {
+        let req = plan.next_session().expect("session");
+        if req.label == "evaluation" {
+            break req;
+        }
+        let sum = run_session(&spec, 10, &req, &mut agents, &[], &mut rng).expect("session");
+        plan.on_output(sum).expect("plan");
+    };
+    let mut task = Task::decode(&evaluation.task, 10, 1).expect("task");
+    let limits = fedrisk_rounds::TaskLimits::default();
+    task.check_limits(&limits)
+        .expect("the job's own evaluation is within limits");
+    if let fedrisk_rounds::TaskParams::Evaluation(e) = &mut task.params {
+        e.bins = 1_000_000_000;
+    }
+    let e = task.check_limits(&limits).unwrap_err();
+    assert!(e.to_string().contains("exceeds this agent's limit"), "{e}");
 }

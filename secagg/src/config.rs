@@ -461,6 +461,9 @@ pub struct ParticipantPolicy {
     pub min_assumed_colluders: u32,
     /// Refuse sessions without distributed DP of at least this sigma.
     pub min_dp_sigma: Option<f64>,
+    /// Fewest distinct participants a session may invite and a sum may be over (the
+    /// survivor set U3): below 3, a sum and one's own input give away the other's.
+    pub min_distinct: u32,
 }
 
 impl Default for ParticipantPolicy {
@@ -474,6 +477,7 @@ impl Default for ParticipantPolicy {
             require_active: true,
             min_assumed_colluders: 0,
             min_dp_sigma: None,
+            min_distinct: 3,
         }
     }
 }
@@ -485,6 +489,11 @@ impl ParticipantPolicy {
         let n = params.n();
         if n > self.max_participants as usize {
             return Err(P("too many participants"));
+        }
+        if n < self.min_distinct as usize {
+            return Err(P(
+                "fewer invited participants than this participant's minimum",
+            ));
         }
         if params.vector_len > self.max_vector_len {
             return Err(P("vector too long"));

@@ -59,6 +59,8 @@ pub struct ParticipantSession {
     u2: Vec<u32>,
     /// The U3 we signed.
     u3: Vec<u32>,
+    /// The policy's floor on |U3|.
+    min_distinct: u32,
 }
 
 impl fmt::Debug for ParticipantSession {
@@ -130,6 +132,7 @@ impl ParticipantSession {
             held: BTreeMap::new(),
             u2: Vec::new(),
             u3: Vec::new(),
+            min_distinct: policy.min_distinct,
         };
         Ok((session, adv))
     }
@@ -156,6 +159,7 @@ impl ParticipantSession {
             held: self.held.clone(),
             u2: self.u2.clone(),
             u3: self.u3.clone(),
+            min_distinct: self.min_distinct,
         }
     }
 
@@ -552,6 +556,10 @@ impl ParticipantSession {
         } else if u3.binary_search(&self.id).is_err() {
             Some(SecAggError::InvalidList(
                 "survivor list omits this participant",
+            ))
+        } else if u3.len() < self.min_distinct as usize {
+            Some(SecAggError::PolicyViolation(
+                "survivor set smaller than this participant's minimum",
             ))
         } else if u3.len() < p.threshold as usize {
             Some(SecAggError::TooFewParticipants {

@@ -67,15 +67,20 @@ fn unknown_certificate_is_refused() {
     // A certificate from another CA, carrying a real participant's name (an impersonator),
     // presented with the real federation CA as trust anchor so the handshake reaches the
     // coordinator's client check.
-    fed.certs(&["init", "--dir", "other-ca", "--federation", "otherfed"]);
-    fed.certs(&["issue", "--dir", "other-ca", "--name", "bank_a"]);
+    fed.certs(&[
+        "init",
+        "--ca-dir",
+        "other-ca",
+        "--dir",
+        "other-pki",
+        "--federation",
+        "otherfed",
+    ]);
     let rogue = fed.path("rogue");
-    std::fs::create_dir_all(&rogue).expect("mkdir");
+    fed.enrol_with("other-ca", "other-pki", "bank_a", &rogue);
     std::fs::copy(fed.path("pki/ca.pem"), rogue.join("ca.pem")).expect("copy");
-    std::fs::copy(fed.path("other-ca/bank_a.pem"), rogue.join("bank_a.pem")).expect("copy");
-    std::fs::copy(fed.path("other-ca/bank_a.key"), rogue.join("bank_a.key")).expect("copy");
     // A participant of this federation whose certificate is then revoked.
-    fed.certs(&["issue", "--dir", "pki", "--name", "former_member"]);
+    let former_dir = fed.enrol("former_member");
 
     fed.write_config(&JobOpts {
         name: "certs-test",
@@ -107,12 +112,12 @@ fn unknown_certificate_is_refused() {
     let a = &fed.institutions[0];
     let b = &fed.institutions[1];
     std::fs::copy(
-        fed.path(&format!("pki/{a}.pem")),
+        fed.institution_dir(a).join(format!("{a}.pem")),
         mixed.join(format!("{a}.pem")),
     )
     .expect("copy");
     std::fs::copy(
-        fed.path(&format!("pki/{b}.key")),
+        fed.institution_dir(b).join(format!("{b}.key")),
         mixed.join(format!("{a}.key")),
     )
     .expect("copy");
@@ -131,7 +136,7 @@ fn unknown_certificate_is_refused() {
     assert!(String::from_utf8_lossy(&revoked.stdout).contains("revoked former_member"));
     let mut former = fed.participant_as(
         "former_member",
-        &fed.path("pki"),
+        &former_dir,
         "former_member",
         &data,
         &[],

@@ -38,7 +38,7 @@ pub fn bin(name: &str) -> PathBuf {
         .cloned()
         .unwrap_or_else(|| {
             panic!(
-                "{} not found: build the binaries first: cargo build --release -p fedrisk-coordinator -p fedrisk-participant",
+                "{} not found: build the binaries first: cargo build --release -p fedrisk-coordinator-cli -p fedrisk-participant --features fedrisk-participant/test-faults",
                 candidates[0].display()
             )
         })
@@ -280,6 +280,8 @@ pub struct JobOpts {
     pub wait_for_participants_ms: Option<u64>,
     /// Extra `key = value` lines of `[job.settings]`.
     pub settings: &'static str,
+    /// Extra `key = value` lines of `[job]` (threshold, max_attempts, ...).
+    pub job_extra: &'static str,
 }
 
 impl Default for JobOpts {
@@ -292,12 +294,18 @@ impl Default for JobOpts {
             stage_deadline_ms: 15_000,
             wait_for_participants_ms: None,
             settings: "algorithm = \"newton\"",
+            job_extra: "",
         }
     }
 }
 
-/// A federation in a temporary folder: generated non-IID data, a CA with one certificate per
-/// institution (roster ids 1.. in institution order) and an operator, and a coordinator
+/// A federation in a temporary folder, set up as README.md tells an operator and the data
+/// teams to: generated non-IID data; the CA in `ca/` (the operator's offline folder); the
+/// coordinator's folder `pki/` (`ca.pem`, `coordinator.pem`, `coordinator.key`,
+/// `roster.json` and the signed certificates, no other key); one folder per institution,
+/// `institutions/NAME/`, where `fedrisk-participant keygen` made its key and its request,
+/// signed with `certs sign` (roster ids 1.. in institution order), with `NAME.pem` and
+/// `ca.pem` sent back; the operator's own identity in `ops/`; and a coordinator
 /// configuration on a free loopback port.
 pub struct Fed {
     dir: Option<tempfile::TempDir>,
@@ -324,14 +332,63 @@ impl Fed {
             port: free_port(),
             institutions,
         };
-        fed.certs(&["init", "--dir", "pki", "--federation", "testfed"]);
+        fed.certs(&[
+            "init",
+            "--ca-dir",
+            "ca",
+            "--dir",
+            "pki",
+            "--federation",
+            "testfed",
+        ]);
         for name in &fed.institutions {
-            fed.certs(&["issue", "--dir", "pki", "--name", name]);
+            fed.enrol(name);
         }
         fed.certs(&[
-            "issue", "--dir", "pki", "--name", "ops", "--role", "operator",
+            "issue", "--ca-dir", "ca", "--dir", "pki", "--name", "ops", "--role", "operator",
+            "--out", "ops",
         ]);
         fed
+    }
+
+    /// An institution's own folder: its key, its certificate and the federation CA's.
+    pub fn institution_dir(&self, name: &str) -> PathBuf {
+        self.path(&format!("institutions/{name}"))
+    }
+
+    /// Enrols `name` in this federation (see [`Fed::enrol_with`]) with its own folder.
+    pub fn enrol(&self, name: &str) -> PathBuf {
+        let dir = self.institution_dir(name);
+        self.enrol_with("ca", "pki", name, &dir);
+        dir
+    }
+
+    /// The README's enrolment: `fedrisk-participant keygen` in the institution's folder
+    /// `dir`, `certs sign` of its request with the CA in `ca_dir` into the coordinator's
+    /// folder `pki_dir` (both relative to the federation folder), and `NAME.pem` and that
+    /// folder's `ca.pem` copied back to `dir`.
+    pub fn enrol_with(&self, ca_dir: &str, pki_dir: &str, name: &str, dir: &Path) {
+        run_ok(
+            Command::new(participant_bin())
+                .args(["keygen", "--name", name, "--out"])
+                .arg(dir)
+                .current_dir(&self.root),
+        );
+        let csr = dir.join(format!("{name}.csr"));
+        self.certs(&[
+            "sign",
+            "--ca-dir",
+            ca_dir,
+            "--dir",
+            pki_dir,
+            "--csr",
+            csr.to_str().expect("utf-8 path"),
+        ]);
+        let pki = self.path(pki_dir);
+        for file in [format!("{name}.pem"), "ca.pem".to_string()] {
+            std::fs::copy(pki.join(&file), dir.join(&file))
+                .unwrap_or_else(|e| panic!("copying {file} to {}: {e}", dir.display()));
+        }
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
@@ -377,6 +434,7 @@ impl Fed {
              min_participants = {min}\n\
              {expected}\
              stage_deadline_ms = {stage}\n\
+             {extra}\n\
              [job.settings]\n\
              {settings}\n",
             port = self.port,
@@ -384,6 +442,7 @@ impl Fed {
             rounds = job.rounds,
             min = job.min_participants,
             stage = job.stage_deadline_ms,
+            extra = job.job_extra,
             settings = job.settings,
         );
         let path = self.path("coordinator.toml");
@@ -403,7 +462,8 @@ impl Fed {
         p
     }
 
-    /// `fedrisk-participant run` as `cert` (a certificate name in `pki_dir`) on `data`.
+    /// `fedrisk-participant run` as `cert` on `data`, with `ca.pem`, `CERT.pem` and
+    /// `CERT.key` from `pki_dir`.
     pub fn participant_as(
         &self,
         log_name: &str,
@@ -437,7 +497,7 @@ impl Fed {
     pub fn participant(&self, institution: &str, env: &[(&str, &str)], extra: &[&str]) -> Proc {
         self.participant_as(
             institution,
-            &self.path("pki"),
+            &self.institution_dir(institution),
             institution,
             &self.data_file(institution),
             env,
@@ -447,18 +507,18 @@ impl Fed {
 
     /// `fedrisk-coordinator job SUB --coordinator .. (operator identity) ARGS`.
     pub fn job(&self, sub: &str, args: &[&str]) -> Output {
-        let pki = self.path("pki");
+        let ops = self.path("ops");
         Command::new(coordinator_bin())
             .arg("job")
             .arg(sub)
             .arg("--coordinator")
             .arg(self.url())
             .arg("--ca")
-            .arg(pki.join("ca.pem"))
+            .arg(self.path("pki/ca.pem"))
             .arg("--cert")
-            .arg(pki.join("ops.pem"))
+            .arg(ops.join("ops.pem"))
             .arg("--key")
-            .arg(pki.join("ops.key"))
+            .arg(ops.join("ops.key"))
             .args(args)
             .current_dir(&self.root)
             .output()
@@ -478,11 +538,16 @@ impl Fed {
 
     /// `job status --json`, or None while the coordinator does not answer.
     pub fn status(&self, id: u64) -> Option<Value> {
+        self.status_or_error(id).ok()
+    }
+
+    /// `job status --json`, or what the operator CLI said when it failed.
+    pub fn status_or_error(&self, id: u64) -> Result<Value, String> {
         let out = self.job("status", &["--id", &id.to_string(), "--json"]);
         if !out.status.success() {
-            return None;
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
         }
-        serde_json::from_slice(&out.stdout).ok()
+        serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
     }
 
     /// Polls the job until it has ended (completed, failed or cancelled).
@@ -505,16 +570,20 @@ impl Fed {
     ) -> Value {
         let end = Instant::now() + timeout;
         let mut last = None;
+        let mut last_error = String::new();
         loop {
-            if let Some(s) = self.status(id) {
-                if done(&s) {
-                    return s;
+            match self.status_or_error(id) {
+                Ok(s) => {
+                    if done(&s) {
+                        return s;
+                    }
+                    last = Some(s);
                 }
-                last = Some(s);
+                Err(e) => last_error = e,
             }
             if Instant::now() > end {
                 panic!(
-                    "waited {timeout:?} for {what}; last status: {}\ncoordinator log ends with:\n{}",
+                    "waited {timeout:?} for {what}; last status: {}\nlast status error: {last_error}\ncoordinator log ends with:\n{}",
                     last.map(|s| s.to_string()).unwrap_or_default(),
                     tail(&coordinator.stderr(), 40)
                 );

@@ -1,13 +1,16 @@
 //! End-to-end tests: one binary, modules per area. Every test starts the real
 //! `fedrisk-coordinator` and `fedrisk-participant` release binaries over loopback with
-//! mutual TLS; build them first with
-//! `cargo build --release -p fedrisk-coordinator -p fedrisk-participant`.
+//! mutual TLS. `cargo test --workspace --release` builds them (the agent with its
+//! `test-faults` feature); alone: `cargo build --release -p fedrisk-coordinator-cli -p
+//! fedrisk-participant --features fedrisk-participant/test-faults`.
 
 mod acceptance;
 mod certs;
+mod custody;
 mod dropout;
 mod harness;
 mod malicious;
 mod operator;
+mod privacy;
 mod restart;
 mod scale;

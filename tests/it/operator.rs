@@ -73,7 +73,14 @@ fn a_second_agent_of_a_connected_identity_is_refused_with_the_reason_and_backs_o
     let mut first = fed.participant(&first_name, &[], &[]);
     first.wait_for_log("joined the federation", Duration::from_secs(30));
     let data = fed.data_file(&first_name);
-    let mut dup = fed.participant_as("duplicate", &fed.path("pki"), &first_name, &data, &[], &[]);
+    let mut dup = fed.participant_as(
+        "duplicate",
+        &fed.institution_dir(&first_name),
+        &first_name,
+        &data,
+        &[],
+        &[],
+    );
     std::thread::sleep(Duration::from_secs(5));
     let log = dup.stderr();
     assert!(
@@ -186,7 +193,7 @@ fn a_refusing_participant_is_shown_to_the_operator_with_its_reason() {
     let data = fed.data_file(&odd);
     let mut refusing = fed.participant_as(
         &odd,
-        &fed.path("pki"),
+        &fed.institution_dir(&odd),
         &odd,
         &data,
         &[],
@@ -211,6 +218,15 @@ fn a_refusing_participant_is_shown_to_the_operator_with_its_reason() {
         text.contains(&odd) && text.contains("refused round 0 (schema)"),
         "{text}"
     );
+    // The status line says each thing once, and round 0 is the statistics round, not a
+    // round without an AUC.
+    let first = text.lines().next().unwrap_or_default();
+    assert_eq!(
+        first, "job 1 `refusal`: completed, 2 of 2 training rounds complete (2 rounds completed)",
+        "{text}"
+    );
+    assert!(text.contains("round   0 (statistics)"), "{text}");
+    assert!(!text.contains("NaN"), "{text}");
     // The job did not wait for the refusing agent until deadlines.
     assert!(
         !coord.stderr().contains("stage deadline passed"),

@@ -2,4 +2,5 @@
 
 use fedrisk_identity::client as participant_tls;
 
+mod peers;
 mod tls;

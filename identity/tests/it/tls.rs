@@ -111,6 +111,13 @@ impl Participant for Svc {
         Err(Status::unimplemented("send_sec_agg"))
     }
 
+    async fn fetch_content(
+        &self,
+        _: Request<fedrisk_proto::v1::ContentRequest>,
+    ) -> Result<Response<fedrisk_proto::v1::Content>, Status> {
+        Err(Status::unimplemented("fetch_content"))
+    }
+
     async fn refuse(
         &self,
         _: Request<fedrisk_proto::v1::Refusal>,

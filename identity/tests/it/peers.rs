@@ -1,0 +1,86 @@
+//! Attacks on who a session's peers are: a coordinator (or its operator) filling a
+//! session with identities it controls. Every agent checks the peers with
+//! `verify_session_peers` before it opens a session.
+
+use fedrisk_identity::client::{PeerCertError, verify_session_peers};
+use fedrisk_identity::pki::{self, Role};
+
+struct Ca {
+    _tmp: tempfile::TempDir,
+    dir: std::path::PathBuf,
+}
+
+fn ca() -> Ca {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("pki");
+    pki::init(&dir, "fed").expect("init");
+    Ca { _tmp: tmp, dir }
+}
+
+fn der(dir: &std::path::Path, name: &str) -> Vec<u8> {
+    use rustls_pki_types::{CertificateDer, pem::PemObject};
+    CertificateDer::from_pem_file(dir.join(format!("{name}.pem")))
+        .expect("certificate")
+        .to_vec()
+}
+
+#[test]
+fn attack_an_operator_certificate_offered_as_a_peer_is_refused() {
+    let ca = ca();
+    for n in ["bank_a", "bank_b", "bank_c"] {
+        pki::issue(&ca.dir, n, Role::Participant, 30).expect("issue");
+    }
+    pki::issue(&ca.dir, "ops", Role::Operator, 30).expect("issue");
+    let ca_pem = std::fs::read_to_string(ca.dir.join("ca.pem")).expect("ca");
+    let (a, b, c, ops) = (
+        der(&ca.dir, "bank_a"),
+        der(&ca.dir, "bank_b"),
+        der(&ca.dir, "bank_c"),
+        der(&ca.dir, "ops"),
+    );
+    assert_eq!(
+        verify_session_peers(&ca_pem, &[(1, &a), (2, &b), (3, &c)])
+            .expect("three institutions")
+            .len(),
+        3
+    );
+    let e = verify_session_peers(&ca_pem, &[(1, &a), (2, &b), (4, &ops)]).unwrap_err();
+    assert!(
+        matches!(&e, PeerCertError::NotParticipant { id: 4, role } if role == "operator"),
+        "{e}"
+    );
+}
+
+#[test]
+fn attack_ids_sharing_one_certificate_or_key_are_refused() {
+    let ca = ca();
+    for n in ["bank_a", "bank_b", "victim"] {
+        pki::issue(&ca.dir, n, Role::Participant, 30).expect("issue");
+    }
+    let ca_pem = std::fs::read_to_string(ca.dir.join("ca.pem")).expect("ca");
+    let (a, b, v) = (
+        der(&ca.dir, "bank_a"),
+        der(&ca.dir, "bank_b"),
+        der(&ca.dir, "victim"),
+    );
+    // Four ids, three of them the same colluder: with n = 5, t = 4 the sum would be
+    // the victim's input plus the colluder's own.
+    let e =
+        verify_session_peers(&ca_pem, &[(1, &a), (2, &a), (3, &a), (4, &b), (5, &v)]).unwrap_err();
+    assert!(matches!(e, PeerCertError::SharedIdentity(1, 2)), "{e}");
+    let e = verify_session_peers(&ca_pem, &[(1, &a), (1, &b), (5, &v)]).unwrap_err();
+    assert!(matches!(e, PeerCertError::DuplicateId(1)), "{e}");
+}
+
+#[test]
+fn attack_a_certificate_of_another_ca_offered_as_a_peer_is_refused() {
+    let ours = ca();
+    let theirs = ca();
+    pki::issue(&ours.dir, "bank_a", Role::Participant, 30).expect("issue");
+    pki::issue(&theirs.dir, "minted", Role::Participant, 30).expect("issue");
+    let ca_pem = std::fs::read_to_string(ours.dir.join("ca.pem")).expect("ca");
+    let a = der(&ours.dir, "bank_a");
+    let minted = der(&theirs.dir, "minted");
+    let e = verify_session_peers(&ca_pem, &[(1, &a), (2, &minted)]).unwrap_err();
+    assert!(matches!(e, PeerCertError::Peer { id: 2, .. }), "{e}");
+}

@@ -1,0 +1,307 @@
+//! The agent's durable record of what it has let be aggregated: for each task (the hash of
+//! the task's bytes, which name the job, round, kind and model) the survivor set it signed.
+//! A session of the same task is signed again only over the identical set. So two sums
+//! over this institution's same input never differ by a subset of participants: a retried
+//! session, a round rerun after a coordinator restart, or a second session beside the first
+//! cannot be differenced into one institution's vector, row count or score.
+//!
+//! The record is written (and synced) before the signature that lets the coordinator
+//! unmask leaves the agent, and it survives the agent's restarts.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// One signed survivor set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// The federation.
+    pub federation: String,
+    /// The job.
+    pub job: u64,
+    /// The round.
+    pub round: u32,
+    /// The round kind's label.
+    pub kind: String,
+    /// Hex SHA-256 of the task's bytes.
+    pub task: String,
+    /// The survivor set signed.
+    pub survivors: Vec<u32>,
+}
+
+/// Why the ledger cannot be used or refuses a signature.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    /// Reading or writing the file failed.
+    #[error("ledger {}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A line does not parse: the file was damaged; refusing is safer than forgetting.
+    #[error("ledger {}:{line}: unreadable entry ({reason}); move the file aside only if you know no job is running", path.display())]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// What failed.
+        reason: String,
+    },
+    /// A task changes the job's preprocessing.
+    #[error(
+        "job {job} round {round}: the task's preprocessing ({now}) is not the one the job fixed ({fixed}); refusing"
+    )]
+    PreprocessingChanged {
+        /// The job.
+        job: u64,
+        /// The round.
+        round: u32,
+        /// Hash prefix of the job's preprocessing.
+        fixed: String,
+        /// Hash prefix of the task's.
+        now: String,
+    },
+    /// The task was aggregated before over another survivor set.
+    #[error(
+        "job {job} round {round} ({kind}): this input was already aggregated over participants {before:?}; refusing a sum over {now:?}, which could be differenced against it"
+    )]
+    OtherSurvivors {
+        /// The job.
+        job: u64,
+        /// The round.
+        round: u32,
+        /// The kind.
+        kind: String,
+        /// The set signed before.
+        before: Vec<u32>,
+        /// The set proposed now.
+        now: Vec<u32>,
+    },
+}
+
+/// The record, in memory and (unless in-memory) in a JSON-lines file.
+#[derive(Debug)]
+pub struct Ledger {
+    path: Option<PathBuf>,
+    signed: HashMap<(String, String), Vec<u32>>,
+    /// Each job's preprocessing (hash), fixed by the first task that carried one.
+    frozen: HashMap<(String, u64), String>,
+}
+
+/// The ledger entry kind that fixes a job's preprocessing.
+const PREPROCESSING: &str = "preprocessing";
+
+impl Ledger {
+    /// Opens (or creates) the ledger file and reads every entry.
+    pub fn open(path: &Path) -> Result<Self, LedgerError> {
+        let io = |source| LedgerError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let mut signed = HashMap::new();
+        let mut frozen = HashMap::new();
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                for (i, line) in text.lines().enumerate() {
+                    if line.trim().is_empty() {
+                        continue;
+                    }
+                    let e: Entry =
+                        serde_json::from_str(line).map_err(|e| LedgerError::Corrupt {
+                            path: path.to_owned(),
+                            line: i + 1,
+                            reason: e.to_string(),
+                        })?;
+                    if e.kind == PREPROCESSING {
+                        frozen.insert((e.federation, e.job), e.task);
+                    } else {
+                        signed.insert((e.federation, e.task), e.survivors);
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(e)),
+        }
+        // Fail now, not in the middle of a session, if the file cannot be written.
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(io)?;
+        Ok(Self {
+            path: Some(path.to_owned()),
+            signed,
+            frozen,
+        })
+    }
+
+    /// A ledger that lives as long as the process (in-process simulations).
+    pub fn in_memory() -> Self {
+        Self {
+            path: None,
+            signed: HashMap::new(),
+            frozen: HashMap::new(),
+        }
+    }
+
+    /// Allows signing `entry.survivors` for its task if no other set was signed for it, and
+    /// records it durably first.
+    pub fn allow(&mut self, entry: &Entry) -> Result<(), LedgerError> {
+        let key = (entry.federation.clone(), entry.task.clone());
+        match self.signed.get(&key) {
+            Some(before) if *before == entry.survivors => return Ok(()),
+            Some(before) => {
+                return Err(LedgerError::OtherSurvivors {
+                    job: entry.job,
+                    round: entry.round,
+                    kind: entry.kind.clone(),
+                    before: before.clone(),
+                    now: entry.survivors.clone(),
+                });
+            }
+            None => {}
+        }
+        self.append(entry)?;
+        self.signed.insert(key, entry.survivors.clone());
+        Ok(())
+    }
+
+    /// Allows a task of `job` that uses the preprocessing with hash `pre` if the job's
+    /// preprocessing is not fixed yet (then fixes it) or is the same: a coordinator cannot
+    /// change how rows are transformed in the middle of a job (to single out a feature).
+    pub fn allow_preprocessing(
+        &mut self,
+        federation: &str,
+        job: u64,
+        round: u32,
+        pre: &str,
+    ) -> Result<(), LedgerError> {
+        let key = (federation.to_string(), job);
+        match self.frozen.get(&key) {
+            Some(fixed) if fixed == pre => return Ok(()),
+            Some(fixed) => {
+                return Err(LedgerError::PreprocessingChanged {
+                    job,
+                    round,
+                    fixed: fixed[..16.min(fixed.len())].to_string(),
+                    now: pre[..16.min(pre.len())].to_string(),
+                });
+            }
+            None => {}
+        }
+        self.append(&Entry {
+            federation: federation.to_string(),
+            job,
+            round,
+            kind: PREPROCESSING.to_string(),
+            task: pre.to_string(),
+            survivors: Vec::new(),
+        })?;
+        self.frozen.insert(key, pre.to_string());
+        Ok(())
+    }
+
+    fn append(&self, entry: &Entry) -> Result<(), LedgerError> {
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
+        let io = |source| LedgerError::Io {
+            path: path.clone(),
+            source,
+        };
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(io)?;
+        let mut line = serde_json::to_string(entry).unwrap_or_default();
+        line.push('\n');
+        f.write_all(line.as_bytes()).map_err(io)?;
+        f.sync_all().map_err(io)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(survivors: &[u32]) -> Entry {
+        Entry {
+            federation: "fed".into(),
+            job: 1,
+            round: 3,
+            kind: "update".into(),
+            task: "ab".repeat(32),
+            survivors: survivors.to_vec(),
+        }
+    }
+
+    #[test]
+    fn attack_differencing_a_retried_task_over_fewer_survivors_is_refused() {
+        // The honest-engine scenario: a task's sum over {1,2,3,4}, then the same task again
+        // over {1,2,3} would give institution 4's exact vector and row count.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("ledger.jsonl");
+        let mut ledger = Ledger::open(&path).expect("open");
+        ledger.allow(&entry(&[1, 2, 3, 4])).expect("first sum");
+        let e = ledger.allow(&entry(&[1, 2, 3])).unwrap_err();
+        assert!(matches!(e, LedgerError::OtherSurvivors { .. }), "{e}");
+        // Beside it, a two-party-plus-one session {2,3,5} of the same task: refused too.
+        assert!(ledger.allow(&entry(&[2, 3, 5])).is_err());
+        // The identical set again reveals nothing new and is allowed.
+        ledger.allow(&entry(&[1, 2, 3, 4])).expect("identical set");
+        // The record survives the agent's restart.
+        let mut reopened = Ledger::open(&path).expect("reopen");
+        assert!(reopened.allow(&entry(&[1, 2, 3])).is_err());
+        // Another task (another round's model) is independent.
+        let mut other = entry(&[1, 2, 3]);
+        other.task = "cd".repeat(32);
+        reopened.allow(&other).expect("another task");
+    }
+
+    #[test]
+    fn attack_a_preprocessing_changed_mid_job_is_refused() {
+        // A coordinator swaps the standardisation of one feature for a huge scale and the
+        // others for zero, so a model's scores rank rows by that feature alone.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("ledger.jsonl");
+        let mut ledger = Ledger::open(&path).expect("open");
+        ledger
+            .allow_preprocessing("fed", 1, 1, &"aa".repeat(32))
+            .expect("fixed by round 1");
+        ledger
+            .allow_preprocessing("fed", 1, 2, &"aa".repeat(32))
+            .expect("the same again");
+        let e = ledger
+            .allow_preprocessing("fed", 1, 3, &"bb".repeat(32))
+            .unwrap_err();
+        assert!(
+            matches!(e, LedgerError::PreprocessingChanged { round: 3, .. }),
+            "{e}"
+        );
+        // It stays fixed across the agent's restart; another job has its own.
+        let mut reopened = Ledger::open(&path).expect("reopen");
+        assert!(
+            reopened
+                .allow_preprocessing("fed", 1, 4, &"bb".repeat(32))
+                .is_err()
+        );
+        reopened
+            .allow_preprocessing("fed", 2, 1, &"bb".repeat(32))
+            .expect("another job");
+    }
+
+    #[test]
+    fn a_damaged_ledger_is_refused_with_its_line() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("ledger.jsonl");
+        std::fs::write(&path, "{\"federation\":\"f\"}\n").expect("write");
+        let e = Ledger::open(&path).unwrap_err().to_string();
+        assert!(e.contains("ledger.jsonl:1"), "{e}");
+    }
+}

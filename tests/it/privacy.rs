@@ -1,0 +1,93 @@
+//! Privacy around sessions with the real binaries: a round whose update succeeded and whose
+//! evaluation failed retries the evaluation alone, so no participant's update is aggregated
+//! twice over different survivor sets; every agent's ledger holds one survivor set per task.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::harness::{Fed, JobOpts, Proc, tail};
+
+#[test]
+fn a_failed_evaluation_is_retried_alone_and_no_update_is_summed_twice() {
+    let fed = Fed::new(51, 3000, 4);
+    fed.write_config(&JobOpts {
+        name: "retry-privacy",
+        rounds: 3,
+        min_participants: 3,
+        expected_participants: Some(4),
+        // All four must unmask at first: losing one after the update aborts the evaluation.
+        job_extra: "threshold = 4",
+        ..JobOpts::default()
+    });
+    let coord = fed.serve();
+    let victim_name = fed.institutions[0].clone();
+    let mut victim = fed.participant(
+        &victim_name,
+        &[(
+            "FEDRISK_TEST_FAULT",
+            "hang-before-masked-input@1:evaluation",
+        )],
+        &[],
+    );
+    let mut others: Vec<Proc> = fed.institutions[1..]
+        .iter()
+        .map(|n| fed.participant(n, &[], &[]))
+        .collect();
+    victim.wait_for_log("test fault: this agent stops here", Duration::from_secs(60));
+    victim.kill();
+    let status = fed.wait_job_end(1, Duration::from_secs(120), &coord);
+    assert_eq!(status["state"], "completed", "{status}");
+    let log = coord.stderr();
+    let count = |needle: &str| log.lines().filter(|l| l.contains(needle)).count();
+    // Round 1's update ran once, over all four; its evaluation failed once and ran again.
+    assert_eq!(
+        count("secagg session completed job=1 round=1 session=\"update\""),
+        1,
+        "{}",
+        tail(&log, 40)
+    );
+    assert_eq!(
+        count("secagg session started job=1 round=1 session=\"update\""),
+        1,
+        "the update was asked for again:\n{}",
+        tail(&log, 40)
+    );
+    assert!(
+        count("session failed; retrying with fresh keys job=1 round=1 session=\"evaluation\"") >= 1,
+        "{}",
+        tail(&log, 40)
+    );
+    assert_eq!(
+        count("secagg session completed job=1 round=1 session=\"evaluation\""),
+        1
+    );
+    // Every agent signed each task over one survivor set only.
+    for name in &fed.institutions {
+        let path = fed
+            .institution_dir(name)
+            .join(format!("{name}.key.ledger.jsonl"));
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let mut by_task: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();
+        for line in text.lines() {
+            let e: serde_json::Value = serde_json::from_str(line).expect("ledger line");
+            by_task
+                .entry(e["task"].as_str().unwrap_or_default().to_string())
+                .or_default()
+                .push(e["survivors"].clone());
+        }
+        assert!(
+            !by_task.is_empty() || name == &victim_name,
+            "{name}: empty ledger"
+        );
+        for (task, sets) in by_task {
+            assert!(
+                sets.windows(2).all(|w| w[0] == w[1]),
+                "{name}: task {task} signed over {sets:?}"
+            );
+        }
+    }
+    for a in &mut others {
+        let s = a.wait_exit(Duration::from_secs(30));
+        assert!(s.success(), "{}: {s}\n{}", a.name, tail(&a.stderr(), 20));
+    }
+}

@@ -77,8 +77,9 @@ const HEALTHY_STREAM: Duration = Duration::from_secs(10);
 struct Active {
     job_id: u64,
     round: u32,
-    /// The task's hash and kind, for the ledger.
-    task: [u8; 32],
+    /// The fingerprint of this institution's input (see [`input_fingerprint`]) and the
+    /// task's kind, for the ledger.
+    fingerprint: [u8; 32],
     kind: &'static str,
     session_id: Vec<u8>,
     config: SessionConfig,
@@ -437,7 +438,7 @@ fn open_session(
         Active {
             job_id: envelope.job_id,
             round: envelope.round,
-            task: fedrisk_rounds::task::binding(&compute.task),
+            fingerprint: input_fingerprint(&contribution),
             kind: task.params.kind().label(),
             session_id: envelope.session_id.clone(),
             config,
@@ -446,6 +447,23 @@ fn open_session(
         },
         adv,
     ))
+}
+
+/// What the ledger knows an input by: SHA-256 of its weight and real values, exactly. Not
+/// the task's bytes (a coordinator could vary a job id, a round number or a setting the
+/// computation ignores to get the same input again under a new name) and not its
+/// fixed-point encoding (which changes with the number invited): any task that makes this
+/// institution send the same figures again meets the same ledger entry.
+fn input_fingerprint(c: &fedrisk_models::federated::Contribution) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"fedrisk/input/v1\0");
+    h.update(c.weight.to_le_bytes());
+    h.update((c.values.len() as u64).to_le_bytes());
+    for v in &c.values {
+        h.update(v.to_bits().to_le_bytes());
+    }
+    h.finalize().into()
 }
 
 /// Job-wide task contents this agent has fetched, by hash (a cache: a restarted agent
@@ -523,7 +541,7 @@ fn step(
                 job: a.job_id,
                 round: a.round,
                 kind: a.kind.to_string(),
-                task: hex::encode(a.task),
+                input: hex::encode(a.fingerprint),
                 survivors: list.survivors.clone(),
             })
             .map_err(|e| e.to_string())?;

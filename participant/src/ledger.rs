@@ -1,9 +1,10 @@
-//! The agent's durable record of what it has let be aggregated: for each task (the hash of
-//! the task's bytes, which name the job, round, kind and model) the survivor set it signed.
-//! A session of the same task is signed again only over the identical set. So two sums
-//! over this institution's same input never differ by a subset of participants: a retried
-//! session, a round rerun after a coordinator restart, or a second session beside the first
-//! cannot be differenced into one institution's vector, row count or score.
+//! The agent's durable record of what it has let be aggregated: for each input (a
+//! fingerprint of the exact figures it contributes, whatever task asked for them) the
+//! survivor set it signed. The same input is signed again only over the identical set. So
+//! two sums over this institution's same input never differ by a subset of participants: a
+//! retried session, a round rerun after a coordinator restart, a second job with the same
+//! settings, or a second session beside the first cannot be differenced into one
+//! institution's vector, row count or score.
 //!
 //! The record is written (and synced) before the signature that lets the coordinator
 //! unmask leaves the agent, and it survives the agent's restarts.
@@ -25,8 +26,9 @@ pub struct Entry {
     pub round: u32,
     /// The round kind's label.
     pub kind: String,
-    /// Hex SHA-256 of the task's bytes.
-    pub task: String,
+    /// Hex fingerprint of the input (for the preprocessing entry: its hash).
+    #[serde(alias = "task")]
+    pub input: String,
     /// The survivor set signed.
     pub survivors: Vec<u32>,
 }
@@ -66,7 +68,7 @@ pub enum LedgerError {
         /// Hash prefix of the task's.
         now: String,
     },
-    /// The task was aggregated before over another survivor set.
+    /// The input was aggregated before over another survivor set.
     #[error(
         "job {job} round {round} ({kind}): this input was already aggregated over participants {before:?}; refusing a sum over {now:?}, which could be differenced against it"
     )]
@@ -118,9 +120,9 @@ impl Ledger {
                             reason: e.to_string(),
                         })?;
                     if e.kind == PREPROCESSING {
-                        frozen.insert((e.federation, e.job), e.task);
+                        frozen.insert((e.federation, e.job), e.input);
                     } else {
-                        signed.insert((e.federation, e.task), e.survivors);
+                        signed.insert((e.federation, e.input), e.survivors);
                     }
                 }
             }
@@ -152,7 +154,7 @@ impl Ledger {
     /// Allows signing `entry.survivors` for its task if no other set was signed for it, and
     /// records it durably first.
     pub fn allow(&mut self, entry: &Entry) -> Result<(), LedgerError> {
-        let key = (entry.federation.clone(), entry.task.clone());
+        let key = (entry.federation.clone(), entry.input.clone());
         match self.signed.get(&key) {
             Some(before) if *before == entry.survivors => return Ok(()),
             Some(before) => {
@@ -199,7 +201,7 @@ impl Ledger {
             job,
             round,
             kind: PREPROCESSING.to_string(),
-            task: pre.to_string(),
+            input: pre.to_string(),
             survivors: Vec::new(),
         })?;
         self.frozen.insert(key, pre.to_string());
@@ -236,7 +238,7 @@ mod tests {
             job: 1,
             round: 3,
             kind: "update".into(),
-            task: "ab".repeat(32),
+            input: "ab".repeat(32),
             survivors: survivors.to_vec(),
         }
     }
@@ -260,7 +262,7 @@ mod tests {
         assert!(reopened.allow(&entry(&[1, 2, 3])).is_err());
         // Another task (another round's model) is independent.
         let mut other = entry(&[1, 2, 3]);
-        other.task = "cd".repeat(32);
+        other.input = "cd".repeat(32);
         reopened.allow(&other).expect("another task");
     }
 

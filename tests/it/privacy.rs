@@ -71,7 +71,7 @@ fn a_failed_evaluation_is_retried_alone_and_no_update_is_summed_twice() {
         for line in text.lines() {
             let e: serde_json::Value = serde_json::from_str(line).expect("ledger line");
             by_task
-                .entry(e["task"].as_str().unwrap_or_default().to_string())
+                .entry(e["input"].as_str().unwrap_or_default().to_string())
                 .or_default()
                 .push(e["survivors"].clone());
         }
@@ -79,10 +79,10 @@ fn a_failed_evaluation_is_retried_alone_and_no_update_is_summed_twice() {
             !by_task.is_empty() || name == &victim_name,
             "{name}: empty ledger"
         );
-        for (task, sets) in by_task {
+        for (input, sets) in by_task {
             assert!(
                 sets.windows(2).all(|w| w[0] == w[1]),
-                "{name}: task {task} signed over {sets:?}"
+                "{name}: input {input} signed over {sets:?}"
             );
         }
     }

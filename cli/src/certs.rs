@@ -85,6 +85,21 @@ pub enum CertsCommand {
         /// The certificate's name.
         #[arg(long)]
         name: String,
+        /// The CA's folder: with it, a new CA-signed revocation list (`revoked.crl`) is
+        /// written for the agents, which then refuse the revoked certificate as a peer even
+        /// from a coordinator that would relay it. Without it only the coordinator refuses it
+        /// (sign the list later with `certs crl`).
+        #[arg(long)]
+        ca_dir: Option<PathBuf>,
+    },
+    /// Sign a new revocation list (`revoked.crl`) of every revoked certificate on the roster.
+    Crl {
+        /// The CA's folder (`ca.pem`, `ca.key`).
+        #[arg(long)]
+        ca_dir: PathBuf,
+        /// The coordinator's folder made by `certs init` (roster).
+        #[arg(long, default_value = "pki")]
+        dir: PathBuf,
     },
     /// List the roster.
     List {
@@ -192,8 +207,21 @@ pub fn run(cmd: CertsCommand) -> Result<()> {
                 e.role, e.id, e.fingerprint
             );
         }
-        CertsCommand::Revoke { dir, name } => {
+        CertsCommand::Crl { ca_dir, dir } => {
+            let r = pki::write_crl(&pki::Authority::new(&ca_dir, &dir))?;
+            println!(
+                "signed revocation list number {} ({} revoked) into {}",
+                r.crl_number,
+                r.entries.iter().filter(|e| e.revoked).count(),
+                PkiDir::new(&dir).crl().display()
+            );
+        }
+        CertsCommand::Revoke { dir, name, ca_dir } => {
             let e = pki::revoke(&dir, &name)?;
+            if let Some(ca_dir) = ca_dir {
+                let r = pki::write_crl(&pki::Authority::new(&ca_dir, &dir))?;
+                println!("signed revocation list number {}", r.crl_number);
+            }
             println!(
                 "revoked {name} (id {}, fingerprint {})",
                 e.id, e.fingerprint

@@ -72,8 +72,8 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-/// Dies quietly of SIGPIPE when the reader of stdout goes away (`job status | head -1`), as
-/// Unix tools do, instead of panicking on the failed write.
+/// For commands that only print: dies quietly of SIGPIPE when the reader of stdout goes
+/// away (`job status | head -1`), as Unix tools do, instead of panicking on the failed write.
 fn restore_sigpipe() {
     // SAFETY: setting a signal's disposition to the default at the start of `main`, before
     // any thread exists, has no preconditions.
@@ -83,8 +83,12 @@ fn restore_sigpipe() {
 }
 
 fn main() -> ExitCode {
-    restore_sigpipe();
     let cli = Cli::parse();
+    // Only for commands that print and exit: a server or an agent keeps SIGPIPE ignored
+    // (Rust's default), or a peer that vanishes mid-write would kill it.
+    if matches!(cli.command, Command::Certs { .. } | Command::Job { .. }) {
+        restore_sigpipe();
+    }
     let filter = match &cli.command {
         Command::Serve { .. } if cli.log == "warn" => "info".to_string(),
         _ => cli.log.clone(),

@@ -20,6 +20,7 @@ use rand::RngExt;
 use tokio::sync::watch;
 
 use crate::events::{Event, EventSink};
+use crate::faults;
 use crate::hub::{Hub, Peer, Upload};
 use crate::store::{
     JobId, JobState, NewModel, Refusal as StoredRefusal, RoundCompletion, RoundKind, RoundMetrics,
@@ -62,6 +63,8 @@ pub struct Engine {
     pub store: Arc<Store>,
     pub federation_id: String,
     pub events: Arc<dyn EventSink>,
+    /// The CA-signed revocation list relayed to agents with every session (PEM file).
+    pub crl: Option<std::path::PathBuf>,
 }
 
 /// The attempt of a round in flight, as the store knows it.
@@ -325,6 +328,18 @@ impl Engine {
         Ok(())
     }
 
+    /// The revocation list as it is on disk now (re-read per session: `certs revoke`
+    /// replaces it while the coordinator runs); empty if there is none.
+    fn crl_der(&self) -> Vec<u8> {
+        use rustls_pki_types::CertificateRevocationListDer;
+        use rustls_pki_types::pem::PemObject;
+        self.crl
+            .as_ref()
+            .and_then(|p| CertificateRevocationListDer::from_pem_file(p).ok())
+            .map(|d| d.to_vec())
+            .unwrap_or_default()
+    }
+
     /// Stores and reports the refusals participants sent since the last call.
     fn record_refusals(&self, job_id: JobId) -> Result<(), EngineError> {
         for r in self.hub.take_refusals() {
@@ -449,13 +464,16 @@ impl Engine {
                 threshold,
                 vector_len: req.vector_len as u32,
                 config: config.encode(),
-                peers: peers
-                    .iter()
-                    .map(|p| v1::PeerIdentity {
-                        participant_id: p.id,
-                        certificate_der: p.cert_der.clone(),
-                    })
-                    .collect(),
+                peers: faults::extra_peers(
+                    peers
+                        .iter()
+                        .map(|p| v1::PeerIdentity {
+                            participant_id: p.id,
+                            certificate_der: p.cert_der.clone(),
+                        })
+                        .collect(),
+                ),
+                crl: self.crl_der(),
             }),
         });
         let mut traffic = Traffic::default();

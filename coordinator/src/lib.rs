@@ -6,6 +6,7 @@
 
 pub mod engine;
 pub mod events;
+pub mod faults;
 pub mod hub;
 pub mod scheduler;
 pub mod server;

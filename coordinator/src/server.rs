@@ -102,6 +102,7 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServeError> {
         store: store.clone(),
         federation_id: federation_id.clone(),
         events,
+        crl: Some(pki.crl()),
     });
     let scheduler = Scheduler::new(engine, store.clone());
     for r in store.interrupted_rounds()? {

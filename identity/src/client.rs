@@ -387,6 +387,9 @@ pub enum PeerCertError {
         /// The role its certificate names.
         role: String,
     },
+    /// The revocation list does not parse or carries no number.
+    #[error("revocation list: {0}")]
+    Crl(String),
     /// One id listed twice.
     #[error("participant {0} is listed twice")]
     DuplicateId(u32),
@@ -402,6 +405,16 @@ pub enum PeerCertError {
         #[source]
         source: Box<PeerCertError>,
     },
+}
+
+/// The institution a fedrisk certificate names (its subject's CN), if any.
+pub fn certificate_name(cert_der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(cert_der).ok()?;
+    cert.subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .map(str::to_string)
 }
 
 /// The role a fedrisk certificate names (its subject's OU), if any.
@@ -421,17 +434,25 @@ pub fn certificate_role(cert_der: &[u8]) -> Option<String> {
 /// beyond the institutions the CA certified.
 pub fn verify_session_peers(
     ca_pem: &str,
+    crl_der: &[u8],
     peers: &[(u32, &[u8])],
-) -> Result<Vec<(u32, ed25519_dalek::VerifyingKey)>, PeerCertError> {
+) -> Result<SessionPeers, PeerCertError> {
+    let crl_number = if crl_der.is_empty() {
+        None
+    } else {
+        Some(crl_number(crl_der)?)
+    };
+    let verifier = client_verifier(ca_pem, (!crl_der.is_empty()).then_some(crl_der))?;
     let mut seen_ids = std::collections::BTreeSet::new();
     let mut by_key: std::collections::BTreeMap<[u8; 32], u32> = Default::default();
     let mut by_cert: std::collections::BTreeMap<Vec<u8>, u32> = Default::default();
+    let mut by_name: std::collections::BTreeMap<String, u32> = Default::default();
     let mut out = Vec::with_capacity(peers.len());
     for &(id, der) in peers {
         if !seen_ids.insert(id) {
             return Err(PeerCertError::DuplicateId(id));
         }
-        let key = verify_peer_certificate(ca_pem, der).map_err(|e| PeerCertError::Peer {
+        let key = verify_with(&verifier, der).map_err(|e| PeerCertError::Peer {
             id,
             source: Box::new(e),
         })?;
@@ -445,11 +466,84 @@ pub fn verify_session_peers(
         if let Some(&other) = by_cert.get(der) {
             return Err(PeerCertError::SharedIdentity(other, id));
         }
+        // One institution with a reissued certificate (a new one after a revocation, the
+        // old key kept) would otherwise count twice: names are unique per institution.
+        let name = certificate_name(der).unwrap_or_default();
+        if let Some(&other) = by_name.get(&name) {
+            return Err(PeerCertError::SharedIdentity(other, id));
+        }
+        by_name.insert(name, id);
         by_key.insert(key.to_bytes(), id);
         by_cert.insert(der.to_vec(), id);
         out.push((id, key));
     }
-    Ok(out)
+    Ok(SessionPeers {
+        keys: out,
+        crl_number,
+    })
+}
+
+/// The peers of a session, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionPeers {
+    /// Each peer's id and Ed25519 identity key.
+    pub keys: Vec<(u32, ed25519_dalek::VerifyingKey)>,
+    /// The number of the revocation list they were checked against (`None`: none came).
+    pub crl_number: Option<u64>,
+}
+
+/// The CRL number of a DER revocation list (it must carry one).
+fn crl_number(der: &[u8]) -> Result<u64, PeerCertError> {
+    use x509_parser::prelude::FromDer;
+    let (_, crl) = x509_parser::revocation_list::CertificateRevocationList::from_der(der)
+        .map_err(|e| PeerCertError::Crl(e.to_string()))?;
+    let n = crl
+        .crl_number()
+        .ok_or_else(|| PeerCertError::Crl("the revocation list has no number".into()))?;
+    let bytes = n.to_bytes_be();
+    if bytes.len() > 8 {
+        return Err(PeerCertError::Crl(
+            "revocation list number too large".into(),
+        ));
+    }
+    Ok(bytes.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b)))
+}
+
+/// The federation CA's client-certificate verifier, with a revocation list if given (then
+/// every end-entity certificate's status must be known from it).
+fn client_verifier(
+    ca_pem: &str,
+    crl_der: Option<&[u8]>,
+) -> Result<std::sync::Arc<dyn rustls::server::danger::ClientCertVerifier>, PeerCertError> {
+    use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, pem::PemObject};
+    let ca_err = |e: &dyn std::fmt::Display| PeerCertError::Ca(e.to_string());
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        let ca = ca.map_err(|e| ca_err(&e))?;
+        roots.add(ca).map_err(|e| ca_err(&e))?;
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut builder = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        std::sync::Arc::new(roots),
+        provider,
+    );
+    if let Some(der) = crl_der {
+        builder = builder
+            .with_crls([CertificateRevocationListDer::from(der.to_vec())])
+            .only_check_end_entity_revocation();
+    }
+    builder.build().map_err(|e| ca_err(&e))
+}
+
+fn verify_with(
+    verifier: &std::sync::Arc<dyn rustls::server::danger::ClientCertVerifier>,
+    cert_der: &[u8],
+) -> Result<ed25519_dalek::VerifyingKey, PeerCertError> {
+    use rustls::pki_types::{CertificateDer, UnixTime};
+    verifier
+        .verify_client_cert(&CertificateDer::from(cert_der), &[], UnixTime::now())
+        .map_err(|e| PeerCertError::Chain(e.to_string()))?;
+    certificate_identity_key(cert_der)
 }
 
 /// Checks a peer's certificate against the federation CA (chain, validity, client-auth usage)
@@ -459,24 +553,7 @@ pub fn verify_peer_certificate(
     ca_pem: &str,
     cert_der: &[u8],
 ) -> Result<ed25519_dalek::VerifyingKey, PeerCertError> {
-    use rustls::pki_types::{CertificateDer, UnixTime, pem::PemObject};
-    let ca_err = |e: &dyn std::fmt::Display| PeerCertError::Ca(e.to_string());
-    let mut roots = rustls::RootCertStore::empty();
-    for ca in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        let ca = ca.map_err(|e| ca_err(&e))?;
-        roots.add(ca).map_err(|e| ca_err(&e))?;
-    }
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-        std::sync::Arc::new(roots),
-        provider,
-    )
-    .build()
-    .map_err(|e| ca_err(&e))?;
-    verifier
-        .verify_client_cert(&CertificateDer::from(cert_der), &[], UnixTime::now())
-        .map_err(|e| PeerCertError::Chain(e.to_string()))?;
-    certificate_identity_key(cert_der)
+    verify_with(&client_verifier(ca_pem, None)?, cert_der)
 }
 
 /// The Ed25519 key in a certificate's SubjectPublicKeyInfo: the holder's secagg identity

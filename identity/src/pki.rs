@@ -53,6 +53,8 @@ use zeroize::Zeroizing;
 pub const CA_CERT: &str = "ca.pem";
 /// File name of the CA private key.
 pub const CA_KEY: &str = "ca.key";
+/// File name of the CA-signed revocation list the coordinator relays to agents.
+pub const CRL: &str = "revoked.crl";
 /// File name of the coordinator's server certificate.
 pub const SERVER_CERT: &str = "coordinator.pem";
 /// File name of the coordinator's server key.
@@ -285,6 +287,9 @@ pub struct Roster {
     pub federation: String,
     /// Every certificate ever issued, revoked ones included (ids are never reused).
     pub entries: Vec<RosterEntry>,
+    /// Number of the latest revocation list signed (agents refuse an older one).
+    #[serde(default)]
+    pub crl_number: u64,
 }
 
 impl Roster {
@@ -388,6 +393,10 @@ impl PkiDir {
     /// `roster.json`.
     pub fn roster(&self) -> PathBuf {
         self.dir.join(ROSTER)
+    }
+    /// The CA-signed revocation list (`revoked.crl`, PEM).
+    pub fn crl(&self) -> PathBuf {
+        self.dir.join(CRL)
     }
     /// `<name>.pem`; the name must have been validated.
     pub fn cert(&self, name: &str) -> PathBuf {
@@ -547,8 +556,50 @@ pub fn init_separate(ca_dir: &Path, dir: &Path, options: &InitOptions) -> Result
     let roster = Roster {
         federation: options.federation_name.clone(),
         entries: Vec::new(),
+        crl_number: 0,
     };
     roster.save(&paths.roster())?;
+    write_crl(&Authority::new(ca_dir, dir))
+}
+
+/// Signs a revocation list of every revoked certificate on the roster with the CA, numbered
+/// one above the last, into the federation folder (`revoked.crl`). The coordinator relays it
+/// with every session; agents check peers against it and refuse an older list than one they
+/// have seen, so a coordinator cannot hide a revocation from them.
+pub fn write_crl(authority: &Authority) -> Result<Roster, PkiError> {
+    let issuer = load_issuer(authority)?;
+    let roster_path = authority.served.roster();
+    let mut roster = Roster::load(&roster_path)?;
+    roster.crl_number += 1;
+    let now = OffsetDateTime::now_utc();
+    let revoked_certs = roster
+        .entries
+        .iter()
+        .filter(|e| e.revoked)
+        .filter_map(|e| {
+            Some(rcgen::RevokedCertParams {
+                serial_number: SerialNumber::from_slice(&hex::decode(&e.serial).ok()?),
+                revocation_time: e
+                    .revoked_at
+                    .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok())
+                    .unwrap_or(now),
+                reason_code: None,
+                invalidity_date: None,
+            })
+        })
+        .collect();
+    let params = rcgen::CertificateRevocationListParams {
+        this_update: now,
+        next_update: now + time::Duration::days(3650),
+        crl_number: SerialNumber::from(roster.crl_number),
+        issuing_distribution_point: None,
+        revoked_certs,
+        key_identifier_method: rcgen::KeyIdMethod::Sha256,
+    };
+    let crl = params.signed_by(&issuer)?;
+    write_atomic(&authority.served.crl(), crl.pem()?.as_bytes(), 0o644)?;
+    // The roster's number last: a list on disk is never numbered below the roster's.
+    roster.save(&roster_path)?;
     Ok(roster)
 }
 
@@ -1188,7 +1239,7 @@ mod tests {
         served.sort();
         assert_eq!(
             served,
-            [CA_CERT, SERVER_KEY, SERVER_CERT, ROSTER]
+            [CA_CERT, SERVER_KEY, SERVER_CERT, CRL, ROSTER]
                 .map(String::from)
                 .to_vec()
         );

@@ -80,6 +80,9 @@ struct Active {
     /// The fingerprint of this institution's input (see [`input_fingerprint`]) and the
     /// task's kind, for the ledger.
     fingerprint: [u8; 32],
+    /// The identity key of each invited id, checked against the CA: the ledger records who
+    /// a survivor set is, not the ids.
+    identities: std::collections::BTreeMap<u32, String>,
     kind: &'static str,
     session_id: Vec<u8>,
     config: SessionConfig,
@@ -388,8 +391,17 @@ fn open_session(
         .iter()
         .map(|p| (p.participant_id, p.certificate_der.as_slice()))
         .collect();
-    let keys = tls::verify_session_peers(&cfg.identity.ca_pem, &peers)
+    let checked = tls::verify_session_peers(&cfg.identity.ca_pem, &secagg.crl, &peers)
         .map_err(|e| Refusal::policy(format!("the session's peers: {e}")))?;
+    ledger
+        .allow_crl(federation_id, checked.crl_number)
+        .map_err(|e| Refusal::policy(e.to_string()))?;
+    let identities = checked
+        .keys
+        .iter()
+        .map(|(id, k)| (*id, hex::encode(k.to_bytes())))
+        .collect();
+    let keys = checked.keys;
     let contribution = task
         .params
         .kind()
@@ -439,6 +451,7 @@ fn open_session(
             job_id: envelope.job_id,
             round: envelope.round,
             fingerprint: input_fingerprint(&contribution),
+            identities,
             kind: task.params.kind().label(),
             session_id: envelope.session_id.clone(),
             config,
@@ -447,6 +460,25 @@ fn open_session(
         },
         adv,
     ))
+}
+
+/// A survivor set as the sorted identity keys of its members: ids are the coordinator's
+/// to choose, so the same ids may name other institutions in another session.
+fn survivor_identities(
+    identities: &std::collections::BTreeMap<u32, String>,
+    ids: &[u32],
+) -> Result<Vec<String>, String> {
+    let mut out = ids
+        .iter()
+        .map(|id| {
+            identities
+                .get(id)
+                .cloned()
+                .ok_or_else(|| format!("survivor {id} is not an invited peer"))
+        })
+        .collect::<Result<Vec<String>, String>>()?;
+    out.sort();
+    Ok(out)
 }
 
 /// What the ledger knows an input by: SHA-256 of its weight and real values, exactly. Not
@@ -534,7 +566,8 @@ fn step(
     let msg = Message::decode_for(payload, &a.config).map_err(|e| e.to_string())?;
     if let Message::SurvivorList(list) = &msg {
         // The signature on U3 is what lets the coordinator unmask a sum over U3: record
-        // the set first, and sign a task only ever over one set.
+        // the set first (as identities), and let an input be summed only over one set.
+        let survivors = survivor_identities(&a.identities, &list.survivors)?;
         ledger
             .allow(&Entry {
                 federation: federation.to_string(),
@@ -542,7 +575,7 @@ fn step(
                 round: a.round,
                 kind: a.kind.to_string(),
                 input: hex::encode(a.fingerprint),
-                survivors: list.survivors.clone(),
+                survivors,
             })
             .map_err(|e| e.to_string())?;
     }
@@ -657,5 +690,65 @@ async fn heartbeats(mut client: ParticipantClient<Channel>, me: u32) {
         {
             warn!(reason = s.message(), "heartbeat failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::{Entry, Ledger};
+
+    #[test]
+    fn attack_renumbered_ids_do_not_reuse_a_survivor_set() {
+        // Session 1: ids 1..4 are A, B, C, D. Session 2 of the same input: the coordinator
+        // gives id 4 to its colluder E. The ids are the same; the institutions are not, and
+        // S1 - S2 + x_E would be D's input.
+        let ids = [1, 2, 3, 4];
+        let first: std::collections::BTreeMap<u32, String> =
+            [(1, "a"), (2, "b"), (3, "c"), (4, "d")]
+                .into_iter()
+                .map(|(i, k)| (i, k.repeat(64)))
+                .collect();
+        let mut second = first.clone();
+        second.insert(4, "e".repeat(64));
+        let entry = |survivors| Entry {
+            federation: "fed".into(),
+            job: 1,
+            round: 1,
+            kind: "update".into(),
+            input: "ab".repeat(32),
+            survivors,
+        };
+        let mut ledger = Ledger::in_memory();
+        ledger
+            .allow(&entry(survivor_identities(&first, &ids).expect("ids")))
+            .expect("first session");
+        assert!(
+            ledger
+                .allow(&entry(survivor_identities(&second, &ids).expect("ids")))
+                .is_err(),
+            "the same ids naming another institution were taken for the same set"
+        );
+        // An id the session did not invite is refused outright.
+        assert!(survivor_identities(&first, &[1, 2, 9]).is_err());
+    }
+
+    #[test]
+    fn an_input_is_known_by_its_values_not_by_the_task_that_asked() {
+        use fedrisk_models::federated::Contribution;
+        let c = Contribution {
+            weight: 120,
+            values: vec![0.5, -1.25, 3.0],
+        };
+        let same = c.clone();
+        let mut other = c.clone();
+        other.values[2] = 3.0000000001;
+        assert_eq!(input_fingerprint(&c), input_fingerprint(&same));
+        assert_ne!(input_fingerprint(&c), input_fingerprint(&other));
+        let reweighted = Contribution {
+            weight: 121,
+            ..c.clone()
+        };
+        assert_ne!(input_fingerprint(&c), input_fingerprint(&reweighted));
     }
 }

@@ -29,8 +29,9 @@ pub struct Entry {
     /// Hex fingerprint of the input (for the preprocessing entry: its hash).
     #[serde(alias = "task")]
     pub input: String,
-    /// The survivor set signed.
-    pub survivors: Vec<u32>,
+    /// The survivor set signed, as the members' identity keys (hex, sorted): ids are the
+    /// coordinator's to choose and could name other institutions in another session.
+    pub survivors: Vec<String>,
 }
 
 /// Why the ledger cannot be used or refuses a signature.
@@ -54,6 +55,22 @@ pub enum LedgerError {
         /// What failed.
         reason: String,
     },
+    /// Another process holds the ledger.
+    #[error("ledger {}: in use by another agent process; stop it first (one agent per ledger)", path.display())]
+    InUse {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The session came with an older revocation list than one seen before (or none).
+    #[error(
+        "the session's peers come with revocation list number {now}, older than number {seen} seen before: a revocation may be hidden; refusing"
+    )]
+    OldRevocationList {
+        /// The newest number seen.
+        seen: u64,
+        /// The number that came (0: none).
+        now: u64,
+    },
     /// A task changes the job's preprocessing.
     #[error(
         "job {job} round {round}: the task's preprocessing ({now}) is not the one the job fixed ({fixed}); refusing"
@@ -70,7 +87,7 @@ pub enum LedgerError {
     },
     /// The input was aggregated before over another survivor set.
     #[error(
-        "job {job} round {round} ({kind}): this input was already aggregated over participants {before:?}; refusing a sum over {now:?}, which could be differenced against it"
+        "job {job} round {round} ({kind}): this input was already aggregated over another set of {} institutions; refusing a sum over these {}, which could be differenced against it", before.len(), now.len()
     )]
     OtherSurvivors {
         /// The job.
@@ -79,21 +96,28 @@ pub enum LedgerError {
         round: u32,
         /// The kind.
         kind: String,
-        /// The set signed before.
-        before: Vec<u32>,
-        /// The set proposed now.
-        now: Vec<u32>,
+        /// The set signed before (identity keys).
+        before: Vec<String>,
+        /// The set proposed now (identity keys).
+        now: Vec<String>,
     },
 }
 
 /// The record, in memory and (unless in-memory) in a JSON-lines file.
 #[derive(Debug)]
 pub struct Ledger {
+    /// The open file, locked while this process runs.
+    _lock: Option<std::fs::File>,
     path: Option<PathBuf>,
-    signed: HashMap<(String, String), Vec<u32>>,
+    signed: HashMap<(String, String), Vec<String>>,
     /// Each job's preprocessing (hash), fixed by the first task that carried one.
     frozen: HashMap<(String, u64), String>,
+    /// The newest revocation list number seen, per federation.
+    crl: HashMap<String, u64>,
 }
+
+/// The ledger entry kind that records a revocation list number.
+const CRL: &str = "crl";
 
 /// The ledger entry kind that fixes a job's preprocessing.
 const PREPROCESSING: &str = "preprocessing";
@@ -107,6 +131,7 @@ impl Ledger {
         };
         let mut signed = HashMap::new();
         let mut frozen = HashMap::new();
+        let mut crl = HashMap::new();
         match std::fs::read_to_string(path) {
             Ok(text) => {
                 for (i, line) in text.lines().enumerate() {
@@ -121,6 +146,10 @@ impl Ledger {
                         })?;
                     if e.kind == PREPROCESSING {
                         frozen.insert((e.federation, e.job), e.input);
+                    } else if e.kind == CRL {
+                        let n: u64 = e.input.parse().unwrap_or(0);
+                        let seen = crl.entry(e.federation).or_insert(0);
+                        *seen = (*seen).max(n);
                     } else {
                         signed.insert((e.federation, e.input), e.survivors);
                     }
@@ -129,25 +158,34 @@ impl Ledger {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(io(e)),
         }
-        // Fail now, not in the middle of a session, if the file cannot be written.
-        std::fs::OpenOptions::new()
+        // Fail now, not in the middle of a session, if the file cannot be written; and hold
+        // it for the life of this process, so that two agents never keep two histories of
+        // one ledger (a hung agent and its restart, say).
+        let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)
             .map_err(io)?;
+        file.try_lock().map_err(|_| LedgerError::InUse {
+            path: path.to_owned(),
+        })?;
         Ok(Self {
+            _lock: Some(file),
             path: Some(path.to_owned()),
             signed,
             frozen,
+            crl,
         })
     }
 
     /// A ledger that lives as long as the process (in-process simulations).
     pub fn in_memory() -> Self {
         Self {
+            _lock: None,
             path: None,
             signed: HashMap::new(),
             frozen: HashMap::new(),
+            crl: HashMap::new(),
         }
     }
 
@@ -208,6 +246,29 @@ impl Ledger {
         Ok(())
     }
 
+    /// Allows a session whose peers were checked against revocation list `number` unless
+    /// a newer list was seen (a coordinator hiding a revocation by relaying an old list, or
+    /// none); records a newer number.
+    pub fn allow_crl(&mut self, federation: &str, number: Option<u64>) -> Result<(), LedgerError> {
+        let seen = self.crl.get(federation).copied().unwrap_or(0);
+        let now = number.unwrap_or(0);
+        if now < seen {
+            return Err(LedgerError::OldRevocationList { seen, now });
+        }
+        if now > seen {
+            self.append(&Entry {
+                federation: federation.to_string(),
+                job: 0,
+                round: 0,
+                kind: CRL.to_string(),
+                input: now.to_string(),
+                survivors: Vec::new(),
+            })?;
+            self.crl.insert(federation.to_string(), now);
+        }
+        Ok(())
+    }
+
     fn append(&self, entry: &Entry) -> Result<(), LedgerError> {
         let Some(path) = &self.path else {
             return Ok(());
@@ -233,13 +294,14 @@ mod tests {
     use super::*;
 
     fn entry(survivors: &[u32]) -> Entry {
+        let survivors = survivors.iter().map(|i| format!("{i:064x}")).collect();
         Entry {
             federation: "fed".into(),
             job: 1,
             round: 3,
             kind: "update".into(),
             input: "ab".repeat(32),
-            survivors: survivors.to_vec(),
+            survivors,
         }
     }
 
@@ -257,6 +319,12 @@ mod tests {
         assert!(ledger.allow(&entry(&[2, 3, 5])).is_err());
         // The identical set again reveals nothing new and is allowed.
         ledger.allow(&entry(&[1, 2, 3, 4])).expect("identical set");
+        // A second process cannot keep a second history of the same ledger.
+        assert!(matches!(
+            Ledger::open(&path),
+            Err(LedgerError::InUse { .. })
+        ));
+        drop(ledger);
         // The record survives the agent's restart.
         let mut reopened = Ledger::open(&path).expect("reopen");
         assert!(reopened.allow(&entry(&[1, 2, 3])).is_err());
@@ -287,6 +355,7 @@ mod tests {
             "{e}"
         );
         // It stays fixed across the agent's restart; another job has its own.
+        drop(ledger);
         let mut reopened = Ledger::open(&path).expect("reopen");
         assert!(
             reopened
@@ -296,6 +365,25 @@ mod tests {
         reopened
             .allow_preprocessing("fed", 2, 1, &"bb".repeat(32))
             .expect("another job");
+    }
+
+    #[test]
+    fn attack_an_older_revocation_list_than_one_seen_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("ledger.jsonl");
+        let mut ledger = Ledger::open(&path).expect("open");
+        ledger.allow_crl("fed", Some(1)).expect("first list");
+        ledger.allow_crl("fed", Some(3)).expect("newer list");
+        let e = ledger.allow_crl("fed", Some(2)).unwrap_err();
+        assert!(
+            matches!(e, LedgerError::OldRevocationList { seen: 3, now: 2 }),
+            "{e}"
+        );
+        // Withholding the list altogether is refused too, also after a restart.
+        drop(ledger);
+        let mut reopened = Ledger::open(&path).expect("reopen");
+        assert!(reopened.allow_crl("fed", None).is_err());
+        reopened.allow_crl("fed", Some(3)).expect("the same list");
     }
 
     #[test]

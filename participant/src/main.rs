@@ -192,8 +192,8 @@ enum SchemaCommand {
     },
 }
 
-/// Dies quietly of SIGPIPE when the reader of stdout goes away (`score ... | head`), as
-/// Unix tools do, instead of panicking on the failed write.
+/// For commands that only print: dies quietly of SIGPIPE when the reader of stdout goes
+/// away (`score ... | head`), as Unix tools do, instead of panicking on the failed write.
 fn restore_sigpipe() {
     // SAFETY: setting a signal's disposition to the default at the start of `main`, before
     // any thread exists, has no preconditions.
@@ -203,8 +203,12 @@ fn restore_sigpipe() {
 }
 
 fn main() -> ExitCode {
-    restore_sigpipe();
     let cli = Cli::parse();
+    // Only for commands that print and exit: a server or an agent keeps SIGPIPE ignored
+    // (Rust's default), or a peer that vanishes mid-write would kill it.
+    if !matches!(cli.command, Command::Run(_)) {
+        restore_sigpipe();
+    }
     let result = match cli.command {
         Command::Schema {
             command:

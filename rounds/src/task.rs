@@ -229,6 +229,22 @@ impl Task {
                 e.bins, limits.max_histogram_bins
             )));
         }
+        // The design matrix is rows x the preprocessing's width: the model must fit it, so
+        // the vector-length bound also bounds that allocation.
+        let model = match &self.params {
+            TaskParams::Update(u) => Some(&u.model),
+            TaskParams::Evaluation(e) => Some(&e.model),
+            _ => None,
+        };
+        if let Some(m) = model
+            && m.preprocessor.width() + 1 != m.theta.len()
+        {
+            return Err(RoundError::Task(format!(
+                "the model has {} parameters for {} preprocessed columns",
+                m.theta.len(),
+                m.preprocessor.width()
+            )));
+        }
         let len = self.params.kind().vector_len(&self.job);
         if len > limits.max_vector_len {
             return Err(RoundError::Task(format!(

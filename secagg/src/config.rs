@@ -464,6 +464,8 @@ pub struct ParticipantPolicy {
     /// Fewest distinct participants a session may invite and a sum may be over (the
     /// survivor set U3): below 3, a sum and one's own input give away the other's.
     pub min_distinct: u32,
+    /// Fewest participants a SecAgg+ (Harary) session may have.
+    pub min_harary_participants: u32,
 }
 
 impl Default for ParticipantPolicy {
@@ -478,6 +480,7 @@ impl Default for ParticipantPolicy {
             min_assumed_colluders: 0,
             min_dp_sigma: None,
             min_distinct: 3,
+            min_harary_participants: 100,
         }
     }
 }
@@ -508,6 +511,18 @@ impl ParticipantPolicy {
             share_threshold,
         } = params.graph
         {
+            // A sparse graph below a few hundred members, or with a neighbourhood threshold
+            // at most half its degree, lets a coordinator that drops chosen members unmask
+            // sums over two neighbours; the privacy bound of such graphs is not recomputed
+            // here, so they are refused.
+            if n < self.min_harary_participants as usize {
+                return Err(P(
+                    "a SecAgg+ graph for fewer participants than this participant accepts",
+                ));
+            }
+            if 2 * (share_threshold as usize).saturating_sub(1) <= degree as usize {
+                return Err(P("neighbourhood threshold at most half the graph's degree"));
+            }
             let group = (degree + 1) as f64;
             if (share_threshold as f64) < (self.min_threshold_fraction * group).ceil() {
                 return Err(P("neighbourhood threshold below participant minimum"));

@@ -52,3 +52,18 @@ fn attack_a_survivor_set_of_two_is_not_signed() {
     let mut sim = Sim::new(cfg, inputs).expect("sim");
     assert!(sim.run().output.is_ok());
 }
+
+#[test]
+fn attack_a_sparse_graph_for_a_small_session_is_refused() {
+    // A ring (degree 2) among six, neighbourhood threshold 2: dropping two opposite members
+    // would let the coordinator unmask a sum over two neighbours.
+    let mut cfg = SimConfig::new(6, 4);
+    cfg.threshold = 4;
+    cfg.graph = GraphKind::Harary {
+        degree: 2,
+        share_threshold: 2,
+    };
+    let params = cfg.params();
+    let e = cfg.policy.check(&params).unwrap_err();
+    assert!(matches!(e, SecAggError::PolicyViolation(_)), "{e}");
+}

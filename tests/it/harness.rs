@@ -452,11 +452,19 @@ impl Fed {
 
     /// Starts `serve` and waits until it listens.
     pub fn serve(&self) -> Proc {
+        self.serve_with_env(&[])
+    }
+
+    /// Starts `serve` with extra environment (the coordinator's test faults).
+    pub fn serve_with_env(&self, env: &[(&str, &str)]) -> Proc {
         let mut cmd = Command::new(coordinator_bin());
         cmd.arg("serve")
             .arg("--config")
             .arg(self.path("coordinator.toml"))
             .current_dir(&self.root);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
         let mut p = Proc::spawn("coordinator", cmd, &self.path("logs"));
         p.wait_for_stdout("fedrisk coordinator listening on", Duration::from_secs(30));
         p

@@ -73,13 +73,15 @@ fn a_second_agent_of_a_connected_identity_is_refused_with_the_reason_and_backs_o
     let mut first = fed.participant(&first_name, &[], &[]);
     first.wait_for_log("joined the federation", Duration::from_secs(30));
     let data = fed.data_file(&first_name);
+    // Another machine holding the same identity (its own ledger).
+    let other_ledger = fed.path("duplicate.ledger.jsonl");
     let mut dup = fed.participant_as(
         "duplicate",
         &fed.institution_dir(&first_name),
         &first_name,
         &data,
         &[],
-        &[],
+        &["--ledger", other_ledger.to_str().expect("utf-8")],
     );
     std::thread::sleep(Duration::from_secs(5));
     let log = dup.stderr();

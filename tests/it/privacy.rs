@@ -91,3 +91,74 @@ fn a_failed_evaluation_is_retried_alone_and_no_update_is_summed_twice() {
         assert!(s.success(), "{}: {s}\n{}", a.name, tail(&a.stderr(), 20));
     }
 }
+
+/// Runs a job whose coordinator pads every session with `extra` (a certificate file) as
+/// participant 99, and checks that every agent refuses, naming why, and that the operator
+/// sees it.
+fn padded_sessions_are_refused(fed: &Fed, extra: &std::path::Path, says: &str) {
+    fed.write_config(&JobOpts {
+        name: "padded",
+        rounds: 1,
+        min_participants: 3,
+        wait_for_participants_ms: Some(1500),
+        job_extra: "max_attempts = 2",
+        ..JobOpts::default()
+    });
+    let extra = format!("99:{}", extra.display());
+    let coord = fed.serve_with_env(&[("FEDRISK_TEST_EXTRA_PEER", &extra)]);
+    let mut agents: Vec<Proc> = fed
+        .institutions
+        .iter()
+        .map(|n| fed.participant(n, &[], &[]))
+        .collect();
+    let status = fed.wait_job_end(1, Duration::from_secs(90), &coord);
+    assert_eq!(status["state"], "failed", "{status}");
+    for a in &mut agents {
+        a.wait_exit(Duration::from_secs(30));
+        let log = a.stderr();
+        assert!(
+            log.lines()
+                .any(|l| l.contains("refusing the session") && l.contains(says)),
+            "{} did not refuse naming `{says}`:\n{}",
+            a.name,
+            tail(&log, 20)
+        );
+        assert!(
+            !log.contains("SEC_AGG_STAGE_ADVERTISE_KEYS"),
+            "{} advertised keys in a padded session",
+            a.name
+        );
+    }
+    let refusals: Vec<String> = status["participants"]
+        .as_array()
+        .map(|ps| {
+            ps.iter()
+                .filter_map(|p| p["refusal"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(refusals.len(), fed.institutions.len(), "{status}");
+    assert!(refusals.iter().all(|r| r.contains(says)), "{refusals:?}");
+}
+
+#[test]
+fn agents_refuse_a_session_padded_with_an_operator_certificate() {
+    let fed = Fed::new(52, 1500, 3);
+    padded_sessions_are_refused(&fed, &fed.path("ops/ops.pem"), "`operator` certificate");
+}
+
+#[test]
+fn agents_refuse_a_session_padded_with_a_revoked_certificate() {
+    let fed = Fed::new(53, 1500, 3);
+    fed.enrol("former_member");
+    fed.certs(&[
+        "revoke",
+        "--dir",
+        "pki",
+        "--name",
+        "former_member",
+        "--ca-dir",
+        "ca",
+    ]);
+    padded_sessions_are_refused(&fed, &fed.path("pki/former_member.pem"), "Revoked");
+}

@@ -39,12 +39,13 @@ fn attack_an_operator_certificate_offered_as_a_peer_is_refused() {
         der(&ca.dir, "ops"),
     );
     assert_eq!(
-        verify_session_peers(&ca_pem, &[(1, &a), (2, &b), (3, &c)])
+        verify_session_peers(&ca_pem, &[], &[(1, &a), (2, &b), (3, &c)])
             .expect("three institutions")
+            .keys
             .len(),
         3
     );
-    let e = verify_session_peers(&ca_pem, &[(1, &a), (2, &b), (4, &ops)]).unwrap_err();
+    let e = verify_session_peers(&ca_pem, &[], &[(1, &a), (2, &b), (4, &ops)]).unwrap_err();
     assert!(
         matches!(&e, PeerCertError::NotParticipant { id: 4, role } if role == "operator"),
         "{e}"
@@ -65,10 +66,10 @@ fn attack_ids_sharing_one_certificate_or_key_are_refused() {
     );
     // Four ids, three of them the same colluder: with n = 5, t = 4 the sum would be
     // the victim's input plus the colluder's own.
-    let e =
-        verify_session_peers(&ca_pem, &[(1, &a), (2, &a), (3, &a), (4, &b), (5, &v)]).unwrap_err();
+    let e = verify_session_peers(&ca_pem, &[], &[(1, &a), (2, &a), (3, &a), (4, &b), (5, &v)])
+        .unwrap_err();
     assert!(matches!(e, PeerCertError::SharedIdentity(1, 2)), "{e}");
-    let e = verify_session_peers(&ca_pem, &[(1, &a), (1, &b), (5, &v)]).unwrap_err();
+    let e = verify_session_peers(&ca_pem, &[], &[(1, &a), (1, &b), (5, &v)]).unwrap_err();
     assert!(matches!(e, PeerCertError::DuplicateId(1)), "{e}");
 }
 
@@ -81,6 +82,66 @@ fn attack_a_certificate_of_another_ca_offered_as_a_peer_is_refused() {
     let ca_pem = std::fs::read_to_string(ours.dir.join("ca.pem")).expect("ca");
     let a = der(&ours.dir, "bank_a");
     let minted = der(&theirs.dir, "minted");
-    let e = verify_session_peers(&ca_pem, &[(1, &a), (2, &minted)]).unwrap_err();
+    let e = verify_session_peers(&ca_pem, &[], &[(1, &a), (2, &minted)]).unwrap_err();
     assert!(matches!(e, PeerCertError::Peer { id: 2, .. }), "{e}");
+}
+
+#[test]
+fn attack_a_revoked_certificate_offered_as_a_peer_is_refused() {
+    use fedrisk_identity::pki::{Authority, PkiDir};
+    use rustls_pki_types::{CertificateRevocationListDer, pem::PemObject};
+    let fed = ca();
+    let ca = &fed;
+    for n in ["bank_a", "bank_b", "former"] {
+        pki::issue(&ca.dir, n, Role::Participant, 30).expect("issue");
+    }
+    let ca_pem = std::fs::read_to_string(ca.dir.join("ca.pem")).expect("ca");
+    let (a, b, f) = (
+        der(&ca.dir, "bank_a"),
+        der(&ca.dir, "bank_b"),
+        der(&ca.dir, "former"),
+    );
+    let crl = |dir: &std::path::Path| {
+        CertificateRevocationListDer::from_pem_file(PkiDir::new(dir).crl())
+            .expect("revocation list")
+            .to_vec()
+    };
+    // Before the revocation the list (number 1, from init) lets all three in.
+    let before = crl(&ca.dir);
+    let ok = verify_session_peers(&ca_pem, &before, &[(1, &a), (2, &b), (3, &f)]).expect("ok");
+    assert_eq!(ok.crl_number, Some(1));
+    pki::revoke(&ca.dir, "former").expect("revoke");
+    let roster = pki::write_crl(&Authority::single(&ca.dir)).expect("sign list");
+    assert_eq!(roster.crl_number, 2);
+    let after = crl(&ca.dir);
+    let e = verify_session_peers(&ca_pem, &after, &[(1, &a), (2, &b), (3, &f)]).unwrap_err();
+    assert!(
+        matches!(&e, PeerCertError::Peer { id: 3, .. }) && e.to_string().contains("Revoked"),
+        "{e}"
+    );
+    // A list signed by another CA is not accepted as this federation's.
+    let other = self::ca();
+    let forged = crl(&other.dir);
+    assert!(verify_session_peers(&ca_pem, &forged, &[(1, &a), (2, &b)]).is_err());
+}
+
+#[test]
+fn attack_an_institution_with_a_reissued_certificate_counts_once() {
+    // A colluder gets its certificate revoked and reissued and keeps both: two ids, two
+    // keys, one institution. With {victim, old, new} the "three distinct" sum would be the
+    // victim's input plus what the colluder knows.
+    let fed = ca();
+    pki::issue(&fed.dir, "victim", Role::Participant, 30).expect("issue");
+    pki::issue(&fed.dir, "colluder", Role::Participant, 30).expect("issue");
+    let old = der(&fed.dir, "colluder");
+    pki::revoke(&fed.dir, "colluder").expect("revoke");
+    std::fs::remove_file(fed.dir.join("colluder.key")).expect("rm key");
+    std::fs::remove_file(fed.dir.join("colluder.pem")).expect("rm cert");
+    pki::issue(&fed.dir, "colluder", Role::Participant, 30).expect("reissue");
+    let new = der(&fed.dir, "colluder");
+    assert_ne!(old, new);
+    let ca_pem = std::fs::read_to_string(fed.dir.join("ca.pem")).expect("ca");
+    let v = der(&fed.dir, "victim");
+    let e = verify_session_peers(&ca_pem, &[], &[(1, &v), (2, &old), (3, &new)]).unwrap_err();
+    assert!(matches!(e, PeerCertError::SharedIdentity(2, 3)), "{e}");
 }

@@ -145,7 +145,7 @@ pub fn run(cmd: CertsCommand) -> Result<()> {
             pki::init_separate(&ca_dir, &dir, &opts)?;
             println!(
                 "created the federation CA `{federation}` in {ca} (keep it offline: ca.key signs every identity) \
-                 and the coordinator's folder {d} (ca.pem, coordinator.pem, coordinator.key, roster.json)",
+                 and the coordinator's folder {d} (ca.pem, coordinator.pem, coordinator.key, roster.json, revoked.crl)",
                 ca = ca_dir.display(),
                 d = dir.display()
             );

@@ -474,3 +474,37 @@ fn attack_an_unbounded_histogram_is_refused_before_any_computation() {
     let e = task.check_limits(&limits).unwrap_err();
     assert!(e.to_string().contains("exceeds this agent's limit"), "{e}");
 }
+
+#[test]
+fn attack_a_newton_update_does_not_repeat_the_evaluations_loss() {
+    // With the training rows as evaluation rows, the evaluation of model r and the Newton
+    // update from model r would both carry each institution's loss at model r.
+    let (schema, sets) = federation(3);
+    let spec = spec(&schema, 2);
+    let mut plan = JobPlan::new(
+        spec.clone(),
+        PlanIds {
+            federation_id: FEDERATION.into(),
+            job_id: 11,
+        },
+        None,
+    );
+    let mut all = agents(&sets);
+    let mut rng = ChaCha20Rng::seed_from_u64(11);
+    loop {
+        let req = plan.next_session().expect("session");
+        if req.label == "update" && req.round == 2 {
+            let task = Task::decode(&req.task, 11, 2).expect("task");
+            let c = task
+                .params
+                .kind()
+                .contribute(&task.job, 2, &mut all[0].data)
+                .expect("contribution");
+            assert_eq!(c.values.last(), Some(&0.0), "the loss slot is not sent");
+            assert!(c.values.iter().any(|v| *v != 0.0));
+            break;
+        }
+        let sum = run_session(&spec, 11, &req, &mut all, &[], &mut rng).expect("session");
+        plan.on_output(sum).expect("plan");
+    }
+}

@@ -47,7 +47,15 @@ impl RoundKind for Update {
         let theta = &self.model.theta;
         Ok(match job.settings.algorithm {
             Algorithm::Newton => {
-                federated::newton_contribution(d.x_train.view(), &d.y_train, theta)?
+                let mut c = federated::newton_contribution(d.x_train.view(), &d.y_train, theta)?;
+                // The step needs only the gradient and Hessian. The loss slot is sent as 0:
+                // the evaluation of the same model carries the same loss, and two sums of it
+                // over survivor sets that differ by one institution would give that
+                // institution's loss.
+                if let Some(loss) = c.values.last_mut() {
+                    *loss = 0.0;
+                }
+                c
             }
             Algorithm::FedAvg | Algorithm::FedProx => federated::local_update_contribution(
                 d.x_train.view(),

@@ -77,7 +77,8 @@ pub enum CertsCommand {
         days: u32,
     },
     /// Revoke a certificate: the coordinator refuses it from then on (at the handshake for
-    /// new connections, per request on open ones). Needs no CA key.
+    /// new connections, per request on open ones) and drops its open stream; with --ca-dir,
+    /// also signs a new revocation list that agents check their peers against.
     Revoke {
         /// The coordinator's folder made by `certs init` (roster).
         #[arg(long, default_value = "pki")]

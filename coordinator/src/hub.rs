@@ -35,6 +35,9 @@ struct Conn {
     /// A job this connection refused as a whole (schema or data): not invited again to it
     /// until the agent reconnects (after fixing its data, say).
     refused_job: Option<u64>,
+    /// The session this connection was last invited to, while it may still refuse it: one
+    /// refusal per invitation, so an agent cannot fill the coordinator's memory or store.
+    open_invitation: Option<Vec<u8>>,
 }
 
 struct ActiveSession {
@@ -170,6 +173,7 @@ impl Hub {
                 tx,
                 generation,
                 refused_job: None,
+                open_invitation: None,
             },
         );
         drop(inner);
@@ -194,8 +198,16 @@ impl Hub {
     }
 
     /// Records a participant's refusal; the engine takes it with [`Hub::take_refusals`].
-    pub fn refuse(&self, refusal: Refusal) {
+    /// Only a refusal of the session the participant was last invited to counts, once;
+    /// `false` for any other.
+    pub fn refuse(&self, refusal: Refusal) -> bool {
         let mut inner = self.lock();
+        match inner.conns.get_mut(&refusal.participant) {
+            Some(c) if c.open_invitation.as_deref() == Some(refusal.session_id.as_slice()) => {
+                c.open_invitation = None;
+            }
+            _ => return false,
+        }
         if let Some(s) = inner.session.as_mut()
             && s.session_id == refusal.session_id
         {
@@ -209,6 +221,7 @@ impl Hub {
         inner.refusals.push(refusal);
         drop(inner);
         self.changed.notify_waiters();
+        true
     }
 
     /// Refusals received since the last call.
@@ -332,9 +345,12 @@ impl Hub {
         let mut inner = self.lock();
         inner.next_seq += 1;
         let seq = inner.next_seq;
-        let Some(conn) = inner.conns.get(&id) else {
+        let Some(conn) = inner.conns.get_mut(&id) else {
             return false;
         };
+        if matches!(kind, task::Kind::Compute(_)) {
+            conn.open_invitation = Some(session_id.to_vec());
+        }
         let task = Task {
             seq,
             job_id,
@@ -520,7 +536,7 @@ mod tests {
         assert!(rx.recv().await.is_none(), "the stream ends");
         assert_eq!(hub.available(7).len(), 1);
         let _inbox = hub.open_session(7, 1, b"s1");
-        hub.refuse(Refusal {
+        let refusal = Refusal {
             participant: 2,
             name: "bank_2".into(),
             job_id: 7,
@@ -528,7 +544,14 @@ mod tests {
             session_id: b"s1".to_vec(),
             kind: RefusalKind::Schema,
             reason: "schema differs".into(),
-        });
+        };
+        // Not invited yet: a refusal is not taken.
+        assert!(!hub.refuse(refusal.clone()));
+        let invite = task::Kind::Compute(fedrisk_proto::v1::ComputeTask::default());
+        assert!(hub.send(2, 7, 1, b"s1", invite));
+        assert!(hub.refuse(refusal.clone()));
+        // One refusal per invitation: a second (or a flood) is not kept.
+        assert!(!hub.refuse(refusal));
         assert!(hub.refused_in_session(b"s1").contains(&2));
         assert!(
             hub.available(7).is_empty(),

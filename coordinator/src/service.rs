@@ -172,7 +172,7 @@ impl fedrisk_proto::Participant for ParticipantService {
         };
         // The reason is the agent's own words for the operator; bound its size.
         let reason: String = r.reason.chars().take(500).collect();
-        self.hub.refuse(Refusal {
+        let taken = self.hub.refuse(Refusal {
             participant: who.id,
             name: who.name,
             job_id: r.job_id,
@@ -181,6 +181,11 @@ impl fedrisk_proto::Participant for ParticipantService {
             kind,
             reason,
         });
+        if !taken {
+            return Err(Status::failed_precondition(
+                "no open invitation to that session: a refusal answers the latest task, once",
+            ));
+        }
         Ok(Response::new(v1::Ack {
             job_id: r.job_id,
             round: r.round,

@@ -15,7 +15,7 @@ use fedrisk_rounds::{
     Checkpoint, Failure, JobPlan, JobSpec, Partial, PlanError, PlanIds, Progress, RoundOutcome,
     SessionRequest, SessionSum, session_binding, session_params,
 };
-use fedrisk_secagg::{CoordinatorSession, Message, Outgoing, SessionConfig, Step, decode_sum};
+use fedrisk_secagg::{CoordinatorSession, Message, SessionConfig, Step, decode_sum};
 use rand::RngExt;
 use tokio::sync::watch;
 
@@ -385,7 +385,7 @@ impl Engine {
             if peers.len() >= want {
                 return Ok(peers);
             }
-            let status = self.waiting_for(job_id, spec, &peers, want);
+            let status = self.waiting_for(job_id, &peers, want);
             self.hub
                 .set_activity(format!("round {}: {status}", req.round));
             tokio::select! {
@@ -396,7 +396,7 @@ impl Engine {
                     if peers.len() >= spec.min_participants as usize {
                         return Ok(peers);
                     }
-                    let status = self.waiting_for(job_id, spec, &peers, spec.min_participants as usize);
+                    let status = self.waiting_for(job_id, &peers, spec.min_participants as usize);
                     return Err(SessionError::Failed(Failure::Transient(status)));
                 }
                 _ = cancel.changed() => if *cancel.borrow() { return Err(SessionError::Cancelled) },
@@ -405,7 +405,7 @@ impl Engine {
     }
 
     /// "only 2 of the 3 participants needed are connected (bank_c refused: ...)".
-    fn waiting_for(&self, job_id: JobId, _spec: &JobSpec, peers: &[Peer], want: usize) -> String {
+    fn waiting_for(&self, job_id: JobId, peers: &[Peer], want: usize) -> String {
         let mut text = format!(
             "only {} of the {want} participants needed are connected",
             peers.len()
@@ -618,13 +618,7 @@ impl Engine {
             match coord.close_stage() {
                 Ok(Step::Send(out)) => {
                     for o in out {
-                        let (recipients, message) = match o {
-                            Outgoing::Broadcast {
-                                recipients,
-                                message,
-                            } => (recipients, message),
-                            Outgoing::Unicast { recipient, message } => (vec![recipient], message),
-                        };
+                        let (recipients, message) = o.into_parts();
                         let payload = message.encode();
                         let stage = message.stage().wire_number();
                         for r in recipients {

@@ -208,25 +208,6 @@ impl EventSink for LogSink {
     }
 }
 
-/// Keeps every event in memory: for tests, and for a status view of recent events.
-#[derive(Debug, Default)]
-pub struct MemorySink(std::sync::Mutex<Vec<Event>>);
-
-impl MemorySink {
-    /// The events so far.
-    pub fn events(&self) -> Vec<Event> {
-        self.0.lock().map(|v| v.clone()).unwrap_or_default()
-    }
-}
-
-impl EventSink for MemorySink {
-    fn emit(&self, event: &Event) {
-        if let Ok(mut v) = self.0.lock() {
-            v.push(event.clone());
-        }
-    }
-}
-
 /// Several sinks as one.
 pub struct Sinks(pub Vec<std::sync::Arc<dyn EventSink>>);
 

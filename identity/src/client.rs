@@ -407,24 +407,35 @@ pub enum PeerCertError {
     },
 }
 
-/// The institution a fedrisk certificate names (its subject's CN), if any.
-pub fn certificate_name(cert_der: &[u8]) -> Option<String> {
-    let (_, cert) = x509_parser::parse_x509_certificate(cert_der).ok()?;
-    cert.subject()
-        .iter_common_name()
-        .next()
-        .and_then(|cn| cn.as_str().ok())
-        .map(str::to_string)
+/// What a fedrisk certificate says of its holder, read in one parse: its Ed25519 identity
+/// key, its institution (the subject's CN) and its role (the subject's OU).
+struct Holder {
+    key: ed25519_dalek::VerifyingKey,
+    name: String,
+    role: String,
 }
 
-/// The role a fedrisk certificate names (its subject's OU), if any.
-pub fn certificate_role(cert_der: &[u8]) -> Option<String> {
-    let (_, cert) = x509_parser::parse_x509_certificate(cert_der).ok()?;
-    cert.subject()
-        .iter_organizational_unit()
+fn holder(cert_der: &[u8]) -> Result<Holder, PeerCertError> {
+    use ed25519_dalek::pkcs8::DecodePublicKey;
+    let (_, cert) = x509_parser::parse_x509_certificate(cert_der)
+        .map_err(|e| PeerCertError::Unparsable(e.to_string()))?;
+    let key = ed25519_dalek::VerifyingKey::from_public_key_der(cert.public_key().raw)
+        .map_err(|e| PeerCertError::NotEd25519(e.to_string()))?;
+    Ok(Holder {
+        key,
+        name: first_text(cert.subject().iter_common_name()),
+        role: first_text(cert.subject().iter_organizational_unit()),
+    })
+}
+
+fn first_text<'a>(
+    mut attributes: impl Iterator<Item = &'a x509_parser::x509::AttributeTypeAndValue<'a>>,
+) -> String {
+    attributes
         .next()
-        .and_then(|ou| ou.as_str().ok())
+        .and_then(|a| a.as_str().ok())
         .map(str::to_string)
+        .unwrap_or_default()
 }
 
 /// Checks every peer a session names: each certificate chains to the federation CA, is a
@@ -445,36 +456,28 @@ pub fn verify_session_peers(
     let verifier = client_verifier(ca_pem, (!crl_der.is_empty()).then_some(crl_der))?;
     let mut seen_ids = std::collections::BTreeSet::new();
     let mut by_key: std::collections::BTreeMap<[u8; 32], u32> = Default::default();
-    let mut by_cert: std::collections::BTreeMap<Vec<u8>, u32> = Default::default();
     let mut by_name: std::collections::BTreeMap<String, u32> = Default::default();
     let mut out = Vec::with_capacity(peers.len());
     for &(id, der) in peers {
         if !seen_ids.insert(id) {
             return Err(PeerCertError::DuplicateId(id));
         }
-        let key = verify_with(&verifier, der).map_err(|e| PeerCertError::Peer {
+        let peer_err = |e| PeerCertError::Peer {
             id,
             source: Box::new(e),
-        })?;
-        let role = certificate_role(der).unwrap_or_default();
+        };
+        check_chain(&verifier, der).map_err(peer_err)?;
+        let Holder { key, name, role } = holder(der).map_err(peer_err)?;
         if role != "participant" {
             return Err(PeerCertError::NotParticipant { id, role });
         }
-        if let Some(&other) = by_key.get(&key.to_bytes()) {
-            return Err(PeerCertError::SharedIdentity(other, id));
-        }
-        if let Some(&other) = by_cert.get(der) {
-            return Err(PeerCertError::SharedIdentity(other, id));
-        }
-        // One institution with a reissued certificate (a new one after a revocation, the
-        // old key kept) would otherwise count twice: names are unique per institution.
-        let name = certificate_name(der).unwrap_or_default();
-        if let Some(&other) = by_name.get(&name) {
+        // One certificate under two ids carries one key. One institution with a reissued
+        // certificate (a new one after a revocation, the old key kept) carries one name.
+        if let Some(&other) = by_key.get(&key.to_bytes()).or_else(|| by_name.get(&name)) {
             return Err(PeerCertError::SharedIdentity(other, id));
         }
         by_name.insert(name, id);
         by_key.insert(key.to_bytes(), id);
-        by_cert.insert(der.to_vec(), id);
         out.push((id, key));
     }
     Ok(SessionPeers {
@@ -535,15 +538,15 @@ fn client_verifier(
     builder.build().map_err(|e| ca_err(&e))
 }
 
-fn verify_with(
+fn check_chain(
     verifier: &std::sync::Arc<dyn rustls::server::danger::ClientCertVerifier>,
     cert_der: &[u8],
-) -> Result<ed25519_dalek::VerifyingKey, PeerCertError> {
+) -> Result<(), PeerCertError> {
     use rustls::pki_types::{CertificateDer, UnixTime};
     verifier
         .verify_client_cert(&CertificateDer::from(cert_der), &[], UnixTime::now())
-        .map_err(|e| PeerCertError::Chain(e.to_string()))?;
-    certificate_identity_key(cert_der)
+        .map(|_| ())
+        .map_err(|e| PeerCertError::Chain(e.to_string()))
 }
 
 /// Checks a peer's certificate against the federation CA (chain, validity, client-auth usage)
@@ -553,7 +556,8 @@ pub fn verify_peer_certificate(
     ca_pem: &str,
     cert_der: &[u8],
 ) -> Result<ed25519_dalek::VerifyingKey, PeerCertError> {
-    verify_with(&client_verifier(ca_pem, None)?, cert_der)
+    check_chain(&client_verifier(ca_pem, None)?, cert_der)?;
+    certificate_identity_key(cert_der)
 }
 
 /// The Ed25519 key in a certificate's SubjectPublicKeyInfo: the holder's secagg identity
@@ -561,11 +565,7 @@ pub fn verify_peer_certificate(
 pub fn certificate_identity_key(
     cert_der: &[u8],
 ) -> Result<ed25519_dalek::VerifyingKey, PeerCertError> {
-    use ed25519_dalek::pkcs8::DecodePublicKey;
-    let (_, cert) = x509_parser::parse_x509_certificate(cert_der)
-        .map_err(|e| PeerCertError::Unparsable(e.to_string()))?;
-    ed25519_dalek::VerifyingKey::from_public_key_der(cert.public_key().raw)
-        .map_err(|e| PeerCertError::NotEd25519(e.to_string()))
+    holder(cert_der).map(|h| h.key)
 }
 
 #[cfg(test)]

@@ -106,9 +106,9 @@ pub enum LedgerError {
 /// The record, in memory and (unless in-memory) in a JSON-lines file.
 #[derive(Debug)]
 pub struct Ledger {
-    /// The open file, locked while this process runs.
-    _lock: Option<std::fs::File>,
-    path: Option<PathBuf>,
+    /// The open file (appended to, locked while this process runs) and its path; `None`
+    /// in memory.
+    file: Option<(std::fs::File, PathBuf)>,
     signed: HashMap<(String, String), Vec<String>>,
     /// Each job's preprocessing (hash), fixed by the first task that carried one.
     frozen: HashMap<(String, u64), String>,
@@ -170,8 +170,7 @@ impl Ledger {
             path: path.to_owned(),
         })?;
         Ok(Self {
-            _lock: Some(file),
-            path: Some(path.to_owned()),
+            file: Some((file, path.to_owned())),
             signed,
             frozen,
             crl,
@@ -181,8 +180,7 @@ impl Ledger {
     /// A ledger that lives as long as the process (in-process simulations).
     pub fn in_memory() -> Self {
         Self {
-            _lock: None,
-            path: None,
+            file: None,
             signed: HashMap::new(),
             frozen: HashMap::new(),
             crl: HashMap::new(),
@@ -269,23 +267,18 @@ impl Ledger {
         Ok(())
     }
 
-    fn append(&self, entry: &Entry) -> Result<(), LedgerError> {
-        let Some(path) = &self.path else {
+    fn append(&mut self, entry: &Entry) -> Result<(), LedgerError> {
+        let Some((file, path)) = &mut self.file else {
             return Ok(());
         };
-        let io = |source| LedgerError::Io {
-            path: path.clone(),
-            source,
-        };
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(io)?;
         let mut line = serde_json::to_string(entry).unwrap_or_default();
         line.push('\n');
-        f.write_all(line.as_bytes()).map_err(io)?;
-        f.sync_all().map_err(io)
+        file.write_all(line.as_bytes())
+            .and_then(|()| file.sync_all())
+            .map_err(|source| LedgerError::Io {
+                path: path.clone(),
+                source,
+            })
     }
 }
 

@@ -244,11 +244,6 @@ impl JobPlan {
         matches!(self.phase, Phase::Done)
     }
 
-    /// The latest checkpoint.
-    pub fn checkpoint(&self) -> Option<&Checkpoint> {
-        self.checkpoint.as_ref()
-    }
-
     fn params(&self) -> Option<TaskParams> {
         let model = |theta: &[f64]| {
             self.checkpoint.as_ref().map(|cp| GlobalModel {

@@ -279,14 +279,6 @@ pub fn binding(task_bytes: &[u8]) -> [u8; 32] {
     h.finalize().into()
 }
 
-/// A model's content hash as operators see it in status lines.
-pub fn model_hash(model: &GlobalModel) -> String {
-    let mut h = Sha256::new();
-    h.update(b"fedrisk/global-model/v1\0");
-    h.update(serde_json::to_vec(model).unwrap_or_default());
-    hex::encode(h.finalize())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,6 +5,7 @@
 //! pooled rows.
 
 use ed25519_dalek::SigningKey;
+use fedrisk_models::federated::Contribution;
 use fedrisk_models::logistic::{NewtonOptions, Penalty, fit_newton};
 use fedrisk_models::synth::{SynthConfig, generate};
 use fedrisk_models::{Dataset, LabelMode, Schema, load_csv};
@@ -13,8 +14,8 @@ use fedrisk_rounds::{
     SessionSum, Task, session_binding, session_params,
 };
 use fedrisk_secagg::{
-    CoordinatorSession, Message, Outgoing, ParticipantPolicy, ParticipantSession, Roster,
-    SessionConfig, Step, decode_sum, encode_weighted,
+    CoordinatorSession, Message, ParticipantPolicy, ParticipantSession, Roster, SessionConfig,
+    Step, decode_sum, encode_weighted,
 };
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
@@ -132,13 +133,7 @@ fn run_session(
             Step::Finished(o) => break o,
         };
         for o in out {
-            let (recipients, message) = match o {
-                Outgoing::Broadcast {
-                    recipients,
-                    message,
-                } => (recipients, message),
-                Outgoing::Unicast { recipient, message } => (vec![recipient], message),
-            };
+            let (recipients, message) = o.into_parts();
             let bytes = message.encode();
             for r in recipients {
                 let Some((_, s, input)) = sessions.iter_mut().find(|(id, _, _)| *id == r) else {
@@ -176,6 +171,47 @@ fn run_session(
     })
 }
 
+fn new_plan(spec: &JobSpec, job_id: u64) -> JobPlan {
+    JobPlan::new(
+        spec.clone(),
+        PlanIds {
+            federation_id: FEDERATION.into(),
+            job_id,
+        },
+        None,
+    )
+}
+
+/// Runs the plan's sessions among `agents` until the `label` session of `round` comes up,
+/// and returns it unrun.
+fn run_until(
+    plan: &mut JobPlan,
+    spec: &JobSpec,
+    job_id: u64,
+    agents: &mut [Agent],
+    rng: &mut ChaCha20Rng,
+    round: u32,
+    label: &str,
+) -> SessionRequest {
+    loop {
+        let req = plan.next_session().expect("a session");
+        if req.round == round && req.label == label {
+            return req;
+        }
+        let sum = run_session(spec, job_id, &req, agents, &[], rng).expect("session");
+        plan.on_output(sum).expect("plan");
+    }
+}
+
+/// What `agent` contributes to the session `req`, computed from the task alone.
+fn contribution(req: &SessionRequest, job_id: u64, agent: &mut Agent) -> Contribution {
+    let task = Task::decode(&req.task, job_id, req.round).expect("task");
+    task.params
+        .kind()
+        .contribute(&task.job, task.round, &mut agent.data)
+        .expect("contribution")
+}
+
 fn spec(schema: &Schema, rounds: u32) -> JobSpec {
     let mut spec = JobSpec::new("in-memory", schema.clone());
     spec.rounds = rounds;
@@ -187,14 +223,7 @@ fn spec(schema: &Schema, rounds: u32) -> JobSpec {
 fn a_whole_newton_job_runs_in_memory_and_reaches_the_pooled_fit() {
     let (schema, sets) = federation(4);
     let spec = spec(&schema, 8);
-    let mut plan = JobPlan::new(
-        spec.clone(),
-        PlanIds {
-            federation_id: FEDERATION.into(),
-            job_id: 1,
-        },
-        None,
-    );
+    let mut plan = new_plan(&spec, 1);
     let mut agents = agents(&sets);
     let mut rng = ChaCha20Rng::seed_from_u64(5);
     let mut outcomes = Vec::new();
@@ -254,14 +283,7 @@ fn a_failed_evaluation_is_retried_alone_and_the_update_is_not_asked_for_again() 
     let (schema, sets) = federation(4);
     let mut spec = spec(&schema, 1);
     spec.max_attempts = 2;
-    let mut plan = JobPlan::new(
-        spec.clone(),
-        PlanIds {
-            federation_id: FEDERATION.into(),
-            job_id: 2,
-        },
-        None,
-    );
+    let mut plan = new_plan(&spec, 2);
     let mut agents = agents(&sets);
     let mut rng = ChaCha20Rng::seed_from_u64(6);
     let mut labels = Vec::new();
@@ -293,14 +315,7 @@ fn a_failed_evaluation_is_retried_alone_and_the_update_is_not_asked_for_again() 
 fn a_session_losing_a_participant_after_masking_still_sums_the_survivors() {
     let (schema, sets) = federation(5);
     let spec = spec(&schema, 1);
-    let mut plan = JobPlan::new(
-        spec.clone(),
-        PlanIds {
-            federation_id: FEDERATION.into(),
-            job_id: 3,
-        },
-        None,
-    );
+    let mut plan = new_plan(&spec, 3);
     let mut agents = agents(&sets);
     let mut rng = ChaCha20Rng::seed_from_u64(7);
     let req = plan.next_session().expect("magnitudes");
@@ -320,14 +335,7 @@ fn retries_stop_at_max_attempts_and_deterministic_failures_stop_at_once() {
     let (schema, _) = federation(3);
     let mut spec = spec(&schema, 1);
     spec.max_attempts = 2;
-    let mut plan = JobPlan::new(
-        spec.clone(),
-        PlanIds {
-            federation_id: FEDERATION.into(),
-            job_id: 4,
-        },
-        None,
-    );
+    let mut plan = new_plan(&spec, 4);
     plan.next_session().expect("first");
     plan.on_failure(Failure::Transient("deadline".into()))
         .expect("second attempt allowed");
@@ -357,39 +365,15 @@ fn a_restarted_agent_computes_from_the_task_alone() {
     // it needs nothing from the statistics round it never saw.
     let (schema, sets) = federation(3);
     let spec = spec(&schema, 5);
-    let mut plan = JobPlan::new(
-        spec.clone(),
-        PlanIds {
-            federation_id: FEDERATION.into(),
-            job_id: 6,
-        },
-        None,
-    );
+    let mut plan = new_plan(&spec, 6);
     let mut all = agents(&sets);
     let mut rng = ChaCha20Rng::seed_from_u64(8);
-    let mut update_task = None;
-    while let Some(req) = plan.next_session() {
-        if req.round == 3 && req.label == "update" {
-            update_task = Some(req);
-            break;
-        }
-        let sum = run_session(&spec, 6, &req, &mut all, &[], &mut rng).expect("session");
-        plan.on_output(sum).expect("plan");
-    }
-    let req = update_task.expect("round 3");
+    let req = run_until(&mut plan, &spec, 6, &mut all, &mut rng, 3, "update");
     let mut fresh = agents(&sets);
-    let task = Task::decode(&req.task, 6, 3).expect("task");
-    let from_fresh = task
-        .params
-        .kind()
-        .contribute(&task.job, 3, &mut fresh[0].data)
-        .expect("contribution");
-    let from_warm = task
-        .params
-        .kind()
-        .contribute(&task.job, 3, &mut all[0].data)
-        .expect("contribution");
-    assert_eq!(from_fresh, from_warm);
+    assert_eq!(
+        contribution(&req, 6, &mut fresh[0]),
+        contribution(&req, 6, &mut all[0])
+    );
     // A task for another job or round than its envelope is refused.
     assert!(matches!(
         Task::decode(&req.task, 7, 3),
@@ -446,24 +430,10 @@ fn attack_an_unbounded_histogram_is_refused_before_any_computation() {
     // before secagg's own policy saw the vector length.
     let (schema, sets) = federation(3);
     let spec = spec(&schema, 1);
-    let mut plan = JobPlan::new(
-        spec.clone(),
-        PlanIds {
-            federation_id: FEDERATION.into(),
-            job_id: 10,
-        },
-        None,
-    );
+    let mut plan = new_plan(&spec, 10);
     let mut agents = agents(&sets);
     let mut rng = ChaCha20Rng::seed_from_u64(10);
-    let evaluation = loop {
-        let req = plan.next_session().expect("session");
-        if req.label == "evaluation" {
-            break req;
-        }
-        let sum = run_session(&spec, 10, &req, &mut agents, &[], &mut rng).expect("session");
-        plan.on_output(sum).expect("plan");
-    };
+    let evaluation = run_until(&mut plan, &spec, 10, &mut agents, &mut rng, 1, "evaluation");
     let mut task = Task::decode(&evaluation.task, 10, 1).expect("task");
     let limits = fedrisk_rounds::TaskLimits::default();
     task.check_limits(&limits)
@@ -481,30 +451,11 @@ fn attack_a_newton_update_does_not_repeat_the_evaluations_loss() {
     // update from model r would both carry each institution's loss at model r.
     let (schema, sets) = federation(3);
     let spec = spec(&schema, 2);
-    let mut plan = JobPlan::new(
-        spec.clone(),
-        PlanIds {
-            federation_id: FEDERATION.into(),
-            job_id: 11,
-        },
-        None,
-    );
+    let mut plan = new_plan(&spec, 11);
     let mut all = agents(&sets);
     let mut rng = ChaCha20Rng::seed_from_u64(11);
-    loop {
-        let req = plan.next_session().expect("session");
-        if req.label == "update" && req.round == 2 {
-            let task = Task::decode(&req.task, 11, 2).expect("task");
-            let c = task
-                .params
-                .kind()
-                .contribute(&task.job, 2, &mut all[0].data)
-                .expect("contribution");
-            assert_eq!(c.values.last(), Some(&0.0), "the loss slot is not sent");
-            assert!(c.values.iter().any(|v| *v != 0.0));
-            break;
-        }
-        let sum = run_session(&spec, 11, &req, &mut all, &[], &mut rng).expect("session");
-        plan.on_output(sum).expect("plan");
-    }
+    let req = run_until(&mut plan, &spec, 11, &mut all, &mut rng, 2, "update");
+    let c = contribution(&req, 11, &mut all[0]);
+    assert_eq!(c.values.last(), Some(&0.0), "the loss slot is not sent");
+    assert!(c.values.iter().any(|v| *v != 0.0));
 }

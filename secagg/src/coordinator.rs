@@ -35,6 +35,20 @@ pub enum Outgoing {
     },
 }
 
+impl Outgoing {
+    /// Its recipients and its message, whichever way it is addressed: every transport
+    /// encodes the message once and delivers it to each recipient.
+    pub fn into_parts(self) -> (Vec<u32>, Message) {
+        match self {
+            Outgoing::Broadcast {
+                recipients,
+                message,
+            } => (recipients, message),
+            Outgoing::Unicast { recipient, message } => (vec![recipient], message),
+        }
+    }
+}
+
 /// The result of a successful session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Output {

@@ -355,17 +355,10 @@ impl Sim {
     fn take_outbox(&mut self, stage: Stage) -> Vec<(u32, Vec<u8>)> {
         let mut out = Vec::new();
         for o in std::mem::take(&mut self.outbox) {
-            match o {
-                Outgoing::Broadcast {
-                    recipients,
-                    message,
-                } => {
-                    let bytes = message.encode();
-                    for r in recipients {
-                        out.push((r, bytes.clone()));
-                    }
-                }
-                Outgoing::Unicast { recipient, message } => out.push((recipient, message.encode())),
+            let (recipients, message) = o.into_parts();
+            let bytes = message.encode();
+            for r in recipients {
+                out.push((r, bytes.clone()));
             }
         }
         out.retain(|(r, _)| (*r as usize) < self.slots.len() && self.active_at(*r, stage));

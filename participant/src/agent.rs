@@ -66,8 +66,6 @@ pub enum AgentError {
     Ledger(#[from] crate::ledger::LedgerError),
 }
 
-/// Sends of one upload when the transport fails.
-const UPLOAD_ATTEMPTS: u32 = 4;
 /// Longest wait between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(15);
 /// A task stream that lived at least this long ended normally; a shorter one counts as a
@@ -610,27 +608,16 @@ async fn send(client: &mut ParticipantClient<Channel>, up: v1::SecAggUpload) -> 
     let stage = v1::SecAggStage::try_from(up.stage).map_or("unknown", |s| s.as_str_name());
     let bytes = up.payload.len();
     let round = up.round;
-    // A transport failure (the connection was reset) is retried a few times: the message
-    // never reached the coordinator, and a stage waits for it. A refusal is final.
-    let mut wait = Duration::from_millis(100);
-    for attempt in 1..=UPLOAD_ATTEMPTS {
-        match client.send_sec_agg(up.clone()).await {
-            Ok(_) => {
-                info!(round, stage, bytes, "sent");
-                return true;
-            }
-            Err(s) if s.code() == tonic::Code::Unavailable && attempt < UPLOAD_ATTEMPTS => {
-                warn!(round, stage, attempt, reason = %tls::describe_error(&s), "upload failed in transport; sending again");
-                tokio::time::sleep(wait).await;
-                wait *= 3;
-            }
-            Err(s) => {
-                warn!(round, stage, bytes, code = ?s.code(), reason = %tls::describe_error(&s), "upload rejected");
-                return false;
-            }
+    match client.send_sec_agg(up).await {
+        Ok(_) => {
+            info!(round, stage, bytes, "sent");
+            true
+        }
+        Err(s) => {
+            warn!(round, stage, bytes, code = ?s.code(), reason = %tls::describe_error(&s), "upload rejected");
+            false
         }
     }
-    false
 }
 
 /// Test faults that send a bad message before the real masked input.

@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 use fedrisk_proto::v1::{self, task};
 use fedrisk_rounds::{
     Checkpoint, Failure, JobPlan, JobSpec, Partial, PlanError, PlanIds, Progress, RoundOutcome,
-    SessionRequest, SessionSum, session_binding, session_params,
+    SessionRequest, SessionSum, decode_output, session_binding, session_params,
 };
-use fedrisk_secagg::{CoordinatorSession, Message, SessionConfig, Step, decode_sum};
+use fedrisk_secagg::{CoordinatorSession, Message, SessionConfig, Step};
 use rand::RngExt;
 use tokio::sync::watch;
 
@@ -515,16 +515,13 @@ impl Engine {
         traffic.down += self.hub.fetched_bytes().saturating_sub(fetched_before);
         match result {
             Ok(output) => {
-                let (total_weight, sums) = decode_sum(&output.sum, &fixed).map_err(|e| {
-                    SessionError::Failed(Failure::Transient(format!("decoding the sum: {e}")))
-                })?;
-                Ok(SessionSum {
-                    total_weight,
-                    sums,
-                    survivors: output.survivors,
-                    bytes_up: traffic.up,
-                    bytes_down: traffic.down,
-                })
+                let mut sum =
+                    decode_output(&output.sum, output.survivors, &fixed).map_err(|e| {
+                        SessionError::Failed(Failure::Transient(format!("decoding the sum: {e}")))
+                    })?;
+                sum.bytes_up = traffic.up;
+                sum.bytes_down = traffic.down;
+                Ok(sum)
             }
             Err(e) => {
                 let reason = match &e {

@@ -14,10 +14,8 @@ use fedrisk_identity::client::{self as tls, ClientIdentity, TlsRefusal};
 use fedrisk_models::Schema;
 use fedrisk_proto::v1::{self, task};
 use fedrisk_proto::{PROTOCOL_VERSION, ParticipantClient};
-use fedrisk_rounds::{LocalData, RoundError, Task, session_binding};
-use fedrisk_secagg::{
-    Message, ParticipantPolicy, ParticipantSession, Roster, SessionConfig, encode_weighted,
-};
+use fedrisk_rounds::{LocalData, RoundError, Task, encode_input, session_binding};
+use fedrisk_secagg::{Message, ParticipantPolicy, ParticipantSession, Roster, SessionConfig};
 use tonic::transport::Channel;
 use tracing::{error, info, warn};
 
@@ -419,7 +417,7 @@ fn open_session(
             "contribution values exceed the clip bound and are clipped"
         );
     }
-    let input = encode_weighted(&contribution.values, contribution.weight, &fixed)
+    let input = encode_input(&contribution, &fixed)
         .map_err(|e| Refusal::policy(format!("encoding: {e}")))?;
     let binding = session_binding(
         federation_id,

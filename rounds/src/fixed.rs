@@ -1,6 +1,9 @@
 //! The fixed-point choice of a session, next to the overflow rule it follows.
 
-use fedrisk_secagg::FixedPointParams;
+use fedrisk_models::federated::Contribution;
+use fedrisk_secagg::{FixedPointParams, SecAggError, decode_sum, encode_scaled};
+
+use crate::kind::SessionSum;
 
 /// Weights (row counts) up to 2^24 per institution.
 pub const WEIGHT_BITS: u8 = 24;
@@ -29,6 +32,29 @@ pub fn fixed_point_for(n: usize, clip: f64) -> FixedPointParams {
         clip,
         max_weight_bits: WEIGHT_BITS,
     }
+}
+
+/// A contribution as a session input. The row count scales the values inside the masked
+/// vector and is never a slot of its own: see [`fedrisk_secagg::encode_scaled`].
+pub fn encode_input(c: &Contribution, fixed: &FixedPointParams) -> Result<Vec<u64>, SecAggError> {
+    encode_scaled(&c.values, c.weight, fixed)
+}
+
+/// A session's aggregated vector as the plan reads it (traffic figures left at zero for the
+/// driver to fill in).
+pub fn decode_output(
+    sum: &[u64],
+    survivors: Vec<u32>,
+    fixed: &FixedPointParams,
+) -> Result<SessionSum, SecAggError> {
+    let (contributors, sums) = decode_sum(sum, fixed)?;
+    Ok(SessionSum {
+        contributors,
+        sums,
+        survivors,
+        bytes_up: 0,
+        bytes_down: 0,
+    })
 }
 
 #[cfg(test)]

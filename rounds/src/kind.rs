@@ -10,9 +10,10 @@ use crate::task::JobContext;
 /// A session's decoded output, as the driver hands it to the plan.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SessionSum {
-    /// Sum of the participants' weights (row counts, or 1 each for unweighted kinds).
-    pub total_weight: u64,
-    /// Sum of weight x value, element by element.
+    /// How many inputs the sum is over (slot 0 of every input is 1; row counts are never
+    /// summed on their own).
+    pub contributors: u64,
+    /// Sum of row count x per-row value, element by element.
     pub sums: Vec<f64>,
     /// Who the sum is over.
     pub survivors: Vec<u32>,

@@ -27,7 +27,7 @@ pub mod spec;
 pub mod task;
 
 pub use error::{Failure, RoundError};
-pub use fixed::{TRAIN_CLIP, WEIGHT_BITS, fixed_point_for};
+pub use fixed::{TRAIN_CLIP, WEIGHT_BITS, decode_output, encode_input, fixed_point_for};
 pub use kind::{Absorbed, RoundKind, SessionSum};
 pub use local::{Loader, LocalData, Rows};
 pub use plan::{

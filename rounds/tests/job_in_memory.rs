@@ -11,11 +11,10 @@ use fedrisk_models::synth::{SynthConfig, generate};
 use fedrisk_models::{Dataset, LabelMode, Schema, load_csv};
 use fedrisk_rounds::{
     Failure, JobPlan, JobSpec, LocalData, PlanIds, Progress, RoundError, SessionRequest,
-    SessionSum, Task, session_binding, session_params,
+    SessionSum, Task, decode_output, encode_input, session_binding, session_params,
 };
 use fedrisk_secagg::{
-    CoordinatorSession, Message, ParticipantPolicy, ParticipantSession, Roster, SessionConfig,
-    Step, decode_sum, encode_weighted,
+    CoordinatorSession, Message, ParticipantPolicy, ParticipantSession, Roster, SessionConfig, Step,
 };
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
@@ -102,8 +101,7 @@ fn run_session(
             .kind()
             .contribute(&task.job, task.round, &mut a.data)
             .map_err(Failure::from)?;
-        let input = encode_weighted(&c.values, c.weight, &fixed)
-            .map_err(|e| Failure::Transient(e.to_string()))?;
+        let input = encode_input(&c, &fixed).map_err(|e| Failure::Transient(e.to_string()))?;
         let cfg = SessionConfig::decode(&encoded).map_err(|e| Failure::Transient(e.to_string()))?;
         let (s, adv) = ParticipantSession::new(
             cfg,
@@ -160,15 +158,11 @@ fn run_session(
             }
         }
     };
-    let (total_weight, sums) =
-        decode_sum(&output.sum, &fixed).map_err(|e| Failure::Transient(e.to_string()))?;
-    Ok(SessionSum {
-        total_weight,
-        sums,
-        survivors: output.survivors,
-        bytes_up: up,
-        bytes_down: down,
-    })
+    let mut sum = decode_output(&output.sum, output.survivors, &fixed)
+        .map_err(|e| Failure::Transient(e.to_string()))?;
+    sum.bytes_up = up;
+    sum.bytes_down = down;
+    Ok(sum)
 }
 
 fn new_plan(spec: &JobSpec, job_id: u64) -> JobPlan {
@@ -323,7 +317,7 @@ fn a_session_losing_a_participant_after_masking_still_sums_the_survivors() {
     // Participant 5 sent its masked input and left before the consistency check: its
     // input is in the sum (the others release the shares that remove its mask).
     assert!(sum.survivors.contains(&5));
-    assert_eq!(sum.total_weight, 5);
+    assert_eq!(sum.contributors, 5);
     assert!(matches!(
         plan.on_output(sum).expect("plan"),
         Progress::Continue
@@ -458,4 +452,91 @@ fn attack_a_newton_update_does_not_repeat_the_evaluations_loss() {
     let c = contribution(&req, 11, &mut all[0]);
     assert_eq!(c.values.last(), Some(&0.0), "the loss slot is not sent");
     assert!(c.values.iter().any(|v| *v != 0.0));
+}
+
+#[test]
+fn attack_row_counts_differenced_across_rounds_are_in_no_sum() {
+    // The coordinator takes two training rounds whose survivors differ by institution 4 and
+    // looks for its row count in what each round's sum tells it (slot by slot and in the
+    // difference). Row counts scale the values inside the masked vectors but are never a
+    // slot of their own, for Newton and FedAvg alike.
+    for algorithm in [
+        fedrisk_rounds::Algorithm::Newton,
+        fedrisk_rounds::Algorithm::FedAvg,
+    ] {
+        let (schema, sets) = federation(4);
+        let mut spec = spec(&schema, 3);
+        spec.settings.algorithm = algorithm;
+        let mut plan = new_plan(&spec, 20);
+        let mut agents = agents(&sets);
+        let mut rng = ChaCha20Rng::seed_from_u64(20);
+        let first = run_until(&mut plan, &spec, 20, &mut agents, &mut rng, 1, "update");
+        let all = run_session(&spec, 20, &first, &mut agents, &[], &mut rng).expect("session");
+        plan.on_output(all.clone()).expect("plan");
+        let second = run_until(&mut plan, &spec, 20, &mut agents, &mut rng, 2, "update");
+        let three =
+            run_session(&spec, 20, &second, &mut agents[..3], &[], &mut rng).expect("session");
+        let n4 = sets[3].rows() as f64;
+        assert_eq!(all.contributors - three.contributors, 1);
+        let mut seen: Vec<f64> = vec![(all.contributors - three.contributors) as f64];
+        seen.extend(all.sums.iter().chain(&three.sums));
+        seen.extend(all.sums.iter().zip(&three.sums).map(|(a, b)| a - b));
+        assert!(
+            seen.iter().all(|v| (v - n4).abs() > 0.5),
+            "{algorithm}: institution 4's row count {n4} is readable from two rounds' sums"
+        );
+        // The job still trains: FedAvg's scaled steps add up to the row-weighted average.
+        assert!(matches!(
+            plan.on_output(three).expect("plan"),
+            Progress::Continue
+        ));
+    }
+}
+
+#[test]
+fn fedavg_steps_scaled_by_row_share_sum_to_the_row_weighted_average() {
+    let (schema, sets) = federation(3);
+    let mut spec = spec(&schema, 2);
+    spec.settings.algorithm = fedrisk_rounds::Algorithm::FedAvg;
+    let mut plan = new_plan(&spec, 21);
+    let mut agents = agents(&sets);
+    let mut rng = ChaCha20Rng::seed_from_u64(21);
+    let req = run_until(&mut plan, &spec, 21, &mut agents, &mut rng, 1, "update");
+    let task = Task::decode(&req.task, 21, 1).expect("task");
+    let fedrisk_rounds::TaskParams::Update(update) = &task.params else {
+        panic!("an update task");
+    };
+    let start = update.model.theta.clone();
+    // What plain FedAvg would compute: each institution's local model, averaged by rows.
+    let mut expected = vec![0.0; start.len()];
+    let total: f64 = sets.iter().map(|d| d.rows() as f64).sum();
+    for (a, d) in agents.iter_mut().zip(&sets) {
+        let c = contribution(&req, 21, a);
+        assert_eq!(c.weight, 1, "no row count travels");
+        let share = d.rows() as f64 / total;
+        for ((e, step), g) in expected.iter_mut().zip(&c.values).zip(&start) {
+            // step = share * (local - start)
+            *e += share * (g + step / share);
+        }
+    }
+    let sum = run_session(&spec, 21, &req, &mut agents, &[], &mut rng).expect("session");
+    let Progress::Continue = plan.on_output(sum).expect("plan") else {
+        panic!("the evaluation follows");
+    };
+    let next = plan.next_session().expect("evaluation");
+    let task = Task::decode(&next.task, 21, 1).expect("task");
+    let fedrisk_rounds::TaskParams::Evaluation(eval) = &task.params else {
+        panic!("an evaluation task");
+    };
+    let worst = eval
+        .model
+        .theta
+        .iter()
+        .zip(&expected)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    assert!(
+        worst < 1e-6,
+        "FedAvg differs from the row-weighted average by {worst}"
+    );
 }

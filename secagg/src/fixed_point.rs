@@ -37,6 +37,16 @@ pub fn encode_weighted(values: &[f64], weight: u64, params: &FixedPointParams) -
     Ok(out)
 }
 
+/// Encodes `values` scaled by `weight` as `[1, w*q(x_1), ...]`: the weight multiplies the
+/// values inside the masked vector but is not itself sent, and slot 0 counts contributors.
+/// Row counts are constant over a job; a weight slot summed in every session would give one
+/// institution's count as the difference of two sessions whose survivors differ by it.
+pub fn encode_scaled(values: &[f64], weight: u64, params: &FixedPointParams) -> Result<Vec<u64>> {
+    let mut out = encode_weighted(values, weight, params)?;
+    out[0] = 1;
+    Ok(out)
+}
+
 /// Raw integer mode (histograms, counts): `[weight_slot, c_1, ..., c_d]`,
 /// no scaling, summed exactly mod 2^64.
 pub fn encode_counts(counts: &[u64], weight_slot: u64) -> Vec<u64> {
@@ -133,6 +143,18 @@ mod tests {
         assert!(encode_weighted(&[f64::NAN], 1, &p).is_err());
         assert!(encode_weighted(&[f64::INFINITY], 1, &p).is_err());
         assert!(encode_weighted(&[f64::NEG_INFINITY], 1, &p).is_err());
+    }
+
+    #[test]
+    fn scaled_inputs_hide_the_weight_and_keep_the_weighted_sum() {
+        let p = params();
+        let a = encode_scaled(&[0.5, -0.25], 3, &p).unwrap();
+        let b = encode_scaled(&[0.25, 1.0], 5, &p).unwrap();
+        let sum: Vec<u64> = a.iter().zip(&b).map(|(x, y)| x.wrapping_add(*y)).collect();
+        let (contributors, s) = decode_sum(&sum, &p).unwrap();
+        assert_eq!(contributors, 2);
+        assert!((s[0] - (3.0 * 0.5 + 5.0 * 0.25)).abs() < 1e-6);
+        assert!((s[1] - (3.0 * -0.25 + 5.0 * 1.0)).abs() < 1e-6);
     }
 
     #[test]

@@ -74,7 +74,9 @@ pub use config::{
 };
 pub use coordinator::{CoordinatorSession, Outgoing, Output, Step};
 pub use error::{Result, SecAggError};
-pub use fixed_point::{decode_counts, decode_mean, decode_sum, encode_counts, encode_weighted};
+pub use fixed_point::{
+    decode_counts, decode_mean, decode_sum, encode_counts, encode_scaled, encode_weighted,
+};
 pub use messages::{
     Advertise, AdvertisedKeys, ConsistencySignature, KeyList, MaskedInput, Message, ShareBundle,
     ShareKeys, SurvivorList, UnmaskRequest, UnmaskResponse,

@@ -1,6 +1,10 @@
 //! A training round's update. Newton: per-row gradient, Hessian (upper triangle) and loss
 //! at the global model, from which the coordinator takes one Newton step on the pooled
-//! objective. FedAvg / FedProx: parameters after local epochs, averaged by row count.
+//! objective. FedAvg / FedProx: each institution's step after local epochs, scaled by its
+//! share of the federation's rows (`n_k / N`, `N` from the statistics session), summed and
+//! added to the global model. With every institution present that is the row-weighted
+//! average of the local models; a missing institution's step is simply absent. No session
+//! of the job sums a row count, which is constant and would difference out.
 
 use fedrisk_models::federated::{self, Algorithm, Contribution};
 use fedrisk_models::logistic::{Penalty, newton_step};
@@ -57,13 +61,31 @@ impl RoundKind for Update {
                 }
                 c
             }
-            Algorithm::FedAvg | Algorithm::FedProx => federated::local_update_contribution(
-                d.x_train.view(),
-                &d.y_train,
-                theta,
-                &job.settings,
-                round,
-            )?,
+            Algorithm::FedAvg | Algorithm::FedProx => {
+                let total = job.settings.total_rows;
+                if !(total >= 1.0) {
+                    return Err(RoundError::Task(
+                        "a fedavg update without the federation's row count from the statistics session".into(),
+                    ));
+                }
+                let local = federated::local_update_contribution(
+                    d.x_train.view(),
+                    &d.y_train,
+                    theta,
+                    &job.settings,
+                    round,
+                )?;
+                let share = local.weight as f64 / total;
+                Contribution {
+                    weight: 1,
+                    values: local
+                        .values
+                        .iter()
+                        .zip(theta)
+                        .map(|(l, g)| share * (l - g))
+                        .collect(),
+                }
+            }
         })
     }
 
@@ -80,12 +102,17 @@ impl RoundKind for Update {
                 )?
             }
             Algorithm::FedAvg | Algorithm::FedProx => {
-                if sum.total_weight == 0 {
-                    return Err(RoundError::Result("total weight is zero".into()));
+                if sum.sums.len() != k {
+                    return Err(RoundError::Result(format!(
+                        "the update has {} values for {k} parameters",
+                        sum.sums.len()
+                    )));
                 }
-                sum.sums
+                self.model
+                    .theta
                     .iter()
-                    .map(|s| s / sum.total_weight as f64)
+                    .zip(&sum.sums)
+                    .map(|(g, step)| g + step)
                     .collect()
             }
         };

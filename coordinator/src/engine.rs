@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use fedrisk_proto::v1::{self, task};
 use fedrisk_rounds::{
-    Checkpoint, Failure, JobPlan, JobSpec, Partial, PlanError, PlanIds, Progress, RoundOutcome,
-    SessionRequest, SessionSum, decode_output, session_binding, session_params,
+    AfterFailure, Checkpoint, Failure, JobPlan, JobSpec, Partial, PlanError, PlanIds, Progress,
+    RoundOutcome, SessionRequest, SessionSum, decode_output, session_binding, session_params,
 };
 use fedrisk_secagg::{CoordinatorSession, Message, SessionConfig, Step};
 use rand::RngExt;
@@ -232,7 +232,17 @@ impl Engine {
             };
             let reason = failure.reason().to_string();
             match plan.on_failure(failure) {
-                Ok(()) => self.note_failure(job_id, &req, current, &reason, true)?,
+                Ok(AfterFailure::Retry) => {
+                    self.note_failure(job_id, &req, current, &reason, true)?
+                }
+                Ok(AfterFailure::Skipped(o)) => {
+                    self.events.emit(&Event::EvaluationSkipped {
+                        job: job_id,
+                        round: req.round,
+                        reason: reason.clone(),
+                    });
+                    self.finish_round(job_id, current, &o)?;
+                }
                 Err(e) => {
                     self.note_failure(job_id, &req, current, &reason, false)?;
                     return Err(e.into());
@@ -375,13 +385,23 @@ impl Engine {
     ) -> Result<Vec<Peer>, SessionError> {
         let deadline =
             tokio::time::Instant::now() + Duration::from_millis(spec.wait_for_participants_ms);
-        let want = spec.participants_wanted(req.first_of_job) as usize;
+        let want = match &req.only {
+            Some(only) => only.len(),
+            None => spec.participants_wanted(req.first_of_job) as usize,
+        };
+        let available = |hub: &Hub| {
+            let mut peers = hub.available(job_id);
+            if let Some(only) = &req.only {
+                peers.retain(|p| only.contains(&p.id));
+            }
+            peers
+        };
         loop {
             self.record_refusals(job_id).map_err(|e| match e {
                 EngineError::Store(s) => SessionError::Store(s),
                 other => SessionError::Failed(Failure::Transient(other.to_string())),
             })?;
-            let peers = self.hub.available(job_id);
+            let peers = available(&self.hub);
             if peers.len() >= want {
                 return Ok(peers);
             }
@@ -392,7 +412,24 @@ impl Engine {
                 () = self.hub.changed() => {}
                 () = tokio::time::sleep(Duration::from_millis(200)) => {}
                 () = tokio::time::sleep_until(deadline) => {
-                    let peers = self.hub.available(job_id);
+                    let peers = available(&self.hub);
+                    if let Some(only) = &req.only {
+                        let known = self.store.participants().unwrap_or_default();
+                        let missing: Vec<String> = only
+                            .iter()
+                            .filter(|id| !peers.iter().any(|p| p.id == **id))
+                            .map(|id| {
+                                known
+                                    .iter()
+                                    .find(|p| p.id == *id)
+                                    .map_or_else(|| format!("participant {id}"), |p| p.name.clone())
+                            })
+                            .collect();
+                        return Err(SessionError::Failed(Failure::Deterministic(format!(
+                            "an evaluation runs over the statistics session's participants only, and {} not available",
+                            if missing.len() == 1 { format!("{} is", missing[0]) } else { format!("{} are", missing.join(", ")) }
+                        ))));
+                    }
                     if peers.len() >= spec.min_participants as usize {
                         return Ok(peers);
                     }

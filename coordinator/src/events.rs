@@ -60,6 +60,16 @@ pub enum Event {
         /// Whether another attempt follows.
         retrying: bool,
     },
+    /// A round completed without its evaluation, which could not run over the statistics
+    /// session's participants (the model stands, unevaluated).
+    EvaluationSkipped {
+        /// The job.
+        job: u64,
+        /// The round.
+        round: u32,
+        /// Why.
+        reason: String,
+    },
     /// A participant refused a session or the job.
     Refused {
         /// The job.
@@ -159,6 +169,9 @@ impl EventSink for LogSink {
                 bytes_down,
                 "secagg session completed"
             ),
+            Event::EvaluationSkipped { job, round, reason } => {
+                warn!(job, round, %reason, "round completed without its evaluation")
+            }
             Event::AttemptFailed {
                 job,
                 round,

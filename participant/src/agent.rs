@@ -20,7 +20,7 @@ use tonic::transport::Channel;
 use tracing::{error, info, warn};
 
 use crate::faults::{self, Fault};
-use crate::ledger::{Entry, Ledger};
+use crate::ledger::{CONSTANTS, Entry, Ledger};
 use crate::loader::CsvLoader;
 
 pub struct AgentConfig {
@@ -76,6 +76,9 @@ struct Active {
     /// The fingerprint of this institution's input (see [`input_fingerprint`]) and the
     /// task's kind, for the ledger.
     fingerprint: [u8; 32],
+    /// The fingerprint of the job-constant counts the sum carries (see
+    /// [`fedrisk_rounds::RoundKind::constants`]), if any.
+    constants: Option<[u8; 32]>,
     /// The identity key of each invited id, checked against the CA: the ledger records who
     /// a survivor set is, not the ids.
     identities: std::collections::BTreeMap<u32, String>,
@@ -403,6 +406,12 @@ fn open_session(
         .kind()
         .contribute(&task.job, task.round, data)
         .map_err(|e| Refusal::from_round(&e))?;
+    let constants = task
+        .params
+        .kind()
+        .constants(&task.job, data)
+        .map_err(|e| Refusal::from_round(&e))?
+        .map(|c| constants_fingerprint(&c));
     let fixed = config.params.fixed_point;
     if contribution.weight > fixed.max_weight() {
         return Err(Refusal::policy(format!(
@@ -447,6 +456,7 @@ fn open_session(
             job_id: envelope.job_id,
             round: envelope.round,
             fingerprint: input_fingerprint(&contribution),
+            constants,
             identities,
             kind: task.params.kind().label(),
             session_id: envelope.session_id.clone(),
@@ -490,6 +500,18 @@ fn input_fingerprint(c: &fedrisk_models::federated::Contribution) -> [u8; 32] {
     h.update((c.values.len() as u64).to_le_bytes());
     for v in &c.values {
         h.update(v.to_bits().to_le_bytes());
+    }
+    h.finalize().into()
+}
+
+/// What the ledger knows job-constant counts by: SHA-256 of the counts, exactly (in the
+/// local ledger only; never sent).
+fn constants_fingerprint(counts: &[u64]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"fedrisk/constants/v1\0");
+    for c in counts {
+        h.update(c.to_le_bytes());
     }
     h.finalize().into()
 }
@@ -563,17 +585,22 @@ fn step(
     if let Message::SurvivorList(list) = &msg {
         // The signature on U3 is what lets the coordinator unmask a sum over U3: record
         // the set first (as identities), and let an input be summed only over one set.
+        // The job-constant counts the sum carries get the same rule on their own: every
+        // sum carrying them is over one set.
         let survivors = survivor_identities(&a.identities, &list.survivors)?;
-        ledger
-            .allow(&Entry {
-                federation: federation.to_string(),
-                job: a.job_id,
-                round: a.round,
-                kind: a.kind.to_string(),
-                input: hex::encode(a.fingerprint),
-                survivors,
-            })
-            .map_err(|e| e.to_string())?;
+        let entry = |input: String| Entry {
+            federation: federation.to_string(),
+            job: a.job_id,
+            round: a.round,
+            kind: a.kind.to_string(),
+            input,
+            survivors: survivors.clone(),
+        };
+        let mut entries = vec![entry(hex::encode(a.fingerprint))];
+        if let Some(c) = a.constants {
+            entries.push(entry(format!("{CONSTANTS}{}", hex::encode(c))));
+        }
+        ledger.allow_all(&entries).map_err(|e| e.to_string())?;
     }
     let hang = |what: &str| fault.is_some_and(|f| f.hits(what, a.round, a.kind));
     let point = match msg {

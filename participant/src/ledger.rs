@@ -85,6 +85,23 @@ pub enum LedgerError {
         /// Hash prefix of the task's.
         now: String,
     },
+    /// The session's sum carries counts (rows, defaults) that are the same in every session
+    /// reading these rows, and they were summed before over another survivor set.
+    #[error(
+        "job {job} round {round} ({kind}): this institution's row and default counts, which every such sum carries, were summed before over another set of {} institutions; refusing a sum over these {}, which could be differenced against it", before.len(), now.len()
+    )]
+    ConstantsOtherSurvivors {
+        /// The job.
+        job: u64,
+        /// The round.
+        round: u32,
+        /// The kind.
+        kind: String,
+        /// The set signed before (identity keys).
+        before: Vec<String>,
+        /// The set proposed now (identity keys).
+        now: Vec<String>,
+    },
     /// The input was aggregated before over another survivor set.
     #[error(
         "job {job} round {round} ({kind}): this input was already aggregated over another set of {} institutions; refusing a sum over these {}, which could be differenced against it", before.len(), now.len()
@@ -115,6 +132,10 @@ pub struct Ledger {
     /// The newest revocation list number seen, per federation.
     crl: HashMap<String, u64>,
 }
+
+/// Prefix of the entries that record the survivor set of a job-constant count (rows,
+/// defaults) rather than of a whole input.
+pub const CONSTANTS: &str = "constants:";
 
 /// The ledger entry kind that records a revocation list number.
 const CRL: &str = "crl";
@@ -190,22 +211,50 @@ impl Ledger {
     /// Allows signing `entry.survivors` for its task if no other set was signed for it, and
     /// records it durably first.
     pub fn allow(&mut self, entry: &Entry) -> Result<(), LedgerError> {
-        let key = (entry.federation.clone(), entry.input.clone());
-        match self.signed.get(&key) {
-            Some(before) if *before == entry.survivors => return Ok(()),
-            Some(before) => {
-                return Err(LedgerError::OtherSurvivors {
-                    job: entry.job,
-                    round: entry.round,
-                    kind: entry.kind.clone(),
-                    before: before.clone(),
-                    now: entry.survivors.clone(),
-                });
+        self.allow_all(std::slice::from_ref(entry))
+    }
+
+    /// [`Ledger::allow`] for every entry of one signature (an input and the job-constant
+    /// counts it carries): all are checked before any is recorded, so a refused signature
+    /// leaves no record behind.
+    pub fn allow_all(&mut self, entries: &[Entry]) -> Result<(), LedgerError> {
+        for entry in entries {
+            match self
+                .signed
+                .get(&(entry.federation.clone(), entry.input.clone()))
+            {
+                Some(before) if *before != entry.survivors => {
+                    let (job, round, kind) = (entry.job, entry.round, entry.kind.clone());
+                    let (before, now) = (before.clone(), entry.survivors.clone());
+                    return Err(if entry.input.starts_with(CONSTANTS) {
+                        LedgerError::ConstantsOtherSurvivors {
+                            job,
+                            round,
+                            kind,
+                            before,
+                            now,
+                        }
+                    } else {
+                        LedgerError::OtherSurvivors {
+                            job,
+                            round,
+                            kind,
+                            before,
+                            now,
+                        }
+                    });
+                }
+                _ => {}
             }
-            None => {}
         }
-        self.append(entry)?;
-        self.signed.insert(key, entry.survivors.clone());
+        for entry in entries {
+            let key = (entry.federation.clone(), entry.input.clone());
+            if self.signed.contains_key(&key) {
+                continue;
+            }
+            self.append(entry)?;
+            self.signed.insert(key, entry.survivors.clone());
+        }
         Ok(())
     }
 
@@ -325,6 +374,48 @@ mod tests {
         let mut other = entry(&[1, 2, 3]);
         other.input = "cd".repeat(32);
         reopened.allow(&other).expect("another task");
+    }
+
+    #[test]
+    fn attack_default_counts_differenced_across_evaluations_are_refused() {
+        // Each round evaluates a new model, so the inputs differ; but every evaluation sum
+        // carries the institution's row and default counts. Round 1's evaluation over
+        // {1,2,3,4} and round 2's over {1,2,3} would give institution 4's counts.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("ledger.jsonl");
+        let mut ledger = Ledger::open(&path).expect("open");
+        let counts = format!("{CONSTANTS}{}", "ee".repeat(32));
+        let round = |input: &str, survivors: &[u32]| {
+            let mut e = entry(survivors);
+            e.kind = "evaluation".into();
+            e.input = input.to_string();
+            let mut c = e.clone();
+            c.input = counts.clone();
+            vec![e, c]
+        };
+        ledger
+            .allow_all(&round(&"01".repeat(32), &[1, 2, 3, 4]))
+            .expect("round 1");
+        let e = ledger
+            .allow_all(&round(&"02".repeat(32), &[1, 2, 3]))
+            .unwrap_err();
+        assert!(
+            matches!(e, LedgerError::ConstantsOtherSurvivors { .. }),
+            "{e}"
+        );
+        // Nothing of the refused signature was recorded: round 2's input is still free to be
+        // summed over the statistics set.
+        ledger
+            .allow_all(&round(&"02".repeat(32), &[1, 2, 3, 4]))
+            .expect("round 2 over the same set");
+        drop(ledger);
+        let mut reopened = Ledger::open(&path).expect("reopen");
+        assert!(
+            reopened
+                .allow_all(&round(&"03".repeat(32), &[1, 2, 4]))
+                .is_err(),
+            "the rule survives a restart"
+        );
     }
 
     #[test]

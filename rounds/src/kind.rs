@@ -54,4 +54,26 @@ pub trait RoundKind {
     ) -> Result<Contribution, RoundError>;
     /// What the coordinator learns from the decoded sum.
     fn absorb(&self, job: &JobContext, sum: &SessionSum) -> Result<Absorbed, RoundError>;
+    /// Counts that this kind's sum reveals and that are the same in every session that
+    /// reads the same rows (how many rows, how many defaults), or `None`. Whatever else a
+    /// session's vector holds, two sums carrying the same counts over survivor sets that
+    /// differ by one institution give that institution's counts: the agent lets them be
+    /// summed over one survivor set only (runs on the agent).
+    fn constants(
+        &self,
+        _job: &JobContext,
+        _rows: &mut dyn Rows,
+    ) -> Result<Option<Vec<u64>>, RoundError> {
+        Ok(None)
+    }
+}
+
+/// The row and default counts of a set of labelled rows, as [`RoundKind::constants`] gives them.
+pub fn row_constants<'a>(labels: impl Iterator<Item = &'a u8>) -> Vec<u64> {
+    let (mut rows, mut defaults) = (0u64, 0u64);
+    for &y in labels {
+        rows += 1;
+        defaults += u64::from(y > 0);
+    }
+    vec![rows, defaults]
 }

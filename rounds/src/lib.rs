@@ -28,11 +28,11 @@ pub mod task;
 
 pub use error::{Failure, RoundError};
 pub use fixed::{TRAIN_CLIP, WEIGHT_BITS, decode_output, encode_input, fixed_point_for};
-pub use kind::{Absorbed, RoundKind, SessionSum};
+pub use kind::{Absorbed, RoundKind, SessionSum, row_constants};
 pub use local::{Loader, LocalData, Rows};
 pub use plan::{
-    Checkpoint, JobPlan, Partial, PartialResult, PlanError, PlanIds, Progress, RoundOutcome,
-    SessionRequest,
+    AfterFailure, Checkpoint, JobPlan, Partial, PartialResult, PlanError, PlanIds, Progress,
+    RoundOutcome, SessionRequest,
 };
 pub use session::{session_binding, session_params};
 pub use spec::{JobSpec, SpecError};

@@ -27,6 +27,12 @@ pub struct Checkpoint {
     pub preprocessor: Preprocessor,
     /// The latest global parameters.
     pub theta: Vec<f64>,
+    /// Who the statistics session's sum was over. Every evaluation sum carries the same row
+    /// and default counts as the statistics sum (or counts of a part of the same rows), so
+    /// evaluations invite exactly these participants, and agents refuse any other set
+    /// (empty in checkpoints written before this rule: the agents' refusal still holds).
+    #[serde(default)]
+    pub constants_survivors: Vec<u32>,
 }
 
 /// A completed session's result inside a round that is not complete yet: kept durably so
@@ -84,6 +90,9 @@ pub struct SessionRequest {
     pub first_of_job: bool,
     /// The first session of an attempt of its round (the driver records a new attempt).
     pub new_attempt: bool,
+    /// Invite exactly these participants and no others; the session fails when one of them
+    /// is missing (evaluations: see [`Checkpoint::constants_survivors`]).
+    pub only: Option<Vec<u32>>,
 }
 
 /// A round that completed: everything the store makes durable together.
@@ -114,6 +123,16 @@ pub enum Progress {
     RoundCompleted(Box<RoundOutcome>),
     /// The output could not be used; the session is tried again.
     Retrying(Failure),
+}
+
+/// What the plan does after a failed session.
+#[derive(Debug)]
+pub enum AfterFailure {
+    /// The session is tried again.
+    Retry,
+    /// The round completed without its evaluation (which could not run over the
+    /// statistics session's participants): the model stands, unevaluated this round.
+    Skipped(Box<RoundOutcome>),
 }
 
 /// The job cannot go on.
@@ -277,6 +296,12 @@ impl JobPlan {
             params,
         };
         let kind = task.params.kind();
+        let only = match (&self.phase, &self.checkpoint) {
+            (Phase::Evaluation { .. }, Some(cp)) if !cp.constants_survivors.is_empty() => {
+                Some(cp.constants_survivors.clone())
+            }
+            _ => None,
+        };
         let encoded = task.encode();
         let request = SessionRequest {
             round: self.round,
@@ -287,24 +312,53 @@ impl JobPlan {
             task: encoded,
             first_of_job: self.first_of_job,
             new_attempt: self.new_attempt,
+            only,
         };
         self.new_attempt = false;
         Some(request)
     }
 
-    /// Counts a failed session; `Ok` when it will be tried again.
-    pub fn on_failure(&mut self, failure: Failure) -> Result<(), PlanError> {
+    /// Counts a failed session: it is tried again, or (an evaluation that cannot complete)
+    /// the round completes without it; `Err` when the job cannot go on.
+    pub fn on_failure(&mut self, failure: Failure) -> Result<AfterFailure, PlanError> {
         let fail = |attempts| PlanError {
             round: self.round,
             attempts,
             reason: failure.reason().to_string(),
         };
-        if matches!(failure, Failure::Deterministic(_)) || self.attempts >= self.spec.max_attempts {
-            return Err(fail(self.attempts));
+        let last =
+            matches!(failure, Failure::Deterministic(_)) || self.attempts >= self.spec.max_attempts;
+        if !last {
+            self.attempts += 1;
+            self.new_attempt = true;
+            return Ok(AfterFailure::Retry);
         }
-        self.attempts += 1;
-        self.new_attempt = true;
-        Ok(())
+        // An evaluation is information about a model, not part of it: one that cannot run
+        // over the participants its counts were summed over is skipped, never run over
+        // others.
+        if let Phase::Evaluation { theta } = &self.phase {
+            let Some(prev) = self.checkpoint.clone() else {
+                return Err(fail(self.attempts));
+            };
+            let cp = Checkpoint {
+                theta: theta.clone(),
+                ..prev
+            };
+            let model = self.model_file(&cp).map_err(|e| PlanError {
+                round: self.round,
+                attempts: self.attempts,
+                reason: e.to_string(),
+            })?;
+            self.checkpoint = Some(cp.clone());
+            let survivors = self.update_survivors;
+            return Ok(AfterFailure::Skipped(Box::new(self.complete(
+                survivors,
+                None,
+                Some(model),
+                cp,
+            ))));
+        }
+        Err(fail(self.attempts))
     }
 
     /// Absorbs the decoded sum of the session `next_session` last returned.
@@ -316,8 +370,10 @@ impl JobPlan {
             Ok(a) => a,
             Err(e) => {
                 let failure = Failure::from(e);
-                self.on_failure(failure.clone())?;
-                return Ok(Progress::Retrying(failure));
+                return Ok(match self.on_failure(failure.clone())? {
+                    AfterFailure::Retry => Progress::Retrying(failure),
+                    AfterFailure::Skipped(o) => Progress::RoundCompleted(o),
+                });
             }
         };
         self.first_of_job = false;
@@ -342,6 +398,7 @@ impl JobPlan {
                     theta: vec![0.0; preprocessor.width() + 1],
                     stats,
                     preprocessor,
+                    constants_survivors: sum.survivors.clone(),
                 };
                 self.checkpoint = Some(cp.clone());
                 Ok(Progress::RoundCompleted(Box::new(

@@ -286,8 +286,10 @@ fn a_failed_evaluation_is_retried_alone_and_the_update_is_not_asked_for_again() 
         labels.push((req.label, req.new_attempt));
         if req.label == "evaluation" && !failed_once {
             failed_once = true;
-            plan.on_failure(Failure::Transient("an agent dropped".into()))
+            let next = plan
+                .on_failure(Failure::Transient("an agent dropped".into()))
                 .expect("retry allowed");
+            assert!(matches!(next, fedrisk_rounds::AfterFailure::Retry));
             continue;
         }
         let sum = run_session(&spec, 2, &req, &mut agents, &[], &mut rng).expect("session");
@@ -539,4 +541,37 @@ fn fedavg_steps_scaled_by_row_share_sum_to_the_row_weighted_average() {
         worst < 1e-6,
         "FedAvg differs from the row-weighted average by {worst}"
     );
+}
+
+#[test]
+fn evaluations_invite_the_statistics_participants_only_and_are_skipped_without_them() {
+    let (schema, sets) = federation(4);
+    let mut spec = spec(&schema, 2);
+    spec.max_attempts = 2;
+    let mut plan = new_plan(&spec, 22);
+    let mut agents = agents(&sets);
+    let mut rng = ChaCha20Rng::seed_from_u64(22);
+    let req = run_until(&mut plan, &spec, 22, &mut agents, &mut rng, 1, "evaluation");
+    assert_eq!(
+        req.only,
+        Some(vec![1, 2, 3, 4]),
+        "the statistics session's survivors"
+    );
+    // The evaluation cannot run over them (one left): after the attempts, the round
+    // completes with its model and without an evaluation, and the job goes on.
+    assert!(matches!(
+        plan.on_failure(Failure::Transient("agent 4 left".into())),
+        Ok(fedrisk_rounds::AfterFailure::Retry)
+    ));
+    plan.next_session().expect("second attempt");
+    let Ok(fedrisk_rounds::AfterFailure::Skipped(outcome)) =
+        plan.on_failure(Failure::Deterministic("agent 4 is not available".into()))
+    else {
+        panic!("the evaluation is skipped, not the job failed");
+    };
+    assert_eq!(outcome.round, 1);
+    assert!(outcome.eval.is_none());
+    assert!(outcome.model.is_some());
+    let next = plan.next_session().expect("round 2");
+    assert_eq!((next.round, next.label, next.only), (2, "update", None));
 }

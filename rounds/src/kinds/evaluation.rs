@@ -6,7 +6,7 @@ use fedrisk_models::federated::{self, Contribution};
 use serde::{Deserialize, Serialize};
 
 use crate::error::RoundError;
-use crate::kind::{Absorbed, RoundKind, SessionSum};
+use crate::kind::{Absorbed, RoundKind, SessionSum, row_constants};
 use crate::local::Rows;
 use crate::task::{GlobalModel, JobContext};
 
@@ -53,6 +53,15 @@ impl RoundKind for Evaluation {
             weight: n as u64,
             values,
         })
+    }
+
+    fn constants(
+        &self,
+        job: &JobContext,
+        rows: &mut dyn Rows,
+    ) -> Result<Option<Vec<u64>>, RoundError> {
+        let d = rows.design(job, &self.model.preprocessor)?;
+        Ok(Some(row_constants(d.eval_labels.iter())))
     }
 
     fn absorb(&self, _job: &JobContext, sum: &SessionSum) -> Result<Absorbed, RoundError> {

@@ -7,7 +7,7 @@ use fedrisk_models::federated::{self, Contribution};
 use serde::{Deserialize, Serialize};
 
 use crate::error::RoundError;
-use crate::kind::{Absorbed, RoundKind, SessionSum};
+use crate::kind::{Absorbed, RoundKind, SessionSum, row_constants};
 use crate::local::Rows;
 use crate::task::JobContext;
 
@@ -44,6 +44,16 @@ impl RoundKind for Statistics {
             &split.train,
             &self.scales,
         )?)
+    }
+
+    fn constants(
+        &self,
+        job: &JobContext,
+        rows: &mut dyn Rows,
+    ) -> Result<Option<Vec<u64>>, RoundError> {
+        let split = rows.split(job)?;
+        let labels = split.train.labels.as_deref().unwrap_or_default();
+        Ok(Some(row_constants(labels.iter())))
     }
 
     fn absorb(&self, job: &JobContext, sum: &SessionSum) -> Result<Absorbed, RoundError> {

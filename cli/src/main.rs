@@ -107,6 +107,11 @@ fn main() -> ExitCode {
                     args.out.join("model.json").display(),
                     args.out.join("report.json").display()
                 );
+                // The report is written either way (it says what happened); the exit status
+                // says whether the job did.
+                if report.job_state != "completed" {
+                    anyhow::bail!("the job {}: {}", report.job_state, report.job_message);
+                }
                 Ok(())
             })
         }),

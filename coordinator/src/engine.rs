@@ -160,6 +160,7 @@ impl Engine {
             resumed,
         });
         let mut attempt: Option<Attempt> = None;
+        let mut evaluation_set_missing = false;
         while let Some(req) = plan.next_session() {
             if *cancel.borrow() {
                 return Err(EngineError::Cancelled);
@@ -185,7 +186,16 @@ impl Engine {
             let Some(current) = attempt.as_ref() else {
                 continue;
             };
-            let outcome = self.run_session(job_id, spec, &req, cancel.clone()).await;
+            // After one evaluation was skipped for a missing member, the next ones do not
+            // wait for it again: they run at once if the set is back, or are skipped.
+            let patience = if req.only.is_some() && evaluation_set_missing {
+                Some(0)
+            } else {
+                None
+            };
+            let outcome = self
+                .run_session(job_id, spec, &req, patience, cancel.clone())
+                .await;
             self.record_refusals(job_id)?;
             let failure = match outcome {
                 Ok(sum) => {
@@ -213,6 +223,9 @@ impl Engine {
                             continue;
                         }
                         Ok(Progress::RoundCompleted(o)) => {
+                            if o.eval.is_some() {
+                                evaluation_set_missing = false;
+                            }
                             self.finish_round(job_id, current, &o)?;
                             continue;
                         }
@@ -236,6 +249,7 @@ impl Engine {
                     self.note_failure(job_id, &req, current, &reason, true)?
                 }
                 Ok(AfterFailure::Skipped(o)) => {
+                    evaluation_set_missing = true;
                     self.events.emit(&Event::EvaluationSkipped {
                         job: job_id,
                         round: req.round,
@@ -381,10 +395,18 @@ impl Engine {
         job_id: JobId,
         spec: &JobSpec,
         req: &SessionRequest,
+        patience: Option<u64>,
         cancel: &mut watch::Receiver<bool>,
     ) -> Result<Vec<Peer>, SessionError> {
-        let deadline =
-            tokio::time::Instant::now() + Duration::from_millis(spec.wait_for_participants_ms);
+        // An evaluation waits for its set's members as long as a stage would (an agent
+        // restarting comes back well within it), not as long as a job's start does: each
+        // round's evaluation would wait again for a member that left for good.
+        let wait = match (&req.only, patience) {
+            (_, Some(ms)) => ms,
+            (Some(_), None) => spec.wait_for_participants_ms.min(spec.stage_deadline_ms),
+            (None, None) => spec.wait_for_participants_ms,
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(wait);
         let want = match &req.only {
             Some(only) => only.len(),
             None => spec.participants_wanted(req.first_of_job) as usize,
@@ -470,10 +492,11 @@ impl Engine {
         job_id: JobId,
         spec: &JobSpec,
         req: &SessionRequest,
+        patience: Option<u64>,
         mut cancel: watch::Receiver<bool>,
     ) -> Result<SessionSum, SessionError> {
         let peers = self
-            .wait_for_participants(job_id, spec, req, &mut cancel)
+            .wait_for_participants(job_id, spec, req, patience, &mut cancel)
             .await?;
         let params = session_params(spec, req, peers.iter().map(|p| p.id).collect());
         let threshold = params.threshold;

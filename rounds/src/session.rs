@@ -1,11 +1,17 @@
 //! The secure-aggregation parameters of a session the plan asked for, among `n` invited
 //! participants: one rule, used by the engine and by the in-memory tests alike.
 
-use fedrisk_secagg::{SecurityMode, SessionBinding, SessionParams, recommended_graph};
+use fedrisk_secagg::{
+    HARARY_COLLUDER_FRACTION, HARARY_PRIVACY_BITS, ParticipantPolicy, SecurityMode, SessionBinding,
+    SessionParams, recommended_graph,
+};
 
 use crate::fixed::fixed_point_for;
 use crate::plan::SessionRequest;
 use crate::spec::JobSpec;
+
+/// Share of a neighbourhood a SecAgg+ graph is planned to lose within one session.
+pub const GRAPH_DROPOUT_FRACTION: f64 = 0.05;
 
 /// Session parameters for `request` among `participants` (sorted roster ids).
 pub fn session_params(
@@ -18,13 +24,22 @@ pub fn session_params(
     let max_colluders = (2 * threshold)
         .saturating_sub(n as u32 + 1)
         .min(threshold.saturating_sub(1));
-    let dropout_fraction = f64::from(n as u32 - threshold.min(n as u32)) / n.max(1) as f64;
+    // A SecAgg+ graph is planned for the colluder share default agents assume and their
+    // minimum neighbourhood threshold, so that they accept it, and for a few dropouts per
+    // neighbourhood (more fail the session, which is retried: availability, not privacy).
+    let policy = ParticipantPolicy::default();
     SessionParams {
         participants,
         threshold,
         vector_len: request.vector_len as u32,
         fixed_point: fixed_point_for(n, request.clip),
-        graph: recommended_graph(n, dropout_fraction, 0.0),
+        graph: recommended_graph(
+            n,
+            GRAPH_DROPOUT_FRACTION,
+            HARARY_COLLUDER_FRACTION,
+            policy.min_threshold_fraction,
+            HARARY_PRIVACY_BITS,
+        ),
         security: SecurityMode::Active { max_colluders },
         dp_sigma: None,
     }

@@ -575,3 +575,27 @@ fn evaluations_invite_the_statistics_participants_only_and_are_skipped_without_t
     let next = plan.next_session().expect("round 2");
     assert_eq!((next.round, next.label, next.only), (2, "update", None));
 }
+
+#[test]
+fn the_coordinators_sessions_pass_the_default_agent_policy_up_to_5000_participants() {
+    // At 300 and more the coordinator used to propose SecAgg+ graphs every default agent
+    // refused. Whatever n, what it proposes must pass the policy agents run by default,
+    // which recomputes the graph's privacy bound.
+    let (schema, _) = federation(3);
+    let spec = spec(&schema, 1);
+    let mut plan = new_plan(&spec, 23);
+    let req = plan.next_session().expect("a session");
+    let policy = ParticipantPolicy::default();
+    let mut harary = 0;
+    for n in [3usize, 5, 50, 99, 100, 150, 200, 300, 500, 1000, 2000, 5000] {
+        let params = session_params(&spec, &req, (1..=n as u32).collect());
+        if let fedrisk_secagg::GraphKind::Harary { degree, .. } = params.graph {
+            harary += 1;
+            assert!((degree as usize) < n - 1, "n {n}: degree {degree}");
+        }
+        policy
+            .check(&params)
+            .unwrap_or_else(|e| panic!("n {n}: a default agent refuses {:?}: {e}", params.graph));
+    }
+    assert!(harary >= 3, "SecAgg+ graphs are used at scale");
+}

@@ -466,6 +466,12 @@ pub struct ParticipantPolicy {
     pub min_distinct: u32,
     /// Fewest participants a SecAgg+ (Harary) session may have.
     pub min_harary_participants: u32,
+    /// Share of the participants this participant assumes collude with the coordinator
+    /// when it recomputes a SecAgg+ graph's privacy bound.
+    pub harary_colluder_fraction: f64,
+    /// A SecAgg+ graph must keep every neighbourhood private except with probability at
+    /// most `2^-harary_privacy_bits` (union over the `n` neighbourhoods) under that share.
+    pub harary_privacy_bits: u32,
 }
 
 impl Default for ParticipantPolicy {
@@ -481,6 +487,8 @@ impl Default for ParticipantPolicy {
             min_dp_sigma: None,
             min_distinct: 3,
             min_harary_participants: 100,
+            harary_colluder_fraction: HARARY_COLLUDER_FRACTION,
+            harary_privacy_bits: HARARY_PRIVACY_BITS,
         }
     }
 }
@@ -511,10 +519,10 @@ impl ParticipantPolicy {
             share_threshold,
         } = params.graph
         {
-            // A sparse graph below a few hundred members, or with a neighbourhood threshold
-            // at most half its degree, lets a coordinator that drops chosen members unmask
-            // sums over two neighbours; the privacy bound of such graphs is not recomputed
-            // here, so they are refused.
+            // Below a hundred members a sparse graph saves little. A neighbourhood threshold
+            // at most half the degree lets a coordinator that drops chosen members unmask
+            // sums over two neighbours. Otherwise the graph is only as good as its privacy
+            // bound, recomputed here for this participant's assumed colluder share.
             if n < self.min_harary_participants as usize {
                 return Err(P(
                     "a SecAgg+ graph for fewer participants than this participant accepts",
@@ -526,6 +534,13 @@ impl ParticipantPolicy {
             let group = (degree + 1) as f64;
             if (share_threshold as f64) < (self.min_threshold_fraction * group).ceil() {
                 return Err(P("neighbourhood threshold below participant minimum"));
+            }
+            let failure =
+                harary_privacy_failure(n, degree, share_threshold, self.harary_colluder_fraction);
+            if failure.is_nan() || failure > (-f64::from(self.harary_privacy_bits)).exp2() {
+                return Err(P(
+                    "SecAgg+ graph too sparse for this participant's privacy bound at its assumed colluder share",
+                ));
             }
         }
         if self.require_active && !matches!(params.security, SecurityMode::Active { .. }) {
@@ -561,43 +576,87 @@ fn binom_tail_ge(m: usize, a: usize, p: f64, ln_fact: &[f64]) -> f64 {
     (a..=m).map(|i| ln_binom_pmf(m, i, p, ln_fact).exp()).sum()
 }
 
+/// Colluder share that participants assume, and coordinators plan SecAgg+ graphs for, by
+/// default.
+pub const HARARY_COLLUDER_FRACTION: f64 = 0.1;
+/// Privacy bound of a SecAgg+ graph, in bits, by default.
+pub const HARARY_PRIVACY_BITS: u32 = 40;
+
+fn ln_factorials(m: usize) -> Vec<f64> {
+    let mut ln_fact = vec![0.0f64; m + 2];
+    for i in 1..ln_fact.len() {
+        ln_fact[i] = ln_fact[i - 1] + (i as f64).ln();
+    }
+    ln_fact
+}
+
+/// Probability, over the random ring order, that colluders (each participant one with
+/// probability `colluder_fraction`) break the privacy of some neighbourhood of a Harary
+/// graph on `n` members: `n` times the chance that a neighbourhood of `degree + 1` holds
+/// `2 share_threshold - degree - 1` colluders (then, in active mode, a coordinator that
+/// reports chosen members dead gets both of an honest member's secrets) or
+/// `share_threshold` of them (then they hold its shares outright).
+pub fn harary_privacy_failure(
+    n: usize,
+    degree: u32,
+    share_threshold: u32,
+    colluder_fraction: f64,
+) -> f64 {
+    let m = degree as usize + 1;
+    let tk = share_threshold as usize;
+    let bad = (2 * tk).saturating_sub(m).min(tk);
+    let ln_fact = ln_factorials(m);
+    (n as f64 * binom_tail_ge(m, bad, colluder_fraction, &ln_fact)).min(1.0)
+}
+
 /// Picks the communication graph for `n` participants, a dropout fraction and a
 /// colluder fraction, in the manner of Bell et al. 2020 (SecAgg+): the smallest
-/// even degree `k` and neighbourhood threshold `t_k` such that, for every one of
-/// the `n` neighbourhoods of size `k + 1` (union bound),
-/// - colluders reach `t_k` (or break `2 t_k > k + 1 + colluders`) with
-///   probability at most `2^-40 / n` (privacy), and
-/// - the survivors fall below `t_k` with probability at most `2^-20 / n`
-///   (correctness).
+/// even degree `k` and neighbourhood threshold `t_k` such that
+/// - [`harary_privacy_failure`] is at most `2^-privacy_bits`,
+/// - the survivors of some neighbourhood fall below `t_k` with probability at most
+///   `2^-20` (correctness, union over the `n` neighbourhoods), and
+/// - `t_k` is at least `min_threshold_fraction` of the neighbourhood and more than half
+///   the degree, as participants' policies demand.
 ///
 /// Returns [`GraphKind::Complete`] when no such `k` below `n - 1` exists or when
 /// `n < 100`, where a Harary graph saves little.
-pub fn recommended_graph(n: usize, dropout_fraction: f64, colluder_fraction: f64) -> GraphKind {
+pub fn recommended_graph(
+    n: usize,
+    dropout_fraction: f64,
+    colluder_fraction: f64,
+    min_threshold_fraction: f64,
+    privacy_bits: u32,
+) -> GraphKind {
     if n < 100
         || !(0.0..1.0).contains(&dropout_fraction)
         || !(0.0..1.0).contains(&colluder_fraction)
     {
         return GraphKind::Complete;
     }
-    let mut ln_fact = vec![0.0f64; n + 2];
-    for i in 1..ln_fact.len() {
-        ln_fact[i] = ln_fact[i - 1] + (i as f64).ln();
-    }
-    let privacy = 2f64.powi(-40) / n as f64;
+    let ln_fact = ln_factorials(n);
+    let privacy = (-f64::from(privacy_bits)).exp2();
     let correctness = 2f64.powi(-20) / n as f64;
     let mut k = 2usize;
     while k < n - 1 {
         let m = k + 1;
-        for tk in (m / 2 + 1)..=m {
-            // Active: colluders c must satisfy 2 tk > m + c, i.e. c >= 2 tk - m fails.
-            let c_bad = (2 * tk).saturating_sub(m).min(tk);
-            let p_priv = binom_tail_ge(m, c_bad, colluder_fraction, &ln_fact);
+        let lowest = ((min_threshold_fraction * m as f64).ceil() as usize).max(k / 2 + 2);
+        // The privacy failure falls as t_k grows and the survivors' side gets worse: take
+        // the smallest private t_k (binary search) and check that enough survive it.
+        let private = |tk: usize| {
+            harary_privacy_failure(n, k as u32, tk as u32, colluder_fraction) <= privacy
+        };
+        if lowest <= m && private(m) {
+            let (mut lo, mut hi) = (lowest, m);
+            while lo < hi {
+                let mid = (lo + hi) / 2;
+                if private(mid) { hi = mid } else { lo = mid + 1 }
+            }
             // P[alive < tk] = P[dropped >= m - tk + 1]
-            let p_live = binom_tail_ge(m, m - tk + 1, dropout_fraction, &ln_fact);
-            if p_priv <= privacy && p_live <= correctness {
+            let p_live = binom_tail_ge(m, m - lo + 1, dropout_fraction, &ln_fact);
+            if p_live <= correctness {
                 return GraphKind::Harary {
                     degree: k as u32,
-                    share_threshold: tk as u32,
+                    share_threshold: lo as u32,
                 };
             }
         }

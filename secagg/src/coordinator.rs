@@ -306,7 +306,14 @@ impl CoordinatorSession {
         if self.signatures.contains_key(&from) {
             return Err(SecAggError::Duplicate(from));
         }
-        let t = crypto::consistency_transcript(&self.config.session_id, &self.u3);
+        let digest =
+            self.graph
+                .as_ref()
+                .map(|g| *g.u1_digest())
+                .ok_or(SecAggError::InvalidList(
+                    "no graph: the key list was never accepted",
+                ))?;
+        let t = crypto::consistency_transcript(&self.config.session_id, &digest, &self.u3);
         if !verify_signature(&self.roster, from, &t, &msg.signature) {
             return Err(SecAggError::BadSignature(from));
         }

@@ -418,10 +418,15 @@ pub fn advertise_transcript(
 }
 
 /// Bytes a consistency signature covers: the session and the survivor set U3.
-pub fn consistency_transcript(session_id: &[u8; 32], survivors: &[u32]) -> Vec<u8> {
-    let mut m = Vec::with_capacity(70 + 4 * survivors.len());
-    m.extend_from_slice(b"fedrisk-secagg/v1/consistency\0");
+pub fn consistency_transcript(
+    session_id: &[u8; 32],
+    u1_digest: &[u8; 32],
+    survivors: &[u32],
+) -> Vec<u8> {
+    let mut m = Vec::with_capacity(102 + 4 * survivors.len());
+    m.extend_from_slice(b"fedrisk-secagg/v2/consistency\0");
     m.extend_from_slice(session_id);
+    m.extend_from_slice(u1_digest);
     m.extend_from_slice(&(survivors.len() as u64).to_le_bytes());
     for id in survivors {
         m.extend_from_slice(&id.to_le_bytes());

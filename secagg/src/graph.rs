@@ -19,6 +19,10 @@ use crate::config::GraphKind;
 #[derive(Debug, Clone)]
 pub struct Graph {
     members: Vec<u32>,
+    /// The seed it was built from, which hashes every U1 entry: signed with U3 in the
+    /// consistency check, so members that were shown different key lists (and so would
+    /// build different graphs) find out before any share is released.
+    seed: [u8; 32],
     /// `None` for the complete graph.
     ring: Option<Ring>,
 }
@@ -58,6 +62,11 @@ fn uniform_below(rng: &mut ChaCha20Rng, n: usize) -> usize {
 }
 
 impl Graph {
+    /// The hash of U1 this graph was built from.
+    pub fn u1_digest(&self) -> &[u8; 32] {
+        &self.seed
+    }
+
     /// Builds the graph over `members` (U1, strictly increasing).
     pub fn build(kind: GraphKind, members: &[u32], seed: [u8; 32]) -> Graph {
         let members = members.to_vec();
@@ -78,7 +87,11 @@ impl Graph {
             }
             _ => None,
         };
-        Graph { members, ring }
+        Graph {
+            members,
+            seed,
+            ring,
+        }
     }
 
     /// Whether `id` is in U1.

@@ -69,8 +69,9 @@ use ed25519_dalek::VerifyingKey;
 
 pub use codec::WIRE_VERSION;
 pub use config::{
-    FixedPointParams, GraphKind, ParticipantPolicy, SecurityMode, SessionBinding, SessionConfig,
-    SessionParams, default_threshold, recommended_graph, session_id,
+    FixedPointParams, GraphKind, HARARY_COLLUDER_FRACTION, HARARY_PRIVACY_BITS, ParticipantPolicy,
+    SecurityMode, SessionBinding, SessionConfig, SessionParams, default_threshold,
+    harary_privacy_failure, recommended_graph, session_id,
 };
 pub use coordinator::{CoordinatorSession, Outgoing, Output, Step};
 pub use error::{Result, SecAggError};

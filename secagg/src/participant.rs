@@ -291,10 +291,6 @@ impl ParticipantSession {
             if e.id == self.id || group.binary_search(&e.id).is_err() {
                 continue;
             }
-            let t_sig = crypto::advertise_transcript(&sid, e.id, &e.c_pk, &e.s_pk);
-            if !verify_signature(&self.roster, e.id, &t_sig, &e.signature) {
-                return self.abort(SecAggError::BadSignature(e.id));
-            }
             let (Some(c_dh), Some(s_dh)) = (
                 crypto::x25519_prepared(&c_secret, &crypto::PreparedKey::new(&e.c_pk)),
                 crypto::x25519_prepared(&s_secret, &crypto::PreparedKey::new(&e.s_pk)),
@@ -385,6 +381,16 @@ impl ParticipantSession {
         match msg.entries.iter().find(|e| e.id == self.id) {
             Some(e) if e.c_pk == self.c_pk && e.s_pk == self.s_pk => {}
             _ => return Err(SecAggError::ForgedOwnKeys),
+        }
+        // Every entry, not only the neighbours': all of them place members on the ring, and
+        // an entry the coordinator forged for a non-neighbour would move this participant's
+        // neighbourhood to ids of its choosing.
+        for e in &msg.entries {
+            let t_sig =
+                crypto::advertise_transcript(&self.config.session_id, e.id, &e.c_pk, &e.s_pk);
+            if !verify_signature(&self.roster, e.id, &t_sig, &e.signature) {
+                return Err(SecAggError::BadSignature(e.id));
+            }
         }
         let mut seen: HashSet<[u8; 32]> = HashSet::with_capacity(2 * msg.entries.len());
         for e in &msg.entries {
@@ -588,7 +594,12 @@ impl ParticipantSession {
         if let Some(e) = err {
             return self.abort(e);
         }
-        let transcript = crypto::consistency_transcript(&self.config.session_id, u3);
+        let Some(digest) = self.graph.as_ref().map(|g| *g.u1_digest()) else {
+            return self.abort(SecAggError::InvalidList(
+                "no graph: the key list was never accepted",
+            ));
+        };
+        let transcript = crypto::consistency_transcript(&self.config.session_id, &digest, u3);
         let signature = self.identity.sign(&transcript).to_bytes();
         self.u3 = u3.clone();
         self.stage = Stage::ConsistencyCheck;
@@ -664,7 +675,8 @@ impl ParticipantSession {
         if !strictly_increasing(msg.signatures.iter().map(|s| s.0)) {
             return Err(R("signature list has duplicates or is unordered"));
         }
-        let transcript = crypto::consistency_transcript(&self.config.session_id, &self.u3);
+        let digest = *graph.u1_digest();
+        let transcript = crypto::consistency_transcript(&self.config.session_id, &digest, &self.u3);
         let quorum = self.share_threshold();
         let mut valid = 0usize;
         for (signer, sig) in &msg.signatures {

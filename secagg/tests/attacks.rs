@@ -67,3 +67,121 @@ fn attack_a_sparse_graph_for_a_small_session_is_refused() {
     let e = cfg.policy.check(&params).unwrap_err();
     assert!(matches!(e, SecAggError::PolicyViolation(_)), "{e}");
 }
+
+/// The key list the coordinator is about to broadcast, for a test to tamper with.
+fn pending_key_list(sim: &mut Sim) -> &mut KeyList {
+    match sim.outbox.first_mut() {
+        Some(Outgoing::Broadcast {
+            message: Message::KeyList(k),
+            ..
+        }) => k,
+        _ => panic!("the key list is the coordinator's next message"),
+    }
+}
+
+#[test]
+fn attack_a_forged_key_list_entry_outside_the_neighbourhood_is_refused() {
+    // SecAgg+ among 120, degree 6: every entry places a member on the ring, so a forged
+    // entry for a non-neighbour would move a participant's neighbourhood to ids of the
+    // coordinator's choosing. Every participant checks every entry, not only its
+    // neighbours'.
+    let mut cfg = SimConfig::new(120, 3);
+    cfg.graph = GraphKind::Harary {
+        degree: 6,
+        share_threshold: 5,
+    };
+    cfg.policy.min_harary_participants = 100;
+    cfg.policy.min_threshold_fraction = 0.5;
+    cfg.policy.harary_privacy_bits = 0; // the weak graph itself is another test's subject
+    let mut sim = Sim::new(cfg.clone(), random_inputs(&cfg)).expect("sim");
+    sim.advertise().expect("advertise");
+    let forged = 57u32;
+    pending_key_list(&mut sim).entries[forged as usize].s_pk = [9u8; 32];
+    let _ = sim.share_keys();
+    for id in (0..120u32).filter(|id| *id != forged) {
+        assert!(
+            matches!(sim.error_of(id), Some(SecAggError::BadSignature(f)) if *f == forged),
+            "participant {id} accepted a forged entry for {forged}: {:?}",
+            sim.error_of(id)
+        );
+    }
+}
+
+#[test]
+fn attack_a_member_shown_another_key_list_releases_nothing_and_is_not_summed() {
+    // The coordinator leaves participant 5 out of the key list it shows participant 0
+    // (claiming it never advertised), and shows the others the full list: their views of
+    // U1, hence their graphs and the U1 hash each signs with U3, differ. Participant 0
+    // must not end up releasing shares or being summed under a view nobody else shares.
+    let mut cfg = SimConfig::new(7, 3);
+    cfg.threshold = 5;
+    let mut sim = Sim::new(cfg.clone(), random_inputs(&cfg)).expect("sim");
+    sim.advertise().expect("advertise");
+    let (full, recipients) = match sim.outbox.pop() {
+        Some(Outgoing::Broadcast {
+            message: Message::KeyList(k),
+            recipients,
+        }) => (k, recipients),
+        other => panic!("expected the key list, got {other:?}"),
+    };
+    let mut partial = full.clone();
+    partial.entries.retain(|e| e.id != 5);
+    sim.outbox.push(Outgoing::Broadcast {
+        recipients: vec![0],
+        message: Message::KeyList(partial),
+    });
+    sim.outbox.push(Outgoing::Broadcast {
+        recipients: recipients.into_iter().filter(|r| *r != 0).collect(),
+        message: Message::KeyList(full),
+    });
+    let output = sim
+        .share_keys()
+        .and_then(|_| sim.masked_input())
+        .and_then(|_| sim.consistency())
+        .and_then(|_| sim.unmask());
+    assert!(
+        !sim.released.contains_key(&0),
+        "participant 0 released shares for a view of U1 nobody else signed"
+    );
+    assert!(
+        sim.rejected.iter().any(|(id, _)| *id == 0),
+        "the split view went unnoticed"
+    );
+    if let Ok(o) = output {
+        assert!(!o.survivors.contains(&0));
+        assert_eq!(o.sum, sim.plaintext_sum(&o.survivors));
+    }
+}
+
+#[test]
+fn attack_a_graph_passing_the_structural_rules_but_not_the_privacy_bound_is_refused() {
+    // Degree 20 among 1000, neighbourhood threshold 15 (over two thirds of 21, more than
+    // half of 20): with a tenth of the participants colluding, some neighbourhood holds
+    // the 9 colluders that break it with probability far above 2^-40.
+    let mut cfg = SimConfig::new(1000, 3);
+    cfg.graph = GraphKind::Harary {
+        degree: 20,
+        share_threshold: 15,
+    };
+    let e = ParticipantPolicy::default()
+        .check(&cfg.params())
+        .unwrap_err();
+    assert!(
+        matches!(e, SecAggError::PolicyViolation(m) if m.contains("privacy bound")),
+        "{e}"
+    );
+    let failure = harary_privacy_failure(1000, 20, 15, HARARY_COLLUDER_FRACTION);
+    assert!(failure > 1e-3, "{failure}");
+    // What a coordinator proposes for the same n passes the same check.
+    cfg.graph = recommended_graph(
+        1000,
+        0.05,
+        HARARY_COLLUDER_FRACTION,
+        ParticipantPolicy::default().min_threshold_fraction,
+        HARARY_PRIVACY_BITS,
+    );
+    assert!(matches!(cfg.graph, GraphKind::Harary { .. }));
+    ParticipantPolicy::default()
+        .check(&cfg.params())
+        .expect("the recommended graph passes the default policy");
+}

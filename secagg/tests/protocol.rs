@@ -82,9 +82,10 @@ fn g01_exact_sums_n300() {
 #[test]
 fn g01_exact_sums_n1000_harary() {
     let mut cfg = SimConfig::new(1000, 1000);
-    cfg.graph = recommended_graph(1000, 0.1, 0.05);
+    cfg.graph = recommended_graph(1000, 0.1, 0.05, 0.5, 40);
     assert!(matches!(cfg.graph, GraphKind::Harary { .. }));
     cfg.policy.min_threshold_fraction = 0.5;
+    cfg.policy.harary_colluder_fraction = 0.05;
     cfg.security = SecurityMode::Active { max_colluders: 50 };
     run_exact(cfg);
 }
@@ -1126,8 +1127,9 @@ fn large_complete_n1000() {
 #[ignore = "large: Harary graph with n = 5000 (minutes)"]
 fn large_harary_n5000() {
     let mut cfg = SimConfig::new(5000, 100);
-    cfg.graph = recommended_graph(5000, 0.1, 0.05);
+    cfg.graph = recommended_graph(5000, 0.1, 0.05, 0.5, 40);
     cfg.policy.min_threshold_fraction = 0.5;
+    cfg.policy.harary_colluder_fraction = 0.05;
     cfg.security = SecurityMode::Active { max_colluders: 250 };
     let drops: Vec<(u32, DropPoint)> = (0..500)
         .map(|i| (i * 10 + 1, DropPoint::AfterShareKeys))

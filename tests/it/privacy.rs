@@ -1,5 +1,6 @@
 //! Privacy around sessions with the real binaries: a round whose update succeeded and whose
-//! evaluation failed retries the evaluation alone, so no participant's update is aggregated
+//! evaluation failed retries the evaluation alone (and then skips it: it may not run over
+//! another set than the statistics session's), so no participant's update is aggregated
 //! twice over different survivor sets; every agent's ledger holds one survivor set per task.
 
 use std::collections::BTreeMap;
@@ -57,9 +58,19 @@ fn a_failed_evaluation_is_retried_alone_and_no_update_is_summed_twice() {
         "{}",
         tail(&log, 40)
     );
+    // Its evaluation cannot run over another set than the statistics session's (the
+    // default counts it carries were summed over all four): the round completes without it.
     assert_eq!(
         count("secagg session completed job=1 round=1 session=\"evaluation\""),
-        1
+        0,
+        "{}",
+        tail(&log, 40)
+    );
+    assert_eq!(
+        count("round completed without its evaluation job=1 round=1"),
+        1,
+        "{}",
+        tail(&log, 40)
     );
     // Every agent signed each task over one survivor set only.
     for name in &fed.institutions {

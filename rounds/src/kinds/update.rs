@@ -63,7 +63,7 @@ impl RoundKind for Update {
             }
             Algorithm::FedAvg | Algorithm::FedProx => {
                 let total = job.settings.total_rows;
-                if !(total >= 1.0) {
+                if total.is_nan() || total < 1.0 {
                     return Err(RoundError::Task(
                         "a fedavg update without the federation's row count from the statistics session".into(),
                     ));

@@ -746,6 +746,79 @@ mod tests {
     }
 
     #[test]
+    fn attack_an_equivalent_statistics_task_over_fewer_survivors_is_refused() {
+        // The coordinator asks for the statistics again with every scale doubled: a new
+        // input (its values are halved) but the same row and default counts, over a set
+        // without institution 4. The counts' ledger entry refuses it, through the real
+        // kinds, fingerprints and ledger.
+        use fedrisk_models::synth::{SynthConfig, generate};
+        use fedrisk_rounds::kinds::Statistics;
+        use fedrisk_rounds::{JobContext, JobSpec, RoundKind};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut cfg = SynthConfig::demo(3, 2000, 10);
+        cfg.institutions.truncate(3);
+        generate(&cfg).write_dir(dir.path()).expect("data");
+        let schema = fedrisk_models::Schema::load(&dir.path().join("schema.json")).expect("schema");
+        let name = std::fs::read_dir(dir.path().join("participants"))
+            .expect("participants")
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .next()
+            .expect("a file");
+        let mut data = LocalData::new(CsvLoader { path: name }, None);
+        let spec = JobSpec::new("fed", schema.clone());
+        let job = JobContext {
+            schema: schema.clone(),
+            settings: spec.settings.clone(),
+        };
+        let numeric = fedrisk_models::federated::magnitude_len(&schema)
+            / (fedrisk_models::federated::MAX_OCTAVE - fedrisk_models::federated::MIN_OCTAVE + 1)
+                as usize;
+        let plain = Statistics {
+            scales: vec![1.0; numeric],
+        };
+        let doubled = Statistics {
+            scales: vec![2.0; numeric],
+        };
+        let fingerprints = |k: &Statistics, data: &mut LocalData<CsvLoader>| {
+            let c = k.contribute(&job, 0, data).expect("contribution");
+            let counts = k.constants(&job, data).expect("counts").expect("some");
+            (input_fingerprint(&c), constants_fingerprint(&counts))
+        };
+        let (input_a, counts_a) = fingerprints(&plain, &mut data);
+        let (input_b, counts_b) = fingerprints(&doubled, &mut data);
+        assert_ne!(
+            input_a, input_b,
+            "a new input as far as the input rule goes"
+        );
+        assert_eq!(counts_a, counts_b, "the same counts");
+        let entries = |input: [u8; 32], counts: [u8; 32], survivors: &[&str]| {
+            let entry = |input: String| Entry {
+                federation: "fed".into(),
+                job: 1,
+                round: 0,
+                kind: "statistics".into(),
+                input,
+                survivors: survivors.iter().map(|s| s.repeat(64)).collect(),
+            };
+            vec![
+                entry(hex::encode(input)),
+                entry(format!("{CONSTANTS}{}", hex::encode(counts))),
+            ]
+        };
+        let mut ledger = Ledger::in_memory();
+        ledger
+            .allow_all(&entries(input_a, counts_a, &["a", "b", "c", "d"]))
+            .expect("the statistics session");
+        assert!(
+            ledger
+                .allow_all(&entries(input_b, counts_b, &["a", "b", "c"]))
+                .is_err(),
+            "the doubled-scale statistics were summed over a set without institution 4"
+        );
+    }
+
+    #[test]
     fn an_input_is_known_by_its_values_not_by_the_task_that_asked() {
         use fedrisk_models::federated::Contribution;
         let c = Contribution {

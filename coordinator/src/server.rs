@@ -19,6 +19,9 @@ use crate::scheduler::Scheduler;
 use crate::service::{OperatorService, ParticipantService};
 use crate::store::Store;
 
+/// Requests one connection may have in flight.
+const MAX_REQUESTS_PER_CONNECTION: usize = 16;
+
 /// How often the roster file is checked for revocations of connected participants.
 const REVOCATION_CHECK: std::time::Duration = std::time::Duration::from_millis(500);
 
@@ -129,7 +132,12 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServeError> {
     let incoming = tls::tls_incoming(listener, config, tls::HANDSHAKE_TIMEOUT);
     let (tx, rx) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {
+        // Bounded work per connection: an authenticated client cannot have more than this
+        // many requests (each at most `MAX_MESSAGE_BYTES`) in flight at once. An agent needs
+        // at most five (its task stream, an upload, a heartbeat, a fetch, a refusal).
         let result = Server::builder()
+            .concurrency_limit_per_connection(MAX_REQUESTS_PER_CONNECTION)
+            .max_concurrent_streams(Some(MAX_REQUESTS_PER_CONNECTION as u32))
             .add_service(fedrisk_proto::participant_server(participant))
             .add_service(fedrisk_proto::operator_server(operator))
             .serve_with_incoming_shutdown(incoming, async {

@@ -23,12 +23,13 @@ pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Largest gRPC message accepted or sent by either end, in bytes.
 ///
-/// Why 64 MiB: the largest messages are secagg payloads. A Newton round aggregates the
-/// gradient and the d x d Hessian as 8-byte field elements, so d = 2,000 features makes a
-/// 32 MB masked input; share-key deliveries grow with the number of participants but stay
-/// far smaller. 64 MiB leaves headroom for that while still bounding what a
-/// misbehaving peer can make the other side allocate (tonic's default is 4 MiB).
-pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+/// Why 16 MiB: the largest messages are masked inputs, one 8-byte word per slot, and agents
+/// accept at most 2^20 slots by default (`TaskLimits`): 8 MiB, e.g. a Newton round's gradient
+/// and Hessian triangle for about 1,400 features. Key lists and share deliveries grow with the
+/// number of participants but stay far smaller. Together with the coordinator's limit of
+/// requests in flight per connection, this bounds what one authenticated peer can make the
+/// other side allocate (tonic's default is 4 MiB).
+pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
 /// Length of a secagg session id: 32 random bytes, fresh for every round attempt.
 pub const SESSION_ID_LEN: usize = 32;

@@ -409,6 +409,7 @@ pub enum PeerCertError {
 
 /// What a fedrisk certificate says of its holder, read in one parse: its Ed25519 identity
 /// key, its institution (the subject's CN) and its role (the subject's OU).
+#[derive(Clone)]
 struct Holder {
     key: ed25519_dalek::VerifyingKey,
     name: String,
@@ -448,12 +449,65 @@ pub fn verify_session_peers(
     crl_der: &[u8],
     peers: &[(u32, &[u8])],
 ) -> Result<SessionPeers, PeerCertError> {
+    verify_session_peers_cached(ca_pem, crl_der, peers, &mut PeerCache::default())
+}
+
+/// Peer certificates already checked, so that the sessions of a job (two or more per round,
+/// with the same peers) do not check every certificate again: at scale that was a large share
+/// of an agent's work per round. An entry holds for the CA and revocation list it was checked
+/// under and for [`PeerCache::MAX_AGE`] (validity dates move on).
+#[derive(Default)]
+pub struct PeerCache {
+    /// SHA-256 over the CA and the revocation list the entries were checked under.
+    context: [u8; 32],
+    checked: std::collections::HashMap<[u8; 32], (Holder, std::time::Instant)>,
+}
+
+impl PeerCache {
+    /// How long a checked certificate is trusted without checking it again.
+    pub const MAX_AGE: Duration = Duration::from_secs(600);
+
+    /// How many certificates are held.
+    pub fn len(&self) -> usize {
+        self.checked.len()
+    }
+
+    /// Whether none is held.
+    pub fn is_empty(&self) -> bool {
+        self.checked.is_empty()
+    }
+}
+
+fn sha256(parts: &[&[u8]]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_le_bytes());
+        h.update(p);
+    }
+    h.finalize().into()
+}
+
+/// [`verify_session_peers`] with the certificates already checked under the same CA and
+/// revocation list taken from `cache`. The checks across peers (one id, key and name each)
+/// are made for every session.
+pub fn verify_session_peers_cached(
+    ca_pem: &str,
+    crl_der: &[u8],
+    peers: &[(u32, &[u8])],
+    cache: &mut PeerCache,
+) -> Result<SessionPeers, PeerCertError> {
     let crl_number = if crl_der.is_empty() {
         None
     } else {
         Some(crl_number(crl_der)?)
     };
-    let verifier = client_verifier(ca_pem, (!crl_der.is_empty()).then_some(crl_der))?;
+    let context = sha256(&[ca_pem.as_bytes(), crl_der]);
+    if cache.context != context {
+        cache.context = context;
+        cache.checked.clear();
+    }
+    let mut verifier = None;
     let mut seen_ids = std::collections::BTreeSet::new();
     let mut by_key: std::collections::BTreeMap<[u8; 32], u32> = Default::default();
     let mut by_name: std::collections::BTreeMap<String, u32> = Default::default();
@@ -466,8 +520,26 @@ pub fn verify_session_peers(
             id,
             source: Box::new(e),
         };
-        check_chain(&verifier, der).map_err(peer_err)?;
-        let Holder { key, name, role } = holder(der).map_err(peer_err)?;
+        let fingerprint = sha256(&[der]);
+        let holder = match cache.checked.get(&fingerprint) {
+            Some((h, at)) if at.elapsed() < PeerCache::MAX_AGE => h.clone(),
+            _ => {
+                let v = match &verifier {
+                    Some(v) => v,
+                    None => verifier.insert(client_verifier(
+                        ca_pem,
+                        (!crl_der.is_empty()).then_some(crl_der),
+                    )?),
+                };
+                check_chain(v, der).map_err(peer_err)?;
+                let h = holder(der).map_err(peer_err)?;
+                cache
+                    .checked
+                    .insert(fingerprint, (h.clone(), std::time::Instant::now()));
+                h
+            }
+        };
+        let Holder { key, name, role } = holder;
         if role != "participant" {
             return Err(PeerCertError::NotParticipant { id, role });
         }

@@ -390,8 +390,13 @@ fn open_session(
         .iter()
         .map(|p| (p.participant_id, p.certificate_der.as_slice()))
         .collect();
-    let checked = tls::verify_session_peers(&cfg.identity.ca_pem, &secagg.crl, &peers)
-        .map_err(|e| Refusal::policy(format!("the session's peers: {e}")))?;
+    let checked = tls::verify_session_peers_cached(
+        &cfg.identity.ca_pem,
+        &secagg.crl,
+        &peers,
+        &mut contents.peers().borrow_mut(),
+    )
+    .map_err(|e| Refusal::policy(format!("the session's peers: {e}")))?;
     ledger
         .allow_crl(federation_id, checked.crl_number)
         .map_err(|e| Refusal::policy(e.to_string()))?;
@@ -519,7 +524,17 @@ fn constants_fingerprint(counts: &[u64]) -> [u8; 32] {
 /// Job-wide task contents this agent has fetched, by hash (a cache: a restarted agent
 /// fetches again).
 #[derive(Default)]
-struct Contents(std::collections::HashMap<String, Vec<u8>>);
+struct Contents(
+    std::collections::HashMap<String, Vec<u8>>,
+    /// Peer certificates checked in this connection's earlier sessions.
+    std::cell::RefCell<tls::PeerCache>,
+);
+
+impl Contents {
+    fn peers(&self) -> &std::cell::RefCell<tls::PeerCache> {
+        &self.1
+    }
+}
 
 /// At most this many contents are kept (a job uses two).
 const MAX_CONTENTS: usize = 16;

@@ -145,3 +145,45 @@ fn attack_an_institution_with_a_reissued_certificate_counts_once() {
     let e = verify_session_peers(&ca_pem, &[], &[(1, &v), (2, &old), (3, &new)]).unwrap_err();
     assert!(matches!(e, PeerCertError::SharedIdentity(2, 3)), "{e}");
 }
+
+#[test]
+fn attack_a_cached_peer_revoked_since_is_refused_at_the_next_session() {
+    // Agents keep the peers they checked for the job's next sessions. A revocation (a new
+    // list) must not be hidden behind that cache, and the checks across peers still run.
+    use fedrisk_identity::client::{PeerCache, verify_session_peers_cached};
+    use fedrisk_identity::pki::{Authority, PkiDir};
+    use rustls_pki_types::{CertificateRevocationListDer, pem::PemObject};
+    let fed = ca();
+    for n in ["bank_a", "bank_b", "former"] {
+        pki::issue(&fed.dir, n, Role::Participant, 30).expect("issue");
+    }
+    let ca_pem = std::fs::read_to_string(fed.dir.join("ca.pem")).expect("ca");
+    let (a, b, f) = (
+        der(&fed.dir, "bank_a"),
+        der(&fed.dir, "bank_b"),
+        der(&fed.dir, "former"),
+    );
+    let crl = || {
+        CertificateRevocationListDer::from_pem_file(PkiDir::new(&fed.dir).crl())
+            .expect("revocation list")
+            .to_vec()
+    };
+    let mut cache = PeerCache::default();
+    let before = crl();
+    let peers = [(1, a.as_slice()), (2, b.as_slice()), (3, f.as_slice())];
+    let first = verify_session_peers_cached(&ca_pem, &before, &peers, &mut cache).expect("ok");
+    assert_eq!(cache.len(), 3);
+    let again = verify_session_peers_cached(&ca_pem, &before, &peers, &mut cache).expect("ok");
+    assert_eq!(first, again, "the cache gives the same keys");
+    // Checks across peers are not cached away.
+    let e =
+        verify_session_peers_cached(&ca_pem, &before, &[(1, &a), (2, &a)], &mut cache).unwrap_err();
+    assert!(matches!(e, PeerCertError::SharedIdentity(1, 2)), "{e}");
+    pki::revoke(&fed.dir, "former").expect("revoke");
+    pki::write_crl(&Authority::single(&fed.dir)).expect("sign list");
+    let e = verify_session_peers_cached(&ca_pem, &crl(), &peers, &mut cache).unwrap_err();
+    assert!(
+        matches!(&e, PeerCertError::Peer { id: 3, .. }) && e.to_string().contains("Revoked"),
+        "{e}"
+    );
+}

@@ -32,6 +32,70 @@ pub struct BenchArgs {
     /// (per participant per round). Ignored, with a note, when `data` names other data.
     #[arg(long)]
     peer: Option<PathBuf>,
+    /// Deal the rows of `--data`'s institutions round-robin over this many institutions
+    /// (written under `--out`) and bench those: the cost per round as the federation grows.
+    #[arg(long)]
+    participants: Option<usize>,
+}
+
+/// Deals every row of `data/participants/*.csv` round-robin over `n` files in
+/// `out/participants/`, and copies `test.csv` if there is one.
+fn split(data: &std::path::Path, n: usize, out: &std::path::Path) -> Result<PathBuf> {
+    anyhow::ensure!(n >= 2, "--participants {n}: a federation needs at least 2");
+    let files = crate::simulate::participant_files(data)?;
+    let dir = out.join(format!("split-{n}"));
+    let pdir = dir.join("participants");
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(&pdir).with_context(|| format!("creating {}", pdir.display()))?;
+    let mut header: Option<csv::StringRecord> = None;
+    let mut writers = Vec::with_capacity(n);
+    let mut next = 0usize;
+    for (_, path) in &files {
+        let mut reader =
+            csv::Reader::from_path(path).with_context(|| format!("reading {}", path.display()))?;
+        let h = reader
+            .headers()
+            .with_context(|| format!("{}: header", path.display()))?
+            .clone();
+        match &header {
+            None => {
+                for i in 0..n {
+                    let p = pdir.join(format!("inst{i:04}.csv"));
+                    let mut w = csv::Writer::from_path(&p)
+                        .with_context(|| format!("writing {}", p.display()))?;
+                    w.write_record(&h)?;
+                    writers.push(w);
+                }
+                header = Some(h);
+            }
+            Some(first) if *first != h => anyhow::bail!(
+                "{}: its columns differ from the other institutions' files",
+                path.display()
+            ),
+            Some(_) => {}
+        }
+        for (i, record) in reader.records().enumerate() {
+            let record = record.with_context(|| format!("{}: record {}", path.display(), i + 1))?;
+            writers[next % n].write_record(&record)?;
+            next += 1;
+        }
+    }
+    for mut w in writers {
+        w.flush()?;
+    }
+    anyhow::ensure!(
+        next >= 2 * n,
+        "{}: {next} rows cannot be dealt over {n} institutions",
+        data.display()
+    );
+    let test = data.join("test.csv");
+    if test.exists() {
+        std::fs::copy(&test, dir.join("test.csv"))
+            .with_context(|| format!("copying {}", test.display()))?;
+    }
+    Ok(dir)
 }
 
 /// A peer system's measured figures (see `--peer`).
@@ -45,11 +109,15 @@ struct PeerFigures {
 }
 
 pub async fn run(args: BenchArgs) -> Result<()> {
+    let data = match args.participants {
+        Some(n) => split(&args.data, n, &args.out)?,
+        None => args.data.clone(),
+    };
     let sim = SimulateArgs {
         rounds: args.rounds,
         algorithm: args.algorithm,
         processes: !args.in_process,
-        ..SimulateArgs::with_defaults(&args.data, &args.out)?
+        ..SimulateArgs::with_defaults(&data, &args.out)?
     };
     let (report, model) = simulate(&sim, &args.out.join("federation")).await?;
     crate::simulate::write_outputs(&args.out, &report, model.as_ref())?;
@@ -69,8 +137,13 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         / rounds
         / n;
     println!(
-        "fedrisk bench: {} ({} participants, {} rounds of {}, {})",
+        "fedrisk bench: {}{} ({} participants, {} rounds of {}, {})",
         args.data.display(),
+        if args.participants.is_some() {
+            " (rows dealt evenly)"
+        } else {
+            ""
+        },
         report.participants.len(),
         report.rounds.len(),
         sim.algorithm,
@@ -94,8 +167,23 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         "  peak RSS: coordinator process {:.1} MB",
         report.coordinator_peak_rss_mb
     );
-    for (name, mb) in &report.participant_peak_rss_mb {
-        println!("  peak RSS: participant {name} {mb:.1} MB");
+    if report.participant_peak_rss_mb.len() <= 10 {
+        for (name, mb) in &report.participant_peak_rss_mb {
+            println!("  peak RSS: participant {name} {mb:.1} MB");
+        }
+    } else {
+        let mut mbs: Vec<f64> = report
+            .participant_peak_rss_mb
+            .iter()
+            .map(|(_, mb)| *mb)
+            .collect();
+        mbs.sort_by(f64::total_cmp);
+        println!(
+            "  peak RSS: participants min {:.1}, median {:.1}, max {:.1} MB",
+            mbs[0],
+            mbs[mbs.len() / 2],
+            mbs[mbs.len() - 1]
+        );
     }
     if let Some(last) = report.rounds.last() {
         println!(
@@ -103,7 +191,12 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             last.auc, last.ks, report.evaluated_on
         );
     }
-    if let Some(path) = &args.peer {
+    if let (Some(path), Some(n)) = (&args.peer, args.participants) {
+        println!(
+            "  {} not compared: its figures are for the data's own institutions, not {n}",
+            path.display()
+        );
+    } else if let Some(path) = &args.peer {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let peer: PeerFigures =
@@ -155,6 +248,32 @@ fn peer_comparison(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_row_is_dealt_once_over_the_institutions() {
+        let src = tempfile::tempdir().expect("tempdir");
+        let mut cfg = fedrisk_models::synth::SynthConfig::demo(5, 700, 20);
+        cfg.institutions.truncate(3);
+        let data = fedrisk_models::synth::generate(&cfg);
+        data.write_dir(src.path()).expect("write");
+        let count = |dir: &std::path::Path| -> (usize, usize) {
+            let files = crate::simulate::participant_files(dir).expect("files");
+            let rows = files
+                .iter()
+                .map(|(_, p)| csv::Reader::from_path(p).expect("csv").records().count())
+                .sum();
+            (files.len(), rows)
+        };
+        let (_, rows) = count(src.path());
+        let out = tempfile::tempdir().expect("tempdir");
+        let dealt = split(src.path(), 7, out.path()).expect("split");
+        assert_eq!(count(&dealt), (7, rows));
+        assert!(dealt.join("test.csv").exists());
+        assert!(
+            split(src.path(), rows, out.path()).is_err(),
+            "one row each is refused"
+        );
+    }
 
     #[test]
     fn a_peer_is_compared_only_on_the_data_it_was_measured_on() {

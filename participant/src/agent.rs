@@ -23,14 +23,15 @@ use tracing::{error, info, warn};
 
 use crate::faults::{self, Fault};
 use crate::ledger::{Entry, Ledger};
-use crate::loader::CsvLoader;
+use crate::loader::SourceLoader;
 
 pub struct AgentConfig {
     pub url: String,
     /// Name the coordinator's certificate must carry.
     pub domain: String,
     pub identity: ClientIdentity,
-    pub data: PathBuf,
+    /// Where the institution's rows are (CSV, Parquet or PostgreSQL).
+    pub data: fedrisk_models::DataSource,
     pub schema: Option<Schema>,
     pub policy: ParticipantPolicy,
     /// Serve further jobs instead of exiting when a job ends.
@@ -88,12 +89,12 @@ struct Active {
     input: Vec<u64>,
 }
 
-type Data = LocalData<CsvLoader>;
+type Data = LocalData<SourceLoader>;
 
 pub async fn run(cfg: AgentConfig) -> Result<JobOutcome, AgentError> {
     let mut data = LocalData::new(
-        CsvLoader {
-            path: cfg.data.clone(),
+        SourceLoader {
+            source: cfg.data.clone(),
         },
         cfg.schema.as_ref(),
     );

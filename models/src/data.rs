@@ -78,7 +78,17 @@ pub fn load_csv(path: &Path, schema: &Schema, label: LabelMode) -> Result<Datase
 
 /// Reads any source (CSV, Parquet, PostgreSQL) against `schema` into one preallocated matrix.
 pub fn load(source: &DataSource, schema: &Schema, label: LabelMode) -> Result<Dataset, DataError> {
-    let mut reader = DataReader::open(source, schema, label, None)?;
+    load_with_id(source, schema, label, None)
+}
+
+/// [`load`], with errors naming each row's key from column `id` as well as its number.
+pub fn load_with_id(
+    source: &DataSource,
+    schema: &Schema,
+    label: LabelMode,
+    id: Option<&str>,
+) -> Result<Dataset, DataError> {
+    let mut reader = DataReader::open(source, schema, label, id)?;
     let row_bound = reader.src.row_bound()?;
     let mut buf = reader.buffers(row_bound);
     while reader.read_row(&mut buf)? {}

@@ -104,8 +104,8 @@ pub fn infer_schema(a: InferArgs<'_>) -> Result<()> {
 }
 
 /// Validates the data and prints a summary; any problem is an error listing where it is.
-pub fn check(data: &DataSource, schema: &Schema) -> Result<()> {
-    let ds = load(data, schema, LabelMode::Required)?;
+pub fn check(data: &DataSource, schema: &Schema, id: Option<&str>) -> Result<()> {
+    let ds = fedrisk_models::data::load_with_id(data, schema, LabelMode::Required, id)?;
     let labels = ds.labels.as_deref().unwrap_or_default();
     let defaults = labels.iter().filter(|&&l| l == 1).count();
     println!(

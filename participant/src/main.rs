@@ -41,6 +41,10 @@ enum Command {
         /// Value of the label that means "defaulted" (used only when inferring a schema).
         #[arg(long, default_value = "1")]
         positive: String,
+        /// A key column (e.g. a loan number) whose value Parquet and SQL errors name beside
+        /// the row number; it need not be in the schema.
+        #[arg(long, value_name = "COLUMN")]
+        id: Option<String>,
     },
     /// Fit this institution's local-only model (its baseline before joining a federation).
     Train {
@@ -243,9 +247,10 @@ fn main() -> ExitCode {
             schema,
             label,
             positive,
+            id,
         } => src.source().and_then(|data| {
             commands::schema_for(&data, schema.as_deref(), &label, &positive)
-                .and_then(|s| commands::check(&data, &s))
+                .and_then(|s| commands::check(&data, &s, id.as_deref()))
         }),
         Command::Train {
             src,

@@ -114,7 +114,7 @@ pub async fn run(f: Federation) -> Result<FederationRun> {
                     url: url.clone(),
                     domain: "localhost".into(),
                     identity: ClientIdentity::from_dir(&pki_dir, name)?,
-                    data: csv.clone(),
+                    data: fedrisk_models::DataSource::Csv(csv.clone()),
                     schema: None,
                     policy: ParticipantPolicy::default(),
                     keep_serving: false,

@@ -1,17 +1,19 @@
-//! Loading a CSV file against a schema into column-typed matrices.
+//! Loading a data source (CSV, Parquet, PostgreSQL: [`crate::source`]) against a schema into
+//! column-typed matrices.
 //!
-//! Values are parsed straight into one preallocated row-major buffer (its size comes from a
-//! newline count), so a file of millions of rows is held once, not once per parsing stage.
-//! [`CsvReader`] reads the same way in blocks of rows, for callers (scoring) that need only one
-//! block at a time.
+//! Values are parsed straight into one preallocated row-major buffer (its size comes from the
+//! source's row bound: a newline count, Parquet metadata, an SQL count), so a source of
+//! millions of rows is held once, not once per parsing stage. [`DataReader`] reads the same
+//! way in blocks of rows, for callers (scoring) that need only one block at a time.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use ndarray::Array2;
 
-use crate::error::{DataError, Location, RowProblem};
+use crate::error::{DataError, Location, RowPlace, RowProblem};
 use crate::schema::{FeatureKind, LabelSpec, Schema};
+use crate::source::{Cell, ColumnKind, DataSource, RowSource, cell_text, refused_type};
 
 /// How many problems a load reports in detail; the rest are counted.
 pub const MAX_REPORTED_PROBLEMS: usize = 20;
@@ -71,16 +73,31 @@ impl Dataset {
 
 /// Reads a CSV file with a header row against `schema`.
 pub fn load_csv(path: &Path, schema: &Schema, label: LabelMode) -> Result<Dataset, DataError> {
-    let row_bound = count_lines(path)?;
-    let mut reader = CsvReader::open(path, schema, label, None)?;
+    load(&DataSource::Csv(path.to_owned()), schema, label)
+}
+
+/// Reads any source (CSV, Parquet, PostgreSQL) against `schema` into one preallocated matrix.
+pub fn load(source: &DataSource, schema: &Schema, label: LabelMode) -> Result<Dataset, DataError> {
+    load_with_id(source, schema, label, None)
+}
+
+/// [`load`], with errors naming each row's key from column `id` as well as its number.
+pub fn load_with_id(
+    source: &DataSource,
+    schema: &Schema,
+    label: LabelMode,
+    id: Option<&str>,
+) -> Result<Dataset, DataError> {
+    let mut reader = DataReader::open(source, schema, label, id)?;
+    let row_bound = reader.src.row_bound()?;
     let mut buf = reader.buffers(row_bound);
-    while reader.read_row(&mut buf) {}
+    while reader.read_row(&mut buf)? {}
     let data = reader.dataset_of(buf)?.0;
     reader.finish()?;
     Ok(data)
 }
 
-/// A block of consecutive data rows read by [`CsvReader::next_chunk`].
+/// A block of consecutive data rows read by [`DataReader::next_chunk`].
 #[derive(Debug, Clone)]
 pub struct Chunk {
     /// 1-based number of the block's first data row (the header is not counted).
@@ -90,14 +107,13 @@ pub struct Chunk {
     pub ids: Option<Vec<String>>,
 }
 
-/// A CSV file opened against a schema and read in blocks of rows, so that a caller that
-/// handles each block and lets it go (scoring) never holds the whole file.
+/// A source opened against a schema and read in blocks of rows, so that a caller that
+/// handles each block and lets it go (scoring) never holds the whole source.
 ///
-/// Every row problem is collected as in [`load_csv`]; [`CsvReader::finish`] reports them.
-pub struct CsvReader {
+/// Every row problem is collected as in [`load`]; [`DataReader::finish`] reports them.
+pub struct DataReader {
+    src: Box<dyn RowSource>,
     path: PathBuf,
-    rdr: csv::Reader<std::io::BufReader<std::fs::File>>,
-    header: Vec<String>,
     missing_tokens: Vec<String>,
     label_spec: LabelSpec,
     num_cols: Vec<NumCol>,
@@ -106,7 +122,6 @@ pub struct CsvReader {
     label: LabelMode,
     id_idx: Option<usize>,
     problems: Problems,
-    record: csv::ByteRecord,
     rows: usize,
     ended: bool,
 }
@@ -120,29 +135,48 @@ struct Buffers {
     rows: usize,
 }
 
-impl CsvReader {
-    /// Opens `path` and matches its header to the schema's features, the label (as `label`
-    /// says) and, if given, an identifier column `id`, which need not be in the schema.
+impl DataReader {
+    /// Opens `source` and matches its columns to the schema's features, the label (as
+    /// `label` says) and, if given, an identifier column `id`, which need not be in the
+    /// schema. A column of a type that is not read is refused here, by name.
     pub fn open(
-        path: &Path,
+        source: &DataSource,
         schema: &Schema,
         label: LabelMode,
         id: Option<&str>,
     ) -> Result<Self, DataError> {
-        let mut rdr = open_csv(path)?;
-        let header = read_header(&mut rdr, path)?;
+        let mut src = source.open()?;
+        let path = src.name().to_owned();
+        let header = src.columns();
+        let is_csv = matches!(source, DataSource::Csv(_));
         let find = |name: &str| header.iter().position(|h| h == name);
-        let missing_column = |column: &str, what: &'static str| DataError::MissingColumn {
-            path: path.to_owned(),
-            column: column.to_owned(),
-            what,
-            available: header.join(", "),
+        let missing_column = |column: &str, what: &'static str| {
+            if is_csv {
+                DataError::MissingColumn {
+                    path: path.clone(),
+                    column: column.to_owned(),
+                    what,
+                    available: header.join(", "),
+                }
+            } else {
+                DataError::NoSuchColumn {
+                    path: path.clone(),
+                    column: column.to_owned(),
+                    what,
+                    available: header.join(", "),
+                }
+            }
+        };
+        let readable = |idx: usize| match src.kind(idx) {
+            ColumnKind::Refused(found) => Err(refused_type(&path, &header[idx], &found)),
+            _ => Ok(idx),
         };
         let mut num_cols = Vec::new();
         let mut cat_cols = Vec::new();
         for f in &schema.features {
             let idx =
                 find(&f.name).ok_or_else(|| missing_column(&f.name, "a feature of the schema"))?;
+            let idx = readable(idx)?;
             match &f.kind {
                 FeatureKind::Numeric { special_values } => num_cols.push(NumCol {
                     idx,
@@ -157,22 +191,32 @@ impl CsvReader {
             }
         }
         let label_idx = match (find(&schema.label.name), label) {
-            (Some(i), _) => Some(i),
+            (Some(i), _) => Some(readable(i)?),
             (None, LabelMode::Optional) => None,
             (None, LabelMode::Required) => {
                 return Err(missing_column(&schema.label.name, "the label"));
             }
         };
         let id_idx = match id {
-            Some(name) => Some(
-                find(name).ok_or_else(|| missing_column(name, "the identifier column, --id"))?,
-            ),
+            Some(name) => {
+                Some(readable(find(name).ok_or_else(|| {
+                    missing_column(name, "the identifier column, --id")
+                })?)?)
+            }
             None => None,
         };
+        let used: Vec<usize> = num_cols
+            .iter()
+            .map(|c| c.idx)
+            .chain(cat_cols.iter().map(|c| c.idx))
+            .chain(label_idx)
+            .chain(id_idx)
+            .collect();
+        src.select(&used);
         Ok(Self {
-            path: path.to_owned(),
-            rdr,
-            header,
+            problems: Problems::new(&path),
+            path,
+            src,
             missing_tokens: schema.missing_tokens.clone(),
             label_spec: schema.label.clone(),
             num_cols,
@@ -180,24 +224,22 @@ impl CsvReader {
             label_idx,
             label,
             id_idx,
-            problems: Problems::new(path),
-            record: csv::ByteRecord::new(),
             rows: 0,
             ended: false,
         })
     }
 
-    /// The file being read.
+    /// The source being read, as errors name it.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// The header's column names (trimmed).
+    /// The source's column names.
     pub fn header(&self) -> &[String] {
-        &self.header
+        self.src.columns()
     }
 
-    /// Whether the file has the label column.
+    /// Whether the source has the label column.
     pub fn has_label(&self) -> bool {
         self.label_idx.is_some()
     }
@@ -208,13 +250,13 @@ impl CsvReader {
     }
 
     /// The next block of at most `max_rows` rows (at least one), or `None` at the end of the
-    /// file. Rows with problems are included (their bad values as missing) but the problems
-    /// are kept for [`CsvReader::finish`]: check [`CsvReader::problem_count`] before using one.
+    /// source. Rows with problems are included (their bad values as missing) but the problems
+    /// are kept for [`DataReader::finish`]: check [`DataReader::problem_count`] before using one.
     pub fn next_chunk(&mut self, max_rows: usize) -> Result<Option<Chunk>, DataError> {
         let max_rows = max_rows.max(1);
         let first_row = self.rows + 1;
         let mut buf = self.buffers(max_rows);
-        while buf.rows < max_rows && self.read_row(&mut buf) {}
+        while buf.rows < max_rows && self.read_row(&mut buf)? {}
         if buf.rows == 0 {
             return Ok(None);
         }
@@ -226,10 +268,10 @@ impl CsvReader {
         }))
     }
 
-    /// Reads whatever is left and reports every problem of the file, or the number of rows.
+    /// Reads whatever is left and reports every problem of the source, or the number of rows.
     pub fn finish(mut self) -> Result<usize, DataError> {
         let mut buf = self.buffers(0);
-        while self.read_row(&mut buf) {
+        while self.read_row(&mut buf)? {
             buf.numeric.clear();
             buf.categorical.clear();
             buf.labels.clear();
@@ -270,68 +312,53 @@ impl CsvReader {
         ))
     }
 
-    /// Parses the next record into `out`; false at the end of the file (or on an I/O error,
-    /// which is then a problem). A record with the wrong number of fields is a problem and is
-    /// not stored.
-    fn read_row(&mut self, out: &mut Buffers) -> bool {
-        loop {
-            if self.ended {
-                return false;
-            }
-            match self.rdr.read_byte_record(&mut self.record) {
-                Ok(true) => {}
-                Ok(false) => {
-                    self.ended = true;
-                    return false;
-                }
-                Err(e) => {
-                    self.problems.push(csv_problem(&self.path, &e));
-                    if self.problems.fatal(&e) {
-                        self.ended = true;
-                        return false;
-                    }
-                    continue;
-                }
-            }
-            let line = self.record.position().map(|p| p.line()).unwrap_or(0);
-            if self.record.len() != self.header.len() {
-                self.problems.push(RowProblem::FieldCount {
-                    at: loc(&self.path, line, None),
-                    expected: self.header.len(),
-                    found: self.record.len(),
-                });
-                continue;
-            }
-            self.parse_record(line, out);
-            self.rows += 1;
-            out.rows += 1;
-            return true;
+    /// Parses the next row into `out`; false at the end of the source.
+    fn read_row(&mut self, out: &mut Buffers) -> Result<bool, DataError> {
+        if self.ended {
+            return Ok(false);
         }
+        if !self.src.advance(&mut self.problems)? {
+            self.ended = true;
+            return Ok(false);
+        }
+        self.parse_row(out);
+        self.rows += 1;
+        out.rows += 1;
+        Ok(true)
     }
 
-    fn parse_record(&mut self, line: u64, out: &mut Buffers) {
-        let (path, header, record) = (&self.path, &self.header, &self.record);
+    fn parse_row(&mut self, out: &mut Buffers) {
+        let src = &*self.src;
         let problems = &mut self.problems;
-        let at = |i: usize| loc(path, line, Some((i, &header[i])));
+        let id_idx = self.id_idx;
+        let at = |i: usize| src.location(Some(i), id_idx.and_then(|k| cell_text(src.cell(k))));
         let is_missing = |field: &str| self.missing_tokens.iter().any(|t| t == field);
         for c in &self.num_cols {
-            let field = trimmed(record, c.idx);
+            let cell = src.cell(c.idx);
             let before = problems.count;
-            let value = match parse_number(field, is_missing) {
+            let parsed = match cell {
+                Cell::Null => Parsed::Missing,
+                Cell::Int(v) => Parsed::Value(v as f64),
+                Cell::Float(v) if v.is_nan() => Parsed::Missing,
+                Cell::Float(v) if v.is_infinite() => Parsed::Infinite,
+                Cell::Float(v) => Parsed::Value(v),
+                Cell::Text(field) => parse_number(field.trim_ascii(), is_missing),
+            };
+            let value = match parsed {
                 Parsed::Value(v) if c.special.contains(&v) => f64::NAN,
                 Parsed::Value(v) => v,
                 Parsed::Missing => f64::NAN,
                 Parsed::Infinite => {
                     problems.push(RowProblem::NotFinite {
                         at: at(c.idx),
-                        value: lossy(field),
+                        value: cell_text(cell).unwrap_or_default(),
                     });
                     f64::NAN
                 }
                 Parsed::Text => {
                     problems.push(RowProblem::NotANumber {
                         at: at(c.idx),
-                        value: lossy(field),
+                        value: cell_text(cell).unwrap_or_default(),
                     });
                     f64::NAN
                 }
@@ -342,48 +369,134 @@ impl CsvReader {
             out.numeric.push(value);
         }
         for c in &self.cat_cols {
-            let field = lossy(trimmed(record, c.idx));
-            let code = if is_missing(&field) {
-                if !c.missing_ok {
-                    problems.push(RowProblem::MissingNotAllowed { at: at(c.idx) });
+            let code = match cell_text(src.cell(c.idx)).filter(|f| !is_missing(f)) {
+                None => {
+                    if !c.missing_ok {
+                        problems.push(RowProblem::MissingNotAllowed { at: at(c.idx) });
+                    }
+                    CODE_MISSING
                 }
-                CODE_MISSING
-            } else {
-                c.levels
+                Some(field) => c
+                    .levels
                     .iter()
                     .position(|l| *l == field)
-                    .map_or(CODE_OTHER, |p| p as u32)
+                    .map_or(CODE_OTHER, |p| p as u32),
             };
             out.categorical.push(code);
         }
         if let Some(li) = self.label_idx {
-            let field = lossy(trimmed(record, li));
             let spec = &self.label_spec;
-            if is_missing(&field) {
-                if self.label == LabelMode::Required {
-                    problems.push(RowProblem::MissingLabel { at: at(li) });
+            match cell_text(src.cell(li)).filter(|f| !is_missing(f)) {
+                None => {
+                    if self.label == LabelMode::Required {
+                        problems.push(RowProblem::MissingLabel { at: at(li) });
+                    }
+                    out.labels.push(0);
                 }
-                out.labels.push(0);
-            } else if label_equals(&field, &spec.positive) {
-                out.labels.push(1);
-            } else if label_equals(&field, &spec.negative) {
-                out.labels.push(0);
-            } else {
-                problems.push(RowProblem::BadLabel {
-                    at: at(li),
-                    value: field,
-                    positive: spec.positive.clone(),
-                    negative: spec.negative.clone(),
-                });
-                out.labels.push(0);
+                Some(field) if label_equals(&field, &spec.positive) => out.labels.push(1),
+                Some(field) if label_equals(&field, &spec.negative) => out.labels.push(0),
+                Some(field) => {
+                    problems.push(RowProblem::BadLabel {
+                        at: at(li),
+                        value: field,
+                        positive: spec.positive.clone(),
+                        negative: spec.negative.clone(),
+                    });
+                    out.labels.push(0);
+                }
             }
         }
         if let Some(ii) = self.id_idx {
-            out.ids.push(lossy(trimmed(record, ii)));
+            out.ids.push(cell_text(src.cell(ii)).unwrap_or_default());
         }
     }
 }
 
+/// A CSV file with a header row, as a [`RowSource`]: every column is text.
+pub(crate) struct CsvSource {
+    path: PathBuf,
+    rdr: csv::Reader<std::io::BufReader<std::fs::File>>,
+    header: Vec<String>,
+    record: csv::ByteRecord,
+    line: u64,
+    ended: bool,
+}
+
+impl CsvSource {
+    pub(crate) fn open(path: &Path) -> Result<Self, DataError> {
+        let mut rdr = open_csv(path)?;
+        let header = read_header(&mut rdr, path)?;
+        Ok(Self {
+            path: path.to_owned(),
+            rdr,
+            header,
+            record: csv::ByteRecord::new(),
+            line: 1,
+            ended: false,
+        })
+    }
+}
+
+impl RowSource for CsvSource {
+    fn name(&self) -> &Path {
+        &self.path
+    }
+
+    fn columns(&self) -> &[String] {
+        &self.header
+    }
+
+    fn kind(&self, _col: usize) -> ColumnKind {
+        ColumnKind::Text
+    }
+
+    fn row_bound(&mut self) -> Result<usize, DataError> {
+        count_lines(&self.path)
+    }
+
+    /// A record with the wrong number of fields is a problem and is skipped; an I/O error
+    /// is a problem that ends the read.
+    fn advance(&mut self, problems: &mut Problems) -> Result<bool, DataError> {
+        loop {
+            if self.ended {
+                return Ok(false);
+            }
+            match self.rdr.read_byte_record(&mut self.record) {
+                Ok(true) => {}
+                Ok(false) => {
+                    self.ended = true;
+                    return Ok(false);
+                }
+                Err(e) => {
+                    problems.push(csv_problem(&self.path, &e));
+                    if problems.fatal(&e) {
+                        self.ended = true;
+                        return Ok(false);
+                    }
+                    continue;
+                }
+            }
+            self.line = self.record.position().map(|p| p.line()).unwrap_or(0);
+            if self.record.len() != self.header.len() {
+                problems.push(RowProblem::FieldCount {
+                    at: loc(&self.path, self.line, None),
+                    expected: self.header.len(),
+                    found: self.record.len(),
+                });
+                continue;
+            }
+            return Ok(true);
+        }
+    }
+
+    fn cell(&self, col: usize) -> Cell<'_> {
+        Cell::Text(self.record.get(col).unwrap_or_default())
+    }
+
+    fn place(&self, _id: Option<String>) -> (u64, RowPlace) {
+        (self.line, RowPlace::Line)
+    }
+}
 struct NumCol {
     idx: usize,
     missing_ok: bool,
@@ -418,14 +531,6 @@ fn parse_number(field: &[u8], is_missing: impl Fn(&str) -> bool) -> Parsed {
     }
 }
 
-fn trimmed(record: &csv::ByteRecord, i: usize) -> &[u8] {
-    record.get(i).unwrap_or_default().trim_ascii()
-}
-
-fn lossy(field: &[u8]) -> String {
-    String::from_utf8_lossy(field).into_owned()
-}
-
 /// Labels match as text, or as numbers when both are numbers (`1.0` is `1`).
 pub(crate) fn label_equals(field: &str, class: &str) -> bool {
     if field == class {
@@ -453,6 +558,7 @@ pub(crate) fn loc(path: &Path, line: u64, column: Option<(usize, &String)>) -> L
         file: path.to_owned(),
         line,
         column: column.map(|(i, name)| (i + 1, name.clone())),
+        place: crate::error::RowPlace::Line,
     }
 }
 
@@ -544,7 +650,7 @@ pub(crate) fn csv_problem(path: &Path, e: &csv::Error) -> RowProblem {
 }
 
 /// Collects row problems: the first few in detail, all of them counted.
-pub(crate) struct Problems {
+pub struct Problems {
     path: PathBuf,
     list: Vec<RowProblem>,
     count: u64,

@@ -5,21 +5,66 @@
 
 use std::path::PathBuf;
 
-/// Where in a CSV file a problem sits.
+/// Where in a data source a problem sits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Location {
+    /// The file, or the database source (URL without password, and the table or `query`).
     pub file: PathBuf,
-    /// 1-based line number in the file (the header is line 1).
+    /// CSV: 1-based line number in the file (the header is line 1). Parquet and SQL: the
+    /// 1-based data row number.
     pub line: u64,
-    /// 1-based column index and the column's header name, when the problem is in one field.
+    /// 1-based column index and the column's name, when the problem is in one field.
     pub column: Option<(usize, String)>,
+    /// How the row is named in its kind of source.
+    pub place: RowPlace,
+}
+
+/// How a row is named, beside its number, in each kind of source.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum RowPlace {
+    /// A CSV line (`file:line:column`).
+    #[default]
+    Line,
+    /// A Parquet row: its row group and its row in that group, both 1-based, and the value
+    /// of the `--id` column when one is named.
+    RowGroup {
+        group: usize,
+        row: u64,
+        id: Option<String>,
+    },
+    /// A row of an SQL result, with the value of the `--id` column when one is named.
+    Row { id: Option<String> },
 }
 
 impl std::fmt::Display for Location {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}", self.file.display(), self.line)?;
+        let id = match &self.place {
+            RowPlace::Line => {
+                write!(f, "{}:{}", self.file.display(), self.line)?;
+                if let Some((idx, name)) = &self.column {
+                    write!(f, ":{idx} (column `{name}`)")?;
+                }
+                return Ok(());
+            }
+            RowPlace::RowGroup { group, row, id } => {
+                write!(
+                    f,
+                    "{}: row group {group}, row {row} (data row {})",
+                    self.file.display(),
+                    self.line
+                )?;
+                id
+            }
+            RowPlace::Row { id } => {
+                write!(f, "{}: row {}", self.file.display(), self.line)?;
+                id
+            }
+        };
+        if let Some(id) = id {
+            write!(f, ", id `{id}`")?;
+        }
         if let Some((idx, name)) = &self.column {
-            write!(f, ":{idx} (column `{name}`)")?;
+            write!(f, ", column {idx} `{name}`")?;
         }
         Ok(())
     }
@@ -53,6 +98,8 @@ pub enum RowProblem {
     },
     #[error("{at}: malformed CSV: {message}")]
     Malformed { at: Location, message: String },
+    #[error("{at}: unreadable value: {message}")]
+    Unreadable { at: Location, message: String },
 }
 
 /// Errors from reading data, schemas and model files.
@@ -87,6 +134,23 @@ pub enum DataError {
         /// How many problems the whole file has.
         count: u64,
     },
+    #[error("{path}: no column `{column}` ({what}); columns are: {available}")]
+    NoSuchColumn {
+        path: PathBuf,
+        column: String,
+        what: &'static str,
+        available: String,
+    },
+    #[error("{path}: column `{column}` is of type {found}, which is not read as {wanted}; {hint}")]
+    ColumnType {
+        path: PathBuf,
+        column: String,
+        found: String,
+        wanted: &'static str,
+        hint: &'static str,
+    },
+    #[error("{path}: {message}")]
+    Source { path: PathBuf, message: String },
     #[error("{path}: no data rows")]
     NoRows { path: PathBuf },
     #[error("{path}: label column `{label}`: {message}")]

@@ -1,7 +1,9 @@
 //! Credit data, logistic regression, metrics and model files for fedrisk.
 //!
-//! Architecture invariant: nothing here touches the network or the secure-aggregation
-//! protocol. Every quantity a federation adds up (feature statistics, gradient and Hessian
+//! Architecture invariant: nothing here touches the secure-aggregation protocol, and nothing
+//! touches the network but the PostgreSQL data source (`pg`, feature `postgres`), whose async
+//! client runs on a thread of its own behind the same synchronous [`source::RowSource`] as
+//! the files. Every quantity a federation adds up (feature statistics, gradient and Hessian
 //! sums, score histograms) is exposed as a plain additive value, so the same code trains a
 //! local model and takes part in a federated one.
 
@@ -12,15 +14,20 @@ pub mod local;
 pub mod logistic;
 pub mod metrics;
 pub mod model_file;
+pub mod parquet_source;
+#[cfg(feature = "postgres")]
+pub mod pg;
 pub mod preprocess;
 pub mod schema;
 pub mod shape;
+pub mod source;
 pub mod stats;
 pub mod synth;
 
-pub use data::{Dataset, LabelMode, load_csv};
-pub use error::{DataError, FitError, Location, RowProblem};
+pub use data::{DataReader, Dataset, LabelMode, load, load_csv};
+pub use error::{DataError, FitError, Location, RowPlace, RowProblem};
 pub use model_file::{ModelFile, Provenance};
 pub use preprocess::{PreprocessOptions, Preprocessor};
 pub use schema::{InferOptions, Schema};
+pub use source::{DataSource, PgRead, PgSpec};
 pub use stats::FeatureStats;

@@ -6,11 +6,12 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::data::{CsvReader, Dataset, LabelMode, load_csv};
+use crate::data::{DataReader, Dataset, LabelMode, load_csv};
 use crate::error::{DataError, FitError};
 use crate::logistic::predict;
 use crate::preprocess::Preprocessor;
 use crate::schema::Schema;
+use crate::source::DataSource;
 
 pub const MODEL_FORMAT: &str = "fedrisk-model";
 /// Bumped when a field changes meaning; readers refuse versions they do not know.
@@ -181,7 +182,16 @@ impl ModelFile {
     /// need not be a feature) through when given. Header problems are reported here, before
     /// any score is produced.
     pub fn scorer(&self, path: &Path, id: Option<&str>) -> Result<Scorer<'_>, DataError> {
-        let reader = CsvReader::open(path, &self.scoring_schema(), LabelMode::Optional, id)?;
+        self.scorer_for(&DataSource::Csv(path.to_owned()), id)
+    }
+
+    /// [`ModelFile::scorer`] for any source (CSV, Parquet, PostgreSQL).
+    pub fn scorer_for(
+        &self,
+        source: &DataSource,
+        id: Option<&str>,
+    ) -> Result<Scorer<'_>, DataError> {
+        let reader = DataReader::open(source, &self.scoring_schema(), LabelMode::Optional, id)?;
         Ok(Scorer {
             model: self,
             reader,
@@ -193,7 +203,7 @@ impl ModelFile {
 /// Scores a CSV file in blocks of [`SCORE_CHUNK_ROWS`] rows; see [`ModelFile::scorer`].
 pub struct Scorer<'m> {
     model: &'m ModelFile,
-    reader: CsvReader,
+    reader: DataReader,
     theta: Vec<f64>,
 }
 

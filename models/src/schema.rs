@@ -245,28 +245,48 @@ struct ColumnScan {
 /// Infers a schema from one CSV file: a column whose present values all parse as finite numbers
 /// is numeric, any other is categorical with the levels seen (sorted, so the order is stable).
 pub fn infer(path: &Path, opts: &InferOptions) -> Result<Schema, DataError> {
-    let mut rdr = crate::data::open_csv(path)?;
-    let header = crate::data::read_header(&mut rdr, path)?;
+    infer_source(&crate::source::DataSource::Csv(path.to_owned()), opts)
+}
+
+/// Infers a schema from any source (see [`infer`]); a source column of a numeric type is a
+/// number column unless declared categorical, a column of a type that is not read is refused
+/// unless it is dropped.
+pub fn infer_source(
+    source: &crate::source::DataSource,
+    opts: &InferOptions,
+) -> Result<Schema, DataError> {
+    use crate::source::{Cell, ColumnKind};
+    let mut src = source.open()?;
+    let path_buf = src.name().to_owned();
+    let path = path_buf.as_path();
+    let header = src.columns().to_vec();
+    let missing_column = |column: &str, what: &'static str| {
+        if matches!(source, crate::source::DataSource::Csv(_)) {
+            DataError::MissingColumn {
+                path: path.to_owned(),
+                column: column.to_owned(),
+                what,
+                available: header.join(", "),
+            }
+        } else {
+            DataError::NoSuchColumn {
+                path: path.to_owned(),
+                column: column.to_owned(),
+                what,
+                available: header.join(", "),
+            }
+        }
+    };
     let label_idx = header
         .iter()
         .position(|h| h == &opts.label)
-        .ok_or_else(|| DataError::MissingColumn {
-            path: path.to_owned(),
-            column: opts.label.clone(),
-            what: "the label; choose it with --label",
-            available: header.join(", "),
-        })?;
+        .ok_or_else(|| missing_column(&opts.label, "the label; choose it with --label"))?;
     for (names, what) in [
         (&opts.drop, "named by --drop"),
         (&opts.categorical, "named by --categorical"),
     ] {
         if let Some(d) = names.iter().find(|d| !header.contains(d)) {
-            return Err(DataError::MissingColumn {
-                path: path.to_owned(),
-                column: d.clone(),
-                what,
-                available: header.join(", "),
-            });
+            return Err(missing_column(d, what));
         }
     }
     for c in &opts.categorical {
@@ -284,50 +304,65 @@ pub fn infer(path: &Path, opts: &InferOptions) -> Result<Schema, DataError> {
             });
         }
     }
+    let used: Vec<usize> = (0..header.len())
+        .filter(|&i| !opts.drop.contains(&header[i]))
+        .collect();
+    for &i in &used {
+        if let ColumnKind::Refused(found) = src.kind(i) {
+            return Err(crate::source::refused_type(path, &header[i], &found));
+        }
+    }
+    src.select(&used);
     let mut scans: Vec<ColumnScan> = header.iter().map(|_| ColumnScan::default()).collect();
-    // Each label value and the line it first appears on.
+    // Each label value and the line (row) it first appears on.
     let mut labels: BTreeMap<String, u64> = BTreeMap::new();
     let mut problems = crate::data::Problems::new(path);
-    let mut record = csv::ByteRecord::new();
     let mut rows = 0u64;
-    loop {
-        let more = match rdr.read_byte_record(&mut record) {
-            Ok(m) => m,
-            Err(e) => {
-                problems.push(crate::data::csv_problem(path, &e));
-                if problems.fatal(&e) {
-                    break;
-                }
-                continue;
-            }
-        };
-        if !more {
-            break;
-        }
-        let line = record.position().map(|p| p.line()).unwrap_or(0);
-        if record.len() != header.len() {
-            problems.push(crate::error::RowProblem::FieldCount {
-                at: crate::data::loc(path, line, None),
-                expected: header.len(),
-                found: record.len(),
-            });
-            continue;
-        }
+    while src.advance(&mut problems)? {
         rows += 1;
-        for (i, raw) in record.iter().enumerate() {
-            let text = String::from_utf8_lossy(raw);
-            let field = text.trim();
+        let line = src.place(None).0;
+        for &i in &used {
+            let cell = src.cell(i);
             if i == label_idx {
-                if opts.missing_tokens.iter().any(|t| t == field) {
-                    problems.push(crate::error::RowProblem::MissingLabel {
-                        at: crate::data::loc(path, line, Some((i, &header[i]))),
-                    });
-                } else if labels.len() <= 16 || labels.contains_key(field) {
-                    labels.entry(field.to_owned()).or_insert(line);
+                match crate::source::cell_text(cell)
+                    .filter(|f| !opts.missing_tokens.iter().any(|t| t == f))
+                {
+                    None => problems.push(crate::error::RowProblem::MissingLabel {
+                        at: src.location(Some(i), None),
+                    }),
+                    Some(field) => {
+                        if labels.len() <= 16 || labels.contains_key(&field) {
+                            labels.entry(field).or_insert(line);
+                        }
+                    }
                 }
                 continue;
             }
             let scan = &mut scans[i];
+            let field = match cell {
+                Cell::Null => {
+                    scan.missing += 1;
+                    continue;
+                }
+                Cell::Float(v) if v.is_nan() => {
+                    scan.missing += 1;
+                    continue;
+                }
+                Cell::Int(_) | Cell::Float(_) => {
+                    scan.numbers += 1;
+                    if !scan.too_many_levels {
+                        let text = crate::source::cell_text(cell).unwrap_or_default();
+                        *scan.levels.entry(text).or_default() += 1;
+                        if scan.levels.len() > MAX_LEVELS {
+                            scan.too_many_levels = true;
+                            scan.levels.clear();
+                        }
+                    }
+                    continue;
+                }
+                Cell::Text(raw) => String::from_utf8_lossy(raw),
+            };
+            let field = field.trim();
             if opts.missing_tokens.iter().any(|t| t == field) {
                 scan.missing += 1;
                 continue;

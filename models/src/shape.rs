@@ -19,6 +19,29 @@ pub struct Shape {
 /// At most this many problems are reported (the count says how many there were).
 const MAX_PROBLEMS: usize = 20;
 
+/// [`check_shape`] for any source: a Parquet file or an SQL result has a shape by
+/// construction, so it is opened and read once (which finds an unreadable file, a failing
+/// query or an unreachable server) and its rows counted.
+pub fn check_source_shape(source: &crate::source::DataSource) -> Result<Shape, DataError> {
+    if let crate::source::DataSource::Csv(path) = source {
+        return check_shape(path);
+    }
+    let mut src = source.open()?;
+    let columns = src.columns().to_vec();
+    let mut problems = crate::data::Problems::new(src.name());
+    let mut rows = 0usize;
+    while src.advance(&mut problems)? {
+        rows += 1;
+    }
+    problems.finish()?;
+    if rows == 0 {
+        return Err(DataError::NoRows {
+            path: src.name().to_owned(),
+        });
+    }
+    Ok(Shape { columns, rows })
+}
+
 /// Reads the whole file once: every row must have the header's field count.
 pub fn check_shape(path: &Path) -> Result<Shape, DataError> {
     let mut rdr = open_csv(path)?;
@@ -40,6 +63,7 @@ pub fn check_shape(path: &Path) -> Result<Shape, DataError> {
                                 file: path.to_owned(),
                                 line: record.position().map_or(0, |p| p.line()),
                                 column: None,
+                                place: Default::default(),
                             },
                             expected: columns.len(),
                             found: record.len(),

@@ -21,14 +21,15 @@ use tracing::{error, info, warn};
 
 use crate::faults::{self, Fault};
 use crate::ledger::{CONSTANTS, Entry, Ledger};
-use crate::loader::CsvLoader;
+use crate::loader::SourceLoader;
 
 pub struct AgentConfig {
     pub url: String,
     /// Name the coordinator's certificate must carry.
     pub domain: String,
     pub identity: ClientIdentity,
-    pub data: PathBuf,
+    /// Where the institution's rows are (CSV, Parquet or PostgreSQL).
+    pub data: fedrisk_models::DataSource,
     pub schema: Option<Schema>,
     pub policy: ParticipantPolicy,
     /// Serve further jobs instead of exiting when a job ends.
@@ -89,12 +90,12 @@ struct Active {
     input: Vec<u64>,
 }
 
-type Data = LocalData<CsvLoader>;
+type Data = LocalData<SourceLoader>;
 
 pub async fn run(cfg: AgentConfig) -> Result<JobOutcome, AgentError> {
     let mut data = LocalData::new(
-        CsvLoader {
-            path: cfg.data.clone(),
+        SourceLoader {
+            source: cfg.data.clone(),
         },
         cfg.schema.as_ref(),
     );
@@ -780,7 +781,12 @@ mod tests {
             .map(|e| e.path())
             .next()
             .expect("a file");
-        let mut data = LocalData::new(CsvLoader { path: name }, None);
+        let mut data = LocalData::new(
+            SourceLoader {
+                source: fedrisk_models::DataSource::Csv(name),
+            },
+            None,
+        );
         let spec = JobSpec::new("fed", schema.clone());
         let job = JobContext {
             schema: schema.clone(),
@@ -795,7 +801,7 @@ mod tests {
         let doubled = Statistics {
             scales: vec![2.0; numeric],
         };
-        let fingerprints = |k: &Statistics, data: &mut LocalData<CsvLoader>| {
+        let fingerprints = |k: &Statistics, data: &mut LocalData<SourceLoader>| {
             let c = k.contribute(&job, 0, data).expect("contribution");
             let counts = k.constants(&job, data).expect("counts").expect("some");
             (input_fingerprint(&c), constants_fingerprint(&counts))

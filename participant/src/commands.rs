@@ -7,25 +7,29 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use fedrisk_models::local::{LocalOptions, train_local};
 use fedrisk_models::model_file::Scorer;
-use fedrisk_models::schema::{FeatureKind, InferOptions, infer};
-use fedrisk_models::{LabelMode, ModelFile, PreprocessOptions, Schema, load_csv};
+use fedrisk_models::parquet_source::ParquetScoreWriter;
+use fedrisk_models::pg::PgScoreWriter;
+use fedrisk_models::schema::{FeatureKind, InferOptions, infer_source};
+use fedrisk_models::{
+    DataSource, LabelMode, ModelFile, PgRead, PgSpec, PreprocessOptions, Schema, load,
+};
 
-/// The schema given with --schema, or one inferred from the file itself.
+/// The schema given with --schema, or one inferred from the data itself.
 pub fn schema_for(
-    data: &Path,
+    data: &DataSource,
     schema: Option<&Path>,
     label: &str,
     positive: &str,
 ) -> Result<Schema> {
     match schema {
         Some(p) => Ok(Schema::load(p)?),
-        None => Ok(infer(data, &InferOptions::new(label, positive))?),
+        None => Ok(infer_source(data, &InferOptions::new(label, positive))?),
     }
 }
 
 /// `schema infer`'s settings.
 pub struct InferArgs<'a> {
-    pub data: &'a Path,
+    pub data: &'a DataSource,
     pub label: &'a str,
     pub positive: &'a str,
     /// Columns to leave out.
@@ -51,7 +55,7 @@ pub fn infer_schema(a: InferArgs<'_>) -> Result<()> {
     for t in a.missing_tokens {
         opts.add_missing_token(t);
     }
-    let mut schema = infer(a.data, &opts)?;
+    let mut schema = infer_source(a.data, &opts)?;
     for spec in a.special {
         let (col, codes) = spec
             .split_once('=')
@@ -99,14 +103,14 @@ pub fn infer_schema(a: InferArgs<'_>) -> Result<()> {
     Ok(())
 }
 
-/// Validates a file and prints a summary; any problem is an error listing where it is.
-pub fn check(data: &Path, schema: &Schema) -> Result<()> {
-    let ds = load_csv(data, schema, LabelMode::Required)?;
+/// Validates the data and prints a summary; any problem is an error listing where it is.
+pub fn check(data: &DataSource, schema: &Schema, id: Option<&str>) -> Result<()> {
+    let ds = fedrisk_models::data::load_with_id(data, schema, LabelMode::Required, id)?;
     let labels = ds.labels.as_deref().unwrap_or_default();
     let defaults = labels.iter().filter(|&&l| l == 1).count();
     println!(
         "{}: OK: {} rows, {} defaults ({:.2} %), schema hash {}",
-        data.display(),
+        data.name().display(),
         ds.rows(),
         defaults,
         100.0 * defaults as f64 / ds.rows().max(1) as f64,
@@ -140,7 +144,7 @@ pub fn check(data: &Path, schema: &Schema) -> Result<()> {
 }
 
 pub struct TrainArgs<'a> {
-    pub data: &'a Path,
+    pub data: &'a DataSource,
     pub schema: Option<&'a Path>,
     pub label: &'a str,
     pub positive: &'a str,
@@ -151,7 +155,7 @@ pub struct TrainArgs<'a> {
 
 pub fn train(a: TrainArgs<'_>) -> Result<()> {
     let schema = schema_for(a.data, a.schema, a.label, a.positive)?;
-    let ds = load_csv(a.data, &schema, LabelMode::Required)?;
+    let ds = load(a.data, &schema, LabelMode::Required)?;
     let opts = LocalOptions {
         c: a.c,
         preprocess: PreprocessOptions {
@@ -160,7 +164,7 @@ pub fn train(a: TrainArgs<'_>) -> Result<()> {
         ..LocalOptions::default()
     };
     let (model, rows) = train_local(&schema, ds, &opts)
-        .with_context(|| format!("training on {}", a.data.display()))?;
+        .with_context(|| format!("training on {}", a.data.name().display()))?;
     model.save(a.out)?;
     println!(
         "wrote {}: local-only model on {rows} rows, {} coefficients, {} Newton iterations, content hash {}",
@@ -173,33 +177,74 @@ pub fn train(a: TrainArgs<'_>) -> Result<()> {
 }
 
 /// Writes `row,probability` (row = 1-based data row, not counting the header), or
-/// `ID,probability` with `id` naming a column of the file to carry through. Rows are read,
-/// scored and written in blocks; the scores go to a temporary file beside `out` that replaces
-/// it only when the whole file scored, so a data problem leaves no partial output.
-pub fn score(model: &Path, data: &Path, id: Option<&str>, out: &Path) -> Result<()> {
+/// `ID,probability` with `id` naming a column of the data to carry through, to a CSV file,
+/// a Parquet file or a new PostgreSQL table. Rows are read, scored and written in blocks; a
+/// file is written beside `out` under a temporary name and renamed only when the whole
+/// source scored, a table is created and filled in one transaction committed only then, so a
+/// data problem leaves no partial output.
+pub fn score(
+    model: &Path,
+    data: &DataSource,
+    id: Option<&str>,
+    out: &str,
+    out_table: Option<&str>,
+    src: &crate::source::SourceArgs,
+) -> Result<()> {
     let model = ModelFile::load(model)?;
-    let mut scorer = model.scorer(data, id)?;
-    let name = out
-        .file_name()
-        .with_context(|| format!("--out {}: not a file name", out.display()))?;
-    let mut partial_name = std::ffi::OsString::from(".");
-    partial_name.push(name);
-    partial_name.push(".partial");
-    let partial = out.with_file_name(partial_name);
-    let written = write_scores(&mut scorer, id, &partial).and_then(|labelled| {
+    let mut scorer = model.scorer_for(data, id)?;
+    let (mut sink, out_name) = if DataSource::is_postgres_url(out) {
+        let table = out_table.context("a postgres:// --out needs --out-table TABLE")?;
+        let spec = PgSpec {
+            url: out.to_owned(),
+            password: crate::source::password(src.password_file.as_ref())?,
+            read: PgRead::Table(table.to_owned()),
+        };
+        let name = fedrisk_models::source::pg_name(&spec);
+        (Sink::Pg(PgScoreWriter::create(&spec, table, id)?), name)
+    } else {
+        if out_table.is_some() {
+            bail!("--out-table goes with a postgres:// --out");
+        }
+        let out = Path::new(out);
+        let name = out
+            .file_name()
+            .with_context(|| format!("--out {}: not a file name", out.display()))?;
+        let mut partial_name = std::ffi::OsString::from(".");
+        partial_name.push(name);
+        partial_name.push(".partial");
+        let partial = out.with_file_name(partial_name);
+        let sink = match DataSource::file(out) {
+            DataSource::Parquet(_) => Sink::Parquet(
+                Box::new(ParquetScoreWriter::create(&partial, id)?),
+                partial,
+                out.to_owned(),
+            ),
+            _ => {
+                let file = std::fs::File::create(&partial)
+                    .with_context(|| format!("creating {}", partial.display()))?;
+                let mut w = std::io::BufWriter::new(file);
+                writeln!(w, "{},probability", csv_field(id.unwrap_or("row")))
+                    .with_context(|| format!("writing {}", partial.display()))?;
+                Sink::Csv(w, partial, out.to_owned())
+            }
+        };
+        (sink, out.display().to_string())
+    };
+    let written = write_scores(&mut scorer, &mut sink).and_then(|labelled| {
         let rows = scorer.finish()?;
-        std::fs::rename(&partial, out)
-            .with_context(|| format!("renaming {} to {}", partial.display(), out.display()))?;
         Ok((rows, labelled))
     });
     let (rows, labelled) = match written {
-        Ok(w) => w,
+        Ok(w) => {
+            sink.finish()?;
+            w
+        }
         Err(e) => {
-            let _ = std::fs::remove_file(&partial);
+            sink.abandon();
             return Err(e);
         }
     };
-    let mut line = format!("wrote {}: {rows} scores", out.display());
+    let mut line = format!("wrote {out_name}: {rows} scores");
     if let Some((probs, labels)) = labelled
         && let Ok(e) = fedrisk_models::metrics::evaluate(&probs, &labels)
     {
@@ -212,33 +257,92 @@ pub fn score(model: &Path, data: &Path, id: Option<&str>, out: &Path) -> Result<
     Ok(())
 }
 
-/// Writes the scores CSV; returns the scores and labels when the file has labels (for the
-/// summary metrics), nothing else is kept.
-fn write_scores(
-    scorer: &mut Scorer<'_>,
-    id: Option<&str>,
-    out: &Path,
-) -> Result<Option<(Vec<f64>, Vec<u8>)>> {
-    let file = std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?;
-    let mut w = std::io::BufWriter::new(file);
-    let mut labelled = scorer.has_label().then(|| (Vec::new(), Vec::new()));
-    let writing = |e: std::io::Error| anyhow::anyhow!("writing {}: {e}", out.display());
-    writeln!(w, "{},probability", csv_field(id.unwrap_or("row"))).map_err(writing)?;
-    while let Some(chunk) = scorer.next_chunk()? {
-        for (k, p) in chunk.probabilities.iter().enumerate() {
-            match &chunk.ids {
-                Some(ids) => write!(w, "{},{p:.10}", csv_field(&ids[k])),
-                None => write!(w, "{},{p:.10}", chunk.first_row + k),
+/// Where scores go: a temporary file renamed at the end, or a table in a transaction.
+enum Sink {
+    Csv(
+        std::io::BufWriter<std::fs::File>,
+        std::path::PathBuf,
+        std::path::PathBuf,
+    ),
+    Parquet(
+        Box<ParquetScoreWriter>,
+        std::path::PathBuf,
+        std::path::PathBuf,
+    ),
+    Pg(PgScoreWriter),
+}
+
+impl Sink {
+    fn write(&mut self, chunk: &fedrisk_models::model_file::ScoredChunk) -> Result<()> {
+        match self {
+            Sink::Csv(w, partial, _) => {
+                let writing =
+                    |e: std::io::Error| anyhow::anyhow!("writing {}: {e}", partial.display());
+                for (k, p) in chunk.probabilities.iter().enumerate() {
+                    match &chunk.ids {
+                        Some(ids) => write!(w, "{},{p:.10}", csv_field(&ids[k])),
+                        None => write!(w, "{},{p:.10}", chunk.first_row + k),
+                    }
+                    .map_err(writing)?;
+                    w.write_all(b"\n").map_err(writing)?;
+                }
             }
-            .map_err(writing)?;
-            w.write_all(b"\n").map_err(writing)?;
+            Sink::Parquet(w, _, _) => {
+                w.write(chunk.first_row, chunk.ids.as_deref(), &chunk.probabilities)?
+            }
+            Sink::Pg(w) => w.write(chunk.first_row, chunk.ids.as_deref(), &chunk.probabilities)?,
         }
+        Ok(())
+    }
+
+    /// Puts the scores in place: renames the file, or commits the table.
+    fn finish(self) -> Result<()> {
+        let (partial, out) = match self {
+            Sink::Csv(mut w, partial, out) => {
+                w.flush()
+                    .with_context(|| format!("writing {}", partial.display()))?;
+                (partial, out)
+            }
+            Sink::Parquet(w, partial, out) => {
+                w.finish()?;
+                (partial, out)
+            }
+            Sink::Pg(w) => {
+                w.finish()?;
+                return Ok(());
+            }
+        };
+        std::fs::rename(&partial, &out)
+            .with_context(|| format!("renaming {} to {}", partial.display(), out.display()))
+    }
+
+    /// Leaves nothing behind: removes the temporary file, or rolls the table back.
+    fn abandon(self) {
+        match self {
+            Sink::Csv(w, partial, _) => {
+                drop(w);
+                let _ = std::fs::remove_file(&partial);
+            }
+            Sink::Parquet(w, partial, _) => {
+                drop(w);
+                let _ = std::fs::remove_file(&partial);
+            }
+            Sink::Pg(w) => drop(w),
+        }
+    }
+}
+
+/// Writes every block of scores; returns the scores and labels when the data has labels
+/// (for the summary metrics), nothing else is kept.
+fn write_scores(scorer: &mut Scorer<'_>, sink: &mut Sink) -> Result<Option<(Vec<f64>, Vec<u8>)>> {
+    let mut labelled = scorer.has_label().then(|| (Vec::new(), Vec::new()));
+    while let Some(chunk) = scorer.next_chunk()? {
+        sink.write(&chunk)?;
         if let (Some((probs, labels)), Some(l)) = (&mut labelled, &chunk.labels) {
             probs.extend_from_slice(&chunk.probabilities);
             labels.extend_from_slice(l);
         }
     }
-    w.flush().map_err(writing)?;
     Ok(labelled)
 }
 

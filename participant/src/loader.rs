@@ -1,19 +1,17 @@
-//! The institution's rows from a CSV file, for the round kinds' cache.
+//! The institution's rows from its data source (CSV, Parquet or PostgreSQL), for the round
+//! kinds' cache.
 
-use std::path::PathBuf;
-
-use fedrisk_models::{Dataset, LabelMode, Schema, load_csv};
+use fedrisk_models::{DataSource, Dataset, LabelMode, Schema, load};
 use fedrisk_rounds::{Loader, RoundError};
 
-/// Loads `path` under each job's schema.
-pub struct CsvLoader {
-    /// The data file.
-    pub path: PathBuf,
+/// Loads the source under each job's schema.
+pub struct SourceLoader {
+    /// Where the rows are.
+    pub source: DataSource,
 }
 
-impl Loader for CsvLoader {
+impl Loader for SourceLoader {
     fn load(&mut self, schema: &Schema) -> Result<Dataset, RoundError> {
-        load_csv(&self.path, schema, LabelMode::Required)
-            .map_err(|e| RoundError::Data(e.to_string()))
+        load(&self.source, schema, LabelMode::Required).map_err(|e| RoundError::Data(e.to_string()))
     }
 }

@@ -3,6 +3,7 @@
 mod commands;
 mod keygen;
 mod run;
+mod source;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -29,10 +30,9 @@ enum Command {
     },
     /// Validate a data file against a schema and print a summary; lists every problem found.
     Check {
-        /// The CSV file (header row required).
-        #[arg(long)]
-        data: PathBuf,
-        /// Schema JSON; without it, one is inferred from the file.
+        #[command(flatten)]
+        src: source::SourceArgs,
+        /// Schema JSON; without it, one is inferred from the data.
         #[arg(long)]
         schema: Option<PathBuf>,
         /// Label column (used only when inferring a schema).
@@ -41,12 +41,15 @@ enum Command {
         /// Value of the label that means "defaulted" (used only when inferring a schema).
         #[arg(long, default_value = "1")]
         positive: String,
+        /// A key column (e.g. a loan number) whose value Parquet and SQL errors name beside
+        /// the row number; it need not be in the schema.
+        #[arg(long, value_name = "COLUMN")]
+        id: Option<String>,
     },
     /// Fit this institution's local-only model (its baseline before joining a federation).
     Train {
-        /// Training CSV with a label column.
-        #[arg(long)]
-        data: PathBuf,
+        #[command(flatten)]
+        src: source::SourceArgs,
         /// Label column (ignored when --schema is given: the schema names it).
         #[arg(long, default_value = "default")]
         label: String,
@@ -81,22 +84,28 @@ enum Command {
     /// Join a federation and serve its training rounds until the job ends. The data is
     /// checked first; only masked secure-aggregation messages ever leave this machine.
     Run(RunArgs),
-    /// Score a CSV with a model: writes `row,probability` per data row (`ID,probability`
-    /// with --id). A missing value is imputed where the model has an imputation value.
+    /// Score data with a model: writes `row,probability` per data row (`ID,probability`
+    /// with --id) to a CSV, a Parquet file or a new PostgreSQL table. A missing value is
+    /// imputed where the model has an imputation value.
     Score {
         /// Model JSON written by `train` or by a federation.
         #[arg(long)]
         model: PathBuf,
-        /// CSV with the model's feature columns (the label column is optional).
-        #[arg(long)]
-        data: PathBuf,
+        /// The data to score: the model's feature columns (the label column is optional).
+        #[command(flatten)]
+        src: source::SourceArgs,
         /// A column of --data to copy into the output instead of row numbers, e.g. a loan
         /// number (it need not be in the schema).
         #[arg(long, value_name = "COLUMN")]
         id: Option<String>,
-        /// Where to write the scores CSV.
+        /// Where to write the scores: a CSV file, a Parquet file (`.parquet`), or a
+        /// postgres:// URL with --out-table (the password as for --data).
+        #[arg(long, value_name = "FILE|URL")]
+        out: String,
+        /// With a postgres:// --out: the table to create (it must not exist; it appears,
+        /// filled, only when every row scored).
         #[arg(long)]
-        out: PathBuf,
+        out_table: Option<String>,
     },
 }
 
@@ -114,9 +123,9 @@ struct RunArgs {
     /// The federation CA certificate (PEM).
     #[arg(long)]
     ca: PathBuf,
-    /// This institution's training data (CSV with a header row and the label column).
-    #[arg(long)]
-    data: PathBuf,
+    /// This institution's training data (with the label column).
+    #[command(flatten)]
+    src: source::SourceArgs,
     /// Schema JSON: if given, the data is checked against it at start and jobs with another
     /// schema are refused.
     #[arg(long)]
@@ -157,9 +166,8 @@ enum SchemaCommand {
     /// Infer a schema from a CSV: numeric columns, categorical columns with their levels,
     /// which columns have missing values, and the two label classes.
     Infer {
-        /// The CSV file to read.
-        #[arg(long)]
-        data: PathBuf,
+        #[command(flatten)]
+        src: source::SourceArgs,
         /// Label column.
         #[arg(long, default_value = "default")]
         label: String,
@@ -213,7 +221,7 @@ fn main() -> ExitCode {
         Command::Schema {
             command:
                 SchemaCommand::Infer {
-                    data,
+                    src,
                     label,
                     positive,
                     drop,
@@ -222,46 +230,63 @@ fn main() -> ExitCode {
                     missing_token,
                     out,
                 },
-        } => commands::infer_schema(commands::InferArgs {
-            data: &data,
-            label: &label,
-            positive: &positive,
-            drop: &drop,
-            special: &special,
-            categorical: &categorical,
-            missing_tokens: &missing_token,
-            out: &out,
+        } => src.source().and_then(|data| {
+            commands::infer_schema(commands::InferArgs {
+                data: &data,
+                label: &label,
+                positive: &positive,
+                drop: &drop,
+                special: &special,
+                categorical: &categorical,
+                missing_tokens: &missing_token,
+                out: &out,
+            })
         }),
         Command::Check {
-            data,
+            src,
             schema,
             label,
             positive,
-        } => commands::schema_for(&data, schema.as_deref(), &label, &positive)
-            .and_then(|s| commands::check(&data, &s)),
+            id,
+        } => src.source().and_then(|data| {
+            commands::schema_for(&data, schema.as_deref(), &label, &positive)
+                .and_then(|s| commands::check(&data, &s, id.as_deref()))
+        }),
         Command::Train {
-            data,
+            src,
             label,
             positive,
             schema,
             c,
             missing_indicators,
             out,
-        } => commands::train(commands::TrainArgs {
-            data: &data,
-            schema: schema.as_deref(),
-            label: &label,
-            positive: &positive,
-            c,
-            missing_indicators,
-            out: &out,
+        } => src.source().and_then(|data| {
+            commands::train(commands::TrainArgs {
+                data: &data,
+                schema: schema.as_deref(),
+                label: &label,
+                positive: &positive,
+                c,
+                missing_indicators,
+                out: &out,
+            })
         }),
         Command::Score {
             model,
-            data,
+            src,
             id,
             out,
-        } => commands::score(&model, &data, id.as_deref(), &out),
+            out_table,
+        } => src.source().and_then(|data| {
+            commands::score(
+                &model,
+                &data,
+                id.as_deref(),
+                &out,
+                out_table.as_deref(),
+                &src,
+            )
+        }),
         Command::Keygen { name, out } => keygen::run(&name, &out),
         Command::Run(args) => run::run_agent(args),
     };

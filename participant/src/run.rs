@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result, bail};
 use fedrisk_identity::client::ClientIdentity;
-use fedrisk_models::{LabelMode, Schema, load_csv};
+use fedrisk_models::{LabelMode, Schema, load};
 
 /// Checks the data (against the schema, or its shape without one), the identity files and
 /// the policy, then serves jobs until one ends.
@@ -34,15 +34,16 @@ pub fn run_agent(a: crate::RunArgs) -> Result<()> {
             a.coordinator
         );
     }
+    let data = a.src.source()?;
     let schema = match &a.schema {
         Some(p) => {
             let s = Schema::load(p)?;
-            load_csv(&a.data, &s, LabelMode::Required)?;
+            load(&data, &s, LabelMode::Required)?;
             Some(s)
         }
         None => {
-            // No schema yet: each job brings one. The file's shape is checked now.
-            fedrisk_models::shape::check_shape(&a.data)?;
+            // No schema yet: each job brings one. The source's shape is checked now.
+            fedrisk_models::shape::check_source_shape(&data)?;
             None
         }
     };
@@ -81,7 +82,7 @@ pub fn run_agent(a: crate::RunArgs) -> Result<()> {
         url: a.coordinator.clone(),
         domain,
         identity,
-        data: a.data.clone(),
+        data,
         schema,
         policy,
         keep_serving: a.keep_serving,

@@ -14,3 +14,4 @@ mod operator;
 mod privacy;
 mod restart;
 mod scale;
+mod sources;

@@ -5,6 +5,7 @@
 //! sums, score histograms) is exposed as a plain additive value, so the same code trains a
 //! local model and takes part in a federated one.
 
+pub mod binning;
 pub mod data;
 pub mod error;
 pub mod federated;
@@ -18,6 +19,7 @@ pub mod shape;
 pub mod stats;
 pub mod synth;
 
+pub use binning::{BinningOptions, WoeBinning};
 pub use data::{Dataset, LabelMode, load_csv};
 pub use error::{DataError, FitError, Location, RowProblem};
 pub use model_file::{ModelFile, Provenance};

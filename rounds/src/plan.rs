@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Failure, RoundError};
 use crate::kind::{Absorbed, SessionSum};
-use crate::kinds::{Evaluation, Magnitudes, Statistics, Update};
-use crate::spec::JobSpec;
+use crate::kinds::{BinCounts, Evaluation, Magnitudes, Statistics, Update};
+use crate::spec::{Binning, JobSpec};
 use crate::task::{self, EncodedTask, GlobalModel, JobContext, Task, TaskParams};
 
 /// What the plan keeps between rounds; durable in the store with each completed round.
@@ -46,6 +46,13 @@ pub struct Partial {
 pub enum PartialResult {
     /// The magnitudes session's scales.
     Scales(Vec<f64>),
+    /// The statistics session's result, when bin counts come next (`binning = "woe"`).
+    Stats {
+        /// The magnitudes session's scales (the grid of the bin counts).
+        scales: Vec<f64>,
+        /// The federation's statistics.
+        stats: FeatureStats,
+    },
     /// The update session's parameters and how many it was over.
     Theta {
         /// The new parameters.
@@ -131,9 +138,17 @@ pub struct PlanError {
 #[derive(Debug, Clone)]
 enum Phase {
     Magnitudes,
-    Statistics { scales: Vec<f64> },
+    Statistics {
+        scales: Vec<f64>,
+    },
+    BinCounts {
+        scales: Vec<f64>,
+        stats: FeatureStats,
+    },
     Update,
-    Evaluation { theta: Vec<f64> },
+    Evaluation {
+        theta: Vec<f64>,
+    },
     Done,
 }
 
@@ -172,6 +187,11 @@ impl JobPlan {
                     plan.bytes = p.bytes;
                     plan.first_of_job = false;
                 }
+                (Phase::Magnitudes, PartialResult::Stats { scales, stats }) => {
+                    plan.phase = Phase::BinCounts { scales, stats };
+                    plan.bytes = p.bytes;
+                    plan.first_of_job = false;
+                }
                 (Phase::Update, PartialResult::Theta { theta, survivors }) => {
                     plan.phase = Phase::Evaluation { theta };
                     plan.update_survivors = survivors;
@@ -187,6 +207,10 @@ impl JobPlan {
     pub fn partial(&self) -> Option<Partial> {
         let result = match &self.phase {
             Phase::Statistics { scales } => PartialResult::Scales(scales.clone()),
+            Phase::BinCounts { scales, stats } => PartialResult::Stats {
+                scales: scales.clone(),
+                stats: stats.clone(),
+            },
             Phase::Evaluation { theta } => PartialResult::Theta {
                 theta: theta.clone(),
                 survivors: self.update_survivors,
@@ -254,6 +278,9 @@ impl JobPlan {
         Some(match &self.phase {
             Phase::Magnitudes => TaskParams::Magnitudes(Magnitudes {}),
             Phase::Statistics { scales } => TaskParams::Statistics(Statistics {
+                scales: scales.clone(),
+            }),
+            Phase::BinCounts { scales, .. } => TaskParams::BinCounts(BinCounts {
                 scales: scales.clone(),
             }),
             Phase::Update => TaskParams::Update(Update {
@@ -329,6 +356,32 @@ impl JobPlan {
                 self.phase = Phase::Statistics { scales };
                 Ok(Progress::Continue)
             }
+            (Phase::Statistics { scales }, Absorbed::Stats(stats))
+                if self.spec.binning == Binning::Woe =>
+            {
+                self.phase = Phase::BinCounts { scales, stats };
+                Ok(Progress::Continue)
+            }
+            (Phase::BinCounts { scales, stats }, Absorbed::BinCounts(counts)) => {
+                let grid = fedrisk_models::binning::CountGrid::new(&self.spec.schema, &scales)
+                    .map_err(|e| self.internal(&e.to_string()))?;
+                // A binning that cannot be fitted from these counts (one class, no feature
+                // above the IV floor) would fail the same way again: the job ends.
+                let woe =
+                    fedrisk_models::WoeBinning::fit(&grid, &counts, &self.spec.binning_options)
+                        .map_err(|e| self.internal(&format!("binning: {e}")))?;
+                let preprocessor = Preprocessor::fit(
+                    &self.spec.schema,
+                    &stats,
+                    PreprocessOptions {
+                        missing_indicators: self.spec.settings.missing_indicators,
+                    },
+                )
+                .with_woe(woe);
+                Ok(Progress::RoundCompleted(Box::new(
+                    self.complete_statistics(stats, preprocessor, survivors),
+                )))
+            }
             (Phase::Statistics { .. }, Absorbed::Stats(stats)) => {
                 let preprocessor = Preprocessor::fit(
                     &self.spec.schema,
@@ -337,15 +390,8 @@ impl JobPlan {
                         missing_indicators: self.spec.settings.missing_indicators,
                     },
                 );
-                self.job.settings.total_rows = stats.rows;
-                let cp = Checkpoint {
-                    theta: vec![0.0; preprocessor.width() + 1],
-                    stats,
-                    preprocessor,
-                };
-                self.checkpoint = Some(cp.clone());
                 Ok(Progress::RoundCompleted(Box::new(
-                    self.complete(survivors, None, None, cp),
+                    self.complete_statistics(stats, preprocessor, survivors),
                 )))
             }
             (Phase::Update, Absorbed::Theta(theta)) => {
@@ -374,6 +420,22 @@ impl JobPlan {
             }
             _ => Err(self.internal("a session's output does not fit the plan's phase")),
         }
+    }
+
+    fn complete_statistics(
+        &mut self,
+        stats: FeatureStats,
+        preprocessor: Preprocessor,
+        survivors: u32,
+    ) -> RoundOutcome {
+        self.job.settings.total_rows = stats.rows;
+        let cp = Checkpoint {
+            theta: vec![0.0; preprocessor.width() + 1],
+            stats,
+            preprocessor,
+        };
+        self.checkpoint = Some(cp.clone());
+        self.complete(survivors, None, None, cp)
     }
 
     fn internal(&self, what: &str) -> PlanError {

@@ -36,6 +36,8 @@ pub struct InferArgs<'a> {
     pub categorical: &'a [String],
     /// Field values meaning "missing", besides the defaults.
     pub missing_tokens: &'a [String],
+    /// Declares the special codes infer suggests (otherwise they are only printed).
+    pub accept_suggested_specials: bool,
     pub out: &'a Path,
 }
 
@@ -51,7 +53,29 @@ pub fn infer_schema(a: InferArgs<'_>) -> Result<()> {
     for t in a.missing_tokens {
         opts.add_missing_token(t);
     }
-    let mut schema = infer(a.data, &opts)?;
+    let (mut schema, suggestions) = fedrisk_models::schema::infer_with_suggestions(a.data, &opts)?;
+    for s in &suggestions {
+        let codes = s
+            .codes
+            .iter()
+            .map(|c| c.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        if a.accept_suggested_specials {
+            println!(
+                "declared special codes {}={codes}: {}",
+                s.feature, s.evidence
+            );
+            schema
+                .declare_special(&s.feature, &s.codes)
+                .map_err(|m| anyhow::anyhow!("{m}"))?;
+        } else {
+            println!(
+                "suggestion: {}={codes} look like special codes: {}; accept with --special {}={codes} or --accept-suggested-specials",
+                s.feature, s.evidence, s.feature
+            );
+        }
+    }
     for spec in a.special {
         let (col, codes) = spec
             .split_once('=')

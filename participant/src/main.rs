@@ -186,6 +186,10 @@ enum SchemaCommand {
             allow_hyphen_values = true
         )]
         missing_token: Vec<String>,
+        /// Declare the special codes infer suggests (codes such as 96/98 that sit apart from
+        /// a count column); without it they are only printed, with their evidence.
+        #[arg(long)]
+        accept_suggested_specials: bool,
         /// Where to write the schema JSON.
         #[arg(long)]
         out: PathBuf,
@@ -220,6 +224,7 @@ fn main() -> ExitCode {
                     special,
                     categorical,
                     missing_token,
+                    accept_suggested_specials,
                     out,
                 },
         } => commands::infer_schema(commands::InferArgs {
@@ -230,6 +235,7 @@ fn main() -> ExitCode {
             special: &special,
             categorical: &categorical,
             missing_tokens: &missing_token,
+            accept_suggested_specials,
             out: &out,
         }),
         Command::Check {

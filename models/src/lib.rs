@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod model_file;
 pub mod preprocess;
 pub mod schema;
+pub mod scorecard;
 pub mod shape;
 pub mod stats;
 pub mod synth;

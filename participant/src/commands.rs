@@ -171,6 +171,8 @@ pub struct TrainArgs<'a> {
     pub c: f64,
     pub missing_indicators: bool,
     pub out: &'a Path,
+    /// `woe`: bin on these rows and train on WOE.
+    pub binning: fedrisk_rounds::Binning,
 }
 
 pub fn train(a: TrainArgs<'_>) -> Result<()> {
@@ -181,6 +183,8 @@ pub fn train(a: TrainArgs<'_>) -> Result<()> {
         preprocess: PreprocessOptions {
             missing_indicators: a.missing_indicators,
         },
+        binning: (a.binning == fedrisk_rounds::Binning::Woe)
+            .then(fedrisk_models::BinningOptions::default),
         ..LocalOptions::default()
     };
     let (model, rows) = train_local(&schema, ds, &opts)
@@ -193,6 +197,52 @@ pub fn train(a: TrainArgs<'_>) -> Result<()> {
         model.provenance.rounds,
         &model.content_hash[..16]
     );
+    Ok(())
+}
+
+fn woe_of(model: &ModelFile, path: &Path) -> Result<fedrisk_models::WoeBinning> {
+    model.preprocessing.woe.clone().with_context(|| {
+        format!(
+            "{}: the model was not trained on WOE bins (train or run the job with binning woe)",
+            path.display()
+        )
+    })
+}
+
+/// Prints a WOE model's feature report, and writes it as JSON to `json` if given.
+pub fn bins(model_path: &Path, json: Option<&Path>) -> Result<()> {
+    let model = ModelFile::load(model_path)?;
+    let woe = woe_of(&model, model_path)?;
+    print!("{}", woe.table());
+    if let Some(p) = json {
+        let text = serde_json::to_string_pretty(&woe)?;
+        std::fs::write(p, text + "\n").with_context(|| format!("writing {}", p.display()))?;
+        println!("wrote {}", p.display());
+    }
+    Ok(())
+}
+
+/// Prints a WOE model's scorecard and score-to-PD table; writes JSON and CSV if asked.
+pub fn scorecard(
+    model_path: &Path,
+    opts: &fedrisk_models::scorecard::ScorecardOptions,
+    json: Option<&Path>,
+    csv: Option<&Path>,
+) -> Result<()> {
+    let model = ModelFile::load(model_path)?;
+    woe_of(&model, model_path)?;
+    let card = fedrisk_models::scorecard::Scorecard::from_model(&model, opts)
+        .with_context(|| format!("{}", model_path.display()))?;
+    print!("{}", card.table());
+    if let Some(p) = json {
+        let text = serde_json::to_string_pretty(&card)?;
+        std::fs::write(p, text + "\n").with_context(|| format!("writing {}", p.display()))?;
+        println!("wrote {}", p.display());
+    }
+    if let Some(p) = csv {
+        std::fs::write(p, card.to_csv()).with_context(|| format!("writing {}", p.display()))?;
+        println!("wrote {}", p.display());
+    }
     Ok(())
 }
 

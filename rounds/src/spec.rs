@@ -361,6 +361,14 @@ mod tests {
         );
         assert_eq!(bad(|s| s.stage_deadline_ms = 5), "stage_deadline_ms");
         assert_eq!(bad(|s| s.max_attempts = 0), "max_attempts");
+        assert_eq!(
+            bad(|s| s.binning_options.max_bins = 1),
+            "binning_options.max_bins"
+        );
+        assert_eq!(
+            bad(|s| s.binning_options.min_bin_share = 0.7),
+            "binning_options.min_bin_share"
+        );
         assert!(spec().validate().is_ok());
     }
 

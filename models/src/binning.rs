@@ -706,6 +706,28 @@ fn merge_with_trend(
     chosen.unwrap_or_else(|| (Vec::new(), woe_iv(sum(groups), total).1, opts.trend))
 }
 
+/// The number with the fewest significant digits in `[lo, hi]` (`hi` if none is rounder).
+fn roundest_between(lo: f64, hi: f64) -> f64 {
+    if lo >= hi || !lo.is_finite() || !hi.is_finite() {
+        return hi;
+    }
+    let top = hi.abs().max(lo.abs()).log10().ceil() as i32 + 1;
+    for k in (top - 16..=top).rev() {
+        let step = 10f64.powi(k);
+        let c = (lo / step).ceil() * step;
+        if c >= lo && c <= hi {
+            return if c == 0.0 { 0.0 } else { c };
+        }
+        // Halves read as well as whole steps (2.5, 0.05).
+        let half = step / 2.0;
+        let c = (lo / half).ceil() * half;
+        if c >= lo && c <= hi {
+            return c;
+        }
+    }
+    hi
+}
+
 fn fmt_num(v: f64) -> String {
     let s = format!("{v:.6}");
     let s = s.trim_end_matches('0').trim_end_matches('.');
@@ -862,9 +884,20 @@ fn fit_numeric(
         .map(|w| sum(&regular[w[0]..w[1]]))
         .collect();
     let (starts, _, trend) = merge_with_trend(&groups, total, rows, opts);
-    // Cell s starts at edges[s - 1].
+    // Cell s starts at edges[s - 1]; any cut between the end of the last populated cell
+    // before it and that edge splits the counts the same way: the roundest one reads best.
     let cut_cells: Vec<usize> = starts.iter().map(|&g| bounds[g]).collect();
-    let cuts: Vec<f64> = cut_cells.iter().map(|&s| edges[s - 1]).collect();
+    let cuts: Vec<f64> = cut_cells
+        .iter()
+        .map(|&s| {
+            let hi = edges[s - 1];
+            let lo = (0..s)
+                .rev()
+                .find(|&c| regular[c][0] + regular[c][1] > 0)
+                .map_or(hi, |c| edges[c]);
+            roundest_between(lo, hi)
+        })
+        .collect();
     let mut run_bounds = vec![0];
     run_bounds.extend(&cut_cells);
     run_bounds.push(cells);
@@ -1066,6 +1099,16 @@ mod tests {
     }
 
     #[test]
+    fn cuts_are_the_roundest_numbers_that_split_the_counts_alike() {
+        assert_eq!(roundest_between(2.088, 2.9537), 2.5);
+        assert_eq!(roundest_between(27.3, 28.1), 28.0);
+        assert_eq!(roundest_between(0.0312, 0.0318), 0.0315);
+        assert_eq!(roundest_between(-0.4, 0.2), 0.0);
+        assert_eq!(roundest_between(5.0, 5.0), 5.0);
+        assert_eq!(roundest_between(900.0, 1100.0), 1000.0);
+    }
+
+    #[test]
     fn merge_maximises_iv_under_an_ascending_trend() {
         // Rates 0.1, 0.3, 0.2, 0.5: ascending must merge the middle pair.
         let g = counts(&[(90, 10), (70, 30), (80, 20), (50, 50)]);
@@ -1140,6 +1183,17 @@ mod tests {
             }
         }
         assert!(b.features.iter().any(|f| f.kept && f.iv > 0.05));
+        // The cuts (rounded within the gaps of the grid) put every row in the bin whose
+        // counts it was part of.
+        for f in &b.features {
+            let mut recount = vec![[0u64; 2]; f.bins.len()];
+            for r in 0..data.rows() {
+                let y = data.labels.as_ref().unwrap()[r];
+                recount[f.bin_of_row(&data, r)][usize::from(y > 0)] += 1;
+            }
+            let counted: Vec<[u64; 2]> = f.bins.iter().map(|b| [b.good, b.bad]).collect();
+            assert_eq!(recount, counted, "{}", f.name);
+        }
         // Transform: every row of a kept feature gets the WOE of its bin.
         let x = b.transform(&data);
         assert_eq!(x.ncols(), b.columns().len());

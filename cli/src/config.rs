@@ -141,6 +141,15 @@ threshold = 5
 dropout_budget = 1
 max_attempts = 5
 wait_for_participants_ms = 45000
+binning = "woe"
+
+[binning_options]
+max_bins = 8
+max_prebins = 16
+min_bin_share = 0.04
+min_class_count = 30
+trend = "peak"
+iv_floor = 0.01
 
 [settings]
 algorithm = "fedprox"
@@ -179,6 +188,15 @@ seed = 4
         s.dropout_budget = Some(1);
         s.max_attempts = 5;
         s.wait_for_participants_ms = 45_000;
+        s.binning = fedrisk_rounds::Binning::Woe;
+        s.binning_options = fedrisk_models::BinningOptions {
+            max_bins: 8,
+            max_prebins: 16,
+            min_bin_share: 0.04,
+            min_class_count: 30,
+            trend: fedrisk_models::binning::Trend::Peak,
+            iv_floor: 0.01,
+        };
         s.settings = fedrisk_rounds::RoundSettings {
             algorithm: fedrisk_rounds::Algorithm::FedProx,
             c: 0.5,

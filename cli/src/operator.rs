@@ -72,6 +72,10 @@ pub struct JobFlags {
     /// Inverse L2 strength, scikit-learn's C (default 1).
     #[arg(long)]
     c: Option<f64>,
+    /// `woe`: bin every feature from the federation's secure sums of good/bad counts and
+    /// train on the WOE of the bins (default none).
+    #[arg(long)]
+    binning: Option<fedrisk_rounds::Binning>,
 }
 
 impl JobFlags {
@@ -97,6 +101,9 @@ impl JobFlags {
         }
         if let Some(v) = self.c {
             spec.settings.c = v;
+        }
+        if let Some(v) = self.binning {
+            spec.binning = v;
         }
         if let Some(v) = self.rounds {
             spec.rounds = v;

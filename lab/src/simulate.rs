@@ -5,11 +5,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use fedrisk_models::binning::{BinningOptions, FeatureBinning, Trend};
 use fedrisk_models::federated::{Algorithm, RoundSettings, validation_split};
 use fedrisk_models::local::{LocalOptions, train_local};
 use fedrisk_models::schema::{FeatureKind, InferOptions, infer};
 use fedrisk_models::{LabelMode, ModelFile, Schema, load_csv, metrics};
-use fedrisk_rounds::JobSpec;
+use fedrisk_rounds::{Binning, JobSpec};
 use serde::Serialize;
 
 use crate::federation::{self, Agents, Federation, FederationRun};
@@ -63,9 +64,47 @@ pub struct SimulateArgs {
     /// binary) instead of in this process.
     #[arg(long)]
     pub processes: bool,
+    /// `woe`: bin every feature from the federation's secure sums of good/bad counts and
+    /// train on WOE; each local-only baseline bins its own rows the same way.
+    #[arg(long, default_value = "none")]
+    pub binning: Binning,
+    /// Most bins per feature (binning woe).
+    #[arg(long, default_value_t = BinningOptions::default().max_bins)]
+    pub max_bins: usize,
+    /// Trend of the default rate across bins: auto, ascending, descending, peak, valley.
+    #[arg(long, default_value_t = BinningOptions::default().trend)]
+    pub trend: Trend,
+    /// Smallest share of rows in a bin (unless it holds --min-class-count of each class).
+    #[arg(long, default_value_t = BinningOptions::default().min_bin_share)]
+    pub min_bin_share: f64,
+    /// Goods and bads that let a bin stand below --min-bin-share (0: never).
+    #[arg(long, default_value_t = BinningOptions::default().min_class_count)]
+    pub min_class_count: u64,
+    /// Codes meaning "unknown" in a numeric column, COLUMN=CODE[,CODE...] (repeat): binned
+    /// on their own, missing otherwise. Only with an inferred schema.
+    #[arg(long)]
+    pub special: Vec<String>,
+    /// Declare the special codes schema inference suggests for any participant's file.
+    #[arg(long)]
+    pub accept_suggested_specials: bool,
+    /// Features whose IV is below this are left out of the model.
+    #[arg(long, default_value_t = BinningOptions::default().iv_floor)]
+    pub iv_floor: f64,
 }
 
 impl SimulateArgs {
+    /// The binning options the flags give.
+    pub fn binning_options(&self) -> BinningOptions {
+        BinningOptions {
+            max_bins: self.max_bins,
+            max_prebins: BinningOptions::default().max_prebins.max(self.max_bins),
+            min_bin_share: self.min_bin_share,
+            min_class_count: self.min_class_count,
+            trend: self.trend,
+            iv_floor: self.iv_floor,
+        }
+    }
+
     /// The `simulate` command's own defaults for `data` and `out`, so `demo` and `bench`
     /// change only what they mean to and never restate a default.
     pub fn with_defaults(data: &Path, out: &Path) -> Result<Self> {
@@ -109,6 +148,14 @@ pub struct ParticipantRow {
 pub struct Report {
     pub data: String,
     pub algorithm: String,
+    /// `none` or `woe` (the local-only baselines bin their own rows the same way).
+    pub binning: String,
+    /// The final model's bins, counts, default rate, WOE and IV per feature (binning woe).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub features: Vec<FeatureBinning>,
+    /// The feature report as a table (binning woe).
+    #[serde(skip)]
+    pub features_table: Option<String>,
     /// `test.csv`, or each institution's own held-out rows when there is no test file.
     pub evaluated_on: String,
     pub job_state: String,
@@ -176,6 +223,39 @@ pub fn infer_federation_schema(
     merged.context("no participant files")
 }
 
+/// The special codes schema inference suggests in any participant's file, merged per column
+/// (each participant would run `schema infer` on its own file).
+pub fn suggested_specials(
+    files: &[(String, PathBuf)],
+    label: &str,
+    positive: &str,
+) -> Result<Vec<fedrisk_models::schema::SpecialSuggestion>> {
+    let mut merged: Vec<fedrisk_models::schema::SpecialSuggestion> = Vec::new();
+    for (name, path) in files {
+        let (_, sugg) = fedrisk_models::schema::infer_with_suggestions(
+            path,
+            &InferOptions::new(label, positive),
+        )?;
+        for s in sugg {
+            match merged.iter_mut().find(|m| m.feature == s.feature) {
+                Some(m) => {
+                    for c in s.codes {
+                        if !m.codes.contains(&c) {
+                            m.codes.push(c);
+                        }
+                    }
+                    m.codes.sort_by(f64::total_cmp);
+                }
+                None => merged.push(fedrisk_models::schema::SpecialSuggestion {
+                    evidence: format!("in {name}: {}", s.evidence),
+                    ..s
+                }),
+            }
+        }
+    }
+    Ok(merged)
+}
+
 pub fn participant_files(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
     let pdir = dir.join("participants");
     let mut files: Vec<(String, PathBuf)> = std::fs::read_dir(&pdir)
@@ -213,8 +293,43 @@ pub fn participant_files(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
 pub async fn simulate(args: &SimulateArgs, work: &Path) -> Result<(Report, Option<ModelFile>)> {
     let files = participant_files(&args.data)?;
     let schema = match &args.schema {
-        Some(p) => Schema::load(p)?,
-        None => infer_federation_schema(&files, &args.label, &args.positive)?,
+        Some(p) => {
+            if !args.special.is_empty() || args.accept_suggested_specials {
+                bail!(
+                    "--special and --accept-suggested-specials go with an inferred schema, not --schema"
+                );
+            }
+            Schema::load(p)?
+        }
+        None => {
+            let mut s = infer_federation_schema(&files, &args.label, &args.positive)?;
+            if args.accept_suggested_specials {
+                for sugg in suggested_specials(&files, &args.label, &args.positive)? {
+                    println!(
+                        "declared special codes {}={:?}: {}",
+                        sugg.feature, sugg.codes, sugg.evidence
+                    );
+                    s.declare_special(&sugg.feature, &sugg.codes)
+                        .map_err(|m| anyhow::anyhow!("{m}"))?;
+                }
+            }
+            for spec in &args.special {
+                let (col, codes) = spec.split_once('=').with_context(|| {
+                    format!("--special `{spec}`: expected COLUMN=CODE[,CODE...]")
+                })?;
+                let codes = codes
+                    .split(',')
+                    .map(|c| {
+                        c.trim()
+                            .parse::<f64>()
+                            .with_context(|| format!("--special `{spec}`: `{c}` is not a number"))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                s.declare_special(col, &codes)
+                    .map_err(|m| anyhow::anyhow!("--special `{spec}`: {m}"))?;
+            }
+            s
+        }
     };
     // Every file is checked up front, as each agent would, so a bad row is reported once
     // with its file, line and column before anything starts.
@@ -241,6 +356,8 @@ pub async fn simulate(args: &SimulateArgs, work: &Path) -> Result<(Report, Optio
     };
     let n = files.len() as u32;
     let spec = JobSpec {
+        binning: args.binning,
+        binning_options: args.binning_options(),
         settings: settings.clone(),
         rounds: args.rounds,
         min_participants: n,
@@ -327,6 +444,7 @@ fn build_report(
                     data,
                     &LocalOptions {
                         c: args.c,
+                        binning: (args.binning == Binning::Woe).then(|| args.binning_options()),
                         ..LocalOptions::default()
                     },
                 )?;
@@ -351,6 +469,7 @@ fn build_report(
                     data.select_rows(&tr),
                     &LocalOptions {
                         c: args.c,
+                        binning: (args.binning == Binning::Woe).then(|| args.binning_options()),
                         ..LocalOptions::default()
                     },
                 )?;
@@ -370,9 +489,13 @@ fn build_report(
             pooled_model_test_auc: pooled_auc,
         });
     }
+    let woe = final_model.and_then(|m| m.preprocessing.woe.as_ref());
     Ok(Report {
         data: args.data.display().to_string(),
         algorithm: settings.algorithm.to_string(),
+        binning: args.binning.to_string(),
+        features: woe.map(|w| w.features.clone()).unwrap_or_default(),
+        features_table: woe.map(|w| w.table()),
         evaluated_on: if test.is_some() {
             "test.csv".into()
         } else {
@@ -393,6 +516,11 @@ fn build_report(
 }
 
 pub fn print_report(r: &Report) {
+    if let Some(t) = &r.features_table {
+        println!("feature report (federated binning):");
+        print!("{t}");
+        println!();
+    }
     println!(
         "{:>5} {:>8} {:>8} {:>9} {:>8} {:>11} {:>11} {:>9}",
         "round", "AUC", "KS", "log loss", "seconds", "bytes up", "bytes down", "survivors"

@@ -23,6 +23,25 @@ pub const CODE_OTHER: u32 = u32::MAX - 1;
 /// A categorical code for a missing value.
 pub const CODE_MISSING: u32 = u32::MAX;
 
+/// Marker bits of a NaN that stands for a declared special code (see [`special_nan`]).
+const SPECIAL_NAN_TAG: u64 = 0x7ff8_5ec0_0000_0000;
+const SPECIAL_NAN_MASK: u64 = 0xffff_ffff_0000_0000;
+
+/// The value a declared special code (the `k`-th of its feature's `special_values`) is
+/// stored as: a NaN, so everything that does not care treats it as missing, whose payload
+/// still says which code it was, so binning gives each code a bin of its own. Copies keep
+/// the payload (no arithmetic is done on missing values).
+pub fn special_nan(k: usize) -> f64 {
+    f64::from_bits(SPECIAL_NAN_TAG | (k as u64 & 0xffff_ffff))
+}
+
+/// Which declared special code a stored value stands for, if it is one (see [`special_nan`]).
+pub fn special_index(v: f64) -> Option<usize> {
+    let bits = v.to_bits();
+    (v.is_nan() && bits & SPECIAL_NAN_MASK == SPECIAL_NAN_TAG)
+        .then_some((bits & 0xffff_ffff) as usize)
+}
+
 /// Whether the label column must be present.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LabelMode {
@@ -345,8 +364,10 @@ impl DataReader {
                 Cell::Text(field) => parse_number(field.trim_ascii(), is_missing),
             };
             let value = match parsed {
-                Parsed::Value(v) if c.special.contains(&v) => f64::NAN,
-                Parsed::Value(v) => v,
+                Parsed::Value(v) => match c.special.iter().position(|s| *s == v) {
+                    Some(k) => special_nan(k),
+                    None => v,
+                },
                 Parsed::Missing => f64::NAN,
                 Parsed::Infinite => {
                     problems.push(RowProblem::NotFinite {
@@ -936,7 +957,12 @@ mod tests {
         );
         let d = load_csv(&p, &s, LabelMode::Required).unwrap();
         assert!(d.numeric[[0, 0]].is_nan());
+        assert_eq!(special_index(d.numeric[[0, 0]]), Some(0));
         assert_eq!(d.numeric[[1, 0]], 97.0);
+        assert_eq!(special_index(f64::NAN), None);
+        assert_eq!(special_index(97.0), None);
+        // The payload survives a row selection (validation splits copy rows).
+        assert_eq!(special_index(d.select_rows(&[0]).numeric[[0, 0]]), Some(0));
     }
 
     #[test]

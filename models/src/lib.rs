@@ -7,6 +7,7 @@
 //! sums, score histograms) is exposed as a plain additive value, so the same code trains a
 //! local model and takes part in a federated one.
 
+pub mod binning;
 pub mod data;
 pub mod error;
 pub mod federated;
@@ -19,11 +20,13 @@ pub mod parquet_source;
 pub mod pg;
 pub mod preprocess;
 pub mod schema;
+pub mod scorecard;
 pub mod shape;
 pub mod source;
 pub mod stats;
 pub mod synth;
 
+pub use binning::{BinningOptions, WoeBinning};
 pub use data::{DataReader, Dataset, LabelMode, load, load_csv};
 pub use error::{DataError, FitError, Location, RowPlace, RowProblem};
 pub use model_file::{ModelFile, Provenance};

@@ -1,6 +1,7 @@
 //! An institution's own model, fitted on its data alone: its baseline before joining a
 //! federation, and the yardstick the pooled model must beat for it.
 
+use crate::binning::BinningOptions;
 use crate::data::Dataset;
 use crate::error::FitError;
 use crate::logistic::{NewtonOptions, Penalty, fit_newton};
@@ -15,6 +16,8 @@ pub struct LocalOptions {
     pub c: f64,
     pub preprocess: PreprocessOptions,
     pub max_iter: usize,
+    /// Bins every feature on these rows and trains on the WOE of the bins.
+    pub binning: Option<BinningOptions>,
 }
 
 impl Default for LocalOptions {
@@ -23,6 +26,7 @@ impl Default for LocalOptions {
             c: 1.0,
             preprocess: PreprocessOptions::default(),
             max_iter: 100,
+            binning: None,
         }
     }
 }
@@ -51,7 +55,10 @@ pub fn train_local(
         return Err(FitError::OneClass(1));
     }
     let stats = FeatureStats::from_dataset(schema, &data);
-    let pre = Preprocessor::fit(schema, &stats, opts.preprocess);
+    let mut pre = Preprocessor::fit(schema, &stats, opts.preprocess);
+    if let Some(b) = &opts.binning {
+        pre = pre.with_woe(crate::binning::fit_pooled(schema, &data, b)?);
+    }
     let x = pre.transform(data);
     let fit = fit_newton(
         x.view(),
@@ -67,7 +74,11 @@ pub fn train_local(
         pre,
         &fit.theta,
         Provenance {
-            trainer: "local-newton".into(),
+            trainer: if opts.binning.is_some() {
+                "local-newton-woe".into()
+            } else {
+                "local-newton".into()
+            },
             rounds: fit.iterations as u32,
             participants: 1,
             schema_hash: schema.hash(),

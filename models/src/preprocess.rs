@@ -6,6 +6,7 @@
 use ndarray::Array2;
 use serde::{Deserialize, Serialize};
 
+use crate::binning::WoeBinning;
 use crate::data::{CODE_MISSING, CODE_OTHER, Dataset};
 use crate::schema::Schema;
 use crate::stats::FeatureStats;
@@ -42,6 +43,10 @@ pub struct CategoricalTransform {
 pub struct Preprocessor {
     pub numeric: Vec<NumericTransform>,
     pub categorical: Vec<CategoricalTransform>,
+    /// When set, the design is the WOE of each kept feature's bin instead of the standardised
+    /// and one-hot columns above.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub woe: Option<WoeBinning>,
 }
 
 impl Preprocessor {
@@ -84,6 +89,15 @@ impl Preprocessor {
         Self {
             numeric,
             categorical,
+            woe: None,
+        }
+    }
+
+    /// The same preprocessing with the design replaced by `woe`'s WOE columns.
+    pub fn with_woe(self, woe: WoeBinning) -> Self {
+        Self {
+            woe: Some(woe),
+            ..self
         }
     }
 
@@ -91,6 +105,9 @@ impl Preprocessor {
     /// with an imputation value, or a categorical feature (its `missing` column if it has one,
     /// else `other`, as [`Preprocessor::transform_ref`] does).
     pub fn handles_missing(&self, name: &str) -> bool {
+        if let Some(w) = &self.woe {
+            return w.features.iter().any(|f| f.name == name);
+        }
         self.numeric
             .iter()
             .any(|n| n.name == name && n.impute.is_finite())
@@ -99,6 +116,9 @@ impl Preprocessor {
 
     /// Names of the design columns, in order.
     pub fn columns(&self) -> Vec<String> {
+        if let Some(w) = &self.woe {
+            return w.columns();
+        }
         let mut cols: Vec<String> = self.numeric.iter().map(|n| n.name.clone()).collect();
         cols.extend(
             self.numeric
@@ -117,6 +137,9 @@ impl Preprocessor {
     }
 
     pub fn width(&self) -> usize {
+        if let Some(w) = &self.woe {
+            return w.features.iter().filter(|f| f.kept).count();
+        }
         self.numeric.len()
             + self.numeric.iter().filter(|n| n.indicator).count()
             + self
@@ -129,6 +152,9 @@ impl Preprocessor {
     /// Builds the design matrix. Consumes the data set so that, when the design has only
     /// numeric columns, the numeric matrix is transformed in place (no second copy).
     pub fn transform(&self, data: Dataset) -> Array2<f64> {
+        if let Some(w) = &self.woe {
+            return w.transform(&data);
+        }
         let only_numeric = self.categorical.is_empty() && !self.numeric.iter().any(|n| n.indicator);
         if only_numeric && data.numeric.ncols() == self.numeric.len() {
             let mut x = data.numeric;
@@ -144,6 +170,9 @@ impl Preprocessor {
 
     /// Builds the design matrix from a borrowed data set (allocates a new matrix).
     pub fn transform_ref(&self, data: &Dataset) -> Array2<f64> {
+        if let Some(w) = &self.woe {
+            return w.transform(data);
+        }
         let rows = data.rows();
         let mut x = Array2::<f64>::zeros((rows, self.width()));
         let n_ind = self.numeric.iter().filter(|n| n.indicator).count();

@@ -245,7 +245,90 @@ struct ColumnScan {
 /// Infers a schema from one CSV file: a column whose present values all parse as finite numbers
 /// is numeric, any other is categorical with the levels seen (sorted, so the order is stable).
 pub fn infer(path: &Path, opts: &InferOptions) -> Result<Schema, DataError> {
-    infer_source(&crate::source::DataSource::Csv(path.to_owned()), opts)
+    infer_with_suggestions(path, opts).map(|(s, _)| s)
+}
+
+/// Codes in a numeric column that look like "unknown" markers rather than quantities: for
+/// the data team to accept (as `special_values`) or not. Nothing is applied by itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SpecialSuggestion {
+    /// The column.
+    pub feature: String,
+    /// The codes.
+    pub codes: Vec<f64>,
+    /// Why: how often each code occurs and where the other values lie.
+    pub evidence: String,
+}
+
+/// Whether a number reads like a sentinel: 9, 99, 999, 96, 98, 9999, or -1, -9, -99.
+fn code_like(v: f64) -> bool {
+    if v.fract() != 0.0 || v.abs() >= 1e9 {
+        return false;
+    }
+    let digits = format!("{}", v.abs() as u64);
+    if v < 0.0 {
+        return v == -1.0 || digits.chars().all(|c| c == '9');
+    }
+    (digits.len() >= 2 && digits.starts_with('9')) || digits == "9"
+}
+
+/// Codes that sit apart from the rest of an integer column (see [`SpecialSuggestion`]): large
+/// sentinel-looking values more than three times the largest other value, or negative
+/// sentinels in an otherwise non-negative column, together under 5 % of the values.
+fn suggest_codes(name: &str, values: &BTreeMap<String, u64>) -> Option<SpecialSuggestion> {
+    let mut parsed: Vec<(f64, u64)> = values
+        .iter()
+        .filter_map(|(k, n)| k.parse::<f64>().ok().map(|v| (v, *n)))
+        .collect();
+    if parsed.len() < 3 || parsed.iter().any(|(v, _)| v.fract() != 0.0) {
+        return None;
+    }
+    parsed.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let regular: Vec<f64> = parsed
+        .iter()
+        .map(|(v, _)| *v)
+        .filter(|v| !code_like(*v))
+        .collect();
+    let (lo, hi) = (
+        regular.iter().copied().fold(f64::INFINITY, f64::min),
+        regular.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+    );
+    if regular.len() < 2 {
+        return None;
+    }
+    let codes: Vec<(f64, u64)> = parsed
+        .iter()
+        .copied()
+        .filter(|(v, _)| {
+            code_like(*v) && ((*v > 0.0 && *v > 3.0 * hi.max(1.0)) || (*v < 0.0 && lo >= 0.0))
+        })
+        .collect();
+    let total: u64 = parsed.iter().map(|(_, n)| n).sum();
+    let coded: u64 = codes.iter().map(|(_, n)| n).sum();
+    if codes.is_empty() || coded as f64 > 0.05 * total as f64 {
+        return None;
+    }
+    let list = codes
+        .iter()
+        .map(|(v, n)| format!("{v} ({n} rows)"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Some(SpecialSuggestion {
+        feature: name.to_string(),
+        codes: codes.iter().map(|(v, _)| *v).collect(),
+        evidence: format!(
+            "{list} sit apart from the other values, integers from {lo} to {hi} ({} of {total} rows)",
+            total - coded
+        ),
+    })
+}
+
+/// [`infer`], with the special codes it would suggest for numeric columns.
+pub fn infer_with_suggestions(
+    path: &Path,
+    opts: &InferOptions,
+) -> Result<(Schema, Vec<SpecialSuggestion>), DataError> {
+    infer_source_with_suggestions(&crate::source::DataSource::Csv(path.to_owned()), opts)
 }
 
 /// Infers a schema from any source (see [`infer`]); a source column of a numeric type is a
@@ -255,6 +338,15 @@ pub fn infer_source(
     source: &crate::source::DataSource,
     opts: &InferOptions,
 ) -> Result<Schema, DataError> {
+    infer_source_with_suggestions(source, opts).map(|(s, _)| s)
+}
+
+/// [`infer_source`], with the special codes it would suggest for numeric columns.
+pub fn infer_source_with_suggestions(
+    source: &crate::source::DataSource,
+    opts: &InferOptions,
+) -> Result<(Schema, Vec<SpecialSuggestion>), DataError> {
+    let mut suggestions = Vec::new();
     use crate::source::{Cell, ColumnKind};
     let mut src = source.open()?;
     let path_buf = src.name().to_owned();
@@ -451,6 +543,11 @@ pub fn infer_source(
             }
             FeatureKind::Categorical { levels }
         } else {
+            if !scan.too_many_levels
+                && let Some(s) = suggest_codes(name, &scan.levels)
+            {
+                suggestions.push(s);
+            }
             FeatureKind::Numeric {
                 special_values: Vec::new(),
             }
@@ -476,7 +573,33 @@ pub fn infer_source(
         path: path.to_owned(),
         message,
     })?;
-    Ok(schema)
+    Ok((schema, suggestions))
+}
+
+impl Schema {
+    /// Declares `codes` as special values of numeric feature `name` (which then allows
+    /// missing values, as special codes count as missing outside binning).
+    pub fn declare_special(&mut self, name: &str, codes: &[f64]) -> Result<(), String> {
+        let f = self
+            .features
+            .iter_mut()
+            .find(|f| f.name == name)
+            .ok_or_else(|| format!("no feature `{name}`"))?;
+        match &mut f.kind {
+            FeatureKind::Numeric { special_values } => {
+                for c in codes {
+                    if !special_values.contains(c) {
+                        special_values.push(*c);
+                    }
+                }
+            }
+            FeatureKind::Categorical { .. } => {
+                return Err(format!("`{name}` is categorical"));
+            }
+        }
+        f.missing = true;
+        Ok(())
+    }
 }
 
 fn infer_negative(
@@ -699,5 +822,50 @@ mod infer_tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("`maybe` (first on line 4)"), "{err}");
+    }
+
+    #[test]
+    fn sentinel_codes_apart_from_a_count_column_are_suggested_with_evidence() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("d.csv");
+        let mut text = String::from("late,age,pay,y\n");
+        for i in 0..400 {
+            // late: counts 0..5 with 96 and 98; age: 20..109 (99 is an age);
+            // pay: -2..8 (-1 is a status, not a code: -2 occurs too).
+            let late = match i {
+                0..=2 => 96,
+                3..=9 => 98,
+                _ => i % 6,
+            };
+            text.push_str(&format!(
+                "{late},{},{},{}\n",
+                20 + i % 90,
+                i % 11 - 2,
+                i % 2
+            ));
+        }
+        std::fs::write(&p, text).unwrap();
+        let (mut schema, sugg) = infer_with_suggestions(&p, &InferOptions::new("y", "1")).unwrap();
+        assert_eq!(sugg.len(), 1, "{sugg:?}");
+        assert_eq!(sugg[0].feature, "late");
+        assert_eq!(sugg[0].codes, vec![96.0, 98.0]);
+        assert!(
+            sugg[0].evidence.contains("98 (7 rows)"),
+            "{}",
+            sugg[0].evidence
+        );
+        assert!(
+            sugg[0].evidence.contains("from 0 to 5"),
+            "{}",
+            sugg[0].evidence
+        );
+        // Nothing is applied until the data team accepts it.
+        assert!(
+            matches!(&schema.features[0].kind, FeatureKind::Numeric { special_values } if special_values.is_empty())
+        );
+        schema.declare_special("late", &sugg[0].codes).unwrap();
+        assert!(schema.features[0].missing);
+        assert!(schema.validate().is_ok());
+        assert!(schema.declare_special("nope", &[1.0]).is_err());
     }
 }

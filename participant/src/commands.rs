@@ -40,6 +40,8 @@ pub struct InferArgs<'a> {
     pub categorical: &'a [String],
     /// Field values meaning "missing", besides the defaults.
     pub missing_tokens: &'a [String],
+    /// Declares the special codes infer suggests (otherwise they are only printed).
+    pub accept_suggested_specials: bool,
     pub out: &'a Path,
 }
 
@@ -55,7 +57,30 @@ pub fn infer_schema(a: InferArgs<'_>) -> Result<()> {
     for t in a.missing_tokens {
         opts.add_missing_token(t);
     }
-    let mut schema = infer_source(a.data, &opts)?;
+    let (mut schema, suggestions) =
+        fedrisk_models::schema::infer_source_with_suggestions(a.data, &opts)?;
+    for s in &suggestions {
+        let codes = s
+            .codes
+            .iter()
+            .map(|c| c.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        if a.accept_suggested_specials {
+            println!(
+                "declared special codes {}={codes}: {}",
+                s.feature, s.evidence
+            );
+            schema
+                .declare_special(&s.feature, &s.codes)
+                .map_err(|m| anyhow::anyhow!("{m}"))?;
+        } else {
+            println!(
+                "suggestion: {}={codes} look like special codes: {}; accept with --special {}={codes} or --accept-suggested-specials",
+                s.feature, s.evidence, s.feature
+            );
+        }
+    }
     for spec in a.special {
         let (col, codes) = spec
             .split_once('=')
@@ -151,6 +176,8 @@ pub struct TrainArgs<'a> {
     pub c: f64,
     pub missing_indicators: bool,
     pub out: &'a Path,
+    /// `woe`: bin on these rows and train on WOE.
+    pub binning: fedrisk_rounds::Binning,
 }
 
 pub fn train(a: TrainArgs<'_>) -> Result<()> {
@@ -161,6 +188,8 @@ pub fn train(a: TrainArgs<'_>) -> Result<()> {
         preprocess: PreprocessOptions {
             missing_indicators: a.missing_indicators,
         },
+        binning: (a.binning == fedrisk_rounds::Binning::Woe)
+            .then(fedrisk_models::BinningOptions::default),
         ..LocalOptions::default()
     };
     let (model, rows) = train_local(&schema, ds, &opts)
@@ -173,6 +202,52 @@ pub fn train(a: TrainArgs<'_>) -> Result<()> {
         model.provenance.rounds,
         &model.content_hash[..16]
     );
+    Ok(())
+}
+
+fn woe_of(model: &ModelFile, path: &Path) -> Result<fedrisk_models::WoeBinning> {
+    model.preprocessing.woe.clone().with_context(|| {
+        format!(
+            "{}: the model was not trained on WOE bins (train or run the job with binning woe)",
+            path.display()
+        )
+    })
+}
+
+/// Prints a WOE model's feature report, and writes it as JSON to `json` if given.
+pub fn bins(model_path: &Path, json: Option<&Path>) -> Result<()> {
+    let model = ModelFile::load(model_path)?;
+    let woe = woe_of(&model, model_path)?;
+    print!("{}", woe.table());
+    if let Some(p) = json {
+        let text = serde_json::to_string_pretty(&woe)?;
+        std::fs::write(p, text + "\n").with_context(|| format!("writing {}", p.display()))?;
+        println!("wrote {}", p.display());
+    }
+    Ok(())
+}
+
+/// Prints a WOE model's scorecard and score-to-PD table; writes JSON and CSV if asked.
+pub fn scorecard(
+    model_path: &Path,
+    opts: &fedrisk_models::scorecard::ScorecardOptions,
+    json: Option<&Path>,
+    csv: Option<&Path>,
+) -> Result<()> {
+    let model = ModelFile::load(model_path)?;
+    woe_of(&model, model_path)?;
+    let card = fedrisk_models::scorecard::Scorecard::from_model(&model, opts)
+        .with_context(|| format!("{}", model_path.display()))?;
+    print!("{}", card.table());
+    if let Some(p) = json {
+        let text = serde_json::to_string_pretty(&card)?;
+        std::fs::write(p, text + "\n").with_context(|| format!("writing {}", p.display()))?;
+        println!("wrote {}", p.display());
+    }
+    if let Some(p) = csv {
+        std::fs::write(p, card.to_csv()).with_context(|| format!("writing {}", p.display()))?;
+        println!("wrote {}", p.display());
+    }
     Ok(())
 }
 

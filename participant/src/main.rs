@@ -65,9 +65,48 @@ enum Command {
         /// Add a "was missing" 0/1 column for numeric features with missing values.
         #[arg(long)]
         missing_indicators: bool,
+        /// `woe`: bin every feature on these rows (as a federation does on its summed
+        /// counts) and train on the WOE of the bins; the model then has a scorecard.
+        #[arg(long, default_value = "none")]
+        binning: fedrisk_rounds::Binning,
         /// Where to write the model JSON.
         #[arg(long)]
         out: PathBuf,
+    },
+    /// Print the feature report of a model trained on WOE bins (IV, bins, counts, default
+    /// rate and WOE per bin, trend); `--json` writes it as JSON too.
+    Bins {
+        /// Model JSON trained with binning woe.
+        #[arg(long)]
+        model: PathBuf,
+        /// Also write the report as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// Turn a model trained on WOE bins into a scorecard (points per bin) and print it with
+    /// its score-to-PD table; export it as JSON and CSV.
+    Scorecard {
+        /// Model JSON trained with binning woe.
+        #[arg(long)]
+        model: PathBuf,
+        /// Points at the base odds.
+        #[arg(long, default_value_t = 600.0)]
+        base_score: f64,
+        /// Goods per bad at the base score (50 means 50:1).
+        #[arg(long, default_value_t = 50.0)]
+        base_odds: f64,
+        /// Points to double the odds.
+        #[arg(long, default_value_t = 20.0)]
+        pdo: f64,
+        /// Keep fractional points instead of rounding each bin's points.
+        #[arg(long)]
+        no_round: bool,
+        /// Write the scorecard as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Write `feature,bin,woe,coefficient,points` rows here.
+        #[arg(long)]
+        csv: Option<PathBuf>,
     },
     /// Make this institution's identity key and a certificate signing request: writes
     /// OUT/NAME.key (private, mode 0600: it never leaves this machine) and OUT/NAME.csr (send
@@ -194,6 +233,10 @@ enum SchemaCommand {
             allow_hyphen_values = true
         )]
         missing_token: Vec<String>,
+        /// Declare the special codes infer suggests (codes such as 96/98 that sit apart from
+        /// a count column); without it they are only printed, with their evidence.
+        #[arg(long)]
+        accept_suggested_specials: bool,
         /// Where to write the schema JSON.
         #[arg(long)]
         out: PathBuf,
@@ -228,6 +271,7 @@ fn main() -> ExitCode {
                     special,
                     categorical,
                     missing_token,
+                    accept_suggested_specials,
                     out,
                 },
         } => src.source().and_then(|data| {
@@ -239,6 +283,7 @@ fn main() -> ExitCode {
                 special: &special,
                 categorical: &categorical,
                 missing_tokens: &missing_token,
+                accept_suggested_specials,
                 out: &out,
             })
         }),
@@ -259,9 +304,11 @@ fn main() -> ExitCode {
             schema,
             c,
             missing_indicators,
+            binning,
             out,
         } => src.source().and_then(|data| {
             commands::train(commands::TrainArgs {
+                binning,
                 data: &data,
                 schema: schema.as_deref(),
                 label: &label,
@@ -287,6 +334,26 @@ fn main() -> ExitCode {
                 &src,
             )
         }),
+        Command::Bins { model, json } => commands::bins(&model, json.as_deref()),
+        Command::Scorecard {
+            model,
+            base_score,
+            base_odds,
+            pdo,
+            no_round,
+            json,
+            csv,
+        } => commands::scorecard(
+            &model,
+            &fedrisk_models::scorecard::ScorecardOptions {
+                base_score,
+                base_odds,
+                pdo,
+                round: !no_round,
+            },
+            json.as_deref(),
+            csv.as_deref(),
+        ),
         Command::Keygen { name, out } => keygen::run(&name, &out),
         Command::Run(args) => run::run_agent(args),
     };

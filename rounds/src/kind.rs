@@ -34,6 +34,8 @@ pub enum Absorbed {
     Theta(Vec<f64>),
     /// Federation-wide evaluation of a model.
     Eval(FederatedEval),
+    /// The federation's good/bad counts per feature and bin-count slot.
+    BinCounts(Vec<Vec<fedrisk_models::binning::Counts>>),
 }
 
 /// One kind of federated round. Adding a kind is one implementation of this trait plus

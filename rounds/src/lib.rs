@@ -35,7 +35,7 @@ pub use plan::{
     RoundOutcome, SessionRequest,
 };
 pub use session::{session_binding, session_params};
-pub use spec::{JobSpec, SpecError};
+pub use spec::{Binning, JobSpec, SpecError};
 pub use task::{EncodedTask, GlobalModel, JobContext, Task, TaskLimits, TaskParams};
 
 pub use fedrisk_models::federated::{Algorithm, RoundSettings};

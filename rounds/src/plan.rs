@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Failure, RoundError};
 use crate::kind::{Absorbed, SessionSum};
-use crate::kinds::{Evaluation, Magnitudes, Statistics, Update};
-use crate::spec::JobSpec;
+use crate::kinds::{BinCounts, Evaluation, Magnitudes, Statistics, Update};
+use crate::spec::{Binning, JobSpec};
 use crate::task::{self, EncodedTask, GlobalModel, JobContext, Task, TaskParams};
 
 /// What the plan keeps between rounds; durable in the store with each completed round.
@@ -52,6 +52,16 @@ pub struct Partial {
 pub enum PartialResult {
     /// The magnitudes session's scales.
     Scales(Vec<f64>),
+    /// The statistics session's result, when bin counts come next (`binning = "woe"`).
+    Stats {
+        /// The magnitudes session's scales (the grid of the bin counts).
+        scales: Vec<f64>,
+        /// The federation's statistics.
+        stats: FeatureStats,
+        /// Who the statistics sum was over.
+        #[serde(default)]
+        survivors: Vec<u32>,
+    },
     /// The update session's parameters and how many it was over.
     Theta {
         /// The new parameters.
@@ -150,9 +160,20 @@ pub struct PlanError {
 #[derive(Debug, Clone)]
 enum Phase {
     Magnitudes,
-    Statistics { scales: Vec<f64> },
+    Statistics {
+        scales: Vec<f64>,
+    },
+    BinCounts {
+        scales: Vec<f64>,
+        stats: FeatureStats,
+        /// Who the statistics sum was over: the bin counts carry the same row and default
+        /// counts, so they are asked of exactly these.
+        survivors: Vec<u32>,
+    },
     Update,
-    Evaluation { theta: Vec<f64> },
+    Evaluation {
+        theta: Vec<f64>,
+    },
     Done,
 }
 
@@ -191,6 +212,22 @@ impl JobPlan {
                     plan.bytes = p.bytes;
                     plan.first_of_job = false;
                 }
+                (
+                    Phase::Magnitudes,
+                    PartialResult::Stats {
+                        scales,
+                        stats,
+                        survivors,
+                    },
+                ) => {
+                    plan.phase = Phase::BinCounts {
+                        scales,
+                        stats,
+                        survivors,
+                    };
+                    plan.bytes = p.bytes;
+                    plan.first_of_job = false;
+                }
                 (Phase::Update, PartialResult::Theta { theta, survivors }) => {
                     plan.phase = Phase::Evaluation { theta };
                     plan.update_survivors = survivors;
@@ -206,6 +243,15 @@ impl JobPlan {
     pub fn partial(&self) -> Option<Partial> {
         let result = match &self.phase {
             Phase::Statistics { scales } => PartialResult::Scales(scales.clone()),
+            Phase::BinCounts {
+                scales,
+                stats,
+                survivors,
+            } => PartialResult::Stats {
+                scales: scales.clone(),
+                stats: stats.clone(),
+                survivors: survivors.clone(),
+            },
             Phase::Evaluation { theta } => PartialResult::Theta {
                 theta: theta.clone(),
                 survivors: self.update_survivors,
@@ -275,6 +321,9 @@ impl JobPlan {
             Phase::Statistics { scales } => TaskParams::Statistics(Statistics {
                 scales: scales.clone(),
             }),
+            Phase::BinCounts { scales, .. } => TaskParams::BinCounts(BinCounts {
+                scales: scales.clone(),
+            }),
             Phase::Update => TaskParams::Update(Update {
                 model: model(&self.checkpoint.as_ref()?.theta)?,
             }),
@@ -299,6 +348,9 @@ impl JobPlan {
         let only = match (&self.phase, &self.checkpoint) {
             (Phase::Evaluation { .. }, Some(cp)) if !cp.constants_survivors.is_empty() => {
                 Some(cp.constants_survivors.clone())
+            }
+            (Phase::BinCounts { survivors, .. }, _) if !survivors.is_empty() => {
+                Some(survivors.clone())
             }
             _ => None,
         };
@@ -385,6 +437,43 @@ impl JobPlan {
                 self.phase = Phase::Statistics { scales };
                 Ok(Progress::Continue)
             }
+            (Phase::Statistics { scales }, Absorbed::Stats(stats))
+                if self.spec.binning == Binning::Woe =>
+            {
+                self.phase = Phase::BinCounts {
+                    scales,
+                    stats,
+                    survivors: sum.survivors.clone(),
+                };
+                Ok(Progress::Continue)
+            }
+            (
+                Phase::BinCounts {
+                    scales,
+                    stats,
+                    survivors: constants_survivors,
+                },
+                Absorbed::BinCounts(counts),
+            ) => {
+                let grid = fedrisk_models::binning::CountGrid::new(&self.spec.schema, &scales)
+                    .map_err(|e| self.internal(&e.to_string()))?;
+                // A binning that cannot be fitted from these counts (one class, no feature
+                // above the IV floor) would fail the same way again: the job ends.
+                let woe =
+                    fedrisk_models::WoeBinning::fit(&grid, &counts, &self.spec.binning_options)
+                        .map_err(|e| self.internal(&format!("binning: {e}")))?;
+                let preprocessor = Preprocessor::fit(
+                    &self.spec.schema,
+                    &stats,
+                    PreprocessOptions {
+                        missing_indicators: self.spec.settings.missing_indicators,
+                    },
+                )
+                .with_woe(woe);
+                Ok(Progress::RoundCompleted(Box::new(
+                    self.complete_statistics(stats, preprocessor, constants_survivors),
+                )))
+            }
             (Phase::Statistics { .. }, Absorbed::Stats(stats)) => {
                 let preprocessor = Preprocessor::fit(
                     &self.spec.schema,
@@ -393,16 +482,8 @@ impl JobPlan {
                         missing_indicators: self.spec.settings.missing_indicators,
                     },
                 );
-                self.job.settings.total_rows = stats.rows;
-                let cp = Checkpoint {
-                    theta: vec![0.0; preprocessor.width() + 1],
-                    stats,
-                    preprocessor,
-                    constants_survivors: sum.survivors.clone(),
-                };
-                self.checkpoint = Some(cp.clone());
                 Ok(Progress::RoundCompleted(Box::new(
-                    self.complete(survivors, None, None, cp),
+                    self.complete_statistics(stats, preprocessor, sum.survivors.clone()),
                 )))
             }
             (Phase::Update, Absorbed::Theta(theta)) => {
@@ -431,6 +512,26 @@ impl JobPlan {
             }
             _ => Err(self.internal("a session's output does not fit the plan's phase")),
         }
+    }
+
+    /// Round 0 is complete. `constants_survivors`: who the statistics sum was over (see
+    /// [`Checkpoint::constants_survivors`]).
+    fn complete_statistics(
+        &mut self,
+        stats: FeatureStats,
+        preprocessor: Preprocessor,
+        constants_survivors: Vec<u32>,
+    ) -> RoundOutcome {
+        self.job.settings.total_rows = stats.rows;
+        let survivors = constants_survivors.len() as u32;
+        let cp = Checkpoint {
+            theta: vec![0.0; preprocessor.width() + 1],
+            stats,
+            preprocessor,
+            constants_survivors,
+        };
+        self.checkpoint = Some(cp.clone());
+        self.complete(survivors, None, None, cp)
     }
 
     fn internal(&self, what: &str) -> PlanError {

@@ -3,6 +3,7 @@
 //! and nowhere else (serde fills them in, [`JobSpec::new`] starts from them).
 
 use fedrisk_models::Schema;
+use fedrisk_models::binning::BinningOptions;
 use fedrisk_models::federated::RoundSettings;
 use serde::{Deserialize, Serialize};
 
@@ -36,6 +37,38 @@ fn default_rounds() -> u32 {
 }
 fn default_min_participants() -> u32 {
     DEFAULT_MIN_PARTICIPANTS
+}
+
+/// How features enter the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Binning {
+    /// Standardised numeric columns and one-hot levels.
+    #[default]
+    None,
+    /// Every feature binned from the federation's securely summed good/bad counts, and the
+    /// model trained on the WOE of each row's bins.
+    Woe,
+}
+
+impl std::fmt::Display for Binning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Binning::None => "none",
+            Binning::Woe => "woe",
+        })
+    }
+}
+
+impl std::str::FromStr for Binning {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "none" => Ok(Binning::None),
+            "woe" => Ok(Binning::Woe),
+            _ => Err(format!("`{s}`: expected none or woe")),
+        }
+    }
 }
 
 /// A training job as an operator submits it.
@@ -79,6 +112,12 @@ pub struct JobSpec {
     /// How long an attempt waits for `min_participants` before it counts as failed.
     #[serde(default = "default_wait_ms")]
     pub wait_for_participants_ms: u64,
+    /// `woe`: bin every feature from securely summed counts and train on WOE.
+    #[serde(default)]
+    pub binning: Binning,
+    /// Bins, trend, minimum sizes and IV floor of `binning = "woe"`.
+    #[serde(default)]
+    pub binning_options: BinningOptions,
 }
 
 /// A field of a job that cannot be run, and why.
@@ -114,6 +153,8 @@ impl JobSpec {
             dropout_budget: None,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             wait_for_participants_ms: DEFAULT_WAIT_FOR_PARTICIPANTS_MS,
+            binning: Binning::None,
+            binning_options: BinningOptions::default(),
         }
     }
 
@@ -203,6 +244,10 @@ impl JobSpec {
         if self.max_attempts == 0 {
             return Err(bad("max_attempts", "at least 1"));
         }
+        self.binning_options.validate().map_err(|e| {
+            let (field, reason) = e.split_once(": ").unwrap_or(("", e.as_str()));
+            bad(&format!("binning_options.{field}"), reason)
+        })?;
         Ok(())
     }
 
@@ -271,6 +316,15 @@ mod tests {
             dropout_budget: Some(1),
             max_attempts: 5,
             wait_for_participants_ms: 45_000,
+            binning: Binning::Woe,
+            binning_options: BinningOptions {
+                max_bins: 8,
+                max_prebins: 16,
+                min_bin_share: 0.04,
+                min_class_count: 30,
+                trend: fedrisk_models::binning::Trend::Peak,
+                iv_floor: 0.01,
+            },
         }
     }
 
@@ -307,6 +361,14 @@ mod tests {
         );
         assert_eq!(bad(|s| s.stage_deadline_ms = 5), "stage_deadline_ms");
         assert_eq!(bad(|s| s.max_attempts = 0), "max_attempts");
+        assert_eq!(
+            bad(|s| s.binning_options.max_bins = 1),
+            "binning_options.max_bins"
+        );
+        assert_eq!(
+            bad(|s| s.binning_options.min_bin_share = 0.7),
+            "binning_options.min_bin_share"
+        );
         assert!(spec().validate().is_ok());
     }
 

@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::RoundError;
 use crate::kind::RoundKind;
-use crate::kinds::{Evaluation, Magnitudes, Statistics, Update};
+use crate::kinds::{BinCounts, Evaluation, Magnitudes, Statistics, Update};
 
 /// What every session of a job shares.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -42,6 +42,8 @@ pub enum TaskParams {
     Magnitudes(Magnitudes),
     /// Round 0, second session: scaled sums, squares, missing and level counts.
     Statistics(Statistics),
+    /// Round 0, third session of a binned job: good/bad counts over the agreed grid.
+    BinCounts(BinCounts),
     /// A training round's update (Newton terms or locally trained parameters).
     Update(Update),
     /// The federated evaluation of a model (score histograms by label).
@@ -54,6 +56,7 @@ impl TaskParams {
         match self {
             TaskParams::Magnitudes(k) => k,
             TaskParams::Statistics(k) => k,
+            TaskParams::BinCounts(k) => k,
             TaskParams::Update(k) => k,
             TaskParams::Evaluation(k) => k,
         }

@@ -599,3 +599,94 @@ fn the_coordinators_sessions_pass_the_default_agent_policy_up_to_5000_participan
     }
     assert!(harary >= 3, "SecAgg+ graphs are used at scale");
 }
+
+/// The institutions' rows as one data set.
+fn pooled(sets: &[Dataset]) -> Dataset {
+    let num: Vec<_> = sets.iter().map(|d| d.numeric.view()).collect();
+    let cat: Vec<_> = sets.iter().map(|d| d.categorical.view()).collect();
+    Dataset {
+        numeric: ndarray::concatenate(ndarray::Axis(0), &num).expect("numeric"),
+        categorical: ndarray::concatenate(ndarray::Axis(0), &cat).expect("categorical"),
+        labels: Some(
+            sets.iter()
+                .flat_map(|d| d.labels.clone().expect("labels"))
+                .collect(),
+        ),
+    }
+}
+
+#[test]
+fn a_binned_job_gives_exactly_the_binning_of_the_pooled_rows() {
+    let (schema, sets) = federation(4);
+    let mut spec = spec(&schema, 3);
+    spec.binning = fedrisk_rounds::Binning::Woe;
+    let mut plan = new_plan(&spec, 11);
+    let mut agents = agents(&sets);
+    let mut rng = ChaCha20Rng::seed_from_u64(11);
+    let mut outcomes = Vec::new();
+    let mut labels = Vec::new();
+    while let Some(req) = plan.next_session() {
+        labels.push(req.label);
+        let sum = run_session(&spec, 11, &req, &mut agents, &[], &mut rng).expect("session");
+        if let Progress::RoundCompleted(o) = plan.on_output(sum).expect("plan") {
+            outcomes.push(o);
+        }
+    }
+    assert_eq!(
+        labels[..4],
+        ["magnitudes", "statistics", "bin_counts", "update"]
+    );
+    let federated = outcomes[0]
+        .checkpoint
+        .preprocessor
+        .woe
+        .clone()
+        .expect("a binned job's preprocessing carries its bins");
+    // The same algorithm on the pooled rows: cut points, counts, WOE and IV all equal.
+    let central =
+        fedrisk_models::binning::fit_pooled(&schema, &pooled(&sets), &spec.binning_options)
+            .expect("pooled binning");
+    assert_eq!(federated, central);
+    assert!(
+        federated
+            .features
+            .iter()
+            .any(|f| f.bins.iter().any(|b| b.label.starts_with("special"))),
+        "the generated data declares special codes"
+    );
+    // The model trains on WOE and its file scores raw rows with the bins it carries.
+    let last = outcomes.last().expect("rounds");
+    let model = last.model.as_ref().expect("model");
+    assert_eq!(model.columns, federated.columns());
+    let eval = last.eval.as_ref().expect("evaluation");
+    assert!(eval.auc > 0.6, "AUC {}", eval.auc);
+    let scores = model.score_dataset(sets[0].clone()).expect("scores");
+    assert!(scores.iter().all(|p| (0.0..=1.0).contains(p)));
+}
+
+#[test]
+fn a_restarted_binned_plan_resumes_with_the_bin_counts() {
+    let (schema, sets) = federation(3);
+    let mut spec = spec(&schema, 1);
+    spec.binning = fedrisk_rounds::Binning::Woe;
+    let ids = || PlanIds {
+        federation_id: FEDERATION.into(),
+        job_id: 12,
+    };
+    let mut plan = JobPlan::new(spec.clone(), ids(), None);
+    let mut agents = agents(&sets);
+    let mut rng = ChaCha20Rng::seed_from_u64(12);
+    for _ in 0..2 {
+        let req = plan.next_session().expect("a session");
+        let sum = run_session(&spec, 12, &req, &mut agents, &[], &mut rng).expect("session");
+        assert!(matches!(
+            plan.on_output(sum).expect("plan"),
+            Progress::Continue
+        ));
+    }
+    let partial = plan.partial().expect("the statistics are kept");
+    let mut resumed = JobPlan::resume(spec.clone(), ids(), None, Some(partial));
+    let next = resumed.next_session().expect("a session");
+    assert_eq!((next.round, next.label), (0, "bin_counts"));
+    assert!(!next.first_of_job);
+}

@@ -382,6 +382,14 @@ impl ParticipantSession {
             Some(e) if e.c_pk == self.c_pk && e.s_pk == self.s_pk => {}
             _ => return Err(SecAggError::ForgedOwnKeys),
         }
+        let mut seen: HashSet<[u8; 32]> = HashSet::with_capacity(2 * msg.entries.len());
+        for e in &msg.entries {
+            for k in [e.c_pk, e.s_pk] {
+                if !seen.insert(k) {
+                    return Err(SecAggError::DuplicateKey(e.id));
+                }
+            }
+        }
         // Every entry, not only the neighbours': all of them place members on the ring, and
         // an entry the coordinator forged for a non-neighbour would move this participant's
         // neighbourhood to ids of its choosing.
@@ -390,14 +398,6 @@ impl ParticipantSession {
                 crypto::advertise_transcript(&self.config.session_id, e.id, &e.c_pk, &e.s_pk);
             if !verify_signature(&self.roster, e.id, &t_sig, &e.signature) {
                 return Err(SecAggError::BadSignature(e.id));
-            }
-        }
-        let mut seen: HashSet<[u8; 32]> = HashSet::with_capacity(2 * msg.entries.len());
-        for e in &msg.entries {
-            for k in [e.c_pk, e.s_pk] {
-                if !seen.insert(k) {
-                    return Err(SecAggError::DuplicateKey(e.id));
-                }
             }
         }
         Ok(())

@@ -1,10 +1,12 @@
 //! The round kinds, one file each.
 
+mod bin_counts;
 mod evaluation;
 mod magnitudes;
 mod statistics;
 mod update;
 
+pub use bin_counts::BinCounts;
 pub use evaluation::Evaluation;
 pub use magnitudes::Magnitudes;
 pub use statistics::Statistics;

@@ -108,11 +108,17 @@ impl ModelFile {
             path: path.to_owned(),
             source,
         })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and checks a model file's text as [`ModelFile::load`] does; `path` names where
+    /// it came from in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, DataError> {
         let err = |message: String| DataError::Model {
             path: path.to_owned(),
             message,
         };
-        let m: ModelFile = serde_json::from_str(&text)
+        let m: ModelFile = serde_json::from_str(text)
             .map_err(|e| err(format!("line {} column {}: {e}", e.line(), e.column())))?;
         if m.format != MODEL_FORMAT {
             return Err(err(format!(

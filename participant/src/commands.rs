@@ -172,6 +172,40 @@ pub fn train(a: TrainArgs<'_>) -> Result<()> {
     Ok(())
 }
 
+/// Writes a model file in another format (`json`, `pmml`, `onnx`), after checking its
+/// content hash; the file is written whole or not at all.
+pub fn export(model: &Path, format: &str, out: &Path) -> Result<()> {
+    let format: fedrisk_export::Format = format.parse()?;
+    let m = ModelFile::load(model)?;
+    let bytes = fedrisk_export::export(&m, format)
+        .with_context(|| format!("exporting {} as {format}", model.display()))?;
+    write_whole(out, &bytes)?;
+    println!(
+        "wrote {}: {format}, {} bytes, model content hash {}",
+        out.display(),
+        bytes.len(),
+        m.content_hash
+    );
+    Ok(())
+}
+
+/// Writes a file through a temporary file beside it, renamed over it when complete.
+pub fn write_whole(out: &Path, bytes: &[u8]) -> Result<()> {
+    let name = out
+        .file_name()
+        .with_context(|| format!("--out {}: not a file name", out.display()))?;
+    let mut partial_name = std::ffi::OsString::from(".");
+    partial_name.push(name);
+    partial_name.push(".partial");
+    let partial = out.with_file_name(partial_name);
+    std::fs::write(&partial, bytes).with_context(|| format!("writing {}", partial.display()))?;
+    if let Err(e) = std::fs::rename(&partial, out) {
+        let _ = std::fs::remove_file(&partial);
+        bail!("renaming {} to {}: {e}", partial.display(), out.display());
+    }
+    Ok(())
+}
+
 /// Writes `row,probability` (row = 1-based data row, not counting the header), or
 /// `ID,probability` with `id` naming a column of the file to carry through. Rows are read,
 /// scored and written in blocks; the scores go to a temporary file beside `out` that replaces

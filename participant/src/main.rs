@@ -98,6 +98,20 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Write a model file as PMML 4.4 or ONNX (or JSON again), for scoring outside fedrisk:
+    /// the preprocessing (special codes, imputation, standardisation, one-hot levels with
+    /// unseen and missing levels) is part of the exported model.
+    Export {
+        /// Model JSON written by `train` or by a federation (its content hash is checked).
+        #[arg(long)]
+        model: PathBuf,
+        /// `json`, `pmml` or `onnx`.
+        #[arg(long, default_value = "pmml")]
+        format: String,
+        /// Where to write the exported model.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -262,6 +276,7 @@ fn main() -> ExitCode {
             id,
             out,
         } => commands::score(&model, &data, id.as_deref(), &out),
+        Command::Export { model, format, out } => commands::export(&model, &format, &out),
         Command::Keygen { name, out } => keygen::run(&name, &out),
         Command::Run(args) => run::run_agent(args),
     };

@@ -8,6 +8,7 @@ mod acceptance;
 mod certs;
 mod custody;
 mod dropout;
+mod exports;
 mod harness;
 mod malicious;
 mod operator;

@@ -17,6 +17,7 @@ pub mod schema;
 pub mod shape;
 pub mod stats;
 pub mod synth;
+pub mod validation;
 
 pub use data::{Dataset, LabelMode, load_csv};
 pub use error::{DataError, FitError, Location, RowProblem};

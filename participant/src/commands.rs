@@ -172,6 +172,106 @@ pub fn train(a: TrainArgs<'_>) -> Result<()> {
     Ok(())
 }
 
+/// Prints a model in validators' terms: provenance, coefficients on the standardised and raw
+/// scales with odds ratios, and with a labelled `data` file its AUC, KS, Gini, log loss, Brier
+/// score and calibration by decile (`json`: one JSON object instead of tables).
+pub fn describe(model: &Path, data: Option<&Path>, json: bool) -> Result<()> {
+    use fedrisk_models::validation::{CoefficientTable, Performance};
+    let m = ModelFile::load(model)?;
+    let table = CoefficientTable::of(&m);
+    let performance = match data {
+        Some(d) => {
+            let (ds, probs) = m.score_csv(d)?;
+            let labels = ds.labels.as_deref().with_context(|| {
+                format!(
+                    "{}: no label column `{}`: performance needs labels",
+                    d.display(),
+                    m.schema.label.name
+                )
+            })?;
+            Some(Performance::of(&probs, labels).with_context(|| format!("{}", d.display()))?)
+        }
+        None => None,
+    };
+    if json {
+        let out = serde_json::json!({
+            "content_hash": m.content_hash,
+            "provenance": m.provenance,
+            "coefficients": table,
+            "performance": performance,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    let p = &m.provenance;
+    println!(
+        "{}: {} model, {} rounds, {} participants, schema {}, content hash {}",
+        model.display(),
+        p.trainer,
+        p.rounds,
+        p.participants,
+        &p.schema_hash[..p.schema_hash.len().min(16)],
+        m.content_hash
+    );
+    let width = table
+        .rows
+        .iter()
+        .map(|r| r.column.len())
+        .max()
+        .unwrap_or(6)
+        .max(9);
+    println!(
+        "{:<width$} {:>13} {:>13} {:>11} {:>11}",
+        "column", "standardised", "raw scale", "odds ratio", "OR per sd"
+    );
+    println!(
+        "{:<width$} {:>13.6} {:>13.6}",
+        "intercept", table.intercept_standardised, table.intercept_raw
+    );
+    for r in &table.rows {
+        let per_sd = if r.scale.is_some() {
+            format!("{:.4}", r.odds_ratio_per_sd)
+        } else {
+            "-".into()
+        };
+        println!(
+            "{:<width$} {:>13.6} {:>13.6e} {:>11.4} {:>11}",
+            r.column, r.standardised, r.raw, r.odds_ratio, per_sd
+        );
+    }
+    if let (Some(perf), Some(d)) = (&performance, data) {
+        let e = &perf.evaluation;
+        println!(
+            "\n{}: {} rows, default rate {:.4}: AUC {:.4}, KS {:.4}, Gini {:.4}, log loss {:.4}, Brier {:.4}",
+            d.display(),
+            e.rows,
+            e.default_rate,
+            e.auc,
+            e.ks,
+            e.gini,
+            e.log_loss,
+            e.brier
+        );
+        println!("calibration by decile of predicted PD:");
+        println!(
+            "{:>6} {:>7} {:>11} {:>11} {:>13} {:>13}",
+            "decile", "rows", "min PD", "max PD", "mean PD", "default rate"
+        );
+        for (k, b) in perf.calibration_by_decile.iter().enumerate() {
+            println!(
+                "{:>6} {:>7} {:>11.5} {:>11.5} {:>13.5} {:>13.5}",
+                k + 1,
+                b.rows,
+                b.min_score,
+                b.max_score,
+                b.mean_predicted,
+                b.observed_rate
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Writes a model file in another format (`json`, `pmml`, `onnx`), after checking its
 /// content hash; the file is written whole or not at all.
 pub fn export(model: &Path, format: &str, out: &Path) -> Result<()> {
@@ -238,8 +338,8 @@ pub fn score(model: &Path, data: &Path, id: Option<&str>, out: &Path) -> Result<
         && let Ok(e) = fedrisk_models::metrics::evaluate(&probs, &labels)
     {
         line += &format!(
-            " (labels present: AUC {:.4}, KS {:.4}, log loss {:.4})",
-            e.auc, e.ks, e.log_loss
+            " (labels present: AUC {:.4}, KS {:.4}, Gini {:.4}, log loss {:.4}, Brier {:.4})",
+            e.auc, e.ks, e.gini, e.log_loss, e.brier
         );
     }
     println!("{line}");

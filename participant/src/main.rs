@@ -98,6 +98,20 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Show a model in validators' terms: coefficients on the standardised and the raw scale
+    /// with odds ratios, provenance, and with a labelled --data file AUC, KS, Gini, log loss,
+    /// Brier score and calibration by decile.
+    Describe {
+        /// Model JSON (its content hash is checked).
+        #[arg(long)]
+        model: PathBuf,
+        /// A labelled CSV to measure the model on (e.g. a hold-out sample).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Print one JSON object instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
     /// Write a model file as PMML 4.4 or ONNX (or JSON again), for scoring outside fedrisk:
     /// the preprocessing (special codes, imputation, standardisation, one-hot levels with
     /// unseen and missing levels) is part of the exported model.
@@ -276,6 +290,9 @@ fn main() -> ExitCode {
             id,
             out,
         } => commands::score(&model, &data, id.as_deref(), &out),
+        Command::Describe { model, data, json } => {
+            commands::describe(&model, data.as_deref(), json)
+        }
         Command::Export { model, format, out } => commands::export(&model, &format, &out),
         Command::Keygen { name, out } => keygen::run(&name, &out),
         Command::Run(args) => run::run_agent(args),

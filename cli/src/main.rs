@@ -1,6 +1,7 @@
 //! `fedrisk-coordinator`: runs a federation's training rounds. It sees only securely
 //! aggregated sums, never one institution's data or update.
 
+mod audit;
 mod certs;
 mod config;
 mod operator;
@@ -48,6 +49,11 @@ enum Command {
         #[command(subcommand)]
         command: operator::JobCommand,
     },
+    /// The audit chain in the coordinator's database: verify it, export it.
+    Audit {
+        #[command(subcommand)]
+        command: audit::AuditCommand,
+    },
     /// Time a federation (separate participant processes) and print seconds and bytes per
     /// round and peak memory.
     Bench(bench::BenchArgs),
@@ -86,7 +92,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // Only for commands that print and exit: a server or an agent keeps SIGPIPE ignored
     // (Rust's default), or a peer that vanishes mid-write would kill it.
-    if matches!(cli.command, Command::Certs { .. } | Command::Job { .. }) {
+    if matches!(
+        cli.command,
+        Command::Certs { .. } | Command::Job { .. } | Command::Audit { .. }
+    ) {
         restore_sigpipe();
     }
     let filter = match &cli.command {
@@ -112,6 +121,7 @@ fn main() -> ExitCode {
         }),
         Command::Serve { config } => runtime().and_then(|rt| rt.block_on(config::serve(&config))),
         Command::Certs { command } => certs::run(command),
+        Command::Audit { command } => audit::run(command),
         Command::Job { command } => runtime().and_then(|rt| rt.block_on(operator::run(command))),
         Command::Bench(args) => runtime().and_then(|rt| rt.block_on(bench::run(args))),
     };

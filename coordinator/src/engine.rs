@@ -194,6 +194,7 @@ impl Engine {
                         round: req.round,
                         kind: req.label,
                         survivors: sum.survivors.clone(),
+                        aggregate_hash: crate::audit::aggregate_hash(&sum),
                         bytes_up: sum.bytes_up,
                         bytes_down: sum.bytes_down,
                     });

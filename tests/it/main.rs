@@ -5,6 +5,7 @@
 //! fedrisk-participant --features fedrisk-participant/test-faults`.
 
 mod acceptance;
+mod audit;
 mod certs;
 mod custody;
 mod dropout;

@@ -99,8 +99,11 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServeError> {
         source,
     })?;
     let hub = Hub::new();
-    let signer = Signer::load(&pki.server_key())?;
-    let audit: Arc<dyn EventSink> = Arc::new(AuditLog::new(store.clone(), signer));
+    let audit: Arc<dyn EventSink> = Arc::new(AuditLog::new(
+        store.clone(),
+        Signer::load(&pki.server_key())?,
+    ));
+    let model_signer = Arc::new(Signer::load(&pki.server_key())?);
     let mut sinks: Vec<Arc<dyn EventSink>> = vec![Arc::new(LogSink), audit];
     sinks.extend(opts.events.clone());
     let events: Arc<dyn EventSink> = Arc::new(crate::events::Sinks(sinks));
@@ -111,6 +114,7 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServeError> {
         federation_id: federation_id.clone(),
         events: events.clone(),
         crl: Some(pki.crl()),
+        signer: Some(model_signer),
     });
     let scheduler = Scheduler::new(engine, store.clone());
     for r in store.interrupted_rounds()? {

@@ -185,6 +185,9 @@ pub(crate) mod testing {
                 schema_hash: schema.hash(),
                 l2_c: None,
                 notes: vec![],
+                created_at_unix_ms: None,
+                software: None,
+                settings: None,
             },
         )
         .unwrap()

@@ -99,6 +99,11 @@ impl Verifier {
         }
     }
 
+    /// The public key (uncompressed SEC1 point).
+    pub fn public_key(&self) -> &[u8] {
+        &self.public_key
+    }
+
     pub fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
         UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, &self.public_key)
             .verify(message, signature)

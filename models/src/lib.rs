@@ -21,7 +21,7 @@ pub mod validation;
 
 pub use data::{Dataset, LabelMode, load_csv};
 pub use error::{DataError, FitError, Location, RowProblem};
-pub use model_file::{ModelFile, Provenance};
+pub use model_file::{ModelFile, ModelSignature, Provenance};
 pub use preprocess::{PreprocessOptions, Preprocessor};
 pub use schema::{InferOptions, Schema};
 pub use stats::FeatureStats;

@@ -159,8 +159,13 @@ pub fn train(a: TrainArgs<'_>) -> Result<()> {
         },
         ..LocalOptions::default()
     };
-    let (model, rows) = train_local(&schema, ds, &opts)
+    let (mut model, rows) = train_local(&schema, ds, &opts)
         .with_context(|| format!("training on {}", a.data.display()))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0);
+    model.stamp(now, None);
     model.save(a.out)?;
     println!(
         "wrote {}: local-only model on {rows} rows, {} coefficients, {} Newton iterations, content hash {}",
@@ -269,6 +274,50 @@ pub fn describe(model: &Path, data: Option<&Path>, json: bool) -> Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+/// Checks a model file's content hash and the coordinator's signature of it with the public
+/// key of `cert` (the coordinator's certificate).
+pub fn verify(model: &Path, cert: &Path) -> Result<()> {
+    let m = ModelFile::load(model)?;
+    let sig = m.signature.as_ref().with_context(|| {
+        format!(
+            "{}: not signed (a local model, or one made before signatures)",
+            model.display()
+        )
+    })?;
+    let verifier = fedrisk_identity::signer::Verifier::from_cert_file(cert)?;
+    if hex::encode(verifier.public_key()) != sig.public_key {
+        bail!(
+            "{}: signed by another key than the one in {}",
+            model.display(),
+            cert.display()
+        );
+    }
+    let hash = hex::decode(&m.content_hash)?;
+    let value = hex::decode(&sig.value)
+        .with_context(|| format!("{}: signature.value is not hex", model.display()))?;
+    if sig.algorithm != "ecdsa-p256-sha256" || !verifier.verify(&hash, &value) {
+        bail!(
+            "{}: the signature does not verify with {}",
+            model.display(),
+            cert.display()
+        );
+    }
+    let p = &m.provenance;
+    println!(
+        "{}: OK: content hash {} signed by {}; {}, {} rounds, {} participants, schema {}, made {} ms after the Unix epoch by {}",
+        model.display(),
+        m.content_hash,
+        cert.display(),
+        p.trainer,
+        p.rounds,
+        p.participants,
+        p.schema_hash,
+        p.created_at_unix_ms.map_or("?".into(), |t| t.to_string()),
+        p.software.as_deref().unwrap_or("?")
+    );
     Ok(())
 }
 

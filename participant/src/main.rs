@@ -112,6 +112,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check a federated model file: its content hash, and the coordinator's signature of it
+    /// with the coordinator's certificate.
+    Verify {
+        /// Model JSON.
+        #[arg(long)]
+        model: PathBuf,
+        /// The coordinator's certificate (`coordinator.pem`).
+        #[arg(long)]
+        cert: PathBuf,
+    },
     /// Write a model file as PMML 4.4 or ONNX (or JSON again), for scoring outside fedrisk:
     /// the preprocessing (special codes, imputation, standardisation, one-hot levels with
     /// unseen and missing levels) is part of the exported model.
@@ -293,6 +303,7 @@ fn main() -> ExitCode {
         Command::Describe { model, data, json } => {
             commands::describe(&model, data.as_deref(), json)
         }
+        Command::Verify { model, cert } => commands::verify(&model, &cert),
         Command::Export { model, format, out } => commands::export(&model, &format, &out),
         Command::Keygen { name, out } => keygen::run(&name, &out),
         Command::Run(args) => run::run_agent(args),

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::harness::{Fed, JobOpts, Proc, coordinator_bin, tail};
+use crate::harness::{Fed, JobOpts, Proc, coordinator_bin, participant_bin, tail};
 
 fn audit(fed: &Fed, args: &[&str]) -> std::process::Output {
     Command::new(coordinator_bin())
@@ -47,7 +47,41 @@ fn a_real_jobs_audit_chain_verifies_and_a_flipped_byte_names_its_record() {
     for a in &mut agents {
         a.wait_exit(Duration::from_secs(30));
     }
-    fed.export(1, 0);
+    let model = fed.export(1, 0);
+    // The model version carries its provenance and the coordinator's signature.
+    let verify = |path: &std::path::Path| {
+        Command::new(participant_bin())
+            .args(["verify", "--model"])
+            .arg(path)
+            .args(["--cert", "pki/coordinator.pem"])
+            .current_dir(&fed.root)
+            .output()
+            .expect("running verify")
+    };
+    let out = verify(&model);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains(": OK: content hash"), "{}", text(&out));
+    let m: Value =
+        serde_json::from_str(&std::fs::read_to_string(&model).expect("model")).expect("model JSON");
+    assert!(
+        m["provenance"]["created_at_unix_ms"].as_u64().is_some(),
+        "{m}"
+    );
+    assert!(m["provenance"]["settings"]["c"].as_f64().is_some(), "{m}");
+    assert_eq!(m["provenance"]["participants"], 3);
+    // Another signature value (one hex digit changed) does not verify.
+    let mut forged = m.clone();
+    let value = m["signature"]["value"]
+        .as_str()
+        .expect("signature")
+        .to_owned();
+    let last = if value.ends_with('0') { "1" } else { "0" };
+    forged["signature"]["value"] = Value::String(format!("{}{last}", &value[..value.len() - 1]));
+    let forged_path = fed.path("forged.json");
+    std::fs::write(&forged_path, forged.to_string()).expect("write");
+    let out = verify(&forged_path);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("does not verify"), "{}", text(&out));
     // An operator submits a job and cancels it; a new certificate changes the roster.
     let said = fed.job_ok(
         "submit",

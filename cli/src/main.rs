@@ -23,6 +23,9 @@ struct Cli {
     /// Log filter (e.g. `info`, `fedrisk_coordinator=debug`); also read from RUST_LOG.
     #[arg(long, global = true, default_value = "warn")]
     log: String,
+    /// `text` or `json` (one JSON object per log line, for log collectors).
+    #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -59,16 +62,21 @@ enum Command {
     Bench(bench::BenchArgs),
 }
 
-fn init_logging(filter: &str) {
+fn init_logging(filter: &str, json: bool) {
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| filter.to_string());
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_new(&filter)
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init()
+    };
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -102,7 +110,7 @@ fn main() -> ExitCode {
         Command::Serve { .. } if cli.log == "warn" => "info".to_string(),
         _ => cli.log.clone(),
     };
-    init_logging(&filter);
+    init_logging(&filter, cli.log_format == "json");
     let result = match cli.command {
         Command::Demo(args) => runtime().and_then(|rt| rt.block_on(demo::run(args))),
         Command::Simulate(args) => runtime().and_then(|rt| {

@@ -188,6 +188,9 @@ struct RunArgs {
     /// Log filter, e.g. `info` or `debug` (also RUST_LOG).
     #[arg(long, default_value = "info")]
     log: String,
+    /// `text` or `json` (one JSON object per log line, for log collectors).
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
 }
 
 #[derive(Subcommand)]

@@ -209,3 +209,32 @@ fn a_real_jobs_audit_chain_verifies_and_a_flipped_byte_names_its_record() {
     let out = audit(&fed, &["verify", "--file", export_s]);
     assert!(out.status.success(), "{}", text(&out));
 }
+
+#[test]
+fn log_format_json_writes_one_json_object_per_line() {
+    let dir = tempfile::Builder::new()
+        .prefix("fedrisk-it-jsonlog-")
+        .tempdir()
+        .expect("tempdir");
+    let out = Command::new(coordinator_bin())
+        .args(["demo", "--rows", "3000", "--rounds", "1", "--log", "info"])
+        .args(["--log-format", "json", "--out"])
+        .arg(dir.path().join("demo"))
+        .output()
+        .expect("running demo");
+    assert!(out.status.success(), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(lines.len() > 10, "{stderr}");
+    for l in &lines {
+        let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+        assert!(
+            v["level"].is_string() && v["fields"]["message"].is_string(),
+            "{l}"
+        );
+    }
+    assert!(
+        stderr.contains("\"message\":\"round complete\""),
+        "{stderr}"
+    );
+}

@@ -1,6 +1,7 @@
 //! `fedrisk-coordinator`: runs a federation's training rounds. It sees only securely
 //! aggregated sums, never one institution's data or update.
 
+mod audit;
 mod certs;
 mod config;
 mod operator;
@@ -22,6 +23,9 @@ struct Cli {
     /// Log filter (e.g. `info`, `fedrisk_coordinator=debug`); also read from RUST_LOG.
     #[arg(long, global = true, default_value = "warn")]
     log: String,
+    /// `text` or `json` (one JSON object per log line, for log collectors).
+    #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -48,21 +52,31 @@ enum Command {
         #[command(subcommand)]
         command: operator::JobCommand,
     },
+    /// The audit chain in the coordinator's database: verify it, export it.
+    Audit {
+        #[command(subcommand)]
+        command: audit::AuditCommand,
+    },
     /// Time a federation (separate participant processes) and print seconds and bytes per
     /// round and peak memory.
     Bench(bench::BenchArgs),
 }
 
-fn init_logging(filter: &str) {
+fn init_logging(filter: &str, json: bool) {
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| filter.to_string());
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_new(&filter)
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init()
+    };
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -86,14 +100,17 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // Only for commands that print and exit: a server or an agent keeps SIGPIPE ignored
     // (Rust's default), or a peer that vanishes mid-write would kill it.
-    if matches!(cli.command, Command::Certs { .. } | Command::Job { .. }) {
+    if matches!(
+        cli.command,
+        Command::Certs { .. } | Command::Job { .. } | Command::Audit { .. }
+    ) {
         restore_sigpipe();
     }
     let filter = match &cli.command {
         Command::Serve { .. } if cli.log == "warn" => "info".to_string(),
         _ => cli.log.clone(),
     };
-    init_logging(&filter);
+    init_logging(&filter, cli.log_format == "json");
     let result = match cli.command {
         Command::Demo(args) => runtime().and_then(|rt| rt.block_on(demo::run(args))),
         Command::Simulate(args) => runtime().and_then(|rt| {
@@ -117,6 +134,7 @@ fn main() -> ExitCode {
         }),
         Command::Serve { config } => runtime().and_then(|rt| rt.block_on(config::serve(&config))),
         Command::Certs { command } => certs::run(command),
+        Command::Audit { command } => audit::run(command),
         Command::Job { command } => runtime().and_then(|rt| rt.block_on(operator::run(command))),
         Command::Bench(args) => runtime().and_then(|rt| rt.block_on(bench::run(args))),
     };

@@ -182,7 +182,9 @@ pub enum JobCommand {
         #[arg(long, default_value_t = 0)]
         id: u64,
     },
-    /// Export a model version as its JSON model file (round 0: the latest).
+    /// Export a model version (round 0: the latest) as its JSON model file, PMML 4.4 or
+    /// ONNX. The coordinator sends the JSON model file; its content hash is checked against
+    /// the coordinator's record before it is converted here.
     Export {
         #[command(flatten)]
         conn: Connection,
@@ -192,6 +194,9 @@ pub enum JobCommand {
         /// Round (0: the latest).
         #[arg(long, default_value_t = 0)]
         round: u32,
+        /// `json`, `pmml` or `onnx`.
+        #[arg(long, default_value = "json")]
+        format: String,
         /// Where to write the model file.
         #[arg(long)]
         out: PathBuf,
@@ -378,8 +383,10 @@ pub async fn run(cmd: JobCommand) -> Result<()> {
             conn,
             id,
             round,
+            format,
             out,
         } => {
+            let format: fedrisk_export::Format = format.parse()?;
             let m = client(&conn)
                 .await?
                 .export_model(v1::ModelRef {
@@ -390,14 +397,21 @@ pub async fn run(cmd: JobCommand) -> Result<()> {
                 .await
                 .context("export")?
                 .into_inner();
-            std::fs::write(&out, &m.content)
-                .with_context(|| format!("writing {}", out.display()))?;
-            let model = fedrisk_models::ModelFile::load(&out)?;
+            let origin = PathBuf::from(format!("job {} round {}", m.job_id, m.round));
+            let text = std::str::from_utf8(&m.content)
+                .with_context(|| format!("{}: the model file is not UTF-8", origin.display()))?;
+            let model = fedrisk_models::ModelFile::parse(text, &origin)?;
             if model.content_hash != m.content_hash {
                 bail!("the exported model's hash differs from the coordinator's record");
             }
+            let bytes = match format {
+                // The coordinator's bytes, as they are.
+                fedrisk_export::Format::Json => m.content.clone(),
+                other => fedrisk_export::export(&model, other)?,
+            };
+            std::fs::write(&out, &bytes).with_context(|| format!("writing {}", out.display()))?;
             println!(
-                "wrote {} (job {} round {}, content hash {})",
+                "wrote {} ({format}, job {} round {}, content hash {})",
                 out.display(),
                 m.job_id,
                 m.round,

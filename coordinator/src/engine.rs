@@ -65,6 +65,8 @@ pub struct Engine {
     pub events: Arc<dyn EventSink>,
     /// The CA-signed revocation list relayed to agents with every session (PEM file).
     pub crl: Option<std::path::PathBuf>,
+    /// Signs each model version's content hash (the coordinator's key).
+    pub signer: Option<Arc<fedrisk_identity::signer::Signer>>,
 }
 
 /// The attempt of a round in flight, as the store knows it.
@@ -204,6 +206,7 @@ impl Engine {
                         round: req.round,
                         kind: req.label,
                         survivors: sum.survivors.clone(),
+                        aggregate_hash: crate::audit::aggregate_hash(&sum),
                         bytes_up: sum.bytes_up,
                         bytes_down: sum.bytes_down,
                     });
@@ -226,7 +229,7 @@ impl Engine {
                             if o.eval.is_some() {
                                 evaluation_set_missing = false;
                             }
-                            self.finish_round(job_id, current, &o)?;
+                            self.finish_round(job_id, spec, current, &o)?;
                             continue;
                         }
                         Ok(Progress::Retrying(f)) => {
@@ -255,7 +258,7 @@ impl Engine {
                         round: req.round,
                         reason: reason.clone(),
                     });
-                    self.finish_round(job_id, current, &o)?;
+                    self.finish_round(job_id, spec, current, &o)?;
                 }
                 Err(e) => {
                     self.note_failure(job_id, &req, current, &reason, false)?;
@@ -292,9 +295,35 @@ impl Engine {
         Ok(())
     }
 
+    /// Provenance the plan cannot know (creation time, software, the job's settings), then
+    /// the coordinator's signature of the content hash.
+    fn stamp_and_sign(
+        &self,
+        mut m: fedrisk_models::ModelFile,
+        spec: &JobSpec,
+    ) -> Result<fedrisk_models::ModelFile, String> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .unwrap_or(0);
+        let settings = serde_json::to_value(&spec.settings).map_err(|e| e.to_string())?;
+        m.stamp(now, Some(settings));
+        if let Some(signer) = &self.signer {
+            let hash = hex::decode(&m.content_hash).map_err(|e| e.to_string())?;
+            let value = signer.sign(&hash).map_err(|e| e.to_string())?;
+            m.signature = Some(fedrisk_models::ModelSignature {
+                algorithm: "ecdsa-p256-sha256".into(),
+                public_key: hex::encode(signer.public_key()),
+                value: hex::encode(value),
+            });
+        }
+        Ok(m)
+    }
+
     fn finish_round(
         &self,
         job_id: JobId,
+        spec: &JobSpec,
         attempt: &Attempt,
         o: &RoundOutcome,
     ) -> Result<(), EngineError> {
@@ -314,15 +343,23 @@ impl Engine {
             reason: e.to_string(),
         })?;
         let model = match &o.model {
-            Some(m) => Some(NewModel {
-                content_hash: m.content_hash.clone(),
-                model_json: serde_json::to_string_pretty(m).map_err(|e| {
+            Some(m) => {
+                let m = self.stamp_and_sign(m.clone(), spec).map_err(|reason| {
                     EngineError::Checkpoint {
                         job: job_id,
-                        reason: e.to_string(),
+                        reason,
                     }
-                })?,
-            }),
+                })?;
+                Some(NewModel {
+                    content_hash: m.content_hash.clone(),
+                    model_json: serde_json::to_string_pretty(&m).map_err(|e| {
+                        EngineError::Checkpoint {
+                            job: job_id,
+                            reason: e.to_string(),
+                        }
+                    })?,
+                })
+            }
             None => None,
         };
         self.store.complete_round(

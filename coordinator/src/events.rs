@@ -7,9 +7,46 @@
 
 use tracing::{info, warn};
 
-/// Something the engine did or saw.
-#[derive(Debug, Clone, PartialEq)]
+/// Something the engine did or saw, or an operator did. Serialised (for the audit chain)
+/// as a JSON object whose `event` field names the variant in snake case.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
+    /// An operator submitted a job.
+    JobSubmitted {
+        /// The new job.
+        job: u64,
+        /// Its name.
+        name: String,
+        /// SHA-256 of the job specification (JSON) as submitted.
+        spec_hash: String,
+        /// The operator's certificate name.
+        by: String,
+    },
+    /// An operator cancelled a job.
+    JobCancelled {
+        /// The job.
+        job: u64,
+        /// The operator's certificate name.
+        by: String,
+    },
+    /// An operator exported a model version.
+    ModelExported {
+        /// The job.
+        job: u64,
+        /// The model version's round.
+        round: u32,
+        /// Its content hash.
+        content_hash: String,
+        /// The operator's certificate name.
+        by: String,
+    },
+    /// The roster in force when the coordinator started, or after it changed (a certificate
+    /// signed or revoked).
+    RosterChanged {
+        /// Every certificate of the roster.
+        members: Vec<RosterMember>,
+    },
     /// A job started or resumed.
     JobStarted {
         /// The job.
@@ -42,6 +79,9 @@ pub enum Event {
         kind: &'static str,
         /// Participants the sum is over.
         survivors: Vec<u32>,
+        /// SHA-256 of the decoded sum (total weight, then each element's IEEE-754 bits,
+        /// little-endian), hex.
+        aggregate_hash: String,
         /// Bytes received.
         bytes_up: u64,
         /// Bytes sent.
@@ -118,6 +158,21 @@ pub enum Event {
     },
 }
 
+/// One certificate of the roster, as the audit chain records it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RosterMember {
+    /// Roster id.
+    pub id: u32,
+    /// Certificate name.
+    pub name: String,
+    /// `participant` or `operator`.
+    pub role: String,
+    /// SHA-256 of the certificate.
+    pub fingerprint: String,
+    /// Whether it is revoked.
+    pub revoked: bool,
+}
+
 /// A consumer of engine events. Called synchronously on the engine's task: keep it quick.
 pub trait EventSink: Send + Sync {
     /// Takes one event.
@@ -153,6 +208,19 @@ impl EventSink for LogSink {
                 threshold,
                 "secagg session started"
             ),
+            Event::JobSubmitted { job, name, by, .. } => info!(job, %name, %by, "job submitted"),
+            Event::JobCancelled { job, by } => info!(job, %by, "job cancelled by an operator"),
+            Event::ModelExported {
+                job,
+                round,
+                content_hash,
+                by,
+            } => info!(job, round, %content_hash, %by, "model version exported"),
+            Event::RosterChanged { members } => info!(
+                certificates = members.len(),
+                revoked = members.iter().filter(|m| m.revoked).count(),
+                "roster in force"
+            ),
             Event::SessionCompleted {
                 job,
                 round,
@@ -160,6 +228,7 @@ impl EventSink for LogSink {
                 survivors,
                 bytes_up,
                 bytes_down,
+                ..
             } => info!(
                 job,
                 round,

@@ -4,6 +4,7 @@
 //! TLS come from `fedrisk-identity`; the `fedrisk-coordinator` command (in
 //! `fedrisk-coordinator-cli`) wires these together.
 
+pub mod audit;
 pub mod engine;
 pub mod events;
 pub mod faults;

@@ -12,8 +12,12 @@ use tracing::{error, info};
 use fedrisk_identity::pki::PkiDir;
 use fedrisk_identity::server::{self as tls, RosterHandle};
 
+use fedrisk_identity::pki::Roster;
+use fedrisk_identity::signer::{Signer, SignerError};
+
+use crate::audit::AuditLog;
 use crate::engine::Engine;
-use crate::events::{EventSink, LogSink};
+use crate::events::{Event, EventSink, LogSink, RosterMember};
 use crate::hub::Hub;
 use crate::scheduler::Scheduler;
 use crate::service::{OperatorService, ParticipantService};
@@ -42,6 +46,8 @@ pub enum ServeError {
     Tls(#[from] tls::TlsError),
     #[error("{0}")]
     Store(#[from] crate::store::StoreError),
+    #[error("the coordinator's signing key (audit chain): {0}")]
+    Signer(#[from] SignerError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -96,16 +102,22 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServeError> {
         source,
     })?;
     let hub = Hub::new();
-    let events: Arc<dyn EventSink> = match &opts.events {
-        Some(extra) => Arc::new(crate::events::Sinks(vec![Arc::new(LogSink), extra.clone()])),
-        None => Arc::new(LogSink),
-    };
+    let audit: Arc<dyn EventSink> = Arc::new(AuditLog::new(
+        store.clone(),
+        Signer::load(&pki.server_key())?,
+    ));
+    let model_signer = Arc::new(Signer::load(&pki.server_key())?);
+    let mut sinks: Vec<Arc<dyn EventSink>> = vec![Arc::new(LogSink), audit];
+    sinks.extend(opts.events.clone());
+    let events: Arc<dyn EventSink> = Arc::new(crate::events::Sinks(sinks));
+    events.emit(&roster_event(&roster.current()));
     let engine = Arc::new(Engine {
         hub: hub.clone(),
         store: store.clone(),
         federation_id: federation_id.clone(),
-        events,
+        events: events.clone(),
         crl: Some(pki.crl()),
+        signer: Some(model_signer),
     });
     let scheduler = Scheduler::new(engine, store.clone());
     for r in store.interrupted_rounds()? {
@@ -127,8 +139,9 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServeError> {
         roster: roster.clone(),
         scheduler: scheduler.clone(),
         hub: hub.clone(),
+        events: events.clone(),
     };
-    let revocations = tokio::spawn(watch_revocations(hub.clone(), roster));
+    let revocations = tokio::spawn(watch_revocations(hub.clone(), roster, events));
     let incoming = tls::tls_incoming(listener, config, tls::HANDSHAKE_TIMEOUT);
     let (tx, rx) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {
@@ -163,11 +176,35 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServeError> {
     })
 }
 
+/// The roster as the audit chain records it.
+fn roster_event(roster: &Roster) -> Event {
+    Event::RosterChanged {
+        members: roster
+            .entries
+            .iter()
+            .map(|e| RosterMember {
+                id: e.id,
+                name: e.name.clone(),
+                role: e.role.as_str().to_owned(),
+                fingerprint: e.fingerprint.clone(),
+                revoked: e.revoked,
+            })
+            .collect(),
+    }
+}
+
 /// Drops the task stream of every connected participant whose certificate the roster no
-/// longer accepts (revoked, expired, removed), so it is invited to no further session.
-async fn watch_revocations(hub: Arc<Hub>, roster: RosterHandle) {
+/// longer accepts (revoked, expired, removed), so it is invited to no further session;
+/// records each change of the roster (a certificate signed or revoked) in the audit chain.
+async fn watch_revocations(hub: Arc<Hub>, roster: RosterHandle, events: Arc<dyn EventSink>) {
+    let mut last = roster.current();
     loop {
         tokio::time::sleep(REVOCATION_CHECK).await;
+        let current = roster.current();
+        if current.entries != last.entries {
+            events.emit(&roster_event(&current));
+            last = current;
+        }
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))

@@ -231,6 +231,8 @@ pub struct OperatorService {
     pub roster: RosterHandle,
     pub scheduler: Arc<Scheduler>,
     pub hub: Arc<Hub>,
+    /// Operators' actions (submission, cancellation, export) go to the audit chain and log.
+    pub events: Arc<dyn crate::events::EventSink>,
 }
 
 fn wire_state(s: JobState) -> WireJobState {
@@ -325,13 +327,20 @@ impl fedrisk_proto::Operator for OperatorService {
         &self,
         request: Request<v1::JobSpec>,
     ) -> Result<Response<v1::JobRef>, Status> {
-        Authenticated::from_request(&request, &self.roster)?.require(Role::Operator)?;
+        let who = Authenticated::from_request(&request, &self.roster)?.require(Role::Operator)?;
         let spec = JobSpec::from_json(&request.get_ref().spec_json)
             .map_err(|e| Status::invalid_argument(format!("invalid job: {e}")))?;
         let id = self.scheduler.submit(&spec).map_err(|e| match e {
             SubmitError::Invalid(_) => Status::invalid_argument(e.to_string()),
             SubmitError::Store(_) => Status::internal(e.to_string()),
         })?;
+        use sha2::Digest;
+        self.events.emit(&crate::events::Event::JobSubmitted {
+            job: id,
+            name: spec.name.clone(),
+            spec_hash: hex::encode(sha2::Sha256::digest(request.get_ref().spec_json.as_bytes())),
+            by: who.name.clone(),
+        });
         Ok(Response::new(v1::JobRef { job_id: id }))
     }
 
@@ -355,11 +364,15 @@ impl fedrisk_proto::Operator for OperatorService {
         &self,
         request: Request<v1::JobRef>,
     ) -> Result<Response<v1::JobStatus>, Status> {
-        Authenticated::from_request(&request, &self.roster)?.require(Role::Operator)?;
+        let who = Authenticated::from_request(&request, &self.roster)?.require(Role::Operator)?;
         let id = request.get_ref().job_id;
         self.scheduler
             .cancel(id)
             .map_err(|e| Status::not_found(e.to_string()))?;
+        self.events.emit(&crate::events::Event::JobCancelled {
+            job: id,
+            by: who.name.clone(),
+        });
         let job = self
             .store
             .job(id)
@@ -417,7 +430,7 @@ impl fedrisk_proto::Operator for OperatorService {
         &self,
         request: Request<v1::ModelRef>,
     ) -> Result<Response<v1::ModelExport>, Status> {
-        Authenticated::from_request(&request, &self.roster)?.require(Role::Operator)?;
+        let who = Authenticated::from_request(&request, &self.roster)?.require(Role::Operator)?;
         let r = request.into_inner();
         let format = v1::ExportFormat::try_from(r.format).unwrap_or(v1::ExportFormat::Unspecified);
         if !matches!(
@@ -438,6 +451,12 @@ impl fedrisk_proto::Operator for OperatorService {
             Status::not_found(format!("no model for job {} round {}", r.job_id, r.round))
         })?;
         let content = model.model_json.unwrap_or_default().into_bytes();
+        self.events.emit(&crate::events::Event::ModelExported {
+            job: model.job_id,
+            round: model.round,
+            content_hash: model.content_hash.clone(),
+            by: who.name.clone(),
+        });
         Ok(Response::new(v1::ModelExport {
             job_id: model.job_id,
             round: model.round,

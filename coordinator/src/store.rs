@@ -99,7 +99,41 @@ CREATE TABLE refusals (
 );
 CREATE INDEX refusals_by_job ON refusals(job_id, participant_id);
 "#,
+    r#"
+CREATE TABLE audit (
+    seq       INTEGER PRIMARY KEY,
+    at_ms     INTEGER NOT NULL,
+    kind      TEXT    NOT NULL,
+    body      TEXT    NOT NULL,
+    prev_hash TEXT    NOT NULL,
+    hash      TEXT    NOT NULL,
+    signature TEXT    NOT NULL
+);
+CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+"#,
 ];
+
+/// One record of the audit chain as stored (see `crate::audit` for the hash and signature).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AuditRow {
+    /// 1, 2, ... with no gap.
+    pub seq: u64,
+    /// When it was appended, Unix milliseconds.
+    pub at_ms: i64,
+    /// What it records (`job_submitted`, `session_completed`, ...).
+    pub kind: String,
+    /// Its details, JSON.
+    pub body: String,
+    /// The previous record's `hash` (64 zeros for the first).
+    pub prev_hash: String,
+    /// SHA-256 of the record's canonical bytes, hex.
+    pub hash: String,
+    /// The coordinator's signature of the hash, hex.
+    pub signature: String,
+}
 
 /// Errors of the store; database errors name the database file.
 #[derive(Debug, thiserror::Error)]
@@ -128,6 +162,9 @@ pub enum StoreError {
     /// No job with this id.
     #[error("no job {0}")]
     NoSuchJob(JobId),
+    /// An audit record could not be sealed (hashed and signed).
+    #[error("sealing an audit record: {0}")]
+    Seal(String),
     /// The round attempt with this session id is not in flight (never started, already
     /// finished or superseded).
     #[error("job {job} round {round}: no attempt with session {session} in flight")]
@@ -830,6 +867,74 @@ impl Store {
             .map_err(|e| self.model_err(e, job, round))
     }
 
+    /// Appends one audit record: `seal(seq, at_ms, prev_hash)` gives its hash and signature,
+    /// inside the transaction that reads the chain's head, so records chain without gaps.
+    pub fn append_audit(
+        &self,
+        kind: &str,
+        body: &str,
+        seal: impl FnOnce(u64, i64, &str) -> Result<(String, String), String>,
+    ) -> Result<AuditRow, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| self.sql(e))?;
+        let head: Option<(i64, String)> = tx
+            .query_row(
+                "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(|e| self.sql(e))?;
+        let (seq, prev_hash) = match head {
+            Some((seq, hash)) => (seq.max(0) as u64 + 1, hash),
+            None => (1, crate::audit::GENESIS.to_owned()),
+        };
+        let at_ms = now_ms();
+        let (hash, signature) = seal(seq, at_ms, &prev_hash).map_err(StoreError::Seal)?;
+        tx.execute(
+            "INSERT INTO audit (seq, at_ms, kind, body, prev_hash, hash, signature) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![to_i64(seq), at_ms, kind, body, prev_hash, hash, signature],
+        )
+        .map_err(|e| self.sql(e))?;
+        tx.commit().map_err(|e| self.sql(e))?;
+        Ok(AuditRow {
+            seq,
+            at_ms,
+            kind: kind.to_owned(),
+            body: body.to_owned(),
+            prev_hash,
+            hash,
+            signature,
+        })
+    }
+
+    /// Every audit record, in order.
+    pub fn audit_rows(&self) -> Result<Vec<AuditRow>, StoreError> {
+        let conn = self.lock();
+        let mut st = conn
+            .prepare(
+                "SELECT seq, at_ms, kind, body, prev_hash, hash, signature FROM audit ORDER BY seq",
+            )
+            .map_err(|e| self.sql(e))?;
+        st.query_map([], |r| {
+            Ok(AuditRow {
+                seq: r.get::<_, i64>(0)?.max(0) as u64,
+                at_ms: r.get(1)?,
+                kind: r.get(2)?,
+                body: r.get(3)?,
+                prev_hash: r.get(4)?,
+                hash: r.get(5)?,
+                signature: r.get(6)?,
+            })
+        })
+        .map_err(|e| self.sql(e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| self.sql(e))
+    }
+
     /// Model versions (without content), of one job or all, oldest first.
     pub fn model_versions(&self, job: Option<JobId>) -> Result<Vec<ModelVersion>, StoreError> {
         let conn = self.lock();
@@ -1136,7 +1241,7 @@ mod tests {
     fn jobs_and_states() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let store = Store::open(&tmp.path().join("c.db")).expect("open");
-        assert_eq!(store.schema_version().expect("v"), 2);
+        assert_eq!(store.schema_version().expect("v"), 3);
         let a = store.create_job("a", "{}").expect("job");
         let b = store.create_job("b", "{}").expect("job");
         store

@@ -13,3 +13,4 @@
 pub mod client;
 pub mod pki;
 pub mod server;
+pub mod signer;

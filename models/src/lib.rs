@@ -25,11 +25,12 @@ pub mod shape;
 pub mod source;
 pub mod stats;
 pub mod synth;
+pub mod validation;
 
 pub use binning::{BinningOptions, WoeBinning};
 pub use data::{DataReader, Dataset, LabelMode, load, load_csv};
 pub use error::{DataError, FitError, Location, RowPlace, RowProblem};
-pub use model_file::{ModelFile, Provenance};
+pub use model_file::{ModelFile, ModelSignature, Provenance};
 pub use preprocess::{PreprocessOptions, Preprocessor};
 pub use schema::{InferOptions, Schema};
 pub use source::{DataSource, PgRead, PgSpec};

@@ -88,6 +88,9 @@ pub fn train_local(
             } else {
                 vec![format!("not converged after {} iterations", fit.iterations)]
             },
+            created_at_unix_ms: None,
+            software: None,
+            settings: None,
         },
     )?;
     Ok((model, x.nrows()))

@@ -34,6 +34,26 @@ pub struct Provenance {
     /// Free-form notes (federation id, job id).
     #[serde(default)]
     pub notes: Vec<String>,
+    /// When the file was made, Unix milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at_unix_ms: Option<u64>,
+    /// The software that made it, e.g. `fedrisk 0.1.0`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub software: Option<String>,
+    /// The job's settings (federated models), as the job specification holds them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings: Option<serde_json::Value>,
+}
+
+/// The coordinator's signature of a model file's content hash.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelSignature {
+    /// `ecdsa-p256-sha256` (DER), over the 32 raw bytes of `content_hash`.
+    pub algorithm: String,
+    /// The signer's public key (uncompressed SEC1 point), hex: the key of `coordinator.pem`.
+    pub public_key: String,
+    /// The signature, hex.
+    pub value: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -47,8 +67,11 @@ pub struct ModelFile {
     pub coefficients: Vec<f64>,
     pub intercept: f64,
     pub provenance: Provenance,
-    /// SHA-256 of this file's canonical JSON with this field empty.
+    /// SHA-256 of this file's canonical JSON with this field empty and no signature.
     pub content_hash: String,
+    /// The coordinator's signature of `content_hash` (federated models).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<ModelSignature>,
 }
 
 impl ModelFile {
@@ -79,14 +102,28 @@ impl ModelFile {
             columns,
             provenance,
             content_hash: String::new(),
+            signature: None,
         };
         m.content_hash = m.compute_hash();
         Ok(m)
     }
 
+    /// Records when and by what the file was made (and the job's settings), and hashes it
+    /// again; a signature made before no longer applies and is dropped.
+    pub fn stamp(&mut self, created_at_unix_ms: u64, settings: Option<serde_json::Value>) {
+        self.provenance.created_at_unix_ms = Some(created_at_unix_ms);
+        self.provenance.software = Some(format!("fedrisk {}", env!("CARGO_PKG_VERSION")));
+        if settings.is_some() {
+            self.provenance.settings = settings;
+        }
+        self.signature = None;
+        self.content_hash = self.compute_hash();
+    }
+
     pub fn compute_hash(&self) -> String {
         let mut copy = self.clone();
         copy.content_hash.clear();
+        copy.signature = None;
         hex::encode(Sha256::digest(
             serde_json::to_vec(&copy).unwrap_or_default(),
         ))
@@ -109,11 +146,17 @@ impl ModelFile {
             path: path.to_owned(),
             source,
         })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and checks a model file's text as [`ModelFile::load`] does; `path` names where
+    /// it came from in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, DataError> {
         let err = |message: String| DataError::Model {
             path: path.to_owned(),
             message,
         };
-        let m: ModelFile = serde_json::from_str(&text)
+        let m: ModelFile = serde_json::from_str(text)
             .map_err(|e| err(format!("line {} column {}: {e}", e.line(), e.column())))?;
         if m.format != MODEL_FORMAT {
             return Err(err(format!(
@@ -284,6 +327,9 @@ mod tests {
                 schema_hash: schema.hash(),
                 l2_c: Some(1.0),
                 notes: vec![],
+                created_at_unix_ms: Some(1),
+                software: Some("test".into()),
+                settings: None,
             },
         )
         .unwrap()
@@ -310,6 +356,31 @@ mod tests {
         std::fs::write(&p, text).unwrap();
         let err = ModelFile::load(&p).unwrap_err().to_string();
         assert!(err.contains("content hash mismatch"), "{err}");
+    }
+
+    #[test]
+    fn the_signature_is_outside_the_hash_and_files_without_new_fields_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.json");
+        let mut m = model();
+        let hash = m.content_hash.clone();
+        m.signature = Some(ModelSignature {
+            algorithm: "ecdsa-p256-sha256".into(),
+            public_key: "04".into(),
+            value: "30".into(),
+        });
+        assert_eq!(m.compute_hash(), hash);
+        m.save(&p).unwrap();
+        assert_eq!(ModelFile::load(&p).unwrap(), m);
+        // A file written before provenance had times, software and signatures.
+        let mut old = model();
+        old.provenance.created_at_unix_ms = None;
+        old.provenance.software = None;
+        old.content_hash = old.compute_hash();
+        old.save(&p).unwrap();
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert!(!text.contains("created_at_unix_ms") && !text.contains("signature"));
+        assert_eq!(ModelFile::load(&p).unwrap(), old);
     }
 
     #[test]

@@ -192,8 +192,13 @@ pub fn train(a: TrainArgs<'_>) -> Result<()> {
             .then(fedrisk_models::BinningOptions::default),
         ..LocalOptions::default()
     };
-    let (model, rows) = train_local(&schema, ds, &opts)
+    let (mut model, rows) = train_local(&schema, ds, &opts)
         .with_context(|| format!("training on {}", a.data.name().display()))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0);
+    model.stamp(now, None);
     model.save(a.out)?;
     println!(
         "wrote {}: local-only model on {rows} rows, {} coefficients, {} Newton iterations, content hash {}",
@@ -247,6 +252,184 @@ pub fn scorecard(
     if let Some(p) = csv {
         std::fs::write(p, card.to_csv()).with_context(|| format!("writing {}", p.display()))?;
         println!("wrote {}", p.display());
+    }
+    Ok(())
+}
+
+/// Prints a model in validators' terms: provenance, coefficients on the standardised and raw
+/// scales with odds ratios, and with a labelled `data` file its AUC, KS, Gini, log loss, Brier
+/// score and calibration by decile (`json`: one JSON object instead of tables).
+pub fn describe(model: &Path, data: Option<&Path>, json: bool) -> Result<()> {
+    use fedrisk_models::validation::{CoefficientTable, Performance};
+    let m = ModelFile::load(model)?;
+    let table = CoefficientTable::of(&m);
+    let performance = match data {
+        Some(d) => {
+            let (ds, probs) = m.score_csv(d)?;
+            let labels = ds.labels.as_deref().with_context(|| {
+                format!(
+                    "{}: no label column `{}`: performance needs labels",
+                    d.display(),
+                    m.schema.label.name
+                )
+            })?;
+            Some(Performance::of(&probs, labels).with_context(|| format!("{}", d.display()))?)
+        }
+        None => None,
+    };
+    if json {
+        let out = serde_json::json!({
+            "content_hash": m.content_hash,
+            "provenance": m.provenance,
+            "coefficients": table,
+            "performance": performance,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    let p = &m.provenance;
+    println!(
+        "{}: {} model, {} rounds, {} participants, schema {}, content hash {}",
+        model.display(),
+        p.trainer,
+        p.rounds,
+        p.participants,
+        &p.schema_hash[..p.schema_hash.len().min(16)],
+        m.content_hash
+    );
+    let width = table
+        .rows
+        .iter()
+        .map(|r| r.column.len())
+        .max()
+        .unwrap_or(6)
+        .max(9);
+    println!(
+        "{:<width$} {:>13} {:>13} {:>11} {:>11}",
+        "column", "standardised", "raw scale", "odds ratio", "OR per sd"
+    );
+    println!(
+        "{:<width$} {:>13.6} {:>13.6}",
+        "intercept", table.intercept_standardised, table.intercept_raw
+    );
+    for r in &table.rows {
+        let per_sd = if r.scale.is_some() {
+            format!("{:.4}", r.odds_ratio_per_sd)
+        } else {
+            "-".into()
+        };
+        println!(
+            "{:<width$} {:>13.6} {:>13.6e} {:>11.4} {:>11}",
+            r.column, r.standardised, r.raw, r.odds_ratio, per_sd
+        );
+    }
+    if let (Some(perf), Some(d)) = (&performance, data) {
+        let e = &perf.evaluation;
+        println!(
+            "\n{}: {} rows, default rate {:.4}: AUC {:.4}, KS {:.4}, Gini {:.4}, log loss {:.4}, Brier {:.4}",
+            d.display(),
+            e.rows,
+            e.default_rate,
+            e.auc,
+            e.ks,
+            e.gini,
+            e.log_loss,
+            e.brier
+        );
+        println!("calibration by decile of predicted PD:");
+        println!(
+            "{:>6} {:>7} {:>11} {:>11} {:>13} {:>13}",
+            "decile", "rows", "min PD", "max PD", "mean PD", "default rate"
+        );
+        for (k, b) in perf.calibration_by_decile.iter().enumerate() {
+            println!(
+                "{:>6} {:>7} {:>11.5} {:>11.5} {:>13.5} {:>13.5}",
+                k + 1,
+                b.rows,
+                b.min_score,
+                b.max_score,
+                b.mean_predicted,
+                b.observed_rate
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Checks a model file's content hash and the coordinator's signature of it with the public
+/// key of `cert` (the coordinator's certificate).
+pub fn verify(model: &Path, cert: &Path) -> Result<()> {
+    let m = ModelFile::load(model)?;
+    let sig = m.signature.as_ref().with_context(|| {
+        format!(
+            "{}: not signed (a local model, or one made before signatures)",
+            model.display()
+        )
+    })?;
+    let verifier = fedrisk_identity::signer::Verifier::from_cert_file(cert)?;
+    if hex::encode(verifier.public_key()) != sig.public_key {
+        bail!(
+            "{}: signed by another key than the one in {}",
+            model.display(),
+            cert.display()
+        );
+    }
+    let hash = hex::decode(&m.content_hash)?;
+    let value = hex::decode(&sig.value)
+        .with_context(|| format!("{}: signature.value is not hex", model.display()))?;
+    if sig.algorithm != "ecdsa-p256-sha256" || !verifier.verify(&hash, &value) {
+        bail!(
+            "{}: the signature does not verify with {}",
+            model.display(),
+            cert.display()
+        );
+    }
+    let p = &m.provenance;
+    println!(
+        "{}: OK: content hash {} signed by {}; {}, {} rounds, {} participants, schema {}, made {} ms after the Unix epoch by {}",
+        model.display(),
+        m.content_hash,
+        cert.display(),
+        p.trainer,
+        p.rounds,
+        p.participants,
+        p.schema_hash,
+        p.created_at_unix_ms.map_or("?".into(), |t| t.to_string()),
+        p.software.as_deref().unwrap_or("?")
+    );
+    Ok(())
+}
+
+/// Writes a model file in another format (`json`, `pmml`, `onnx`), after checking its
+/// content hash; the file is written whole or not at all.
+pub fn export(model: &Path, format: &str, out: &Path) -> Result<()> {
+    let format: fedrisk_export::Format = format.parse()?;
+    let m = ModelFile::load(model)?;
+    let bytes = fedrisk_export::export(&m, format)
+        .with_context(|| format!("exporting {} as {format}", model.display()))?;
+    write_whole(out, &bytes)?;
+    println!(
+        "wrote {}: {format}, {} bytes, model content hash {}",
+        out.display(),
+        bytes.len(),
+        m.content_hash
+    );
+    Ok(())
+}
+
+/// Writes a file through a temporary file beside it, renamed over it when complete.
+pub fn write_whole(out: &Path, bytes: &[u8]) -> Result<()> {
+    let name = out
+        .file_name()
+        .with_context(|| format!("--out {}: not a file name", out.display()))?;
+    let mut partial_name = std::ffi::OsString::from(".");
+    partial_name.push(name);
+    partial_name.push(".partial");
+    let partial = out.with_file_name(partial_name);
+    std::fs::write(&partial, bytes).with_context(|| format!("writing {}", partial.display()))?;
+    if let Err(e) = std::fs::rename(&partial, out) {
+        let _ = std::fs::remove_file(&partial);
+        bail!("renaming {} to {}: {e}", partial.display(), out.display());
     }
     Ok(())
 }
@@ -324,8 +507,8 @@ pub fn score(
         && let Ok(e) = fedrisk_models::metrics::evaluate(&probs, &labels)
     {
         line += &format!(
-            " (labels present: AUC {:.4}, KS {:.4}, log loss {:.4})",
-            e.auc, e.ks, e.log_loss
+            " (labels present: AUC {:.4}, KS {:.4}, Gini {:.4}, log loss {:.4}, Brier {:.4})",
+            e.auc, e.ks, e.gini, e.log_loss, e.brier
         );
     }
     println!("{line}");

@@ -146,6 +146,44 @@ enum Command {
         #[arg(long)]
         out_table: Option<String>,
     },
+    /// Show a model in validators' terms: coefficients on the standardised and the raw scale
+    /// with odds ratios, provenance, and with a labelled --data file AUC, KS, Gini, log loss,
+    /// Brier score and calibration by decile.
+    Describe {
+        /// Model JSON (its content hash is checked).
+        #[arg(long)]
+        model: PathBuf,
+        /// A labelled CSV to measure the model on (e.g. a hold-out sample).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Print one JSON object instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a federated model file: its content hash, and the coordinator's signature of it
+    /// with the coordinator's certificate.
+    Verify {
+        /// Model JSON.
+        #[arg(long)]
+        model: PathBuf,
+        /// The coordinator's certificate (`coordinator.pem`).
+        #[arg(long)]
+        cert: PathBuf,
+    },
+    /// Write a model file as PMML 4.4 or ONNX (or JSON again), for scoring outside fedrisk:
+    /// the preprocessing (special codes, imputation, standardisation, one-hot levels with
+    /// unseen and missing levels) is part of the exported model.
+    Export {
+        /// Model JSON written by `train` or by a federation (its content hash is checked).
+        #[arg(long)]
+        model: PathBuf,
+        /// `json`, `pmml` or `onnx`.
+        #[arg(long, default_value = "pmml")]
+        format: String,
+        /// Where to write the exported model.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -198,6 +236,9 @@ struct RunArgs {
     /// Log filter, e.g. `info` or `debug` (also RUST_LOG).
     #[arg(long, default_value = "info")]
     log: String,
+    /// `text` or `json` (one JSON object per log line, for log collectors).
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
 }
 
 #[derive(Subcommand)]
@@ -354,6 +395,11 @@ fn main() -> ExitCode {
             json.as_deref(),
             csv.as_deref(),
         ),
+        Command::Describe { model, data, json } => {
+            commands::describe(&model, data.as_deref(), json)
+        }
+        Command::Verify { model, cert } => commands::verify(&model, &cert),
+        Command::Export { model, format, out } => commands::export(&model, &format, &out),
         Command::Keygen { name, out } => keygen::run(&name, &out),
         Command::Run(args) => run::run_agent(args),
     };

@@ -8,14 +8,18 @@ use fedrisk_models::{LabelMode, Schema, load};
 /// the policy, then serves jobs until one ends.
 pub fn run_agent(a: crate::RunArgs) -> Result<()> {
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| a.log.clone());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&filter)
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+    let env_filter = tracing_subscriber::EnvFilter::try_new(&filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(env_filter)
+        .with_writer(std::io::stderr);
+    let _ = if a.log_format == "json" {
+        builder.json().try_init()
+    } else {
+        builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init()
+    };
     if !(0.5..=1.0).contains(&a.min_threshold_fraction) {
         bail!(
             "--min-threshold-fraction {}: expected 0.5 to 1",

@@ -585,6 +585,9 @@ impl JobPlan {
                     format!("federation {}", self.ids.federation_id),
                     format!("job {}", self.ids.job_id),
                 ],
+                created_at_unix_ms: None,
+                software: None,
+                settings: None,
             },
         )?)
     }

@@ -5,10 +5,12 @@
 //! fedrisk-participant --features fedrisk-participant/test-faults`.
 
 mod acceptance;
+mod audit;
 mod binning;
 mod certs;
 mod custody;
 mod dropout;
+mod exports;
 mod harness;
 mod malicious;
 mod operator;

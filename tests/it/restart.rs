@@ -25,10 +25,10 @@ fn coordinator_killed_and_restarted_resumes() {
         ..JobOpts::default()
     });
     let mut coord = fed.serve();
-    assert!(
-        coord
-            .stdout()
-            .contains("submitted job `resume-test` as job 1")
+    // Printed just after the listening line: wait for it rather than race it.
+    coord.wait_for_stdout(
+        "submitted job `resume-test` as job 1",
+        Duration::from_secs(10),
     );
     let mut agents: Vec<Proc> = fed
         .institutions

@@ -1,0 +1,228 @@
+//! A fedrisk model file written for scorers outside fedrisk: PMML 4.4 (a `RegressionModel`
+//! with the logit link, preprocessing as transformations) and ONNX (IR 8, opset 13 plus
+//! `ai.onnx.ml` 2: one graph from the raw feature values to the probability of default).
+//!
+//! Both include everything [`fedrisk_models::ModelFile`] applies when it scores a row: special
+//! codes treated as missing, mean imputation, standardisation, missing indicators, one-hot
+//! levels with the `other` column for unseen levels and the `missing` column (or `other` when
+//! the model has none) for missing ones. `.ci/run` checks that onnxruntime, JPMML-Evaluator and
+//! PMML4S score exported models as `fedrisk-participant score` does (tests/it/exports.rs).
+//!
+//! Each format is a function of the model file alone; a new format (the scorecard of a binned
+//! model) is one more [`Format`] variant and one more arm in [`export`].
+
+mod onnx;
+mod onnx_proto;
+mod pmml;
+mod xml;
+
+use fedrisk_models::ModelFile;
+
+pub use onnx::{CATEGORICAL_INPUT, NUMERIC_INPUT, PROBABILITY_OUTPUT};
+
+/// A format a model file can be written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// fedrisk's own model file, unchanged (content hash included).
+    Json,
+    /// PMML 4.4 XML.
+    Pmml,
+    /// ONNX protobuf.
+    Onnx,
+}
+
+impl Format {
+    pub const ALL: [Format; 3] = [Format::Json, Format::Pmml, Format::Onnx];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Json => "json",
+            Format::Pmml => "pmml",
+            Format::Onnx => "onnx",
+        }
+    }
+
+    /// The usual file extension.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Format::Json => "json",
+            Format::Pmml => "pmml",
+            Format::Onnx => "onnx",
+        }
+    }
+}
+
+impl std::str::FromStr for Format {
+    type Err = ExportError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Format::ALL
+            .into_iter()
+            .find(|f| f.name().eq_ignore_ascii_case(s))
+            .ok_or_else(|| ExportError::UnknownFormat(s.to_owned()))
+    }
+}
+
+impl std::fmt::Display for Format {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("unknown export format `{0}`: expected json, pmml or onnx")]
+    UnknownFormat(String),
+    #[error(
+        "feature `{feature}`: its name is also the name of a derived column, rename it to export"
+    )]
+    NameClash { feature: String },
+    #[error("the model's {what} are not finite: it cannot be exported")]
+    NonFinite { what: &'static str },
+    #[error("writing JSON: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// The model in `format`, as the bytes of a file.
+pub fn export(model: &ModelFile, format: Format) -> Result<Vec<u8>, ExportError> {
+    if !model.intercept.is_finite() || model.coefficients.iter().any(|c| !c.is_finite()) {
+        return Err(ExportError::NonFinite {
+            what: "coefficients",
+        });
+    }
+    match format {
+        Format::Json => {
+            let mut bytes = serde_json::to_vec_pretty(model)?;
+            bytes.push(b'\n');
+            Ok(bytes)
+        }
+        Format::Pmml => pmml::write(model).map(String::into_bytes),
+        Format::Onnx => onnx::write(model),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    use fedrisk_models::model_file::Provenance;
+    use fedrisk_models::schema::{
+        DEFAULT_MISSING_TOKENS, Feature, FeatureKind, LabelSpec, SCHEMA_FORMAT, SCHEMA_VERSION,
+        Schema,
+    };
+    use fedrisk_models::{ModelFile, PreprocessOptions, Preprocessor};
+
+    /// A model with every transformation: a special code, an indicator, two categoricals
+    /// (one with a `missing` column).
+    pub fn model() -> ModelFile {
+        let schema = Schema {
+            format: SCHEMA_FORMAT.into(),
+            version: SCHEMA_VERSION,
+            label: LabelSpec {
+                name: "default".into(),
+                positive: "1".into(),
+                negative: "0".into(),
+            },
+            missing_tokens: DEFAULT_MISSING_TOKENS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            features: vec![
+                Feature {
+                    name: "income".into(),
+                    kind: FeatureKind::Numeric {
+                        special_values: vec![96.0, 98.0],
+                    },
+                    missing: true,
+                },
+                Feature {
+                    name: "sector".into(),
+                    kind: FeatureKind::Categorical {
+                        levels: vec!["farm".into(), "retail".into()],
+                    },
+                    missing: true,
+                },
+                Feature {
+                    name: "age".into(),
+                    kind: FeatureKind::Numeric {
+                        special_values: vec![],
+                    },
+                    missing: false,
+                },
+                Feature {
+                    name: "region".into(),
+                    kind: FeatureKind::Categorical {
+                        levels: vec!["n".into(), "s".into(), "e".into()],
+                    },
+                    missing: false,
+                },
+            ],
+        };
+        let mut stats = fedrisk_models::FeatureStats::zeros(&schema);
+        stats.numeric[0].missing = 1.0;
+        let mut pre = Preprocessor::fit(
+            &schema,
+            &stats,
+            PreprocessOptions {
+                missing_indicators: true,
+            },
+        );
+        pre.numeric[0].impute = 250.0;
+        pre.numeric[0].mean = 240.0;
+        pre.numeric[0].scale = 80.0;
+        pre.numeric[1].impute = 40.0;
+        pre.numeric[1].mean = 40.0;
+        pre.numeric[1].scale = 12.0;
+        let theta: Vec<f64> = (0..=pre.width())
+            .map(|i| 0.1 * (i as f64 + 1.0) * if i % 2 == 0 { 1.0 } else { -1.0 })
+            .collect();
+        ModelFile::new(
+            schema.clone(),
+            pre,
+            &theta,
+            Provenance {
+                trainer: "test".into(),
+                rounds: 1,
+                participants: 1,
+                schema_hash: schema.hash(),
+                l2_c: None,
+                notes: vec![],
+                created_at_unix_ms: None,
+                software: None,
+                settings: None,
+            },
+        )
+        .unwrap()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_parse_by_name_and_refuse_others() {
+        for f in Format::ALL {
+            assert_eq!(f.name().parse::<Format>().unwrap(), f);
+            assert_eq!(f.name().to_uppercase().parse::<Format>().unwrap(), f);
+        }
+        let err = "scorecard".parse::<Format>().unwrap_err().to_string();
+        assert!(err.contains("`scorecard`") && err.contains("pmml"), "{err}");
+    }
+
+    #[test]
+    fn json_is_the_model_file_itself() {
+        let m = testing::model();
+        let bytes = export(&m, Format::Json).unwrap();
+        let back: ModelFile = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(back, m);
+        assert_eq!(back.compute_hash(), m.content_hash);
+    }
+
+    #[test]
+    fn a_non_finite_coefficient_is_refused() {
+        let mut m = testing::model();
+        m.coefficients[0] = f64::NAN;
+        for f in Format::ALL {
+            assert!(matches!(export(&m, f), Err(ExportError::NonFinite { .. })));
+        }
+    }
+}

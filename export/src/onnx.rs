@@ -1,0 +1,392 @@
+//! ONNX: one graph from the raw feature values to the probability of default.
+//!
+//! Inputs (batch dimension `N`):
+//! - `numeric`: `double[N, numeric features]`, the schema's numeric features in schema order,
+//!   `NaN` where a value is missing; special codes are given as they are (the graph treats
+//!   them as missing);
+//! - `categorical`: `string[N, categorical features]`, the schema's categorical features in
+//!   schema order, the field's text with surrounding spaces removed (a missing token, e.g. an
+//!   empty string or `NA`, means missing; any other unknown text is an unseen level).
+//!
+//! An input is absent when the schema has no feature of its kind. Output: `probability`,
+//! `double[N, 1]`. The graph: `missing = IsNaN(x) or x == special`, `Where` imputes,
+//! `(x - mean) / scale`, indicator columns gathered from `missing`; each categorical column
+//! mapped to its slot by `ai.onnx.ml.LabelEncoder` (levels, missing tokens, default = `other`)
+//! and one-hot by `Equal` with `0..slots`; `Concat`, `MatMul`, `Add`, `Sigmoid`. Everything
+//! is computed in double precision. The feature names of each input are in the model's
+//! metadata (`numeric_features`, `categorical_features`, JSON lists).
+
+use fedrisk_models::ModelFile;
+use fedrisk_models::schema::FeatureKind;
+use prost::Message;
+
+use crate::ExportError;
+use crate::onnx_proto::*;
+
+pub const NUMERIC_INPUT: &str = "numeric";
+pub const CATEGORICAL_INPUT: &str = "categorical";
+pub const PROBABILITY_OUTPUT: &str = "probability";
+const IR_VERSION: i64 = 8;
+const OPSET: i64 = 13;
+const ML_DOMAIN: &str = "ai.onnx.ml";
+const ML_OPSET: i64 = 2;
+
+#[derive(Default)]
+struct Graph {
+    nodes: Vec<NodeProto>,
+    initializers: Vec<TensorProto>,
+    next: usize,
+}
+
+impl Graph {
+    fn fresh(&mut self, hint: &str) -> String {
+        self.next += 1;
+        format!("{hint}_{}", self.next)
+    }
+
+    fn node(
+        &mut self,
+        op: &str,
+        inputs: &[&str],
+        attrs: Vec<AttributeProto>,
+        domain: &str,
+    ) -> String {
+        let out = self.fresh(&op.to_lowercase());
+        self.nodes.push(NodeProto {
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![out.clone()],
+            name: format!("node_{out}"),
+            op_type: op.into(),
+            attribute: attrs,
+            domain: domain.into(),
+        });
+        out
+    }
+
+    fn op(&mut self, op: &str, inputs: &[&str]) -> String {
+        self.node(op, inputs, vec![], "")
+    }
+
+    fn doubles(&mut self, hint: &str, dims: Vec<i64>, values: Vec<f64>) -> String {
+        let name = self.fresh(hint);
+        self.initializers.push(TensorProto {
+            dims,
+            data_type: data_type::DOUBLE,
+            name: name.clone(),
+            double_data: values,
+            ..Default::default()
+        });
+        name
+    }
+
+    fn int64s(&mut self, hint: &str, dims: Vec<i64>, values: Vec<i64>) -> String {
+        let name = self.fresh(hint);
+        self.initializers.push(TensorProto {
+            dims,
+            data_type: data_type::INT64,
+            name: name.clone(),
+            int64_data: values,
+            ..Default::default()
+        });
+        name
+    }
+}
+
+fn int_attr(name: &str, i: i64) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: attribute_type::INT,
+        i,
+        ..Default::default()
+    }
+}
+
+fn ints_attr(name: &str, ints: Vec<i64>) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: attribute_type::INTS,
+        ints,
+        ..Default::default()
+    }
+}
+
+fn strings_attr(name: &str, strings: Vec<String>) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: attribute_type::STRINGS,
+        strings: strings.into_iter().map(String::into_bytes).collect(),
+        ..Default::default()
+    }
+}
+
+fn tensor_info(name: &str, elem_type: i32, width: i64, doc: &str) -> ValueInfoProto {
+    ValueInfoProto {
+        name: name.into(),
+        r#type: Some(TypeProto {
+            tensor_type: Some(TensorTypeProto {
+                elem_type,
+                shape: Some(TensorShapeProto {
+                    dim: vec![
+                        Dimension {
+                            value: Some(DimensionValue::DimParam("N".into())),
+                        },
+                        Dimension {
+                            value: Some(DimensionValue::DimValue(width)),
+                        },
+                    ],
+                }),
+            }),
+        }),
+        doc_string: doc.into(),
+    }
+}
+
+pub fn write(model: &ModelFile) -> Result<Vec<u8>, ExportError> {
+    let pre = &model.preprocessing;
+    let schema = &model.schema;
+    let n_num = pre.numeric.len();
+    let mut g = Graph::default();
+    let mut parts: Vec<String> = Vec::new();
+    let mut inputs = Vec::new();
+
+    if n_num > 0 {
+        inputs.push(tensor_info(
+            NUMERIC_INPUT,
+            data_type::DOUBLE,
+            n_num as i64,
+            "numeric features in schema order, NaN when missing",
+        ));
+        let specials: Vec<Vec<f64>> = schema
+            .numeric_features()
+            .map(|f| match &f.kind {
+                FeatureKind::Numeric { special_values } => special_values.clone(),
+                FeatureKind::Categorical { .. } => Vec::new(),
+            })
+            .collect();
+        let mut missing = g.op("IsNaN", &[NUMERIC_INPUT]);
+        // The k-th special code of every column in one row; NaN where a column has fewer
+        // (NaN equals nothing).
+        let rounds = specials.iter().map(Vec::len).max().unwrap_or(0);
+        for k in 0..rounds {
+            let row: Vec<f64> = specials
+                .iter()
+                .map(|s| s.get(k).copied().unwrap_or(f64::NAN))
+                .collect();
+            let c = g.doubles("special", vec![1, n_num as i64], row);
+            let eq = g.op("Equal", &[NUMERIC_INPUT, &c]);
+            missing = g.op("Or", &[&missing, &eq]);
+        }
+        let impute = g.doubles(
+            "impute",
+            vec![1, n_num as i64],
+            pre.numeric.iter().map(|t| t.impute).collect(),
+        );
+        let mean = g.doubles(
+            "mean",
+            vec![1, n_num as i64],
+            pre.numeric.iter().map(|t| t.mean).collect(),
+        );
+        let scale = g.doubles(
+            "scale",
+            vec![1, n_num as i64],
+            pre.numeric.iter().map(|t| t.scale).collect(),
+        );
+        let imputed = g.op("Where", &[&missing, &impute, NUMERIC_INPUT]);
+        let centred = g.op("Sub", &[&imputed, &mean]);
+        parts.push(g.op("Div", &[&centred, &scale]));
+        let indicators: Vec<i64> = pre
+            .numeric
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.indicator)
+            .map(|(j, _)| j as i64)
+            .collect();
+        if !indicators.is_empty() {
+            let n = indicators.len() as i64;
+            let idx = g.int64s("indicator_columns", vec![n], indicators);
+            let picked = g.node("Gather", &[&missing, &idx], vec![int_attr("axis", 1)], "");
+            parts.push(g.node(
+                "Cast",
+                &[&picked],
+                vec![int_attr("to", data_type::DOUBLE as i64)],
+                "",
+            ));
+        }
+    }
+
+    if !pre.categorical.is_empty() {
+        inputs.push(tensor_info(
+            CATEGORICAL_INPUT,
+            data_type::STRING,
+            pre.categorical.len() as i64,
+            "categorical features in schema order, trimmed text",
+        ));
+        for (j, c) in pre.categorical.iter().enumerate() {
+            let other = c.levels.len() as i64;
+            let missing_slot = if c.missing_column { other + 1 } else { other };
+            let slots = other + 1 + i64::from(c.missing_column);
+            let mut keys: Vec<String> = c.levels.clone();
+            let mut values: Vec<i64> = (0..other).collect();
+            for t in &schema.missing_tokens {
+                keys.push(t.clone());
+                values.push(missing_slot);
+            }
+            let idx = g.int64s("column", vec![1], vec![j as i64]);
+            let column = g.node(
+                "Gather",
+                &[CATEGORICAL_INPUT, &idx],
+                vec![int_attr("axis", 1)],
+                "",
+            );
+            let slot = g.node(
+                "LabelEncoder",
+                &[&column],
+                vec![
+                    strings_attr("keys_strings", keys),
+                    ints_attr("values_int64s", values),
+                    int_attr("default_int64", other),
+                ],
+                ML_DOMAIN,
+            );
+            let range = g.int64s("slots", vec![1, slots], (0..slots).collect());
+            let hot = g.op("Equal", &[&slot, &range]);
+            parts.push(g.node(
+                "Cast",
+                &[&hot],
+                vec![int_attr("to", data_type::DOUBLE as i64)],
+                "",
+            ));
+        }
+    }
+
+    let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
+    let design = g.node("Concat", &refs, vec![int_attr("axis", 1)], "");
+    let width = model.coefficients.len() as i64;
+    let w = g.doubles("coefficients", vec![width, 1], model.coefficients.clone());
+    let b = g.doubles("intercept", vec![1], vec![model.intercept]);
+    let product = g.op("MatMul", &[&design, &w]);
+    let logit = g.op("Add", &[&product, &b]);
+    g.nodes.push(NodeProto {
+        input: vec![logit],
+        output: vec![PROBABILITY_OUTPUT.into()],
+        name: "node_probability".into(),
+        op_type: "Sigmoid".into(),
+        ..Default::default()
+    });
+
+    let names = |numeric: bool| {
+        let list: Vec<&str> = schema
+            .features
+            .iter()
+            .filter(|f| f.is_numeric() == numeric)
+            .map(|f| f.name.as_str())
+            .collect();
+        serde_json::to_string(&list)
+    };
+    let model_proto = ModelProto {
+        ir_version: IR_VERSION,
+        opset_import: vec![
+            OperatorSetIdProto {
+                domain: String::new(),
+                version: OPSET,
+            },
+            OperatorSetIdProto {
+                domain: ML_DOMAIN.into(),
+                version: ML_OPSET,
+            },
+        ],
+        producer_name: "fedrisk".into(),
+        producer_version: env!("CARGO_PKG_VERSION").into(),
+        domain: "fedrisk".into(),
+        model_version: 1,
+        doc_string: format!(
+            "fedrisk logistic regression, model content hash {}: probability that `{}` is `{}`",
+            model.content_hash, schema.label.name, schema.label.positive
+        ),
+        graph: Some(GraphProto {
+            node: g.nodes,
+            name: "fedrisk_pd".into(),
+            initializer: g.initializers,
+            doc_string: String::new(),
+            input: inputs,
+            output: vec![tensor_info(
+                PROBABILITY_OUTPUT,
+                data_type::DOUBLE,
+                1,
+                "probability of default",
+            )],
+        }),
+        metadata_props: vec![
+            StringStringEntryProto {
+                key: "numeric_features".into(),
+                value: names(true)?,
+            },
+            StringStringEntryProto {
+                key: "categorical_features".into(),
+                value: names(false)?,
+            },
+            StringStringEntryProto {
+                key: "content_hash".into(),
+                value: model.content_hash.clone(),
+            },
+        ],
+    };
+    Ok(model_proto.encode_to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing;
+
+    #[test]
+    fn the_graph_reads_both_inputs_and_ends_in_the_probability() {
+        let m = testing::model();
+        let bytes = write(&m).unwrap();
+        let back = ModelProto::decode(bytes.as_slice()).unwrap();
+        assert_eq!(back.ir_version, 8);
+        let g = back.graph.unwrap();
+        let inputs: Vec<&str> = g.input.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(inputs, [NUMERIC_INPUT, CATEGORICAL_INPUT]);
+        assert_eq!(g.output[0].name, PROBABILITY_OUTPUT);
+        assert_eq!(g.nodes_named("LabelEncoder"), 2);
+        // Two special codes on income: two Equal/Or pairs before imputation.
+        assert_eq!(g.nodes_named("Or"), 2);
+        let w = g
+            .initializer
+            .iter()
+            .find(|t| t.name.starts_with("coefficients"))
+            .unwrap();
+        assert_eq!(w.double_data, m.coefficients);
+        // Every node's inputs are graph inputs, initializers or earlier outputs.
+        let mut known: Vec<String> = inputs.iter().map(|s| s.to_string()).collect();
+        known.extend(g.initializer.iter().map(|t| t.name.clone()));
+        for n in &g.node {
+            for i in &n.input {
+                assert!(known.contains(i), "{} reads unknown {i}", n.name);
+            }
+            known.extend(n.output.iter().cloned());
+        }
+    }
+
+    #[test]
+    fn a_numeric_only_model_has_one_input() {
+        let mut m = testing::model();
+        m.schema.features.retain(|f| f.is_numeric());
+        m.preprocessing.categorical.clear();
+        let width = m.preprocessing.width();
+        m.coefficients.truncate(width);
+        let g = ModelProto::decode(write(&m).unwrap().as_slice())
+            .unwrap()
+            .graph
+            .unwrap();
+        assert_eq!(g.input.len(), 1);
+        assert_eq!(g.nodes_named("LabelEncoder"), 0);
+    }
+
+    impl GraphProto {
+        fn nodes_named(&self, op: &str) -> usize {
+            self.node.iter().filter(|n| n.op_type == op).count()
+        }
+    }
+}

@@ -1,0 +1,240 @@
+//! The audit chain of a real job: `audit verify` passes on the coordinator's database, the
+//! export holds the operators' actions, the roster, every session's survivor set and
+//! aggregate hash and the model versions, and one flipped byte in an exported record is
+//! named by `audit verify --file`.
+
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::harness::{Fed, JobOpts, Proc, coordinator_bin, participant_bin, tail};
+
+fn audit(fed: &Fed, args: &[&str]) -> std::process::Output {
+    Command::new(coordinator_bin())
+        .arg("audit")
+        .args(args)
+        .current_dir(&fed.root)
+        .output()
+        .expect("running audit")
+}
+
+fn text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn a_real_jobs_audit_chain_verifies_and_a_flipped_byte_names_its_record() {
+    let fed = Fed::new(63, 2000, 3);
+    fed.write_config(&JobOpts {
+        name: "audited",
+        rounds: 2,
+        min_participants: 3,
+        ..JobOpts::default()
+    });
+    let coord = fed.serve();
+    let mut agents: Vec<Proc> = fed
+        .institutions
+        .iter()
+        .map(|n| fed.participant(n, &[], &[]))
+        .collect();
+    let status = fed.wait_job_end(1, Duration::from_secs(120), &coord);
+    assert_eq!(status["state"], "completed", "{status}");
+    for a in &mut agents {
+        a.wait_exit(Duration::from_secs(30));
+    }
+    let model = fed.export(1, 0);
+    // The model version carries its provenance and the coordinator's signature.
+    let verify = |path: &std::path::Path| {
+        Command::new(participant_bin())
+            .args(["verify", "--model"])
+            .arg(path)
+            .args(["--cert", "pki/coordinator.pem"])
+            .current_dir(&fed.root)
+            .output()
+            .expect("running verify")
+    };
+    let out = verify(&model);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains(": OK: content hash"), "{}", text(&out));
+    let m: Value =
+        serde_json::from_str(&std::fs::read_to_string(&model).expect("model")).expect("model JSON");
+    assert!(
+        m["provenance"]["created_at_unix_ms"].as_u64().is_some(),
+        "{m}"
+    );
+    assert!(m["provenance"]["settings"]["c"].as_f64().is_some(), "{m}");
+    assert_eq!(m["provenance"]["participants"], 3);
+    // Another signature value (one hex digit changed) does not verify.
+    let mut forged = m.clone();
+    let value = m["signature"]["value"]
+        .as_str()
+        .expect("signature")
+        .to_owned();
+    let last = if value.ends_with('0') { "1" } else { "0" };
+    forged["signature"]["value"] = Value::String(format!("{}{last}", &value[..value.len() - 1]));
+    let forged_path = fed.path("forged.json");
+    std::fs::write(&forged_path, forged.to_string()).expect("write");
+    let out = verify(&forged_path);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("does not verify"), "{}", text(&out));
+    // An operator submits a job and cancels it; a new certificate changes the roster.
+    let said = fed.job_ok(
+        "submit",
+        &[
+            "--name",
+            "second",
+            "--schema",
+            "data/schema.json",
+            "--rounds",
+            "1",
+        ],
+    );
+    assert!(said.contains("job 2"), "{said}");
+    fed.job_ok("cancel", &["--id", "2"]);
+    fed.certs(&[
+        "issue", "--ca-dir", "ca", "--dir", "pki", "--name", "auditor", "--role", "operator",
+        "--out", "auditor",
+    ]);
+    let export = fed.path("audit.jsonl");
+    let export_s = export.to_str().expect("utf-8 path");
+    // The roster watch runs every half second: wait until its record is in.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let lines = loop {
+        let out = audit(
+            &fed,
+            &["export", "--database", "coord.db", "--out", export_s],
+        );
+        assert!(out.status.success(), "{}", text(&out));
+        let body = std::fs::read_to_string(&export).expect("audit.jsonl");
+        if body.matches("\"kind\":\"roster_changed\"").count() >= 2 {
+            break body;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no roster change recorded:\n{body}\n{}",
+            tail(&coord.stderr(), 20)
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+
+    let out = audit(&fed, &["verify", "--database", "coord.db"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let said = text(&out);
+    assert!(said.contains("audit chain OK"), "{said}");
+    println!("{said}");
+
+    let records: Vec<Value> = lines
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    let kinds: Vec<&str> = records.iter().filter_map(|r| r["kind"].as_str()).collect();
+    for k in [
+        "roster_changed",
+        "job_started",
+        "session_started",
+        "session_completed",
+        "round_completed",
+        "model_version",
+        "job_ended",
+        "model_exported",
+        "job_submitted",
+        "job_cancelled",
+    ] {
+        assert!(kinds.contains(&k), "no {k} record in {kinds:?}");
+    }
+    let body = |r: &Value| -> Value {
+        serde_json::from_str(r["body"].as_str().expect("body")).expect("body JSON")
+    };
+    let sessions: Vec<Value> = records
+        .iter()
+        .filter(|r| r["kind"] == "session_completed")
+        .map(body)
+        .collect();
+    // magnitudes + statistics, then update + evaluation for each of the 2 rounds.
+    assert_eq!(sessions.len(), 6, "{sessions:?}");
+    for s in &sessions {
+        assert_eq!(s["survivors"].as_array().map(Vec::len), Some(3), "{s}");
+        assert_eq!(s["aggregate_hash"].as_str().map(str::len), Some(64), "{s}");
+    }
+    let models: Vec<Value> = records
+        .iter()
+        .filter(|r| r["kind"] == "model_version")
+        .map(body)
+        .collect();
+    let stored = fed.models(1);
+    assert_eq!(models.len(), stored.len());
+    for (m, (round, hash)) in models.iter().zip(&stored) {
+        assert_eq!(m["round"].as_u64(), Some(u64::from(*round)));
+        assert_eq!(m["content_hash"].as_str(), Some(hash.as_str()));
+    }
+    let submitted = records
+        .iter()
+        .find(|r| r["kind"] == "job_submitted")
+        .map(body)
+        .expect("job_submitted");
+    assert_eq!(submitted["by"], "ops");
+
+    // One byte of one record's body, flipped in the export: the verifier names that record.
+    let target = records
+        .iter()
+        .position(|r| r["kind"] == "session_completed")
+        .expect("a session record");
+    let mut changed: Vec<String> = lines.lines().map(str::to_owned).collect();
+    let line = &changed[target];
+    let needle = "\"survivors\\\":[";
+    let at = line.find(needle).expect("survivors in the line") + needle.len();
+    let mut bytes = line.clone().into_bytes();
+    bytes[at] ^= 0x01; // a roster id digit becomes another digit
+    changed[target] = String::from_utf8(bytes).expect("utf-8");
+    let tampered = fed.path("audit-tampered.jsonl");
+    std::fs::write(&tampered, changed.join("\n") + "\n").expect("write");
+    let out = audit(
+        &fed,
+        &["verify", "--file", tampered.to_str().expect("utf-8 path")],
+    );
+    assert!(!out.status.success(), "{}", text(&out));
+    let said = text(&out);
+    let seq = records[target]["seq"].as_u64().expect("seq");
+    assert!(
+        said.contains(&format!("audit record {seq} (session_completed)")),
+        "{said}"
+    );
+    println!("{said}");
+    // The untouched export verifies.
+    let out = audit(&fed, &["verify", "--file", export_s]);
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+#[test]
+fn log_format_json_writes_one_json_object_per_line() {
+    let dir = tempfile::Builder::new()
+        .prefix("fedrisk-it-jsonlog-")
+        .tempdir()
+        .expect("tempdir");
+    let out = Command::new(coordinator_bin())
+        .args(["demo", "--rows", "3000", "--rounds", "1", "--log", "info"])
+        .args(["--log-format", "json", "--out"])
+        .arg(dir.path().join("demo"))
+        .output()
+        .expect("running demo");
+    assert!(out.status.success(), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(lines.len() > 10, "{stderr}");
+    for l in &lines {
+        let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+        assert!(
+            v["level"].is_string() && v["fields"]["message"].is_string(),
+            "{l}"
+        );
+    }
+    assert!(
+        stderr.contains("\"message\":\"round complete\""),
+        "{stderr}"
+    );
+}

@@ -236,7 +236,7 @@ async fn connect_and_serve(
                         cfg,
                         data,
                         ledger,
-                        &contents,
+                        &mut contents,
                         &join.federation_id,
                         me,
                         &signing,
@@ -359,7 +359,7 @@ fn open_session(
     cfg: &AgentConfig,
     data: &mut Data,
     ledger: &mut Ledger,
-    contents: &Contents,
+    contents: &mut Contents,
     federation_id: &str,
     me: u32,
     signing: &ed25519_dalek::SigningKey,
@@ -367,7 +367,7 @@ fn open_session(
     compute: &v1::ComputeTask,
 ) -> Result<(Active, fedrisk_secagg::Advertise), Refusal> {
     let task = Task::decode_with(&compute.task, envelope.job_id, envelope.round, &|h| {
-        contents.0.get(h).cloned()
+        contents.parts.get(h).cloned()
     })
     .map_err(|e| Refusal::from_round(&e))?;
     // The task's shape is the coordinator's choice: bound it before computing anything.
@@ -395,7 +395,7 @@ fn open_session(
         &cfg.identity.ca_pem,
         &secagg.crl,
         &peers,
-        &mut contents.peers().borrow_mut(),
+        &mut contents.peers,
     )
     .map_err(|e| Refusal::policy(format!("the session's peers: {e}")))?;
     ledger
@@ -525,16 +525,10 @@ fn constants_fingerprint(counts: &[u64]) -> [u8; 32] {
 /// Job-wide task contents this agent has fetched, by hash (a cache: a restarted agent
 /// fetches again).
 #[derive(Default)]
-struct Contents(
-    std::collections::HashMap<String, Vec<u8>>,
+struct Contents {
+    parts: std::collections::HashMap<String, Vec<u8>>,
     /// Peer certificates checked in this connection's earlier sessions.
-    std::cell::RefCell<tls::PeerCache>,
-);
-
-impl Contents {
-    fn peers(&self) -> &std::cell::RefCell<tls::PeerCache> {
-        &self.1
-    }
+    peers: tls::PeerCache,
 }
 
 /// At most this many contents are kept (a job uses two).
@@ -549,7 +543,7 @@ async fn fetch_contents(
 ) -> Result<(), Refusal> {
     let refs = Task::references(task).map_err(|e| Refusal::from_round(&e))?;
     for hash in refs {
-        if contents.0.contains_key(&hash) {
+        if contents.parts.contains_key(&hash) {
             continue;
         }
         let got = client
@@ -565,10 +559,10 @@ async fn fetch_contents(
                 "the coordinator sent task content that does not match its hash".into(),
             ));
         }
-        if contents.0.len() >= MAX_CONTENTS {
-            contents.0.clear();
+        if contents.parts.len() >= MAX_CONTENTS {
+            contents.parts.clear();
         }
-        contents.0.insert(hash, got);
+        contents.parts.insert(hash, got);
     }
     Ok(())
 }

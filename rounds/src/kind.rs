@@ -70,6 +70,17 @@ pub trait RoundKind {
     }
 }
 
+/// The row and default counts of the training rows (what statistics and bin-count sums add
+/// up to), as [`RoundKind::constants`] gives them.
+pub fn train_constants(
+    job: &JobContext,
+    rows: &mut dyn Rows,
+) -> Result<Option<Vec<u64>>, RoundError> {
+    let split = rows.split(job)?;
+    let labels = split.train.labels.as_deref().unwrap_or_default();
+    Ok(Some(row_constants(labels.iter())))
+}
+
 /// The row and default counts of a set of labelled rows, as [`RoundKind::constants`] gives them.
 pub fn row_constants<'a>(labels: impl Iterator<Item = &'a u8>) -> Vec<u64> {
     let (mut rows, mut defaults) = (0u64, 0u64);

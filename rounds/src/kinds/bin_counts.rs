@@ -9,7 +9,7 @@ use fedrisk_models::federated::Contribution;
 use serde::{Deserialize, Serialize};
 
 use crate::error::RoundError;
-use crate::kind::{Absorbed, RoundKind, SessionSum, row_constants};
+use crate::kind::{Absorbed, RoundKind, SessionSum, train_constants};
 use crate::local::Rows;
 use crate::task::JobContext;
 
@@ -68,9 +68,7 @@ impl RoundKind for BinCounts {
     ) -> Result<Option<Vec<u64>>, RoundError> {
         // The counts sum to the training rows' row and default counts, as the statistics
         // sum does: one survivor set for both.
-        let split = rows.split(job)?;
-        let labels = split.train.labels.as_deref().unwrap_or_default();
-        Ok(Some(row_constants(labels.iter())))
+        train_constants(job, rows)
     }
 
     fn absorb(&self, job: &JobContext, sum: &SessionSum) -> Result<Absorbed, RoundError> {

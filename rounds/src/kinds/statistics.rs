@@ -7,7 +7,7 @@ use fedrisk_models::federated::{self, Contribution};
 use serde::{Deserialize, Serialize};
 
 use crate::error::RoundError;
-use crate::kind::{Absorbed, RoundKind, SessionSum, row_constants};
+use crate::kind::{Absorbed, RoundKind, SessionSum, train_constants};
 use crate::local::Rows;
 use crate::task::JobContext;
 
@@ -51,9 +51,7 @@ impl RoundKind for Statistics {
         job: &JobContext,
         rows: &mut dyn Rows,
     ) -> Result<Option<Vec<u64>>, RoundError> {
-        let split = rows.split(job)?;
-        let labels = split.train.labels.as_deref().unwrap_or_default();
-        Ok(Some(row_constants(labels.iter())))
+        train_constants(job, rows)
     }
 
     fn absorb(&self, job: &JobContext, sum: &SessionSum) -> Result<Absorbed, RoundError> {

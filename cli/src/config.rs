@@ -150,6 +150,7 @@ min_bin_share = 0.04
 min_class_count = 30
 trend = "peak"
 iv_floor = 0.01
+encoding = "woe"
 
 [settings]
 algorithm = "fedprox"
@@ -196,6 +197,7 @@ seed = 4
             min_class_count: 30,
             trend: fedrisk_models::binning::Trend::Peak,
             iv_floor: 0.01,
+            encoding: fedrisk_models::Encoding::Woe,
         };
         s.settings = fedrisk_rounds::RoundSettings {
             algorithm: fedrisk_rounds::Algorithm::FedProx,

@@ -79,6 +79,11 @@ pub enum ExportError {
     NameClash { feature: String },
     #[error("the model's {what} are not finite: it cannot be exported")]
     NonFinite { what: &'static str },
+    #[error(
+        "the model is binned (binning = \"woe\"): {format} export of bins is not built yet; \
+         export json, or its scorecard (`fedrisk-participant scorecard`), which score it exactly"
+    )]
+    Binned { format: &'static str },
     #[error("writing JSON: {0}")]
     Json(#[from] serde_json::Error),
 }
@@ -88,6 +93,14 @@ pub fn export(model: &ModelFile, format: Format) -> Result<Vec<u8>, ExportError>
     if !model.intercept.is_finite() || model.coefficients.iter().any(|c| !c.is_finite()) {
         return Err(ExportError::NonFinite {
             what: "coefficients",
+        });
+    }
+    if model.preprocessing.woe.is_some() && format != Format::Json {
+        // The PMML and ONNX writers know standardised and one-hot columns only: a binned
+        // model written by them would score differently from the model. Refuse rather than
+        // hand a validator a file that is silently wrong.
+        return Err(ExportError::Binned {
+            format: format.name(),
         });
     }
     match format {
@@ -215,6 +228,34 @@ mod tests {
         let back: ModelFile = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(back, m);
         assert_eq!(back.compute_hash(), m.content_hash);
+    }
+
+    #[test]
+    fn a_binned_model_is_refused_by_the_writers_that_cannot_bin() {
+        use fedrisk_models::local::{LocalOptions, train_local};
+        use fedrisk_models::synth::{SynthConfig, generate};
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = SynthConfig::demo(3, 3000, 10);
+        cfg.institutions.truncate(1);
+        let d = generate(&cfg);
+        d.write_dir(dir.path()).unwrap();
+        let schema = fedrisk_models::Schema::load(&dir.path().join("schema.json")).unwrap();
+        let path = dir
+            .path()
+            .join(format!("participants/{}.csv", d.participants[0].0));
+        let data =
+            fedrisk_models::load_csv(&path, &schema, fedrisk_models::LabelMode::Required).unwrap();
+        let opts = LocalOptions {
+            binning: Some(fedrisk_models::BinningOptions::default()),
+            ..LocalOptions::default()
+        };
+        let (m, _) = train_local(&schema, data, &opts).unwrap();
+        for f in [Format::Pmml, Format::Onnx] {
+            let err = export(&m, f).unwrap_err();
+            assert!(matches!(err, ExportError::Binned { .. }), "{err}");
+            assert!(err.to_string().contains("scorecard"), "{err}");
+        }
+        assert!(export(&m, Format::Json).is_ok());
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use fedrisk_models::binning::{BinningOptions, FeatureBinning, Trend};
+use fedrisk_models::binning::{BinningOptions, Encoding, FeatureBinning, Trend};
 use fedrisk_models::federated::{Algorithm, RoundSettings, validation_split};
 use fedrisk_models::local::{LocalOptions, train_local};
 use fedrisk_models::schema::{FeatureKind, InferOptions, infer};
@@ -90,6 +90,10 @@ pub struct SimulateArgs {
     /// Features whose IV is below this are left out of the model.
     #[arg(long, default_value_t = BinningOptions::default().iv_floor)]
     pub iv_floor: f64,
+    /// How bins enter the model: `indicators` (a coefficient per bin) or `woe` (one
+    /// coefficient per feature, on its WOE).
+    #[arg(long, default_value_t = BinningOptions::default().encoding)]
+    pub encoding: Encoding,
 }
 
 impl SimulateArgs {
@@ -102,6 +106,7 @@ impl SimulateArgs {
             min_class_count: self.min_class_count,
             trend: self.trend,
             iv_floor: self.iv_floor,
+            encoding: self.encoding,
         }
     }
 

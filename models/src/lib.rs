@@ -27,7 +27,7 @@ pub mod stats;
 pub mod synth;
 pub mod validation;
 
-pub use binning::{BinningOptions, WoeBinning};
+pub use binning::{BinningOptions, Encoding, WoeBinning};
 pub use data::{DataReader, Dataset, LabelMode, load, load_csv};
 pub use error::{DataError, FitError, Location, RowPlace, RowProblem};
 pub use model_file::{ModelFile, ModelSignature, Provenance};

@@ -138,7 +138,7 @@ impl Preprocessor {
 
     pub fn width(&self) -> usize {
         if let Some(w) = &self.woe {
-            return w.features.iter().filter(|f| f.kept).count();
+            return w.width();
         }
         self.numeric.len()
             + self.numeric.iter().filter(|n| n.indicator).count()

@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
+use crate::binning::Encoding;
 use crate::data::Dataset;
 use crate::error::FitError;
 use crate::model_file::ModelFile;
@@ -42,6 +43,9 @@ pub struct ScorecardBin {
     pub bin: String,
     /// Its WOE.
     pub woe: f64,
+    /// Its term in the model's log-odds of default (`coefficient x WOE`, or the bin's own
+    /// coefficient; 0 for the reference bin).
+    pub term: f64,
     /// Its points.
     pub points: f64,
 }
@@ -51,8 +55,10 @@ pub struct ScorecardBin {
 pub struct ScorecardFeature {
     /// The feature.
     pub name: String,
-    /// The model's coefficient on its WOE.
-    pub coefficient: f64,
+    /// The model's coefficient on its WOE (WOE encoding; with indicators each bin has its
+    /// own, in `term`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coefficient: Option<f64>,
     /// Points per bin.
     pub bins: Vec<ScorecardBin>,
 }
@@ -94,30 +100,27 @@ impl Scorecard {
         }
         let factor = opts.pdo / std::f64::consts::LN_2;
         let offset = opts.base_score - factor * opts.base_odds.ln();
-        let kept: Vec<_> = woe.features.iter().filter(|f| f.kept).collect();
-        if kept.len() != model.coefficients.len() {
-            return Err(FitError::Dimension {
-                what: "scorecard features",
-                expected: model.coefficients.len(),
-                found: kept.len(),
-            });
-        }
-        let n = kept.len().max(1) as f64;
+        let terms = woe.bin_terms(&model.coefficients)?;
+        let n = terms.len().max(1) as f64;
         let share = (offset - factor * model.intercept) / n;
-        let features = kept
-            .iter()
-            .zip(&model.coefficients)
-            .map(|(f, &coef)| ScorecardFeature {
+        let features = terms
+            .into_iter()
+            .map(|(f, terms)| ScorecardFeature {
                 name: f.name.clone(),
-                coefficient: coef,
+                coefficient: (woe.options.encoding == Encoding::Woe)
+                    .then(|| model.columns.iter().position(|c| *c == f.name))
+                    .flatten()
+                    .map(|i| model.coefficients[i]),
                 bins: f
                     .bins
                     .iter()
-                    .map(|b| {
-                        let raw = -coef * b.woe * factor + share;
+                    .zip(terms)
+                    .map(|(b, term)| {
+                        let raw = -term * factor + share;
                         ScorecardBin {
                             bin: b.label.clone(),
                             woe: b.woe,
+                            term,
                             points: if opts.round { raw.round() } else { raw },
                         }
                     })
@@ -193,9 +196,10 @@ impl Scorecard {
         out
     }
 
-    /// `feature,bin,woe,coefficient,points` rows, with a header.
+    /// `feature,bin,woe,term,points` rows, with a header (`term`: the bin's part of the
+    /// model's log-odds of default).
     pub fn to_csv(&self) -> String {
-        let mut out = String::from("feature,bin,woe,coefficient,points\n");
+        let mut out = String::from("feature,bin,woe,term,points\n");
         let quote = |s: &str| {
             if s.contains([',', '"', '\n']) {
                 format!("\"{}\"", s.replace('"', "\"\""))
@@ -211,7 +215,7 @@ impl Scorecard {
                     quote(&f.name),
                     quote(&b.bin),
                     b.woe,
-                    f.coefficient,
+                    b.term,
                     b.points
                 );
             }
@@ -232,9 +236,25 @@ impl Scorecard {
             if o.round { ", points rounded" } else { "" }
         );
         for f in &self.features {
-            let _ = writeln!(out, "{} (coefficient {:.4})", f.name, f.coefficient);
+            match f.coefficient {
+                Some(c) => {
+                    let _ = writeln!(out, "{} (coefficient {c:.4} on WOE)", f.name);
+                }
+                None => {
+                    let _ = writeln!(out, "{} (a coefficient per bin)", f.name);
+                }
+            }
+            let _ = writeln!(
+                out,
+                "  {:<36} {:>8} {:>8} {:>8}",
+                "bin", "WOE", "term", "points"
+            );
             for b in &f.bins {
-                let _ = writeln!(out, "  {:<36} {:>8.4} {:>8}", b.bin, b.woe, b.points);
+                let _ = writeln!(
+                    out,
+                    "  {:<36} {:>8.4} {:>8.4} {:>8}",
+                    b.bin, b.woe, b.term, b.points
+                );
             }
         }
         let (lo, hi) = self.score_range();
@@ -258,7 +278,7 @@ mod tests {
     use crate::synth::{SynthConfig, generate};
     use crate::{LabelMode, Schema, load_csv};
 
-    fn model_and_rows() -> (ModelFile, Dataset) {
+    fn model_and_rows(encoding: Encoding) -> (ModelFile, Dataset) {
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = SynthConfig::demo(3, 8000, 10);
         cfg.institutions.truncate(1);
@@ -273,7 +293,10 @@ mod tests {
             &schema,
             data.clone(),
             &LocalOptions {
-                binning: Some(BinningOptions::default()),
+                binning: Some(BinningOptions {
+                    encoding,
+                    ..BinningOptions::default()
+                }),
                 ..LocalOptions::default()
             },
         )
@@ -283,7 +306,17 @@ mod tests {
 
     #[test]
     fn points_rank_rows_as_the_probabilities_do() {
-        let (model, data) = model_and_rows();
+        for encoding in [Encoding::Indicators, Encoding::Woe] {
+            points_rank_rows_as_the_probabilities_do_with(encoding);
+        }
+    }
+
+    fn points_rank_rows_as_the_probabilities_do_with(encoding: Encoding) {
+        let (model, data) = model_and_rows(encoding);
+        assert_eq!(
+            model.columns.len(),
+            model.preprocessing.woe.as_ref().unwrap().width()
+        );
         let probs = model.score_dataset(data.clone()).unwrap();
         // Unrounded: the points are the model's log-odds, scaled; PD of the score is the
         // model's probability.
@@ -320,7 +353,7 @@ mod tests {
         assert!((card.pd_of_score(600.0) - 1.0 / 51.0).abs() < 1e-12);
         assert!((card.pd_of_score(620.0) - 1.0 / 101.0).abs() < 1e-12);
         let csv = card.to_csv();
-        assert!(csv.starts_with("feature,bin,woe,coefficient,points\n"));
+        assert!(csv.starts_with("feature,bin,woe,term,points\n"));
         assert_eq!(
             csv.lines().count(),
             1 + card.features.iter().map(|f| f.bins.len()).sum::<usize>()
@@ -331,7 +364,7 @@ mod tests {
 
     #[test]
     fn a_model_without_bins_has_no_scorecard() {
-        let (model, data) = model_and_rows();
+        let (model, data) = model_and_rows(Encoding::default());
         let mut plain = model.clone();
         plain.preprocessing.woe = None;
         assert!(Scorecard::from_model(&plain, &ScorecardOptions::default()).is_err());

@@ -176,8 +176,9 @@ pub struct TrainArgs<'a> {
     pub c: f64,
     pub missing_indicators: bool,
     pub out: &'a Path,
-    /// `woe`: bin on these rows and train on WOE.
+    /// `woe`: bin on these rows and train on the bins, encoded as `encoding` says.
     pub binning: fedrisk_rounds::Binning,
+    pub encoding: fedrisk_models::Encoding,
 }
 
 pub fn train(a: TrainArgs<'_>) -> Result<()> {
@@ -188,8 +189,12 @@ pub fn train(a: TrainArgs<'_>) -> Result<()> {
         preprocess: PreprocessOptions {
             missing_indicators: a.missing_indicators,
         },
-        binning: (a.binning == fedrisk_rounds::Binning::Woe)
-            .then(fedrisk_models::BinningOptions::default),
+        binning: (a.binning == fedrisk_rounds::Binning::Woe).then(|| {
+            fedrisk_models::BinningOptions {
+                encoding: a.encoding,
+                ..fedrisk_models::BinningOptions::default()
+            }
+        }),
         ..LocalOptions::default()
     };
     let (mut model, rows) = train_local(&schema, ds, &opts)

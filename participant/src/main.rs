@@ -66,9 +66,13 @@ enum Command {
         #[arg(long)]
         missing_indicators: bool,
         /// `woe`: bin every feature on these rows (as a federation does on its summed
-        /// counts) and train on the WOE of the bins; the model then has a scorecard.
+        /// counts) and train on the bins; the model then has a scorecard.
         #[arg(long, default_value = "none")]
         binning: fedrisk_rounds::Binning,
+        /// How bins enter the model (binning woe): `indicators` (a coefficient per bin) or
+        /// `woe` (one coefficient per feature, on its WOE).
+        #[arg(long, default_value_t = fedrisk_models::BinningOptions::default().encoding)]
+        encoding: fedrisk_models::Encoding,
         /// Where to write the model JSON.
         #[arg(long)]
         out: PathBuf,
@@ -104,7 +108,7 @@ enum Command {
         /// Write the scorecard as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
-        /// Write `feature,bin,woe,coefficient,points` rows here.
+        /// Write `feature,bin,woe,term,points` rows here (`term`: the bin's part of the log-odds).
         #[arg(long)]
         csv: Option<PathBuf>,
     },
@@ -346,10 +350,12 @@ fn main() -> ExitCode {
             c,
             missing_indicators,
             binning,
+            encoding,
             out,
         } => src.source().and_then(|data| {
             commands::train(commands::TrainArgs {
                 binning,
+                encoding,
                 data: &data,
                 schema: schema.as_deref(),
                 label: &label,

@@ -324,6 +324,7 @@ mod tests {
                 min_class_count: 30,
                 trend: fedrisk_models::binning::Trend::Peak,
                 iv_floor: 0.01,
+                encoding: fedrisk_models::Encoding::Woe,
             },
         }
     }

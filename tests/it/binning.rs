@@ -148,6 +148,6 @@ fn unseen_data_bins_trains_scores_and_exports_a_scorecard() {
             .all(|f| f["name"] != "flat")
     );
     let rows = std::fs::read_to_string(&csv).expect("card csv");
-    assert!(rows.starts_with("feature,bin,woe,coefficient,points\n"));
+    assert!(rows.starts_with("feature,bin,woe,term,points\n"));
     assert!(rows.contains("months_late"));
 }

@@ -85,6 +85,18 @@ pub enum LedgerError {
         /// Hash prefix of the task's.
         now: String,
     },
+    /// This round's session of this kind was answered before with another input.
+    #[error(
+        "job {job} round {round} ({kind}): this round was already answered with a different input; a second task for it (another model to evaluate, other scales, other settings) is a second query chosen after seeing the first sum; refusing"
+    )]
+    AnotherInput {
+        /// The job.
+        job: u64,
+        /// The round.
+        round: u32,
+        /// The kind.
+        kind: String,
+    },
     /// The session's sum carries counts (rows, defaults) that are the same in every session
     /// reading these rows, and they were summed before over another survivor set.
     #[error(
@@ -120,6 +132,9 @@ pub enum LedgerError {
     },
 }
 
+/// The task a round's input answered: one per federation, job, round and kind.
+type Query = (String, u64, u32, String);
+
 /// The record, in memory and (unless in-memory) in a JSON-lines file.
 #[derive(Debug)]
 pub struct Ledger {
@@ -127,6 +142,10 @@ pub struct Ledger {
     /// in memory.
     file: Option<(std::fs::File, PathBuf)>,
     signed: HashMap<(String, String), Vec<String>>,
+    /// The one input each round's session of each kind may carry: a second, different one
+    /// (the same round evaluated for another model, counted over other scales) would be a
+    /// second query the coordinator chose after seeing the first sum.
+    answered: HashMap<Query, String>,
     /// Each job's preprocessing (hash), fixed by the first task that carried one.
     frozen: HashMap<(String, u64), String>,
     /// The newest revocation list number seen, per federation.
@@ -136,6 +155,10 @@ pub struct Ledger {
 /// Prefix of the entries that record the survivor set of a job-constant count (rows,
 /// defaults) rather than of a whole input.
 pub const CONSTANTS: &str = "constants:";
+
+fn query_of(e: &Entry) -> Query {
+    (e.federation.clone(), e.job, e.round, e.kind.clone())
+}
 
 /// The ledger entry kind that records a revocation list number.
 const CRL: &str = "crl";
@@ -151,6 +174,7 @@ impl Ledger {
             source,
         };
         let mut signed = HashMap::new();
+        let mut answered = HashMap::new();
         let mut frozen = HashMap::new();
         let mut crl = HashMap::new();
         match std::fs::read_to_string(path) {
@@ -172,6 +196,12 @@ impl Ledger {
                         let seen = crl.entry(e.federation).or_insert(0);
                         *seen = (*seen).max(n);
                     } else {
+                        if !e.input.starts_with(CONSTANTS) {
+                            answered.insert(
+                                (e.federation.clone(), e.job, e.round, e.kind.clone()),
+                                e.input.clone(),
+                            );
+                        }
                         signed.insert((e.federation, e.input), e.survivors);
                     }
                 }
@@ -193,6 +223,7 @@ impl Ledger {
         Ok(Self {
             file: Some((file, path.to_owned())),
             signed,
+            answered,
             frozen,
             crl,
         })
@@ -203,6 +234,7 @@ impl Ledger {
         Self {
             file: None,
             signed: HashMap::new(),
+            answered: HashMap::new(),
             frozen: HashMap::new(),
             crl: HashMap::new(),
         }
@@ -218,6 +250,17 @@ impl Ledger {
     /// counts it carries): all are checked before any is recorded, so a refused signature
     /// leaves no record behind.
     pub fn allow_all(&mut self, entries: &[Entry]) -> Result<(), LedgerError> {
+        for entry in entries.iter().filter(|e| !e.input.starts_with(CONSTANTS)) {
+            if let Some(before) = self.answered.get(&query_of(entry))
+                && *before != entry.input
+            {
+                return Err(LedgerError::AnotherInput {
+                    job: entry.job,
+                    round: entry.round,
+                    kind: entry.kind.clone(),
+                });
+            }
+        }
         for entry in entries {
             match self
                 .signed
@@ -254,6 +297,9 @@ impl Ledger {
             }
             self.append(entry)?;
             self.signed.insert(key, entry.survivors.clone());
+            if !entry.input.starts_with(CONSTANTS) {
+                self.answered.insert(query_of(entry), entry.input.clone());
+            }
         }
         Ok(())
     }
@@ -370,10 +416,50 @@ mod tests {
         // The record survives the agent's restart.
         let mut reopened = Ledger::open(&path).expect("reopen");
         assert!(reopened.allow(&entry(&[1, 2, 3])).is_err());
-        // Another task (another round's model) is independent.
+        // Another round's task (another round's model) is independent.
         let mut other = entry(&[1, 2, 3]);
+        other.round = 4;
         other.input = "cd".repeat(32);
-        reopened.allow(&other).expect("another task");
+        reopened.allow(&other).expect("another round's task");
+    }
+
+    #[test]
+    fn attack_a_second_query_in_the_same_round_is_refused() {
+        // A curious coordinator, after round 3's evaluation sum, sends a second evaluation
+        // for round 3 with a crafted model (all weight on one feature) to the same
+        // survivors: the survivor-set rule alone would let it through (same set, a new input).
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("ledger.jsonl");
+        let mut ledger = Ledger::open(&path).expect("open");
+        let eval = |input: &str| Entry {
+            kind: "evaluation".into(),
+            input: input.to_string(),
+            ..entry(&[1, 2, 3, 4])
+        };
+        ledger
+            .allow(&eval(&"01".repeat(32)))
+            .expect("the round's evaluation");
+        let e = ledger.allow(&eval(&"02".repeat(32))).unwrap_err();
+        assert!(
+            matches!(e, LedgerError::AnotherInput { round: 3, .. }),
+            "{e}"
+        );
+        assert!(e.to_string().contains("second query"), "{e}");
+        // A retry of the same query is the same input and allowed; the update of the same
+        // round is another kind; nothing of the refusal was recorded.
+        ledger.allow(&eval(&"01".repeat(32))).expect("retry");
+        ledger
+            .allow(&entry(&[1, 2, 3, 4]))
+            .expect("the round's update");
+        drop(ledger);
+        let mut reopened = Ledger::open(&path).expect("reopen");
+        assert!(
+            matches!(
+                reopened.allow(&eval(&"03".repeat(32))),
+                Err(LedgerError::AnotherInput { .. })
+            ),
+            "the rule survives a restart"
+        );
     }
 
     #[test]
@@ -388,6 +474,7 @@ mod tests {
         let round = |input: &str, survivors: &[u32]| {
             let mut e = entry(survivors);
             e.kind = "evaluation".into();
+            e.round = u32::from_str_radix(&input[..2], 16).expect("round from the input");
             e.input = input.to_string();
             let mut c = e.clone();
             c.input = counts.clone();

@@ -84,6 +84,8 @@ struct Active {
     /// a survivor set is, not the ids.
     identities: std::collections::BTreeMap<u32, String>,
     kind: &'static str,
+    /// The kind is asked once per job (see [`fedrisk_rounds::RoundKind::once_per_job`]).
+    once_per_job: bool,
     session_id: Vec<u8>,
     config: SessionConfig,
     session: ParticipantSession,
@@ -465,6 +467,7 @@ fn open_session(
             constants,
             identities,
             kind: task.params.kind().label(),
+            once_per_job: task.params.kind().once_per_job(),
             session_id: envelope.session_id.clone(),
             config,
             session,
@@ -605,6 +608,7 @@ fn step(
             kind: a.kind.to_string(),
             input,
             survivors: survivors.clone(),
+            once_per_job: a.once_per_job,
         };
         let mut entries = vec![entry(hex::encode(a.fingerprint))];
         if let Some(c) = a.constants {
@@ -740,6 +744,7 @@ mod tests {
             kind: "update".into(),
             input: "ab".repeat(32),
             survivors,
+            once_per_job: false,
         };
         let mut ledger = Ledger::in_memory();
         ledger
@@ -815,6 +820,7 @@ mod tests {
                 kind: "statistics".into(),
                 input,
                 survivors: survivors.iter().map(|s| s.repeat(64)).collect(),
+                once_per_job: true,
             };
             vec![
                 entry(hex::encode(input)),

@@ -32,6 +32,10 @@ pub struct Entry {
     /// The survivor set signed, as the members' identity keys (hex, sorted): ids are the
     /// coordinator's to choose and could name other institutions in another session.
     pub survivors: Vec<String>,
+    /// The kind is asked once per job (it describes the rows, not a model): its one input
+    /// is per job, not per round.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub once_per_job: bool,
 }
 
 /// Why the ledger cannot be used or refuses a signature.
@@ -87,7 +91,7 @@ pub enum LedgerError {
     },
     /// This round's session of this kind was answered before with another input.
     #[error(
-        "job {job} round {round} ({kind}): this round was already answered with a different input; a second task for it (another model to evaluate, other scales, other settings) is a second query chosen after seeing the first sum; refusing"
+        "job {job} round {round} ({kind}): this query was already answered with a different input (for this round, or for the job when the kind is asked once per job); a second task for it (another model to evaluate, other scales, other settings) is a second query chosen after seeing the first sum; refusing"
     )]
     AnotherInput {
         /// The job.
@@ -132,8 +136,9 @@ pub enum LedgerError {
     },
 }
 
-/// The task a round's input answered: one per federation, job, round and kind.
-type Query = (String, u64, u32, String);
+/// The task an input answered: one per federation, job, round (none for a kind asked once
+/// per job) and kind.
+type Query = (String, u64, Option<u32>, String);
 
 /// The record, in memory and (unless in-memory) in a JSON-lines file.
 #[derive(Debug)]
@@ -157,7 +162,8 @@ pub struct Ledger {
 pub const CONSTANTS: &str = "constants:";
 
 fn query_of(e: &Entry) -> Query {
-    (e.federation.clone(), e.job, e.round, e.kind.clone())
+    let round = (!e.once_per_job).then_some(e.round);
+    (e.federation.clone(), e.job, round, e.kind.clone())
 }
 
 /// The ledger entry kind that records a revocation list number.
@@ -197,10 +203,7 @@ impl Ledger {
                         *seen = (*seen).max(n);
                     } else {
                         if !e.input.starts_with(CONSTANTS) {
-                            answered.insert(
-                                (e.federation.clone(), e.job, e.round, e.kind.clone()),
-                                e.input.clone(),
-                            );
+                            answered.insert(query_of(&e), e.input.clone());
                         }
                         signed.insert((e.federation, e.input), e.survivors);
                     }
@@ -334,6 +337,7 @@ impl Ledger {
             kind: PREPROCESSING.to_string(),
             input: pre.to_string(),
             survivors: Vec::new(),
+            once_per_job: false,
         })?;
         self.frozen.insert(key, pre.to_string());
         Ok(())
@@ -356,6 +360,7 @@ impl Ledger {
                 kind: CRL.to_string(),
                 input: now.to_string(),
                 survivors: Vec::new(),
+                once_per_job: false,
             })?;
             self.crl.insert(federation.to_string(), now);
         }
@@ -390,6 +395,7 @@ mod tests {
             kind: "update".into(),
             input: "ab".repeat(32),
             survivors,
+            once_per_job: false,
         }
     }
 
@@ -460,6 +466,37 @@ mod tests {
             ),
             "the rule survives a restart"
         );
+    }
+
+    #[test]
+    fn attack_a_job_wide_query_asked_again_in_a_later_round_is_refused() {
+        // Round 0's bin counts were answered over the agreed scales; in round 4 a coordinator
+        // sends a bin-count task with every scale shifted, so the grid's cell edges fall
+        // between the first ones and the two histograms together resolve each institution's
+        // values more finely. The kind is asked once per job, so the round does not matter.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("ledger.jsonl");
+        let mut ledger = Ledger::open(&path).expect("open");
+        let bins = |round: u32, input: &str| Entry {
+            kind: "bin_counts".into(),
+            round,
+            input: input.to_string(),
+            once_per_job: true,
+            ..entry(&[1, 2, 3, 4])
+        };
+        ledger.allow(&bins(0, &"01".repeat(32))).expect("round 0");
+        ledger.allow(&bins(0, &"01".repeat(32))).expect("a retry");
+        drop(ledger);
+        let mut reopened = Ledger::open(&path).expect("reopen");
+        let e = reopened.allow(&bins(4, &"02".repeat(32))).unwrap_err();
+        assert!(
+            matches!(e, LedgerError::AnotherInput { round: 4, .. }),
+            "{e}"
+        );
+        // Another job asks its own.
+        let mut other_job = bins(0, &"02".repeat(32));
+        other_job.job = 2;
+        reopened.allow(&other_job).expect("another job");
     }
 
     #[test]

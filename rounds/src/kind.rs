@@ -68,6 +68,12 @@ pub trait RoundKind {
     ) -> Result<Option<Vec<u64>>, RoundError> {
         Ok(None)
     }
+    /// Whether a job asks this kind once, whatever the round: it describes the job's rows
+    /// (magnitudes, statistics, bin counts), not a model. The agent answers it once per job,
+    /// so a coordinator cannot re-ask it in a later round in another form (other scales).
+    fn once_per_job(&self) -> bool {
+        false
+    }
 }
 
 /// The row and default counts of the training rows (what statistics and bin-count sums add

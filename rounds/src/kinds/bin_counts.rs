@@ -32,6 +32,10 @@ impl RoundKind for BinCounts {
         "bin_counts"
     }
 
+    fn once_per_job(&self) -> bool {
+        true
+    }
+
     fn vector_len(&self, job: &JobContext) -> usize {
         self.grid(job).map_or(0, |g| g.vector_len())
     }

@@ -19,6 +19,10 @@ impl RoundKind for Magnitudes {
         "magnitudes"
     }
 
+    fn once_per_job(&self) -> bool {
+        true
+    }
+
     fn vector_len(&self, job: &JobContext) -> usize {
         federated::magnitude_len(&job.schema)
     }

@@ -24,6 +24,10 @@ impl RoundKind for Statistics {
         "statistics"
     }
 
+    fn once_per_job(&self) -> bool {
+        true
+    }
+
     fn vector_len(&self, job: &JobContext) -> usize {
         federated::stats_len(&job.schema)
     }

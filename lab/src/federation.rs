@@ -121,6 +121,7 @@ pub async fn run(f: Federation) -> Result<FederationRun> {
                     max_reconnects: 20,
                     ledger: Some(f.work.join(format!("{name}.ledger.jsonl"))),
                     limits: fedrisk_rounds::TaskLimits::default(),
+                    key_list_window: agent::DEFAULT_KEY_LIST_WINDOW,
                 };
                 tasks.push(tokio::spawn(agent::run(cfg)));
             }

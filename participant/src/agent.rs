@@ -41,6 +41,35 @@ pub struct AgentConfig {
     pub ledger: Option<PathBuf>,
     /// The largest task this agent computes.
     pub limits: fedrisk_rounds::TaskLimits,
+    /// Longest wait between advertising keys and a SecAgg+ key list (see
+    /// [`key_list_in_time`]).
+    pub key_list_window: Duration,
+}
+
+/// Default of [`AgentConfig::key_list_window`]: well above an honest coordinator's stage
+/// deadline (20 s by default), far below what a search of 2^40 redrawn rings needs.
+pub const DEFAULT_KEY_LIST_WINDOW: Duration = Duration::from_secs(120);
+
+/// Refuses a SecAgg+ key list that came more than `window` after this agent advertised its
+/// keys. The ring order of a Harary graph is drawn from a hash of every advertised key, the
+/// honest ones included, so a coordinator can only search for an order that puts colluders
+/// around a victim (redrawing colluders' keys, or showing another subset of advertisers)
+/// after the honest keys arrive and before it sends the list: bounding that time bounds the
+/// search. The graph's privacy bound makes a breaking order a 2^-40 event; 2^40 tries of a
+/// signature and a hash each in 120 s would need some hundred thousand cores.
+pub fn key_list_in_time(
+    graph: &fedrisk_secagg::GraphKind,
+    waited: Duration,
+    window: Duration,
+) -> Result<(), String> {
+    if matches!(graph, fedrisk_secagg::GraphKind::Complete) || waited <= window {
+        return Ok(());
+    }
+    Err(format!(
+        "the SecAgg+ key list came {:.0} s after this agent advertised its keys (limit {} s): a coordinator holding it back could search for a ring order that surrounds an institution with colluders; refusing",
+        waited.as_secs_f64(),
+        window.as_secs()
+    ))
 }
 
 /// How the agent's work ended.
@@ -84,6 +113,9 @@ struct Active {
     /// a survivor set is, not the ids.
     identities: std::collections::BTreeMap<u32, String>,
     kind: &'static str,
+    /// When this agent advertised its keys, and how long it waits for a SecAgg+ key list.
+    advertised: Instant,
+    key_list_window: Duration,
     /// The kind is asked once per job (see [`fedrisk_rounds::RoundKind::once_per_job`]).
     once_per_job: bool,
     session_id: Vec<u8>,
@@ -467,6 +499,8 @@ fn open_session(
             constants,
             identities,
             kind: task.params.kind().label(),
+            advertised: Instant::now(),
+            key_list_window: cfg.key_list_window,
             once_per_job: task.params.kind().once_per_job(),
             session_id: envelope.session_id.clone(),
             config,
@@ -595,6 +629,13 @@ fn step(
     fault: Option<&Fault>,
 ) -> Result<Message, String> {
     let msg = Message::decode_for(payload, &a.config).map_err(|e| e.to_string())?;
+    if let Message::KeyList(_) = &msg {
+        key_list_in_time(
+            &a.config.params.graph,
+            a.advertised.elapsed(),
+            a.key_list_window,
+        )?;
+    }
     if let Message::SurvivorList(list) = &msg {
         // The signature on U3 is what lets the coordinator unmask a sum over U3: record
         // the set first (as identities), and let an input be summed only over one set.
@@ -722,6 +763,25 @@ async fn heartbeats(mut client: ParticipantClient<Channel>, me: u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn attack_a_key_list_held_back_to_grind_a_secagg_plus_ring_is_refused() {
+        // The coordinator keeps the key list while it redraws colluders' keys looking for a
+        // ring order that surrounds a victim: past the window the agent refuses the list.
+        let ring = fedrisk_secagg::GraphKind::Harary {
+            degree: 40,
+            share_threshold: 28,
+        };
+        let window = DEFAULT_KEY_LIST_WINDOW;
+        let held = window + Duration::from_secs(1);
+        let e = key_list_in_time(&ring, held, window).unwrap_err();
+        assert!(e.contains("ring order") && e.contains("120 s"), "{e}");
+        // An honest coordinator's list, sent when the advertise stage closes, is in time.
+        key_list_in_time(&ring, Duration::from_secs(20), window).expect("in time");
+        // The complete graph has no ring to search: no limit.
+        key_list_in_time(&fedrisk_secagg::GraphKind::Complete, held, window)
+            .expect("complete graph");
+    }
     use crate::ledger::{Entry, Ledger};
 
     #[test]

@@ -234,6 +234,12 @@ struct RunArgs {
     /// `.ledger.jsonl` appended). Keep it with the key.
     #[arg(long)]
     ledger: Option<PathBuf>,
+    /// Seconds a SecAgg+ session's key list may take to come after this agent advertised its
+    /// keys: the ring order is drawn from the advertised keys, and a coordinator holding the
+    /// list back could search redrawn colluder keys for an order that surrounds a victim.
+    /// Keep it above the jobs' stage deadline (default 20 s).
+    #[arg(long, default_value_t = fedrisk_participant::agent::DEFAULT_KEY_LIST_WINDOW.as_secs())]
+    key_list_window_secs: u64,
     /// Print this process's peak resident memory when it exits (for benchmarks).
     #[arg(long, hide = true)]
     report_peak_memory: bool,

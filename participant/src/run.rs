@@ -93,6 +93,7 @@ pub fn run_agent(a: crate::RunArgs) -> Result<()> {
         max_reconnects: a.max_reconnects,
         ledger: Some(ledger),
         limits: fedrisk_rounds::TaskLimits::default(),
+        key_list_window: std::time::Duration::from_secs(a.key_list_window_secs),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

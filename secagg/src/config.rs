@@ -53,7 +53,8 @@ pub enum GraphKind {
     /// participant masks with and shares to its `degree` neighbours, with a
     /// Shamir threshold `share_threshold` inside its neighbourhood (itself included,
     /// `degree + 1` holders). The ring order is a permutation seeded by a hash of
-    /// all advertised keys, which the coordinator cannot choose.
+    /// all advertised keys: the coordinator can redraw it only by changing U1 after the
+    /// honest keys arrive, which agents give it a bounded time for.
     Harary {
         /// Even number of neighbours `k`.
         degree: u32,

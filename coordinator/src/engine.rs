@@ -523,6 +523,24 @@ impl Engine {
         text
     }
 
+    /// Why invited participants refused the session, for the failure the operator reads
+    /// ("; 5 refused, e.g. participant 2: ..."), or nothing if none did.
+    fn refusal_note(&self, job_id: JobId, sid: &[u8]) -> String {
+        let refused = self.hub.refused_in_session(sid);
+        if refused.is_empty() {
+            return String::new();
+        }
+        if let Err(e) = self.record_refusals(job_id) {
+            tracing::warn!(job = job_id, error = %e, "could not record refusals");
+        }
+        let first = self.store.latest_refusals(job_id).ok().and_then(|rs| {
+            rs.into_iter()
+                .find(|r| refused.contains(&r.participant_id))
+                .map(|r| format!(", e.g. participant {}: {}", r.participant_id, r.reason))
+        });
+        format!("; {} refused{}", refused.len(), first.unwrap_or_default())
+    }
+
     /// Runs one secagg session among the available participants.
     async fn run_session(
         &self,
@@ -728,10 +746,9 @@ impl Engine {
                 }
                 Ok(Step::Finished(output)) => return Ok(output),
                 Err(e) => {
-                    return Err(SessionError::Failed(Failure::Transient(format!(
-                        "{} session aborted: {e}",
-                        req.label
-                    ))));
+                    let mut reason = format!("{} session aborted: {e}", req.label);
+                    reason.push_str(&self.refusal_note(job_id, &sid));
+                    return Err(SessionError::Failed(Failure::Transient(reason)));
                 }
             }
         }

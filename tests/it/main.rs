@@ -8,6 +8,7 @@ mod acceptance;
 mod audit;
 mod binning;
 mod certs;
+mod chaos;
 mod custody;
 mod dropout;
 mod exports;

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Peak memory of `fedrisk-participant score` against `train` on one large generated CSV
-# (BENCHMARKS.md, "score memory"). Usage: scripts/score_memory.sh [ROWS] (default 2,900,000,
-# about 200 MB). Needs /usr/bin/time (GNU time) and the release binaries:
+# (BENCHMARKS.md, "score memory"). Usage: scripts/score_memory.sh [ROWS] (default 4,300,000,
+# about 200 MB). With BASELINE=/path/to/another/fedrisk-participant, that build's `score` is
+# measured on the same file too. Needs /usr/bin/time (GNU time) and the release binaries:
 #   cargo build --release -p fedrisk-participant
 #   cargo build --release -p fedrisk-models --example synth_csv
 set -euo pipefail
-ROWS=${1:-2900000}
+ROWS=${1:-4300000}
 TARGET=${CARGO_TARGET_DIR:-target}
 P="$TARGET/release/fedrisk-participant"
 GEN="$TARGET/release/examples/synth_csv"
@@ -31,3 +32,6 @@ SIZE=$(stat -c %s "$DIR/big.csv")
 echo "data: $ROWS rows, $((SIZE / 1000000)) MB"
 peak score "$P" score --model "$DIR/model.json" --data "$DIR/big.csv" --out "$DIR/scores.csv"
 peak train "$P" train --data "$DIR/big.csv" --schema "$DIR/big.schema.json" --out "$DIR/big-model.json"
+if [ -n "${BASELINE:-}" ]; then
+  peak base "$BASELINE" score --model "$DIR/model.json" --data "$DIR/big.csv" --out "$DIR/scores-base.csv"
+fi

@@ -1006,9 +1006,9 @@ fn taiwan_fed() -> Fed {
 fn taiwan_from_postgres_parquet_and_csv_trains_one_model() {
     const ROUNDS: u32 = 3;
     let started = std::time::Instant::now();
+    let staging = taiwan_fed();
     let pg = Postgres::start();
     let url = pg.url();
-    let staging = taiwan_fed();
     let schema = Schema::load(&staging.path("data/schema.json")).expect("schema");
     let parquet_dir = tempfile::tempdir().expect("tempdir");
     for n in &staging.institutions {

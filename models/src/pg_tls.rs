@@ -490,4 +490,34 @@ mod tests {
         );
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    #[test]
+    fn handshake_failures_read_plainly() {
+        let s = TlsSettings {
+            mode: SslMode::VerifyFull,
+            root: Some(PathBuf::from("ca.pem")),
+        };
+        let e = explain(
+            "error performing TLS handshake: invalid peer certificate: UnknownIssuer",
+            &s,
+        )
+        .unwrap();
+        assert!(
+            e.contains("not signed by the root certificate ca.pem"),
+            "{e}"
+        );
+        let e = explain(
+            "invalid peer certificate: certificate not valid for name",
+            &s,
+        )
+        .unwrap();
+        assert!(e.contains("does not name the host"), "{e}");
+        let e = explain(
+            "error performing TLS handshake: server does not support TLS",
+            &s,
+        )
+        .unwrap();
+        assert!(e.contains("sslmode=verify-full asks for it"), "{e}");
+        assert_eq!(explain("password authentication failed", &s), None);
+    }
 }

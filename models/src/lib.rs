@@ -18,6 +18,8 @@ pub mod model_file;
 pub mod parquet_source;
 #[cfg(feature = "postgres")]
 pub mod pg;
+#[cfg(feature = "postgres")]
+pub mod pg_tls;
 pub mod preprocess;
 pub mod schema;
 pub mod scorecard;

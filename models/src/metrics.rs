@@ -369,6 +369,85 @@ pub fn evaluate(probs: &[f64], labels: &[u8]) -> Result<Evaluation, FitError> {
     })
 }
 
+/// Score bins of [`RunningEvaluation`]: 1.6 MB of counts, a bin 0.00024 wide in logit.
+pub const RUNNING_BINS: usize = 100_000;
+
+/// [`evaluate`]'s figures accumulated block by block in memory that does not grow with the
+/// rows: rows, default rate, log loss and Brier exactly; AUC and KS from a
+/// [`ScoreHistogram`] of [`RUNNING_BINS`] logit bins, with bounds on their error.
+#[derive(Debug, Clone)]
+pub struct RunningEvaluation {
+    histogram: ScoreHistogram,
+    rows: usize,
+    defaults: usize,
+    log_loss_sum: f64,
+    brier_sum: f64,
+}
+
+/// A [`RunningEvaluation`]'s result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunningFigures {
+    pub evaluation: Evaluation,
+    /// The most the exact AUC can differ from `evaluation.auc` (and Gini by twice this).
+    pub auc_error_bound: f64,
+    /// The most the exact KS can differ from `evaluation.ks`.
+    pub ks_error_bound: f64,
+}
+
+impl Default for RunningEvaluation {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RunningEvaluation {
+    pub fn new() -> Self {
+        Self {
+            histogram: ScoreHistogram::new(RUNNING_BINS),
+            rows: 0,
+            defaults: 0,
+            log_loss_sum: 0.0,
+            brier_sum: 0.0,
+        }
+    }
+
+    /// Adds a block of probabilities and their labels (1 = default).
+    pub fn add(&mut self, probs: &[f64], labels: &[u8]) {
+        let eps = 1e-15;
+        for (&p, &l) in probs.iter().zip(labels) {
+            self.histogram.add(p, l);
+            self.rows += 1;
+            let q = p.clamp(eps, 1.0 - eps);
+            if l != 0 {
+                self.defaults += 1;
+                self.log_loss_sum -= q.ln();
+            } else {
+                self.log_loss_sum -= (1.0 - q).ln();
+            }
+            self.brier_sum += (p - f64::from(l)).powi(2);
+        }
+    }
+
+    /// The figures, or `None` without both defaults and non-defaults.
+    pub fn finish(&self) -> Option<RunningFigures> {
+        let auc = self.histogram.auc()?;
+        let n = self.rows as f64;
+        Some(RunningFigures {
+            evaluation: Evaluation {
+                rows: self.rows,
+                default_rate: self.defaults as f64 / n,
+                auc,
+                ks: self.histogram.ks()?,
+                gini: 2.0 * auc - 1.0,
+                log_loss: self.log_loss_sum / n,
+                brier: self.brier_sum / n,
+            },
+            auc_error_bound: self.histogram.auc_error_bound()?,
+            ks_error_bound: self.histogram.ks_error_bound()?,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -497,5 +576,32 @@ mod tests {
         assert!(psi(&p, &p, 10).unwrap().abs() < 1e-12);
         let shifted: Vec<f64> = p.iter().map(|v| v * 0.5).collect();
         assert!(psi(&p, &shifted, 10).unwrap() > 0.25);
+    }
+
+    #[test]
+    fn running_evaluation_agrees_with_evaluate_within_its_bounds() {
+        let mut rng = 12345u64;
+        let mut next = || {
+            rng = rng
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (rng >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let probs: Vec<f64> = (0..20_000).map(|_| next()).collect();
+        let labels: Vec<u8> = probs.iter().map(|&p| u8::from(next() < p)).collect();
+        let exact = evaluate(&probs, &labels).unwrap();
+        let mut running = RunningEvaluation::new();
+        for (p, l) in probs.chunks(777).zip(labels.chunks(777)) {
+            running.add(p, l);
+        }
+        let r = running.finish().unwrap();
+        assert_eq!(r.evaluation.rows, exact.rows);
+        assert_eq!(r.evaluation.default_rate, exact.default_rate);
+        assert!((r.evaluation.log_loss - exact.log_loss).abs() < 1e-12);
+        assert!((r.evaluation.brier - exact.brier).abs() < 1e-12);
+        assert!((r.evaluation.auc - exact.auc).abs() <= r.auc_error_bound + 1e-12);
+        assert!((r.evaluation.ks - exact.ks).abs() <= r.ks_error_bound + 1e-12);
+        assert!(r.auc_error_bound < 1e-3, "{}", r.auc_error_bound);
+        assert!(RunningEvaluation::new().finish().is_none());
     }
 }

@@ -18,9 +18,11 @@ use std::time::Duration;
 
 use tokio_postgres::types::{FromSql, Type};
 use tokio_postgres::{Config, NoTls, Row};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::data::Problems;
 use crate::error::{DataError, RowPlace};
+use crate::pg_tls::{self, SslMode, TlsSettings};
 use crate::source::{Cell, ColumnKind, PgRead, PgSpec, RowSource, pg_name, quote_table};
 
 /// Rows fetched from the portal at a time.
@@ -50,14 +52,15 @@ pub(crate) struct PgSource {
     ended: bool,
 }
 
-/// A connection configuration from the spec: the URL must not carry a password.
-fn config(spec: &PgSpec, name: &Path) -> Result<Config, DataError> {
+/// A connection configuration from the spec (the URL must not carry a password), and its
+/// TLS settings (see [`crate::pg_tls`]).
+fn config(spec: &PgSpec, name: &Path) -> Result<(Config, TlsSettings), DataError> {
     let fail = |message: String| DataError::Source {
         path: name.to_owned(),
         message,
     };
-    let mut cfg: Config = spec
-        .url
+    let (url, tls) = pg_tls::split_url(&spec.url, spec.root_cert.as_deref()).map_err(fail)?;
+    let mut cfg: Config = url
         .parse()
         .map_err(|e| fail(format!("not a PostgreSQL URL: {e}")))?;
     if cfg.get_password().is_some() {
@@ -70,15 +73,15 @@ fn config(spec: &PgSpec, name: &Path) -> Result<Config, DataError> {
     if let Some(p) = &spec.password {
         cfg.password(p.as_bytes());
     }
-    if cfg.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
-        return Err(fail(
-            "sslmode=require: TLS to PostgreSQL is not supported by this build yet; connect \
-             over a local socket, an SSH tunnel or a trusted network with sslmode=disable"
-                .into(),
-        ));
-    }
+    cfg.ssl_mode(match tls.mode {
+        SslMode::Disable => tokio_postgres::config::SslMode::Disable,
+        SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+        SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => {
+            tokio_postgres::config::SslMode::Require
+        }
+    });
     cfg.connect_timeout(CONNECT_TIMEOUT);
-    Ok(cfg)
+    Ok((cfg, tls))
 }
 
 /// A database error with its code, detail and position, or the client's error and causes.
@@ -117,17 +120,45 @@ fn query_of(read: &PgRead) -> String {
     }
 }
 
-async fn connect(cfg: Config) -> Result<tokio_postgres::Client, String> {
-    let (client, connection) = cfg
-        .connect(NoTls)
-        .await
-        .map_err(|e| format!("cannot connect: {}", describe(&e)))?;
-    tokio::spawn(connection);
-    Ok(client)
+async fn connect(cfg: Config, tls: &TlsSettings) -> Result<tokio_postgres::Client, String> {
+    let failed = |e: &tokio_postgres::Error| {
+        let text = describe(e);
+        match pg_tls::explain(&text, tls) {
+            Some(plain) => format!("cannot connect: {plain} ({text})"),
+            None => format!("cannot connect: {text}"),
+        }
+    };
+    if tls.mode == SslMode::Disable {
+        let (client, connection) = cfg.connect(NoTls).await.map_err(|e| failed(&e))?;
+        tokio::spawn(connection);
+        return Ok(client);
+    }
+    let connector = MakeRustlsConnect::new(pg_tls::client_config(tls)?);
+    match cfg.connect(connector).await {
+        Ok((client, connection)) => {
+            tokio::spawn(connection);
+            Ok(client)
+        }
+        // libpq's `prefer`: a TLS handshake that fails is retried in plain text (the server
+        // refusing the login is not retried).
+        Err(e) if tls.mode == SslMode::Prefer && e.as_db_error().is_none() => {
+            let mut plain = cfg.clone();
+            plain.ssl_mode(tokio_postgres::config::SslMode::Disable);
+            let (client, connection) = plain.connect(NoTls).await.map_err(|e| failed(&e))?;
+            tokio::spawn(connection);
+            Ok(client)
+        }
+        Err(e) => Err(failed(&e)),
+    }
 }
 
-async fn produce(cfg: Config, read: PgRead, tx: &SyncSender<Msg>) -> Result<(), String> {
-    let mut client = connect(cfg).await?;
+async fn produce(
+    cfg: Config,
+    tls: TlsSettings,
+    read: PgRead,
+    tx: &SyncSender<Msg>,
+) -> Result<(), String> {
+    let mut client = connect(cfg, &tls).await?;
     let t = client
         .build_transaction()
         .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
@@ -199,7 +230,7 @@ fn kind_of(t: &Type) -> ColumnKind {
 impl PgSource {
     pub(crate) fn open(spec: &PgSpec) -> Result<Self, DataError> {
         let name = PathBuf::from(pg_name(spec));
-        let cfg = config(spec, &name)?;
+        let (cfg, tls) = config(spec, &name)?;
         let fail = |message: String| DataError::Source {
             path: name.clone(),
             message,
@@ -210,7 +241,7 @@ impl PgSource {
             .name("fedrisk-pg".into())
             .spawn(move || {
                 let outcome = match runtime() {
-                    Ok(rt) => rt.block_on(produce(cfg, read, &tx)),
+                    Ok(rt) => rt.block_on(produce(cfg, tls, read, &tx)),
                     Err(e) => Err(e),
                 };
                 if let Err(e) = outcome {
@@ -410,7 +441,7 @@ impl PgScoreWriter {
             ..spec.clone()
         };
         let name = PathBuf::from(pg_name(&spec));
-        let cfg = config(&spec, &name)?;
+        let (cfg, tls) = config(&spec, &name)?;
         let (tx, rx) = sync_channel::<Out>(2);
         let (done_tx, done) = sync_channel(1);
         let (ready_tx, ready) = sync_channel::<Result<(), String>>(1);
@@ -421,7 +452,7 @@ impl PgScoreWriter {
             .name("fedrisk-pg-out".into())
             .spawn(move || {
                 let work = async {
-                    let mut client = connect(cfg).await?;
+                    let mut client = connect(cfg, &tls).await?;
                     let t = client.transaction().await.map_err(|e| describe(&e))?;
                     let column = format!("\"{}\"", id_col.replace('"', "\"\""));
                     t.batch_execute(&format!(
@@ -606,10 +637,11 @@ mod tests {
     }
 
     #[test]
-    fn passwords_in_urls_and_tls_are_refused_before_connecting() {
+    fn passwords_in_urls_and_verification_without_a_root_are_refused_before_connecting() {
         let spec = |url: &str| PgSpec {
             url: url.into(),
             password: None,
+            root_cert: None,
             read: PgRead::Query("select 1;".into()),
         };
         let e = PgSource::open(&spec("postgres://u:pw@127.0.0.1:1/db"))
@@ -617,11 +649,14 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(e.contains("PGPASSWORD") && !e.contains("pw@"), "{e}");
-        let e = PgSource::open(&spec("postgres://u@127.0.0.1:1/db?sslmode=require"))
+        let e = PgSource::open(&spec("postgres://u@127.0.0.1:1/db?sslmode=verify-full"))
             .err()
             .unwrap()
             .to_string();
-        assert!(e.contains("sslmode=require"), "{e}");
+        assert!(
+            e.starts_with("postgres://u@127.0.0.1:1/db (query): sslmode=verify-full needs"),
+            "{e}"
+        );
         assert_eq!(query_of(&PgRead::Query(" select 1 ; ".into())), "select 1");
         assert_eq!(
             query_of(&PgRead::Table("a.b".into())),
@@ -639,6 +674,7 @@ mod tests {
         let e = PgSource::open(&PgSpec {
             url: format!("postgres://u@127.0.0.1:{port}/db"),
             password: Some("secret".into()),
+            root_cert: None,
             read: PgRead::Table("loans".into()),
         })
         .err()

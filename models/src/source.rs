@@ -74,10 +74,13 @@ pub trait RowSource {
 /// apart, and what to read.
 #[derive(Clone)]
 pub struct PgSpec {
-    /// `postgres://USER@HOST:PORT/DB[?sslmode=...]`.
+    /// `postgres://USER@HOST:PORT/DB[?sslmode=...&sslrootcert=FILE]`.
     pub url: String,
     /// From an environment variable or a file, never the command line.
     pub password: Option<String>,
+    /// The root certificate the server's must chain to (`--pg-ca`; or `sslrootcert=` in the
+    /// URL), for `sslmode=verify-ca`/`verify-full` (and `require`, which then checks it).
+    pub root_cert: Option<PathBuf>,
     /// What to read: a table or a query.
     pub read: PgRead,
 }
@@ -87,6 +90,7 @@ impl std::fmt::Debug for PgSpec {
         f.debug_struct("PgSpec")
             .field("url", &self.url)
             .field("password", &self.password.as_ref().map(|_| "<hidden>"))
+            .field("root_cert", &self.root_cert)
             .field("read", &self.read)
             .finish()
     }
@@ -230,6 +234,7 @@ mod tests {
         let spec = PgSpec {
             url: "postgres://bank:secret@db.example:5432/risk?sslmode=require".into(),
             password: Some("other".into()),
+            root_cert: None,
             read: PgRead::Table("loans".into()),
         };
         let name = pg_name(&spec);

@@ -460,6 +460,7 @@ pub fn score(
         let spec = PgSpec {
             url: out.to_owned(),
             password: crate::source::password(src.password_file.as_ref())?,
+            root_cert: src.pg_ca.clone(),
             read: PgRead::Table(table.to_owned()),
         };
         let name = fedrisk_models::source::pg_name(&spec);
@@ -508,12 +509,19 @@ pub fn score(
         }
     };
     let mut line = format!("wrote {out_name}: {rows} scores");
-    if let Some((probs, labels)) = labelled
-        && let Ok(e) = fedrisk_models::metrics::evaluate(&probs, &labels)
-    {
+    if let Some(figures) = labelled.as_ref().and_then(|r| r.finish()) {
+        let e = &figures.evaluation;
         line += &format!(
-            " (labels present: AUC {:.4}, KS {:.4}, Gini {:.4}, log loss {:.4}, Brier {:.4})",
-            e.auc, e.ks, e.gini, e.log_loss, e.brier
+            " (labels present: AUC {:.4}, KS {:.4}, Gini {:.4}, log loss {:.4}, Brier {:.4}; \
+             AUC and KS from {} score bins, within {:.1e} and {:.1e} of the exact values)",
+            e.auc,
+            e.ks,
+            e.gini,
+            e.log_loss,
+            e.brier,
+            fedrisk_models::metrics::RUNNING_BINS,
+            figures.auc_error_bound,
+            figures.ks_error_bound
         );
     }
     println!("{line}");
@@ -595,15 +603,19 @@ impl Sink {
     }
 }
 
-/// Writes every block of scores; returns the scores and labels when the data has labels
-/// (for the summary metrics), nothing else is kept.
-fn write_scores(scorer: &mut Scorer<'_>, sink: &mut Sink) -> Result<Option<(Vec<f64>, Vec<u8>)>> {
-    let mut labelled = scorer.has_label().then(|| (Vec::new(), Vec::new()));
+/// Writes every block of scores as it comes; with labels in the data, the summary figures
+/// are accumulated in memory that does not grow with the rows. Only one block is held.
+fn write_scores(
+    scorer: &mut Scorer<'_>,
+    sink: &mut Sink,
+) -> Result<Option<fedrisk_models::metrics::RunningEvaluation>> {
+    let mut labelled = scorer
+        .has_label()
+        .then(fedrisk_models::metrics::RunningEvaluation::new);
     while let Some(chunk) = scorer.next_chunk()? {
         sink.write(&chunk)?;
-        if let (Some((probs, labels)), Some(l)) = (&mut labelled, &chunk.labels) {
-            probs.extend_from_slice(&chunk.probabilities);
-            labels.extend_from_slice(l);
+        if let (Some(running), Some(l)) = (&mut labelled, &chunk.labels) {
+            running.add(&chunk.probabilities, l);
         }
     }
     Ok(labelled)

@@ -25,6 +25,11 @@ pub struct SourceArgs {
     /// A file holding the database password (default: the PGPASSWORD environment variable).
     #[arg(long, value_name = "FILE")]
     pub password_file: Option<PathBuf>,
+    /// The root certificate (PEM) the database server's certificate must chain to, for
+    /// `?sslmode=verify-full` (or `verify-ca`, or `require`, which then checks it too); the
+    /// same as `sslrootcert=FILE` in the URL.
+    #[arg(long, value_name = "FILE")]
+    pub pg_ca: Option<PathBuf>,
 }
 
 impl SourceArgs {
@@ -43,6 +48,7 @@ impl SourceArgs {
         Ok(DataSource::Postgres(PgSpec {
             url: self.data.clone(),
             password: password(self.password_file.as_ref())?,
+            root_cert: self.pg_ca.clone(),
             read,
         }))
     }
@@ -70,6 +76,7 @@ mod tests {
             table: table.map(Into::into),
             query: query.map(Into::into),
             password_file: None,
+            pg_ca: None,
         }
     }
 

@@ -14,7 +14,9 @@ use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema as ArrowSchema};
 use fedrisk_models::Schema;
 
-use crate::harness::{Fed, JobOpts, free_port, participant_bin, read_json, tail};
+use crate::harness::{
+    Fed, JobOpts, free_port, participant_bin, read_json, secs, shared_data, tail,
+};
 
 /// A PostgreSQL server in a temporary folder, stopped on drop.
 struct Postgres {
@@ -60,8 +62,57 @@ fn check(out: Output, what: &str) -> Output {
     out
 }
 
+/// A server certificate for the test server and the CA that signed it, as PEM.
+struct ServerTls {
+    ca_pem: String,
+    cert_pem: String,
+    key_pem: String,
+}
+
+impl ServerTls {
+    /// A fresh CA and a server certificate it signs, naming `names` (DNS names).
+    fn generate(names: &[&str]) -> ServerTls {
+        let (ca, ca_params, ca_key) = test_ca("fedrisk test database CA");
+        let key = rcgen::KeyPair::generate().expect("server key");
+        let mut params =
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .expect("server certificate parameters");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "fedrisk test database");
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let cert = params.signed_by(&key, &issuer).expect("signing");
+        ServerTls {
+            ca_pem: ca.pem(),
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        }
+    }
+}
+
+/// A self-signed CA certificate with its parameters and key.
+fn test_ca(name: &str) -> (rcgen::Certificate, rcgen::CertificateParams, rcgen::KeyPair) {
+    let key = rcgen::KeyPair::generate().expect("CA key");
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    let cert = params.self_signed(&key).expect("self-signing");
+    (cert, params, key)
+}
+
 impl Postgres {
     fn start() -> Postgres {
+        Postgres::start_with(None)
+    }
+
+    /// A server with `ssl = on` and `tls`'s certificate when given; connections are logged.
+    fn start_with(tls: Option<&ServerTls>) -> Postgres {
         let bin = pg_bin();
         let dir = tempfile::Builder::new()
             .prefix("fedrisk-pg-")
@@ -74,6 +125,22 @@ impl Postgres {
             .unwrap_or(false);
         let password_file = dir.path().join("pw");
         std::fs::write(&password_file, format!("{PASSWORD}\n")).expect("password file");
+        let mut ssl_opts = String::new();
+        if let Some(t) = tls {
+            use std::os::unix::fs::PermissionsExt;
+            let cert = dir.path().join("server.crt");
+            let key = dir.path().join("server.key");
+            std::fs::write(&cert, &t.cert_pem).expect("server certificate");
+            std::fs::write(&key, &t.key_pem).expect("server key");
+            // The server refuses a key others can read.
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))
+                .expect("key permissions");
+            ssl_opts = format!(
+                " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={} -c log_connections=on",
+                cert.display(),
+                key.display()
+            );
+        }
         if as_nobody {
             // The server refuses to run as root.
             check(
@@ -109,7 +176,7 @@ impl Postgres {
             ],
         );
         let opts = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off{ssl_opts}",
             pg.port,
             pg._dir.path().display()
         );
@@ -158,6 +225,11 @@ impl Postgres {
 
     fn url(&self) -> String {
         format!("postgres://fedrisk@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// The server's log so far.
+    fn log(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("server.log")).unwrap_or_default()
     }
 
     /// Runs SQL with psql (`\copy` included) and returns its output.
@@ -323,11 +395,20 @@ fn federation(
     data_args: impl Fn(&Fed, &str) -> Vec<String>,
     env: &[(&str, &str)],
 ) -> (Vec<f64>, f64) {
-    let fed = Fed::new(seed, 3000, 3);
+    federation_in(Fed::new(seed, 3000, 3), 3, data_args, env)
+}
+
+/// [`federation`] on a prepared federation folder, every institution taking part.
+fn federation_in(
+    fed: Fed,
+    rounds: u32,
+    data_args: impl Fn(&Fed, &str) -> Vec<String>,
+    env: &[(&str, &str)],
+) -> (Vec<f64>, f64) {
     fed.write_config(&JobOpts {
         name: "sources",
-        rounds: 3,
-        min_participants: 3,
+        rounds,
+        min_participants: u32::try_from(fed.institutions.len()).expect("institutions"),
         ..JobOpts::default()
     });
     let coord = fed.serve();
@@ -362,7 +443,7 @@ fn federation(
         let s = a.wait_exit(Duration::from_secs(30));
         assert!(s.success(), "{}: {s}\n{}", a.name, tail(&a.stderr(), 20));
     }
-    let model = read_json(&fed.export(1, 3));
+    let model = read_json(&fed.export(1, rounds));
     let coefs = model["coefficients"]
         .as_array()
         .expect("coefficients")
@@ -720,5 +801,286 @@ fn bad_input_from_postgres_is_refused_with_a_located_error() {
     assert!(
         e.contains(&format!("{gone} (table loans): cannot connect")),
         "{e}"
+    );
+}
+
+#[test]
+fn tls_to_postgres_follows_sslmode_and_the_root_certificate() {
+    // The server's certificate names `localhost` only, so verify-full holds on `localhost`
+    // and not on `127.0.0.1`, where verify-ca (chain only) still holds.
+    let tls = ServerTls::generate(&["localhost"]);
+    let pg = Postgres::start_with(Some(&tls));
+    let plain = Postgres::start();
+    let staging = Fed::new(93, 600, 3);
+    let schema_path = staging.path("data/schema.json");
+    let schema = Schema::load(&schema_path).expect("schema");
+    let inst = &staging.institutions[0];
+    pg.load_table("loans", &staging.data_file(inst), &schema);
+    plain.load_table("loans", &staging.data_file(inst), &schema);
+    let certs = tempfile::tempdir().expect("tempdir");
+    let ca = certs.path().join("db-ca.pem");
+    std::fs::write(&ca, &tls.ca_pem).expect("CA file");
+    let wrong_ca = certs.path().join("other-ca.pem");
+    std::fs::write(&wrong_ca, test_ca("another CA").0.pem()).expect("other CA file");
+    let (ca_arg, wrong_arg) = (
+        ca.to_str().expect("utf-8"),
+        wrong_ca.to_str().expect("utf-8"),
+    );
+    let schema_arg = schema_path.to_str().expect("utf-8");
+    let pw_file = pg.password_file.to_str().expect("utf-8");
+    let rows = std::fs::read_to_string(staging.data_file(inst))
+        .expect("csv")
+        .lines()
+        .count()
+        - 1;
+    let mut outputs = Vec::new();
+    let mut run = |url: &str, extra: &[&str]| {
+        let mut args = vec![
+            "check",
+            "--data",
+            url,
+            "--table",
+            "loans",
+            "--schema",
+            schema_arg,
+            "--password-file",
+            pw_file,
+        ];
+        args.extend_from_slice(extra);
+        assert!(!args.iter().any(|a| a.contains(PASSWORD)));
+        let out = participant(&args, &[]);
+        outputs.push(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+        out
+    };
+    let ok = |out: Output, what: &str| {
+        let text = String::from_utf8_lossy(&check(out, what).stdout).into_owned();
+        assert!(text.contains(&format!("OK: {rows} rows")), "{what}: {text}");
+    };
+    let host =
+        |h: &str, query: &str| format!("postgres://fedrisk@{h}:{}/postgres?{query}", pg.port);
+
+    // verify-full with the right CA, given either way, reads the data.
+    ok(
+        run(
+            &host("localhost", "sslmode=verify-full"),
+            &["--pg-ca", ca_arg],
+        ),
+        "verify-full with --pg-ca",
+    );
+    ok(
+        run(
+            &host(
+                "localhost",
+                &format!("sslmode=verify-full&sslrootcert={ca_arg}"),
+            ),
+            &[],
+        ),
+        "verify-full with sslrootcert",
+    );
+    // verify-ca checks the chain only; require without a root checks nothing but TLS.
+    ok(
+        run(
+            &host("127.0.0.1", "sslmode=verify-ca"),
+            &["--pg-ca", ca_arg],
+        ),
+        "verify-ca on an address the certificate does not name",
+    );
+    ok(run(&host("127.0.0.1", "sslmode=require"), &[]), "require");
+    // The default (prefer) uses TLS where the server offers it.
+    ok(run(&pg.url(), &[]), "prefer");
+    let tls_logins = pg
+        .log()
+        .lines()
+        .filter(|l| l.contains("connection authorized") && l.contains("SSL enabled"))
+        .count();
+    assert!(
+        tls_logins >= 5,
+        "every connection above used TLS:\n{}",
+        tail(&pg.log(), 40)
+    );
+
+    // A wrong CA: refused, naming the server and the root certificate.
+    let name = format!(
+        "postgres://fedrisk@localhost:{}/postgres (table loans)",
+        pg.port
+    );
+    let e = stderr_of_failure(
+        run(
+            &host("localhost", "sslmode=verify-full"),
+            &["--pg-ca", wrong_arg],
+        ),
+        "verify-full with another CA",
+    );
+    assert!(
+        e.contains(&format!("{name}: cannot connect: the server's certificate is not signed by the root certificate {wrong_arg}")),
+        "{e}"
+    );
+    // require with a root certificate checks it too (libpq's rule).
+    let e = stderr_of_failure(
+        run(
+            &host("localhost", "sslmode=require"),
+            &["--pg-ca", wrong_arg],
+        ),
+        "require with another CA",
+    );
+    assert!(e.contains("is not signed by the root certificate"), "{e}");
+    // verify-full on an address the certificate does not name.
+    let e = stderr_of_failure(
+        run(
+            &host("127.0.0.1", "sslmode=verify-full"),
+            &["--pg-ca", ca_arg],
+        ),
+        "verify-full on 127.0.0.1",
+    );
+    assert!(
+        e.contains("cannot connect: the server's certificate does not name the host"),
+        "{e}"
+    );
+    // verify-full without any root certificate is refused before connecting.
+    let e = stderr_of_failure(
+        run(&host("localhost", "sslmode=verify-full"), &[]),
+        "verify-full without a root",
+    );
+    assert!(
+        e.contains("sslmode=verify-full needs the root certificate"),
+        "{e}"
+    );
+
+    // sslmode=require against a server without TLS: refused, naming it.
+    let plain_url = format!("{}?sslmode=require", plain.url());
+    let e = stderr_of_failure(run(&plain_url, &[]), "require against a server without TLS");
+    assert!(
+        e.contains(&format!(
+            "{} (table loans): cannot connect: the server does not offer TLS, and sslmode=require asks for it",
+            plain.url()
+        )),
+        "{e}"
+    );
+    // prefer falls back to plain text there.
+    ok(
+        run(&plain.url(), &[]),
+        "prefer against a server without TLS",
+    );
+
+    // The password is never printed, whatever happened.
+    for text in &outputs {
+        assert!(
+            !text.contains(PASSWORD),
+            "the password was printed:\n{text}"
+        );
+    }
+}
+
+/// A federation folder whose institutions hold the taiwan data set's participant files (the
+/// five names of the generated demo federation are taiwan's), with the schema inferred from
+/// the pooled training rows. Missing data is a failure.
+fn taiwan_fed() -> Fed {
+    let data = shared_data().join("taiwan");
+    let pooled = data.join("pooled_train.csv");
+    assert!(
+        pooled.is_file() && data.join("participants").is_dir(),
+        "{} is missing: this test needs the shared data (set FEDRISK_SHARED_DATA)",
+        data.display()
+    );
+    let fed = Fed::new(94, 500, 5);
+    for n in &fed.institutions {
+        let src = data.join(format!("participants/{n}.csv"));
+        std::fs::copy(&src, fed.data_file(n))
+            .unwrap_or_else(|e| panic!("{}: {e} (taiwan's institutions)", src.display()));
+    }
+    let schema =
+        fedrisk_models::schema::infer(&pooled, &fedrisk_models::InferOptions::new("default", "1"))
+            .expect("taiwan schema");
+    schema
+        .save(&fed.path("data/schema.json"))
+        .expect("writing the schema");
+    fed
+}
+
+#[test]
+#[ignore = "needs ../shared/data; run with --ignored"]
+fn taiwan_from_postgres_parquet_and_csv_trains_one_model() {
+    const ROUNDS: u32 = 3;
+    let started = std::time::Instant::now();
+    let staging = taiwan_fed();
+    let pg = Postgres::start();
+    let url = pg.url();
+    let schema = Schema::load(&staging.path("data/schema.json")).expect("schema");
+    let parquet_dir = tempfile::tempdir().expect("tempdir");
+    for n in &staging.institutions {
+        let csv = staging.data_file(n);
+        pg.load_table(n, &csv, &schema);
+        write_parquet(
+            &csv,
+            &schema,
+            &parquet_dir.path().join(format!("{n}.parquet")),
+        );
+    }
+    let rows: String = pg.psql(&format!(
+        "select {}",
+        staging
+            .institutions
+            .iter()
+            .map(|n| format!("(select count(*) from {n})"))
+            .collect::<Vec<_>>()
+            .join(" + ")
+    ));
+    assert_eq!(
+        rows.trim(),
+        "24000",
+        "taiwan's 24,000 training rows in the tables"
+    );
+    let csv_model = federation_in(
+        taiwan_fed(),
+        ROUNDS,
+        |fed, n| vec![fed.data_file(n).display().to_string()],
+        &[],
+    );
+    let pg_model = federation_in(
+        taiwan_fed(),
+        ROUNDS,
+        |_, n| {
+            vec![
+                url.clone(),
+                "--query".into(),
+                format!("select * from {n} order by row_no"),
+            ]
+        },
+        &[("PGPASSWORD", PASSWORD)],
+    );
+    assert_same_model(&csv_model, &pg_model, "taiwan, PostgreSQL agents");
+    let pq = parquet_dir.path().to_owned();
+    let parquet_model = federation_in(
+        taiwan_fed(),
+        ROUNDS,
+        |_, n| vec![pq.join(format!("{n}.parquet")).display().to_string()],
+        &[],
+    );
+    assert_same_model(&csv_model, &parquet_model, "taiwan, Parquet agents");
+    // One federation of all three: two agents on PostgreSQL, two on Parquet, one on CSV.
+    let mixed_model = federation_in(
+        taiwan_fed(),
+        ROUNDS,
+        |fed, n| match fed.institutions.iter().position(|i| i == n) {
+            Some(0 | 1) => vec![
+                url.clone(),
+                "--query".into(),
+                format!("select * from {n} order by row_no"),
+            ],
+            Some(2 | 3) => vec![pq.join(format!("{n}.parquet")).display().to_string()],
+            _ => vec![fed.data_file(n).display().to_string()],
+        },
+        &[("PGPASSWORD", PASSWORD)],
+    );
+    assert_same_model(&csv_model, &mixed_model, "taiwan, mixed agents");
+    println!(
+        "taiwan: models equal across CSV, PostgreSQL, Parquet and mixed agents ({} \
+         coefficients, {ROUNDS} rounds) in {:.1} s",
+        csv_model.0.len(),
+        secs(started)
     );
 }

@@ -14,6 +14,8 @@
 mod onnx;
 mod onnx_proto;
 mod pmml;
+pub mod report;
+mod svg;
 mod xml;
 
 use fedrisk_models::ModelFile;
@@ -29,16 +31,28 @@ pub enum Format {
     Pmml,
     /// ONNX protobuf.
     Onnx,
+    /// The scorecard of a model trained on WOE bins (points per bin), JSON.
+    Scorecard,
+    /// The same scorecard as `feature,bin,woe,coefficient,points` CSV rows.
+    ScorecardCsv,
 }
 
 impl Format {
-    pub const ALL: [Format; 3] = [Format::Json, Format::Pmml, Format::Onnx];
+    pub const ALL: [Format; 5] = [
+        Format::Json,
+        Format::Pmml,
+        Format::Onnx,
+        Format::Scorecard,
+        Format::ScorecardCsv,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Format::Json => "json",
             Format::Pmml => "pmml",
             Format::Onnx => "onnx",
+            Format::Scorecard => "scorecard",
+            Format::ScorecardCsv => "scorecard-csv",
         }
     }
 
@@ -48,6 +62,8 @@ impl Format {
             Format::Json => "json",
             Format::Pmml => "pmml",
             Format::Onnx => "onnx",
+            Format::Scorecard => "json",
+            Format::ScorecardCsv => "csv",
         }
     }
 }
@@ -71,8 +87,14 @@ impl std::fmt::Display for Format {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
-    #[error("unknown export format `{0}`: expected json, pmml or onnx")]
+    #[error("unknown export format `{0}`: expected json, pmml, onnx, scorecard or scorecard-csv")]
     UnknownFormat(String),
+    #[error(
+        "no scorecard: the model was not trained on WOE bins (its job did not set binning = \"woe\"), so it has no points per bin; export json, pmml or onnx instead"
+    )]
+    NotBinned,
+    #[error("scorecard: {0}")]
+    Scorecard(String),
     #[error(
         "feature `{feature}`: its name is also the name of a derived column, rename it to export"
     )]
@@ -98,6 +120,22 @@ pub fn export(model: &ModelFile, format: Format) -> Result<Vec<u8>, ExportError>
         }
         Format::Pmml => pmml::write(model).map(String::into_bytes),
         Format::Onnx => onnx::write(model),
+        Format::Scorecard | Format::ScorecardCsv => {
+            if model.preprocessing.woe.is_none() {
+                return Err(ExportError::NotBinned);
+            }
+            let card = fedrisk_models::scorecard::Scorecard::from_model(
+                model,
+                &fedrisk_models::scorecard::ScorecardOptions::default(),
+            )
+            .map_err(|e| ExportError::Scorecard(e.to_string()))?;
+            if format == Format::ScorecardCsv {
+                return Ok(card.to_csv().into_bytes());
+            }
+            let mut bytes = serde_json::to_vec_pretty(&card)?;
+            bytes.push(b'\n');
+            Ok(bytes)
+        }
     }
 }
 
@@ -188,6 +226,7 @@ pub(crate) mod testing {
                 created_at_unix_ms: None,
                 software: None,
                 settings: None,
+                audit_record: None,
             },
         )
         .unwrap()
@@ -204,8 +243,11 @@ mod tests {
             assert_eq!(f.name().parse::<Format>().unwrap(), f);
             assert_eq!(f.name().to_uppercase().parse::<Format>().unwrap(), f);
         }
-        let err = "scorecard".parse::<Format>().unwrap_err().to_string();
-        assert!(err.contains("`scorecard`") && err.contains("pmml"), "{err}");
+        let err = "scorecards".parse::<Format>().unwrap_err().to_string();
+        assert!(
+            err.contains("`scorecards`") && err.contains("pmml"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -223,6 +265,17 @@ mod tests {
         m.coefficients[0] = f64::NAN;
         for f in Format::ALL {
             assert!(matches!(export(&m, f), Err(ExportError::NonFinite { .. })));
+        }
+    }
+
+    #[test]
+    fn a_scorecard_is_refused_for_a_model_without_bins_with_the_reason() {
+        let m = testing::model();
+        for f in [Format::Scorecard, Format::ScorecardCsv] {
+            let err = export(&m, f).unwrap_err();
+            assert!(matches!(err, ExportError::NotBinned));
+            let text = err.to_string();
+            assert!(text.contains("WOE") && text.contains("binning"), "{text}");
         }
     }
 }

@@ -370,17 +370,10 @@ fn pixels_of(shot: &Shot, colour: &str) -> Vec<(usize, usize)> {
         .collect()
 }
 
-#[test]
-#[ignore = "needs Chromium (.ci/run installs it); fails when it is missing"]
-fn the_report_renders_in_headless_chromium_with_its_plots_visible() {
-    let browser = chromium();
-    let (fed, _coordinator, _status, _model) = real_job(72);
-    let html = report_db(&fed, "report-shot");
-    let shot_path = std::env::var_os("FEDRISK_REPORT_SCREENSHOT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| fed.path("report.png"));
+/// Screenshots `html` with headless Chromium at 1200 x 2400 pixels.
+fn screenshot(browser: &Path, fed: &Fed, html: &Path, shot_path: &Path) -> Shot {
     let profile = fed.path("chromium-profile");
-    let out = Command::new(&browser)
+    let out = Command::new(browser)
         .args([
             "--headless",
             "--no-sandbox",
@@ -399,21 +392,24 @@ fn the_report_renders_in_headless_chromium_with_its_plots_visible() {
         browser.display(),
         text(&out)
     );
-    let shot = decode_png(&shot_path);
+    let shot = decode_png(shot_path);
     assert_eq!((shot.width, shot.height), (1200, 2400));
+    shot
+}
+
+/// What the screenshot lacks of the report's plots (empty when every plot is visible).
+fn missing_plots(shot: &Shot) -> Vec<String> {
+    use fedrisk_export::report::colours;
+    let mut missing = Vec::new();
     // Not a blank or broken page: ink on a fair share of it.
     let ink = shot
         .rgb
         .iter()
         .filter(|p| p.iter().any(|&c| c < 200))
         .count();
-    assert!(
-        ink * 100 > shot.rgb.len(),
-        "{ink} inked pixels of {}",
-        shot.rgb.len()
-    );
-
-    use fedrisk_export::report::colours;
+    if ink * 100 <= shot.rgb.len() {
+        missing.push(format!("ink: {ink} inked pixels of {}", shot.rgb.len()));
+    }
     // Every plot's marks are drawn, spanning their plot rather than a speck (a legend swatch
     // alone is 12 pixels wide).
     for (what, colour, min_width, min_height) in [
@@ -427,45 +423,91 @@ fn the_report_renders_in_headless_chromium_with_its_plots_visible() {
         ("distribution goods", colours::DIST_GOOD, 100, 50),
         ("distribution defaults", colours::DIST_BAD, 100, 50),
     ] {
-        let px = pixels_of(&shot, colour);
-        assert!(px.len() >= 150, "{what}: {} pixels of {colour}", px.len());
-        let (x0, x1) = (
-            px.iter().map(|p| p.0).min().unwrap_or(0),
-            px.iter().map(|p| p.0).max().unwrap_or(0),
-        );
-        let (y0, y1) = (
-            px.iter().map(|p| p.1).min().unwrap_or(0),
-            px.iter().map(|p| p.1).max().unwrap_or(0),
-        );
-        assert!(
-            x1 - x0 >= min_width && y1 - y0 >= min_height,
-            "{what}: {colour} spans only {}x{} pixels",
-            x1 - x0,
-            y1 - y0
-        );
+        let px = pixels_of(shot, colour);
+        let span = |f: fn(&(usize, usize)) -> usize| {
+            px.iter().map(f).max().unwrap_or(0) - px.iter().map(f).min().unwrap_or(0)
+        };
+        let (w, h) = (span(|p| p.0), span(|p| p.1));
+        if px.len() < 150 || w < min_width || h < min_height {
+            missing.push(format!(
+                "{what}: {} pixels of {colour} spanning {w}x{h}",
+                px.len()
+            ));
+        }
     }
     // The ROC curve bows towards the top-left: nearly all its pixels lie on or above the
     // diagonal of the box it spans.
-    let roc = pixels_of(&shot, colours::ROC);
-    let (x0, x1) = (
-        roc.iter().map(|p| p.0).min().unwrap_or(0),
-        roc.iter().map(|p| p.0).max().unwrap_or(1),
+    let roc = pixels_of(shot, colours::ROC);
+    if !roc.is_empty() {
+        let (x0, x1) = (
+            roc.iter().map(|p| p.0).min().unwrap_or(0),
+            roc.iter().map(|p| p.0).max().unwrap_or(1),
+        );
+        let (y0, y1) = (
+            roc.iter().map(|p| p.1).min().unwrap_or(0),
+            roc.iter().map(|p| p.1).max().unwrap_or(1),
+        );
+        let above = roc
+            .iter()
+            .filter(|&&(x, y)| {
+                let u = (x - x0) as f64 / (x1 - x0).max(1) as f64;
+                let v = (y1 - y) as f64 / (y1 - y0).max(1) as f64;
+                v + 0.03 >= u
+            })
+            .count();
+        if above * 100 < roc.len() * 95 {
+            missing.push(format!(
+                "ROC shape: {above} of {} pixels above the diagonal",
+                roc.len()
+            ));
+        }
+    }
+    missing
+}
+
+#[test]
+#[ignore = "needs Chromium (.ci/run installs it); fails when it is missing"]
+fn the_report_renders_in_headless_chromium_with_its_plots_visible() {
+    let browser = chromium();
+    let (fed, _coordinator, _status, _model) = real_job(72);
+    let html = report_db(&fed, "report-shot");
+    let shot_path = std::env::var_os("FEDRISK_REPORT_SCREENSHOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| fed.path("report.png"));
+    let shot = screenshot(&browser, &fed, &html, &shot_path);
+    let missing = missing_plots(&shot);
+    assert!(missing.is_empty(), "{}: {missing:#?}", shot_path.display());
+
+    // The check sees the difference: the report of a locally trained model (no federated
+    // evaluation, so no curves) fails it, naming the plots it lacks.
+    let local = fed.path("local.model.json");
+    run_ok(
+        Command::new(participant_bin())
+            .arg("train")
+            .arg("--data")
+            .arg(fed.data_file(&fed.institutions[0]))
+            .arg("--schema")
+            .arg(fed.path("data/schema.json"))
+            .arg("--out")
+            .arg(&local),
     );
-    let (y0, y1) = (
-        roc.iter().map(|p| p.1).min().unwrap_or(0),
-        roc.iter().map(|p| p.1).max().unwrap_or(1),
+    run_ok(
+        Command::new(coordinator_bin())
+            .args(["report", "--model"])
+            .arg(&local)
+            .args(["--out", "report-local"])
+            .current_dir(&fed.root),
     );
-    let above = roc
-        .iter()
-        .filter(|&&(x, y)| {
-            let u = (x - x0) as f64 / (x1 - x0).max(1) as f64;
-            let v = (y1 - y) as f64 / (y1 - y0).max(1) as f64;
-            v + 0.03 >= u
-        })
-        .count();
+    let shot = screenshot(
+        &browser,
+        &fed,
+        &fed.path("report-local/report.html"),
+        &fed.path("report-local.png"),
+    );
+    let missing = missing_plots(&shot);
     assert!(
-        above * 100 >= roc.len() * 95,
-        "{above} of {} ROC pixels above the diagonal",
-        roc.len()
+        missing.iter().any(|m| m.starts_with("ROC curve"))
+            && missing.iter().any(|m| m.starts_with("calibration")),
+        "{missing:#?}"
     );
 }

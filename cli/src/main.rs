@@ -5,6 +5,7 @@ mod audit;
 mod certs;
 mod config;
 mod operator;
+mod report;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -57,6 +58,9 @@ enum Command {
         #[command(subcommand)]
         command: audit::AuditCommand,
     },
+    /// Write the model report of a job's model version (from the coordinator's database) or
+    /// of a model file: one self-contained HTML file with SVG plots.
+    Report(report::ReportArgs),
     /// Time a federation (separate participant processes) and print seconds and bytes per
     /// round and peak memory.
     Bench(bench::BenchArgs),
@@ -102,7 +106,7 @@ fn main() -> ExitCode {
     // (Rust's default), or a peer that vanishes mid-write would kill it.
     if matches!(
         cli.command,
-        Command::Certs { .. } | Command::Job { .. } | Command::Audit { .. }
+        Command::Certs { .. } | Command::Job { .. } | Command::Audit { .. } | Command::Report(_)
     ) {
         restore_sigpipe();
     }
@@ -135,6 +139,7 @@ fn main() -> ExitCode {
         Command::Serve { config } => runtime().and_then(|rt| rt.block_on(config::serve(&config))),
         Command::Certs { command } => certs::run(command),
         Command::Audit { command } => audit::run(command),
+        Command::Report(args) => report::run(args),
         Command::Job { command } => runtime().and_then(|rt| rt.block_on(operator::run(command))),
         Command::Bench(args) => runtime().and_then(|rt| rt.block_on(bench::run(args))),
     };

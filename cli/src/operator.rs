@@ -182,9 +182,10 @@ pub enum JobCommand {
         #[arg(long, default_value_t = 0)]
         id: u64,
     },
-    /// Export a model version (round 0: the latest) as its JSON model file, PMML 4.4 or
-    /// ONNX. The coordinator sends the JSON model file; its content hash is checked against
-    /// the coordinator's record before it is converted here.
+    /// Export a model version (round 0: the latest) as its JSON model file, PMML 4.4, ONNX
+    /// or, for a model trained on WOE bins, its scorecard (JSON or CSV). The coordinator sends
+    /// the JSON model file; its content hash is checked against the coordinator's record
+    /// before it is converted here.
     Export {
         #[command(flatten)]
         conn: Connection,
@@ -194,7 +195,7 @@ pub enum JobCommand {
         /// Round (0: the latest).
         #[arg(long, default_value_t = 0)]
         round: u32,
-        /// `json`, `pmml` or `onnx`.
+        /// `json`, `pmml`, `onnx`, `scorecard` or `scorecard-csv`.
         #[arg(long, default_value = "json")]
         format: String,
         /// Where to write the model file.

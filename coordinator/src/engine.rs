@@ -320,6 +320,46 @@ impl Engine {
         Ok(m)
     }
 
+    /// Provenance from the store, before the model is stamped and signed: the audit record of
+    /// the session whose sum made this version, and the evaluation figures of the job's
+    /// earlier training rounds next to this one's.
+    fn with_records(
+        &self,
+        job_id: JobId,
+        round: u32,
+        mut m: fedrisk_models::ModelFile,
+    ) -> Result<fedrisk_models::ModelFile, EngineError> {
+        const KIND: &str = "session_completed";
+        m.provenance.audit_record =
+            self.store
+                .last_audit_of(KIND, job_id, round)?
+                .map(|(seq, hash)| fedrisk_models::model_file::AuditRecordRef {
+                    seq,
+                    hash,
+                    kind: KIND.into(),
+                });
+        if let Some(e) = m.evaluation.as_mut() {
+            let mut earlier: Vec<_> = self
+                .store
+                .rounds(job_id)?
+                .into_iter()
+                .filter(|r| {
+                    r.round > 0 && r.round < round && r.state == crate::store::RoundState::Completed
+                })
+                .map(|r| fedrisk_models::model_file::RoundFigures {
+                    round: r.round,
+                    auc: r.metrics.auc,
+                    ks: r.metrics.ks,
+                    log_loss: r.metrics.log_loss,
+                })
+                .collect();
+            earlier.dedup_by_key(|f| f.round);
+            earlier.append(&mut e.by_round);
+            e.by_round = earlier;
+        }
+        Ok(m)
+    }
+
     fn finish_round(
         &self,
         job_id: JobId,
@@ -344,12 +384,13 @@ impl Engine {
         })?;
         let model = match &o.model {
             Some(m) => {
-                let m = self.stamp_and_sign(m.clone(), spec).map_err(|reason| {
-                    EngineError::Checkpoint {
+                let m = self.with_records(job_id, o.round, m.clone())?;
+                let m = self
+                    .stamp_and_sign(m, spec)
+                    .map_err(|reason| EngineError::Checkpoint {
                         job: job_id,
                         reason,
-                    }
-                })?;
+                    })?;
                 Some(NewModel {
                     content_hash: m.content_hash.clone(),
                     model_json: serde_json::to_string_pretty(&m).map_err(|e| {

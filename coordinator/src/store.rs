@@ -911,6 +911,50 @@ impl Store {
         })
     }
 
+    /// The newest audit record of `kind` whose body names `job` and `round` (among the last
+    /// 256 records of that kind): `(seq, hash)`.
+    pub fn last_audit_of(
+        &self,
+        kind: &str,
+        job: JobId,
+        round: u32,
+    ) -> Result<Option<(u64, String)>, StoreError> {
+        let conn = self.lock();
+        let mut st = conn
+            .prepare(
+                "SELECT seq, hash, body FROM audit WHERE kind = ?1 ORDER BY seq DESC LIMIT 256",
+            )
+            .map_err(|e| self.sql(e))?;
+        let rows = st
+            .query_map(params![kind], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?.max(0) as u64,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })
+            .map_err(|e| self.sql(e))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.sql(e))?;
+        Ok(rows.into_iter().find_map(|(seq, hash, body)| {
+            let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+            (v["job"].as_u64() == Some(job) && v["round"].as_u64() == Some(u64::from(round)))
+                .then_some((seq, hash))
+        }))
+    }
+
+    /// The newest audit record (the chain's head): `(seq, hash)`.
+    pub fn audit_head(&self) -> Result<Option<(u64, String)>, StoreError> {
+        self.lock()
+            .query_row(
+                "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| Ok((r.get::<_, i64>(0)?.max(0) as u64, r.get(1)?)),
+            )
+            .optional()
+            .map_err(|e| self.sql(e))
+    }
+
     /// Every audit record, in order.
     pub fn audit_rows(&self) -> Result<Vec<AuditRow>, StoreError> {
         let conn = self.lock();

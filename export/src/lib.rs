@@ -14,6 +14,8 @@
 mod onnx;
 mod onnx_proto;
 mod pmml;
+pub mod report;
+mod svg;
 mod xml;
 
 use fedrisk_models::ModelFile;
@@ -29,16 +31,28 @@ pub enum Format {
     Pmml,
     /// ONNX protobuf.
     Onnx,
+    /// The scorecard of a model trained on WOE bins (points per bin), JSON.
+    Scorecard,
+    /// The same scorecard as `feature,bin,woe,coefficient,points` CSV rows.
+    ScorecardCsv,
 }
 
 impl Format {
-    pub const ALL: [Format; 3] = [Format::Json, Format::Pmml, Format::Onnx];
+    pub const ALL: [Format; 5] = [
+        Format::Json,
+        Format::Pmml,
+        Format::Onnx,
+        Format::Scorecard,
+        Format::ScorecardCsv,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Format::Json => "json",
             Format::Pmml => "pmml",
             Format::Onnx => "onnx",
+            Format::Scorecard => "scorecard",
+            Format::ScorecardCsv => "scorecard-csv",
         }
     }
 
@@ -48,6 +62,8 @@ impl Format {
             Format::Json => "json",
             Format::Pmml => "pmml",
             Format::Onnx => "onnx",
+            Format::Scorecard => "json",
+            Format::ScorecardCsv => "csv",
         }
     }
 }
@@ -71,8 +87,14 @@ impl std::fmt::Display for Format {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
-    #[error("unknown export format `{0}`: expected json, pmml or onnx")]
+    #[error("unknown export format `{0}`: expected json, pmml, onnx, scorecard or scorecard-csv")]
     UnknownFormat(String),
+    #[error(
+        "no scorecard: the model was not trained on WOE bins (its job did not set binning = \"woe\"), so it has no points per bin; export json, pmml or onnx instead"
+    )]
+    NotBinned,
+    #[error("scorecard: {0}")]
+    Scorecard(String),
     #[error(
         "feature `{feature}`: its name is also the name of a derived column, rename it to export"
     )]
@@ -81,7 +103,7 @@ pub enum ExportError {
     NonFinite { what: &'static str },
     #[error(
         "the model is binned (binning = \"woe\"): {format} export of bins is not built yet; \
-         export json, or its scorecard (`fedrisk-participant scorecard`), which score it exactly"
+         export json, or its scorecard (format scorecard or scorecard-csv), which score it exactly"
     )]
     Binned { format: &'static str },
     #[error("writing JSON: {0}")]
@@ -95,7 +117,7 @@ pub fn export(model: &ModelFile, format: Format) -> Result<Vec<u8>, ExportError>
             what: "coefficients",
         });
     }
-    if model.preprocessing.woe.is_some() && format != Format::Json {
+    if model.preprocessing.woe.is_some() && matches!(format, Format::Pmml | Format::Onnx) {
         // The PMML and ONNX writers know standardised and one-hot columns only: a binned
         // model written by them would score differently from the model. Refuse rather than
         // hand a validator a file that is silently wrong.
@@ -111,6 +133,22 @@ pub fn export(model: &ModelFile, format: Format) -> Result<Vec<u8>, ExportError>
         }
         Format::Pmml => pmml::write(model).map(String::into_bytes),
         Format::Onnx => onnx::write(model),
+        Format::Scorecard | Format::ScorecardCsv => {
+            if model.preprocessing.woe.is_none() {
+                return Err(ExportError::NotBinned);
+            }
+            let card = fedrisk_models::scorecard::Scorecard::from_model(
+                model,
+                &fedrisk_models::scorecard::ScorecardOptions::default(),
+            )
+            .map_err(|e| ExportError::Scorecard(e.to_string()))?;
+            if format == Format::ScorecardCsv {
+                return Ok(card.to_csv().into_bytes());
+            }
+            let mut bytes = serde_json::to_vec_pretty(&card)?;
+            bytes.push(b'\n');
+            Ok(bytes)
+        }
     }
 }
 
@@ -201,6 +239,7 @@ pub(crate) mod testing {
                 created_at_unix_ms: None,
                 software: None,
                 settings: None,
+                audit_record: None,
             },
         )
         .unwrap()
@@ -217,8 +256,11 @@ mod tests {
             assert_eq!(f.name().parse::<Format>().unwrap(), f);
             assert_eq!(f.name().to_uppercase().parse::<Format>().unwrap(), f);
         }
-        let err = "scorecard".parse::<Format>().unwrap_err().to_string();
-        assert!(err.contains("`scorecard`") && err.contains("pmml"), "{err}");
+        let err = "scorecards".parse::<Format>().unwrap_err().to_string();
+        assert!(
+            err.contains("`scorecards`") && err.contains("pmml"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -255,7 +297,9 @@ mod tests {
             assert!(matches!(err, ExportError::Binned { .. }), "{err}");
             assert!(err.to_string().contains("scorecard"), "{err}");
         }
-        assert!(export(&m, Format::Json).is_ok());
+        for f in [Format::Json, Format::Scorecard, Format::ScorecardCsv] {
+            assert!(export(&m, f).is_ok(), "{f}");
+        }
     }
 
     #[test]
@@ -264,6 +308,17 @@ mod tests {
         m.coefficients[0] = f64::NAN;
         for f in Format::ALL {
             assert!(matches!(export(&m, f), Err(ExportError::NonFinite { .. })));
+        }
+    }
+
+    #[test]
+    fn a_scorecard_is_refused_for_a_model_without_bins_with_the_reason() {
+        let m = testing::model();
+        for f in [Format::Scorecard, Format::ScorecardCsv] {
+            let err = export(&m, f).unwrap_err();
+            assert!(matches!(err, ExportError::NotBinned));
+            let text = err.to_string();
+            assert!(text.contains("WOE") && text.contains("binning"), "{text}");
         }
     }
 }

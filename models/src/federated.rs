@@ -250,6 +250,10 @@ pub struct FederatedEval {
     pub log_loss: f64,
     /// The most the histogram AUC can differ from the exact pooled AUC.
     pub auc_error_bound: f64,
+    /// The summed per-label score histogram itself (the federation's, never one
+    /// institution's): kept so a model version can carry its own evaluation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub histogram: Option<ScoreHistogram>,
 }
 
 pub fn eval_from_sum(sums: &[f64], bins: usize) -> Result<FederatedEval, FitError> {
@@ -281,6 +285,7 @@ pub fn eval_from_sum(sums: &[f64], bins: usize) -> Result<FederatedEval, FitErro
             f64::NAN
         },
         auc_error_bound: hist.auc_error_bound().unwrap_or(f64::NAN),
+        histogram: Some(hist),
     })
 }
 

@@ -91,6 +91,7 @@ pub fn train_local(
             created_at_unix_ms: None,
             software: None,
             settings: None,
+            audit_record: None,
         },
     )?;
     Ok((model, x.nrows()))

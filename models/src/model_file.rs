@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 use crate::data::{DataReader, Dataset, LabelMode, load_csv};
 use crate::error::{DataError, FitError};
 use crate::logistic::predict;
+use crate::metrics::ScoreHistogram;
 use crate::preprocess::Preprocessor;
 use crate::schema::Schema;
 use crate::source::DataSource;
@@ -43,6 +44,73 @@ pub struct Provenance {
     /// The job's settings (federated models), as the job specification holds them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub settings: Option<serde_json::Value>,
+    /// The coordinator's audit record that produced this model version (federated models):
+    /// the record of the secure-aggregation session whose sum the version was made from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_record: Option<AuditRecordRef>,
+}
+
+/// One record of the coordinator's audit chain, by number and hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecordRef {
+    /// The record's `seq` (from 1).
+    pub seq: u64,
+    /// The record's `hash` (hex SHA-256, as `audit export` writes it).
+    pub hash: String,
+    /// The record's kind, e.g. `session_completed`.
+    pub kind: String,
+}
+
+/// A federated model version's evaluation, from the federation's securely summed per-label
+/// score histogram only (no institution's histogram is ever seen).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelEvaluation {
+    /// Evaluation rows over the federation.
+    pub rows: u64,
+    /// AUC with scores in one bin tied (`None` with one class only).
+    pub auc: Option<f64>,
+    /// The most the exact pooled AUC can differ from `auc`.
+    pub auc_error_bound: Option<f64>,
+    /// KS over the bin edges.
+    pub ks: Option<f64>,
+    /// Mean log loss.
+    pub log_loss: Option<f64>,
+    /// The summed per-label score histogram (bins on the logit scale).
+    pub histogram: ScoreHistogram,
+    /// AUC, KS and log loss of each training round up to this version's.
+    #[serde(default)]
+    pub by_round: Vec<RoundFigures>,
+}
+
+/// One training round's federated evaluation figures.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoundFigures {
+    pub round: u32,
+    pub auc: Option<f64>,
+    pub ks: Option<f64>,
+    pub log_loss: Option<f64>,
+}
+
+impl ModelEvaluation {
+    /// From a federated evaluation that kept its histogram; `None` without one.
+    pub fn of(eval: &crate::federated::FederatedEval, round: u32) -> Option<Self> {
+        let finite = |v: f64| v.is_finite().then_some(v);
+        let histogram = eval.histogram.clone()?;
+        Some(Self {
+            rows: eval.rows.max(0.0) as u64,
+            auc: finite(eval.auc),
+            auc_error_bound: finite(eval.auc_error_bound),
+            ks: finite(eval.ks),
+            log_loss: finite(eval.log_loss),
+            histogram,
+            by_round: vec![RoundFigures {
+                round,
+                auc: finite(eval.auc),
+                ks: finite(eval.ks),
+                log_loss: finite(eval.log_loss),
+            }],
+        })
+    }
 }
 
 /// The coordinator's signature of a model file's content hash.
@@ -69,6 +137,9 @@ pub struct ModelFile {
     pub provenance: Provenance,
     /// SHA-256 of this file's canonical JSON with this field empty and no signature.
     pub content_hash: String,
+    /// The federation's evaluation of this version (federated models whose evaluation ran).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evaluation: Option<ModelEvaluation>,
     /// The coordinator's signature of `content_hash` (federated models).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<ModelSignature>,
@@ -102,6 +173,7 @@ impl ModelFile {
             columns,
             provenance,
             content_hash: String::new(),
+            evaluation: None,
             signature: None,
         };
         m.content_hash = m.compute_hash();
@@ -118,6 +190,15 @@ impl ModelFile {
         }
         self.signature = None;
         self.content_hash = self.compute_hash();
+    }
+
+    /// Attaches the federation's evaluation of this version and hashes the file again (a
+    /// signature made before no longer applies and is dropped).
+    pub fn with_evaluation(mut self, evaluation: Option<ModelEvaluation>) -> Self {
+        self.evaluation = evaluation;
+        self.signature = None;
+        self.content_hash = self.compute_hash();
+        self
     }
 
     pub fn compute_hash(&self) -> String {
@@ -330,6 +411,7 @@ mod tests {
                 created_at_unix_ms: Some(1),
                 software: Some("test".into()),
                 settings: None,
+                audit_record: None,
             },
         )
         .unwrap()

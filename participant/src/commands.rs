@@ -365,30 +365,7 @@ pub fn describe(model: &Path, data: Option<&Path>, json: bool) -> Result<()> {
 /// key of `cert` (the coordinator's certificate).
 pub fn verify(model: &Path, cert: &Path) -> Result<()> {
     let m = ModelFile::load(model)?;
-    let sig = m.signature.as_ref().with_context(|| {
-        format!(
-            "{}: not signed (a local model, or one made before signatures)",
-            model.display()
-        )
-    })?;
-    let verifier = fedrisk_identity::signer::Verifier::from_cert_file(cert)?;
-    if hex::encode(verifier.public_key()) != sig.public_key {
-        bail!(
-            "{}: signed by another key than the one in {}",
-            model.display(),
-            cert.display()
-        );
-    }
-    let hash = hex::decode(&m.content_hash)?;
-    let value = hex::decode(&sig.value)
-        .with_context(|| format!("{}: signature.value is not hex", model.display()))?;
-    if sig.algorithm != "ecdsa-p256-sha256" || !verifier.verify(&hash, &value) {
-        bail!(
-            "{}: the signature does not verify with {}",
-            model.display(),
-            cert.display()
-        );
-    }
+    check_signature(&m, model, cert)?;
     let p = &m.provenance;
     println!(
         "{}: OK: content hash {} signed by {}; {}, {} rounds, {} participants, schema {}, made {} ms after the Unix epoch by {}",
@@ -419,6 +396,135 @@ pub fn export(model: &Path, format: &str, out: &Path) -> Result<()> {
         bytes.len(),
         m.content_hash
     );
+    Ok(())
+}
+
+/// Checks the coordinator's signature of a model's content hash with `cert`'s key.
+pub fn check_signature(m: &ModelFile, model: &Path, cert: &Path) -> Result<()> {
+    let sig = m.signature.as_ref().with_context(|| {
+        format!(
+            "{}: not signed (a local model, or one made before signatures)",
+            model.display()
+        )
+    })?;
+    let verifier = fedrisk_identity::signer::Verifier::from_cert_file(cert)?;
+    if hex::encode(verifier.public_key()) != sig.public_key {
+        bail!(
+            "{}: signed by another key than the one in {}",
+            model.display(),
+            cert.display()
+        );
+    }
+    let hash = hex::decode(&m.content_hash)?;
+    let value = hex::decode(&sig.value)
+        .with_context(|| format!("{}: signature.value is not hex", model.display()))?;
+    if sig.algorithm != "ecdsa-p256-sha256" || !verifier.verify(&hash, &value) {
+        bail!(
+            "{}: the signature does not verify with {}",
+            model.display(),
+            cert.display()
+        );
+    }
+    Ok(())
+}
+
+/// Writes the model report (`OUT/report.html`): a self-contained HTML page with the
+/// federation's evaluation plots, coefficients or scorecard, configuration and provenance.
+pub fn report(model: &Path, out: &Path, cert: Option<&Path>) -> Result<()> {
+    let m = ModelFile::load(model)?;
+    let signature_check = match cert {
+        Some(c) => {
+            check_signature(&m, model, c)?;
+            Some(format!("verified with {}", c.display()))
+        }
+        None => None,
+    };
+    let html = fedrisk_export::report::render(&fedrisk_export::report::ReportInput {
+        model: &m,
+        source: format!("model file {}", model.display()),
+        signature_check,
+        job: None,
+        audit: None,
+    });
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let path = out.join("report.html");
+    write_whole(&path, html.as_bytes())?;
+    println!(
+        "wrote {} (model content hash {}{})",
+        path.display(),
+        m.content_hash,
+        if m.evaluation.is_some() {
+            ""
+        } else {
+            "; the model carries no federated evaluation, so the report has no curves"
+        }
+    );
+    Ok(())
+}
+
+/// This institution's population stability against the federation: the model file carries
+/// the federation's summed score histogram; `data` is scored here into the same bins and the
+/// PSI is computed here. Nothing is sent anywhere.
+pub fn psi(model: &Path, data: &DataSource, json: bool) -> Result<()> {
+    use fedrisk_models::validation::psi_of_histograms;
+    let m = ModelFile::load(model)?;
+    let federation = &m
+        .evaluation
+        .as_ref()
+        .with_context(|| {
+            format!(
+                "{}: the model carries no federated score distribution (a local model, or one \
+                 whose evaluation did not run): PSI needs one",
+                model.display()
+            )
+        })?
+        .histogram;
+    let mut local = fedrisk_models::metrics::ScoreHistogram::with_range(
+        federation.bins(),
+        federation.logit_min,
+        federation.logit_max,
+    );
+    let mut scorer = m.scorer_for(data, None)?;
+    while let Some(chunk) = scorer.next_chunk()? {
+        for &p in &chunk.probabilities {
+            // Labels are not needed: PSI compares the score distributions, labels pooled.
+            local.add(p, 0);
+        }
+    }
+    scorer.finish()?;
+    let r = psi_of_histograms(federation, &local, 10).with_context(|| {
+        format!(
+            "PSI of {} against {}",
+            data.name().display(),
+            model.display()
+        )
+    })?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
+    println!(
+        "PSI of {} ({} rows) against the federation's evaluation scores ({} rows) under model {}",
+        data.name().display(),
+        r.actual_rows,
+        r.expected_rows,
+        &m.content_hash[..16]
+    );
+    println!(
+        "  {:>9} {:>9}  {:>10} {:>10}  {:>9}",
+        "PD from", "PD to", "federation", "here", "PSI part"
+    );
+    for g in &r.groups {
+        println!(
+            "  {:>8.4}% {:>8.4}%  {:>9.2}% {:>9.2}%  {:>9.5}",
+            g.pd_from * 100.0,
+            g.pd_to * 100.0,
+            g.expected_share * 100.0,
+            g.actual_share * 100.0,
+            g.contribution
+        );
+    }
+    println!("PSI {:.4}: {}", r.psi, r.band.describe());
     Ok(())
 }
 

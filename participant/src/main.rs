@@ -124,6 +124,16 @@ enum Command {
         #[arg(long, default_value = ".")]
         out: PathBuf,
     },
+    /// Write the model report: one self-contained HTML file (inline SVG plots, no script)
+    /// with the federation's ROC and KS curves, AUC/KS/log loss by round, calibration by
+    /// decile, score distribution by label, coefficients or scorecard points, configuration,
+    /// participant count, model hash and the audit record that produced it.
+    Report(ReportArgs),
+    /// Population stability of this institution's data against the federation: scores the
+    /// data here and compares it with the federation's score distribution the model file
+    /// carries (PSI over ten groups; < 0.1 stable, 0.1 to 0.25 watch, > 0.25 shift). Local
+    /// only: nothing is sent.
+    Psi(PsiArgs),
     /// Join a federation and serve its training rounds until the job ends. The data is
     /// checked first; only masked secure-aggregation messages ever leave this machine.
     Run(RunArgs),
@@ -176,18 +186,45 @@ enum Command {
     },
     /// Write a model file as PMML 4.4 or ONNX (or JSON again), for scoring outside fedrisk:
     /// the preprocessing (special codes, imputation, standardisation, one-hot levels with
-    /// unseen and missing levels) is part of the exported model.
+    /// unseen and missing levels) is part of the exported model. `scorecard` (JSON) and
+    /// `scorecard-csv` write the points per bin of a model trained on WOE bins.
     Export {
         /// Model JSON written by `train` or by a federation (its content hash is checked).
         #[arg(long)]
         model: PathBuf,
-        /// `json`, `pmml` or `onnx`.
+        /// `json`, `pmml`, `onnx`, `scorecard` or `scorecard-csv`.
         #[arg(long, default_value = "pmml")]
         format: String,
         /// Where to write the exported model.
         #[arg(long)]
         out: PathBuf,
     },
+}
+
+#[derive(clap::Args)]
+struct ReportArgs {
+    /// Model JSON (its content hash is checked).
+    #[arg(long)]
+    model: PathBuf,
+    /// Folder to write `report.html` in (created if absent).
+    #[arg(long)]
+    out: PathBuf,
+    /// The coordinator's certificate: check the model's signature with it and say so.
+    #[arg(long)]
+    cert: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct PsiArgs {
+    /// A federated model file: it carries the federation's summed score distribution.
+    #[arg(long)]
+    model: PathBuf,
+    /// This institution's data to compare (the model's feature columns; label optional).
+    #[command(flatten)]
+    src: source::SourceArgs,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -413,6 +450,11 @@ fn main() -> ExitCode {
         Command::Verify { model, cert } => commands::verify(&model, &cert),
         Command::Export { model, format, out } => commands::export(&model, &format, &out),
         Command::Keygen { name, out } => keygen::run(&name, &out),
+        Command::Report(a) => commands::report(&a.model, &a.out, a.cert.as_deref()),
+        Command::Psi(a) => a
+            .src
+            .source()
+            .and_then(|data| commands::psi(&a.model, &data, a.json)),
         Command::Run(args) => run::run_agent(args),
     };
     match result {

@@ -9,6 +9,7 @@
 //! failure ends the job at once.
 
 use fedrisk_models::federated::FederatedEval;
+use fedrisk_models::model_file::ModelEvaluation;
 use fedrisk_models::{FeatureStats, ModelFile, PreprocessOptions, Preprocessor, Provenance};
 use serde::{Deserialize, Serialize};
 
@@ -496,11 +497,14 @@ impl JobPlan {
                     return Err(self.internal("evaluation without a checkpoint"));
                 };
                 let cp = Checkpoint { theta, ..prev };
-                let model = self.model_file(&cp).map_err(|e| PlanError {
-                    round: self.round,
-                    attempts: self.attempts,
-                    reason: e.to_string(),
-                })?;
+                let model = self
+                    .model_file(&cp)
+                    .map_err(|e| PlanError {
+                        round: self.round,
+                        attempts: self.attempts,
+                        reason: e.to_string(),
+                    })?
+                    .with_evaluation(ModelEvaluation::of(&eval, self.round));
                 self.checkpoint = Some(cp.clone());
                 let survivors = self.update_survivors;
                 Ok(Progress::RoundCompleted(Box::new(self.complete(
@@ -588,6 +592,7 @@ impl JobPlan {
                 created_at_unix_ms: None,
                 software: None,
                 settings: None,
+                audit_record: None,
             },
         )?)
     }

@@ -150,4 +150,43 @@ fn unseen_data_bins_trains_scores_and_exports_a_scorecard() {
     let rows = std::fs::read_to_string(&csv).expect("card csv");
     assert!(rows.starts_with("feature,bin,woe,term,points\n"));
     assert!(rows.contains("months_late"));
+    // `export --format scorecard` writes the same scorecard (default scaling), JSON and CSV,
+    // and the model report shows its points per bin.
+    let exported = dir.path().join("exported-card.json");
+    run_ok(
+        Command::new(participant_bin())
+            .args(["export", "--format", "scorecard", "--model"])
+            .arg(&model)
+            .arg("--out")
+            .arg(&exported),
+    );
+    let again: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&exported).expect("exported card"))
+            .expect("json");
+    assert_eq!(again, card);
+    let exported_csv = dir.path().join("exported-card.csv");
+    run_ok(
+        Command::new(participant_bin())
+            .args(["export", "--format", "scorecard-csv", "--model"])
+            .arg(&model)
+            .arg("--out")
+            .arg(&exported_csv),
+    );
+    assert_eq!(
+        std::fs::read_to_string(&exported_csv).expect("exported csv"),
+        rows
+    );
+    run_ok(
+        Command::new(coordinator_bin())
+            .args(["report", "--model"])
+            .arg(&model)
+            .arg("--out")
+            .arg(dir.path().join("report")),
+    );
+    let html = std::fs::read_to_string(dir.path().join("report/report.html")).expect("report");
+    assert!(html.contains("Scorecard: points per bin") && html.contains("months_late"));
+    assert!(
+        html.contains("ROC curve"),
+        "a federated WOE model carries its evaluation"
+    );
 }

@@ -16,6 +16,7 @@ mod harness;
 mod malicious;
 mod operator;
 mod privacy;
+mod report;
 mod restart;
 mod scale;
 mod sources;

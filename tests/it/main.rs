@@ -14,6 +14,7 @@ mod exports;
 mod harness;
 mod malicious;
 mod operator;
+mod ops;
 mod privacy;
 mod restart;
 mod scale;

@@ -83,7 +83,7 @@ pub fn job_from_toml(mut table: toml::Table, base: &Path, origin: &Path) -> Resu
     Ok(spec)
 }
 
-pub async fn serve(path: &Path) -> Result<()> {
+pub async fn serve(path: &Path, metrics: Option<SocketAddr>) -> Result<()> {
     let (cfg, job) = load(path)?;
     // The coordinator host holds no CA key and no member's key: refuse to serve a folder that
     // has one, naming it.
@@ -94,12 +94,16 @@ pub async fn serve(path: &Path) -> Result<()> {
         database: cfg.database.clone(),
         federation_id: cfg.federation_id.clone(),
         events: None,
+        metrics,
     })
     .await?;
     println!(
         "fedrisk coordinator listening on {} (mutual TLS), federation `{}`",
         running.addr, running.federation_id
     );
+    if let Some(addr) = running.metrics_addr {
+        println!("metrics on http://{addr}/metrics, health on http://{addr}/healthz");
+    }
     if let Some(spec) = job {
         let exists = running
             .store
@@ -142,6 +146,7 @@ dropout_budget = 1
 max_attempts = 5
 wait_for_participants_ms = 45000
 binning = "woe"
+tolerance = 0.0001
 
 [binning_options]
 max_bins = 8
@@ -190,6 +195,7 @@ seed = 4
         s.max_attempts = 5;
         s.wait_for_participants_ms = 45_000;
         s.binning = fedrisk_rounds::Binning::Woe;
+        s.tolerance = 1e-4;
         s.binning_options = fedrisk_models::BinningOptions {
             max_bins: 8,
             max_prebins: 16,

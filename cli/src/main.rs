@@ -6,6 +6,7 @@ mod certs;
 mod config;
 mod operator;
 mod report;
+mod status;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -42,7 +43,15 @@ enum Command {
         /// TOML configuration (see README.md).
         #[arg(long)]
         config: PathBuf,
+        /// Serve Prometheus metrics (`/metrics`) and `/healthz` over plain HTTP on this
+        /// address, e.g. 127.0.0.1:9464 (keep it on a private network: no TLS, no client
+        /// authentication; it shows counts, never data).
+        #[arg(long)]
+        metrics: Option<std::net::SocketAddr>,
     },
+    /// Live status of a running coordinator: jobs, the round in flight with its progress per
+    /// secure-aggregation stage, participants, refusals and errors; --watch redraws it.
+    Status(status::StatusArgs),
     /// Manage the federation's certificates: CA, participants, operators, revocation.
     Certs {
         #[command(subcommand)]
@@ -106,7 +115,11 @@ fn main() -> ExitCode {
     // (Rust's default), or a peer that vanishes mid-write would kill it.
     if matches!(
         cli.command,
-        Command::Certs { .. } | Command::Job { .. } | Command::Audit { .. } | Command::Report(_)
+        Command::Certs { .. }
+            | Command::Job { .. }
+            | Command::Audit { .. }
+            | Command::Report(_)
+            | Command::Status(_)
     ) {
         restore_sigpipe();
     }
@@ -136,7 +149,10 @@ fn main() -> ExitCode {
                 Ok(())
             })
         }),
-        Command::Serve { config } => runtime().and_then(|rt| rt.block_on(config::serve(&config))),
+        Command::Serve { config, metrics } => {
+            runtime().and_then(|rt| rt.block_on(config::serve(&config, metrics)))
+        }
+        Command::Status(args) => runtime().and_then(|rt| rt.block_on(status::run(args))),
         Command::Certs { command } => certs::run(command),
         Command::Audit { command } => audit::run(command),
         Command::Report(args) => report::run(args),

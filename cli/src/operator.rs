@@ -204,7 +204,7 @@ pub enum JobCommand {
     },
 }
 
-async fn client(
+pub(crate) async fn client(
     c: &Connection,
 ) -> Result<fedrisk_proto::OperatorClient<tonic::transport::Channel>> {
     let id = ClientIdentity::from_files(&c.ca, &c.cert, &c.key)?;
@@ -212,7 +212,7 @@ async fn client(
     Ok(fedrisk_proto::operator_client(channel))
 }
 
-fn state_name(s: i32) -> &'static str {
+pub(crate) fn state_name(s: i32) -> &'static str {
     v1::JobState::try_from(s).map_or("unknown", |s| match s {
         v1::JobState::Unspecified => "unspecified",
         v1::JobState::Pending => "pending",
@@ -232,6 +232,14 @@ fn fmt_metric(v: f64) -> String {
 }
 
 fn print_status(s: &v1::JobStatus) {
+    print!("{}", render_status(s));
+}
+
+/// A job's status as text: its state line, what it does now, the session in flight stage by
+/// stage, the participants, the latest errors and the per-round figures.
+pub(crate) fn render_status(s: &v1::JobStatus) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
     let state = state_name(s.state);
     let mut line = format!(
         "job {} `{}`: {state}, {} of {} training rounds complete",
@@ -240,9 +248,34 @@ fn print_status(s: &v1::JobStatus) {
     if !s.message.is_empty() && s.message != state {
         line.push_str(&format!(" ({})", s.message));
     }
-    println!("{line}");
+    let _ = writeln!(out, "{line}");
     if !s.activity.is_empty() {
-        println!("  now: {}", s.activity);
+        let _ = writeln!(out, "  now: {}", s.activity);
+    }
+    if let Some(p) = &s.session {
+        let _ = writeln!(
+            out,
+            "  session: round {} {}, {} invited, threshold {}, {} ({:.1} s)",
+            p.round, p.kind, p.invited, p.threshold, p.state, p.seconds
+        );
+        for st in &p.stages {
+            let progress = if st.expected == 0 && !st.closed {
+                "-".to_string()
+            } else {
+                format!(
+                    "{:>3} of {:<3} {}{:.2} s",
+                    st.received,
+                    st.expected,
+                    if st.closed {
+                        "closed after "
+                    } else {
+                        "open for "
+                    },
+                    st.seconds
+                )
+            };
+            let _ = writeln!(out, "    {:<10} {progress}", st.stage);
+        }
     }
     for p in &s.participants {
         let mut l = format!(
@@ -264,16 +297,27 @@ fn print_status(s: &v1::JobStatus) {
                 p.refusal_round, p.refusal
             ));
         }
-        println!("{l}");
+        let _ = writeln!(out, "{l}");
+    }
+    for e in &s.errors {
+        let _ = writeln!(
+            out,
+            "  error at {} UTC, round {}: {}",
+            clock(e.at_unix_ms),
+            e.round,
+            e.message
+        );
     }
     for m in &s.metrics {
         if m.kind == v1::RoundKind::Stats as i32 {
-            println!(
+            let _ = writeln!(
+                out,
                 "  round {:>3} (statistics): {} survivors, {:.3} s, {} B up, {} B down",
                 m.round, m.survivors, m.seconds, m.bytes_up, m.bytes_down
             );
         } else {
-            println!(
+            let _ = writeln!(
+                out,
                 "  round {:>3}: AUC {} KS {} log loss {}, {} survivors, {:.3} s, {} B up, {} B down",
                 m.round,
                 fmt_metric(m.auc),
@@ -286,6 +330,58 @@ fn print_status(s: &v1::JobStatus) {
             );
         }
     }
+    out
+}
+
+/// HH:MM:SS (UTC) of a Unix time in milliseconds.
+pub(crate) fn clock(unix_ms: u64) -> String {
+    let s = (unix_ms / 1000) % 86_400;
+    format!("{:02}:{:02}:{:02}", s / 3600, (s / 60) % 60, s % 60)
+}
+
+/// A job's status as JSON (`job status --json`, `status --json`).
+pub(crate) fn status_json(s: &v1::JobStatus) -> serde_json::Value {
+    let finite = |v: f64| v.is_finite().then_some(v);
+    let rounds: Vec<serde_json::Value> = s
+        .metrics
+        .iter()
+        .map(|m| {
+            serde_json::json!({"round": m.round, "kind": if m.kind == v1::RoundKind::Stats as i32 { "statistics" } else { "training" },
+                "auc": finite(m.auc), "ks": finite(m.ks), "log_loss": finite(m.log_loss),
+                "survivors": m.survivors, "seconds": finite(m.seconds), "bytes_up": m.bytes_up, "bytes_down": m.bytes_down})
+        })
+        .collect();
+    let participants: Vec<serde_json::Value> = s
+        .participants
+        .iter()
+        .map(|p| {
+            serde_json::json!({"id": p.participant_id, "name": p.name, "connected": p.connected,
+                "address": p.address, "refusal": (!p.refusal.is_empty()).then(|| p.refusal.clone()),
+                "refusal_round": p.refusal_round})
+        })
+        .collect();
+    let session = s.session.as_ref().map(|p| {
+        let stages: Vec<serde_json::Value> = p
+            .stages
+            .iter()
+            .map(|st| {
+                serde_json::json!({"stage": st.stage, "received": st.received, "expected": st.expected,
+                    "closed": st.closed, "seconds": st.seconds})
+            })
+            .collect();
+        serde_json::json!({"round": p.round, "kind": p.kind, "invited": p.invited, "threshold": p.threshold,
+            "state": p.state, "seconds": p.seconds, "stages": stages})
+    });
+    let errors: Vec<serde_json::Value> = s
+        .errors
+        .iter()
+        .map(|e| serde_json::json!({"at_unix_ms": e.at_unix_ms, "round": e.round, "message": e.message}))
+        .collect();
+    serde_json::json!({"job_id": s.job_id, "name": s.name, "state": state_name(s.state),
+        "round": s.round, "rounds_total": s.rounds_total, "message": s.message,
+        "activity": s.activity, "participants": participants, "rounds": rounds,
+        "session": session, "errors": errors,
+        "converged_round": (s.converged_round > 0).then_some(s.converged_round)})
 }
 
 pub async fn run(cmd: JobCommand) -> Result<()> {
@@ -315,29 +411,7 @@ pub async fn run(cmd: JobCommand) -> Result<()> {
                 .context("status")?
                 .into_inner();
             if json {
-                let finite = |v: f64| v.is_finite().then_some(v);
-                let rounds: Vec<serde_json::Value> = s
-                    .metrics
-                    .iter()
-                    .map(|m| {
-                        serde_json::json!({"round": m.round, "kind": if m.kind == v1::RoundKind::Stats as i32 { "statistics" } else { "training" },
-                            "auc": finite(m.auc), "ks": finite(m.ks), "log_loss": finite(m.log_loss),
-                            "survivors": m.survivors, "seconds": finite(m.seconds), "bytes_up": m.bytes_up, "bytes_down": m.bytes_down})
-                    })
-                    .collect();
-                let participants: Vec<serde_json::Value> = s
-                    .participants
-                    .iter()
-                    .map(|p| {
-                        serde_json::json!({"id": p.participant_id, "name": p.name, "connected": p.connected,
-                            "address": p.address, "refusal": (!p.refusal.is_empty()).then(|| p.refusal.clone()),
-                            "refusal_round": p.refusal_round})
-                    })
-                    .collect();
-                let v = serde_json::json!({"job_id": s.job_id, "name": s.name, "state": state_name(s.state),
-                    "round": s.round, "rounds_total": s.rounds_total, "message": s.message,
-                    "activity": s.activity, "participants": participants, "rounds": rounds});
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                println!("{}", serde_json::to_string_pretty(&status_json(&s))?);
             } else {
                 print_status(&s);
             }

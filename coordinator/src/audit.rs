@@ -75,6 +75,9 @@ impl AuditLog {
 
 impl EventSink for AuditLog {
     fn emit(&self, event: &Event) {
+        if !event.audited() {
+            return;
+        }
         if let Err(e) = self.append(event) {
             error!(error = %e, "could not append to the audit chain");
         }

@@ -67,6 +67,8 @@ pub struct Engine {
     pub crl: Option<std::path::PathBuf>,
     /// Signs each model version's content hash (the coordinator's key).
     pub signer: Option<Arc<fedrisk_identity::signer::Signer>>,
+    /// The live view of the session in flight (stage progress), for status.
+    pub live: Arc<crate::live::Live>,
 }
 
 /// The attempt of a round in flight, as the store knows it.
@@ -90,9 +92,14 @@ impl Engine {
         let result = self.run_plan(job_id, spec, &cancel).await;
         self.hub.set_activity(String::new());
         let (state, message, finished) = match &result {
-            Ok(()) => (
+            Ok(None) => (
                 JobState::Completed,
                 format!("{} rounds completed", spec.rounds),
+                v1::JobState::Completed,
+            ),
+            Ok(Some(c)) => (
+                JobState::Completed,
+                converged_message(c, spec.rounds),
                 v1::JobState::Completed,
             ),
             Err(EngineError::Cancelled) => (
@@ -120,7 +127,7 @@ impl Engine {
             state: state.to_string(),
             message,
         });
-        result
+        result.map(|_| ())
     }
 
     fn resume_point(&self, job_id: JobId) -> Result<Option<(Checkpoint, u32)>, EngineError> {
@@ -143,7 +150,7 @@ impl Engine {
         job_id: JobId,
         spec: &JobSpec,
         cancel: &watch::Receiver<bool>,
-    ) -> Result<(), EngineError> {
+    ) -> Result<Option<fedrisk_rounds::Convergence>, EngineError> {
         let ids = PlanIds {
             federation_id: self.federation_id.clone(),
             job_id,
@@ -266,7 +273,7 @@ impl Engine {
                 }
             }
         }
-        Ok(())
+        Ok(plan.converged())
     }
 
     fn note_failure(
@@ -427,6 +434,15 @@ impl Engine {
             auc: metrics.auc,
             seconds,
         });
+        if let Some(c) = o.checkpoint.converged.filter(|c| c.round == o.round) {
+            self.events.emit(&Event::Converged {
+                job: job_id,
+                round: c.round,
+                decrement: c.decrement,
+                tolerance: c.tolerance,
+                rounds_not_run: spec.rounds.saturating_sub(c.round),
+            });
+        }
         Ok(())
     }
 
@@ -726,8 +742,18 @@ impl Engine {
             first = false;
             let deadline = tokio::time::Instant::now() + Duration::from_millis(wait);
             let stage = coord.stage();
+            let opened = Instant::now();
+            let expected = stage_pool(coord);
             loop {
                 let awaiting = coord.awaiting();
+                self.live.stage(
+                    (job_id, req.round),
+                    stage,
+                    expected.saturating_sub(awaiting.len()),
+                    expected,
+                    opened.elapsed().as_secs_f64(),
+                    false,
+                );
                 let refused = self.hub.refused_in_session(&sid);
                 self.hub.set_activity(format!(
                     "round {}: {} session, {:?} stage, {} of {invited} in",
@@ -768,6 +794,25 @@ impl Engine {
                     },
                 }
             }
+            let received = expected.saturating_sub(coord.awaiting().len());
+            let seconds = opened.elapsed().as_secs_f64();
+            self.live.stage(
+                (job_id, req.round),
+                stage,
+                received,
+                expected,
+                seconds,
+                true,
+            );
+            self.events.emit(&Event::StageClosed {
+                job: job_id,
+                round: req.round,
+                kind: req.label,
+                stage: crate::live::stage_name(stage),
+                received,
+                expected,
+                seconds,
+            });
             match coord.close_stage() {
                 Ok(Step::Send(out)) => {
                     for o in out {
@@ -793,6 +838,30 @@ impl Engine {
                 }
             }
         }
+    }
+}
+
+/// "converged at round 4: ...; rounds 5 to 10 not run".
+fn converged_message(c: &fedrisk_rounds::Convergence, rounds: u32) -> String {
+    match rounds.saturating_sub(c.round) {
+        0 => c.to_string(),
+        1 => format!("{c}; round {rounds} not run"),
+        _ => format!("{c}; rounds {} to {rounds} not run", c.round + 1),
+    }
+}
+
+/// How many participants may send a message in the session's current stage: the invited
+/// ones, then those still in after each stage (U1, U2, U3, then the signers of U3).
+fn stage_pool(coord: &CoordinatorSession) -> usize {
+    use fedrisk_secagg::Stage;
+    let sets = coord.survivor_sets();
+    match coord.stage() {
+        Stage::Advertise => coord.config().params.participants.len(),
+        Stage::ShareKeys => sets[0].len(),
+        Stage::MaskedInput => sets[1].len(),
+        Stage::ConsistencyCheck => sets[2].len(),
+        Stage::Unmask => sets[3].len(),
+        Stage::Finished | Stage::Aborted => 0,
     }
 }
 

@@ -5,7 +5,7 @@
 //! Invariant: events carry ids, counts, sizes, hashes and reasons, never values of an
 //! institution's data or update.
 
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// Something the engine did or saw, or an operator did. Serialised (for the audit chain)
 /// as a JSON object whose `event` field names the variant in snake case.
@@ -147,6 +147,39 @@ pub enum Event {
         /// Its content hash.
         content_hash: String,
     },
+    /// A secure-aggregation stage closed (all expected messages in, or its deadline
+    /// passed). For metrics and the live status; not an audit record.
+    StageClosed {
+        /// The job.
+        job: u64,
+        /// The round.
+        round: u32,
+        /// The round kind's label.
+        kind: &'static str,
+        /// `advertised`, `shared`, `masked`, `signed` or `unmasked`.
+        stage: &'static str,
+        /// Messages accepted in the stage.
+        received: usize,
+        /// Participants expected to send one.
+        expected: usize,
+        /// How long the stage was open.
+        seconds: f64,
+    },
+    /// A Newton job's step fell below its tolerance: the job ends after this round and the
+    /// remaining rounds are not run.
+    Converged {
+        /// The job.
+        job: u64,
+        /// The round whose model is the final one.
+        round: u32,
+        /// Its Newton decrement per row (the decrease of the mean training loss its step
+        /// predicted).
+        decrement: f64,
+        /// The job's tolerance.
+        tolerance: f64,
+        /// Rounds of the job's specification not run.
+        rounds_not_run: u32,
+    },
     /// A job ended.
     JobEnded {
         /// The job.
@@ -156,6 +189,13 @@ pub enum Event {
         /// Why.
         message: String,
     },
+}
+
+impl Event {
+    /// Whether the audit chain records it (stage closures are progress, not evidence).
+    pub fn audited(&self) -> bool {
+        !matches!(self, Event::StageClosed { .. })
+    }
 }
 
 /// One certificate of the roster, as the audit chain records it.
@@ -281,6 +321,38 @@ impl EventSink for LogSink {
                 round,
                 content_hash,
             } => info!(job, round, %content_hash, "model version stored"),
+            Event::StageClosed {
+                job,
+                round,
+                kind,
+                stage,
+                received,
+                expected,
+                seconds,
+            } => debug!(
+                job,
+                round,
+                session = kind,
+                stage,
+                received,
+                expected,
+                seconds,
+                "secagg stage closed"
+            ),
+            Event::Converged {
+                job,
+                round,
+                decrement,
+                tolerance,
+                rounds_not_run,
+            } => info!(
+                job,
+                round,
+                decrement,
+                tolerance,
+                rounds_not_run,
+                "converged: the Newton step fell below the tolerance; the remaining rounds are not run"
+            ),
             Event::JobEnded {
                 job,
                 state,

@@ -9,6 +9,8 @@ pub mod engine;
 pub mod events;
 pub mod faults;
 pub mod hub;
+pub mod live;
+pub mod metrics;
 pub mod scheduler;
 pub mod server;
 pub mod service;

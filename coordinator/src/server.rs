@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -19,6 +20,8 @@ use crate::audit::AuditLog;
 use crate::engine::Engine;
 use crate::events::{Event, EventSink, LogSink, RosterMember};
 use crate::hub::Hub;
+use crate::live::Live;
+use crate::metrics::Metrics;
 use crate::scheduler::Scheduler;
 use crate::service::{OperatorService, ParticipantService};
 use crate::store::Store;
@@ -36,8 +39,11 @@ pub struct ServeOptions {
     pub database: PathBuf,
     /// Defaults to the federation name in the roster.
     pub federation_id: Option<String>,
-    /// Where the engine's events go besides the log (tests, later audit and metrics).
+    /// Where the engine's events go besides the log, the audit chain, the live status and
+    /// the metrics (tests).
     pub events: Option<Arc<dyn EventSink>>,
+    /// Where to serve Prometheus metrics and `/healthz` over plain HTTP (none: no endpoint).
+    pub metrics: Option<SocketAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +54,11 @@ pub enum ServeError {
     Store(#[from] crate::store::StoreError),
     #[error("the coordinator's signing key (audit chain): {0}")]
     Signer(#[from] SignerError),
+    #[error("cannot listen on {addr} (metrics): {source}")]
+    BindMetrics {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -62,7 +73,10 @@ pub struct Running {
     pub store: Arc<Store>,
     pub hub: Arc<Hub>,
     pub federation_id: String,
+    /// Where `/metrics` and `/healthz` are served, if they are.
+    pub metrics_addr: Option<SocketAddr>,
     shutdown: Option<oneshot::Sender<()>>,
+    metrics_task: Option<tokio::task::JoinHandle<()>>,
     server: tokio::task::JoinHandle<()>,
     jobs: tokio::task::JoinHandle<()>,
     revocations: tokio::task::JoinHandle<()>,
@@ -77,6 +91,9 @@ impl Running {
         }
         self.jobs.abort();
         self.revocations.abort();
+        if let Some(t) = &self.metrics_task {
+            t.abort();
+        }
         let _ = (&mut self.server).await;
     }
 }
@@ -101,13 +118,28 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServeError> {
         addr: opts.listen,
         source,
     })?;
+    let metrics_listener = match opts.metrics {
+        Some(addr) => {
+            let l = TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServeError::BindMetrics { addr, source })?;
+            let bound = l
+                .local_addr()
+                .map_err(|source| ServeError::BindMetrics { addr, source })?;
+            Some((l, bound))
+        }
+        None => None,
+    };
     let hub = Hub::new();
+    let live = Arc::new(Live::default());
+    let metrics = Arc::new(Metrics::new());
     let audit: Arc<dyn EventSink> = Arc::new(AuditLog::new(
         store.clone(),
         Signer::load(&pki.server_key())?,
     ));
     let model_signer = Arc::new(Signer::load(&pki.server_key())?);
-    let mut sinks: Vec<Arc<dyn EventSink>> = vec![Arc::new(LogSink), audit];
+    let mut sinks: Vec<Arc<dyn EventSink>> =
+        vec![Arc::new(LogSink), audit, live.clone(), metrics.clone()];
     sinks.extend(opts.events.clone());
     let events: Arc<dyn EventSink> = Arc::new(crate::events::Sinks(sinks));
     events.emit(&roster_event(&roster.current()));
@@ -118,6 +150,7 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServeError> {
         events: events.clone(),
         crl: Some(pki.crl()),
         signer: Some(model_signer),
+        live: live.clone(),
     });
     let scheduler = Scheduler::new(engine, store.clone());
     for r in store.interrupted_rounds()? {
@@ -140,10 +173,13 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServeError> {
         scheduler: scheduler.clone(),
         hub: hub.clone(),
         events: events.clone(),
+        live,
     };
     let revocations = tokio::spawn(watch_revocations(hub.clone(), roster, events));
     let incoming = tls::tls_incoming(listener, config, tls::HANDSHAKE_TIMEOUT);
     let (tx, rx) = oneshot::channel::<()>();
+    let serving = Arc::new(AtomicBool::new(true));
+    let serving_flag = serving.clone();
     let server = tokio::spawn(async move {
         // Bounded work per connection: an authenticated client cannot have more than this
         // many requests (each at most `MAX_MESSAGE_BYTES`) in flight at once. An agent needs
@@ -157,10 +193,27 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServeError> {
                 let _ = rx.await;
             })
             .await;
+        serving_flag.store(false, Ordering::SeqCst);
         if let Err(e) = result {
             error!(error = %e, "gRPC server stopped");
         }
     });
+    let (metrics_addr, metrics_task) = match metrics_listener {
+        Some((listener, bound)) => {
+            let endpoint = Arc::new(crate::metrics::Endpoint {
+                metrics,
+                hub: hub.clone(),
+                store: store.clone(),
+                serving,
+            });
+            info!(addr = %bound, "metrics and health over plain HTTP: /metrics, /healthz");
+            (
+                Some(bound),
+                Some(tokio::spawn(crate::metrics::serve(listener, endpoint))),
+            )
+        }
+        None => (None, None),
+    };
     let jobs = tokio::spawn(scheduler.clone().run());
     info!(%addr, federation = %federation_id, "coordinator listening (mutual TLS)");
     Ok(Running {
@@ -169,7 +222,9 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServeError> {
         store,
         hub,
         federation_id,
+        metrics_addr,
         shutdown: Some(tx),
+        metrics_task,
         server,
         jobs,
         revocations,

@@ -233,6 +233,8 @@ pub struct OperatorService {
     pub hub: Arc<Hub>,
     /// Operators' actions (submission, cancellation, export) go to the audit chain and log.
     pub events: Arc<dyn crate::events::EventSink>,
+    /// The session in flight and the latest errors, for GetStatus.
+    pub live: Arc<crate::live::Live>,
 }
 
 fn wire_state(s: JobState) -> WireJobState {
@@ -308,6 +310,13 @@ pub fn job_status(
             activity = hub.activity();
         }
     }
+    // A converged job's checkpoint says where it stopped (durable across restarts).
+    let converged_round = store
+        .checkpoint(job.id, "state")
+        .map_err(internal)?
+        .and_then(|blob| serde_json::from_slice::<fedrisk_rounds::Checkpoint>(&blob).ok())
+        .and_then(|cp| cp.converged)
+        .map_or(0, |c| c.round);
     Ok(v1::JobStatus {
         job_id: job.id,
         name: job.name.clone(),
@@ -318,7 +327,52 @@ pub fn job_status(
         message: job.message.clone(),
         activity,
         participants,
+        session: None,
+        errors: Vec::new(),
+        converged_round,
     })
+}
+
+/// [`job_status`] with the live view: the session in flight and the latest errors.
+pub fn live_job_status(
+    store: &Store,
+    job: &JobRecord,
+    hub: &Hub,
+    roster: &RosterHandle,
+    live: &crate::live::Live,
+) -> Result<v1::JobStatus, Status> {
+    let mut status = job_status(store, job, Some((hub, roster)))?;
+    if job.state == JobState::Running {
+        status.session = live.session(job.id).map(|s| v1::SessionProgress {
+            round: s.round,
+            kind: s.kind.to_string(),
+            invited: s.invited,
+            threshold: s.threshold,
+            state: s.state.to_string(),
+            stages: s
+                .stages
+                .iter()
+                .map(|p| v1::StageProgress {
+                    stage: p.stage.to_string(),
+                    received: p.received,
+                    expected: p.expected,
+                    closed: p.closed,
+                    seconds: p.seconds,
+                })
+                .collect(),
+            seconds: s.seconds,
+        });
+    }
+    status.errors = live
+        .errors(job.id)
+        .into_iter()
+        .map(|e| v1::ErrorNote {
+            at_unix_ms: e.at_unix_ms,
+            round: e.round,
+            message: e.message,
+        })
+        .collect();
+    Ok(status)
 }
 
 #[tonic::async_trait]
@@ -353,10 +407,12 @@ impl fedrisk_proto::Operator for OperatorService {
             .store
             .job(request.get_ref().job_id)
             .map_err(|e| Status::not_found(e.to_string()))?;
-        Ok(Response::new(job_status(
+        Ok(Response::new(live_job_status(
             &self.store,
             &job,
-            Some((&self.hub, &self.roster)),
+            &self.hub,
+            &self.roster,
+            &self.live,
         )?))
     }
 

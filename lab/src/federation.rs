@@ -101,6 +101,7 @@ pub async fn run(f: Federation) -> Result<FederationRun> {
         database: f.work.join("coordinator.db"),
         federation_id: None,
         events: None,
+        metrics: None,
     })
     .await?;
     let url = format!("https://127.0.0.1:{}", running.addr.port());

@@ -288,6 +288,23 @@ pub fn newton_step(
     Ok(theta.iter().zip(&step).map(|(t, d)| t - d).collect())
 }
 
+/// The Newton decrement squared, λ² = g'H⁻¹g of the penalised objective at `theta`, from
+/// the step [`newton_step`] took to `next`: since `theta - next = H⁻¹g`, λ² =
+/// (theta - next)·g with `g` the penalised gradient. λ²/2 is the decrease of the objective
+/// the step predicts (Boyd & Vandenberghe §9.5.1); unlike the step's size it does not grow
+/// with ill-conditioning, so the rounding of a securely summed gradient does not keep it
+/// from falling below a small tolerance.
+pub fn newton_decrement(theta: &[f64], next: &[f64], grad: &[f64], penalty: &Penalty) -> f64 {
+    let mut g = grad.to_vec();
+    penalty.add_gradient(theta, &mut g);
+    theta
+        .iter()
+        .zip(next)
+        .zip(&g)
+        .map(|((a, b), g)| (a - b) * g)
+        .sum()
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NewtonOptions {
     pub penalty: Penalty,
@@ -519,6 +536,41 @@ mod tests {
         assert_eq!(sigmoid(-1000.0), 0.0);
         assert_eq!(sigmoid(1000.0), 1.0);
         assert!((softplus(0.0) - 2f64.ln()).abs() < 1e-15);
+    }
+
+    #[test]
+    fn the_newton_decrement_is_g_h_inverse_g_and_vanishes_at_the_optimum() {
+        let (x, y) = toy(300, 3);
+        let penalty = Penalty::sklearn(0.5);
+        let theta = vec![0.3, -0.2, 0.4, 0.1];
+        let c = loss_grad_hessian(x.view(), &y, &theta).expect("curvature");
+        let next = newton_step(&theta, &c.grad, &c.hess, &penalty).expect("step");
+        let mut g = c.grad.clone();
+        penalty.add_gradient(&theta, &mut g);
+        let mut h = c.hess.clone();
+        penalty.add_hessian(&mut h);
+        let hinv_g = solve_spd(&h, &g).expect("solve");
+        let direct: f64 = g.iter().zip(&hinv_g).map(|(a, b)| a * b).sum();
+        let from_step = newton_decrement(&theta, &next, &c.grad, &penalty);
+        assert!(direct > 1e-3, "a point away from the optimum: {direct}");
+        assert!(
+            (from_step - direct).abs() <= 1e-9 * direct,
+            "{from_step} vs {direct}"
+        );
+        let fit = fit_newton(
+            x.view(),
+            &y,
+            &NewtonOptions {
+                penalty: penalty.clone(),
+                max_iter: 50,
+                tol: 1e-12,
+            },
+        )
+        .expect("fit");
+        let c = loss_grad_hessian(x.view(), &y, &fit.theta).expect("curvature");
+        let next = newton_step(&fit.theta, &c.grad, &c.hess, &penalty).expect("step");
+        let at_optimum = newton_decrement(&fit.theta, &next, &c.grad, &penalty);
+        assert!(at_optimum.abs() < 1e-12, "{at_optimum}");
     }
 
     #[test]

@@ -13,6 +13,7 @@ use fedrisk_models::schema::{FeatureKind, InferOptions, infer_source};
 use fedrisk_models::{
     DataSource, LabelMode, ModelFile, PgRead, PgSpec, PreprocessOptions, Schema, load,
 };
+use fedrisk_participant::progress::Progress;
 
 /// The schema given with --schema, or one inferred from the data itself.
 pub fn schema_for(
@@ -130,7 +131,9 @@ pub fn infer_schema(a: InferArgs<'_>) -> Result<()> {
 
 /// Validates the data and prints a summary; any problem is an error listing where it is.
 pub fn check(data: &DataSource, schema: &Schema, id: Option<&str>) -> Result<()> {
+    let loading = Progress::spinner(format!("loading {}", data.name().display()));
     let ds = fedrisk_models::data::load_with_id(data, schema, LabelMode::Required, id)?;
+    drop(loading);
     let labels = ds.labels.as_deref().unwrap_or_default();
     let defaults = labels.iter().filter(|&&l| l == 1).count();
     println!(
@@ -183,7 +186,9 @@ pub struct TrainArgs<'a> {
 
 pub fn train(a: TrainArgs<'_>) -> Result<()> {
     let schema = schema_for(a.data, a.schema, a.label, a.positive)?;
+    let loading = Progress::spinner(format!("loading {}", a.data.name().display()));
     let ds = load(a.data, &schema, LabelMode::Required)?;
+    drop(loading);
     let opts = LocalOptions {
         c: a.c,
         preprocess: PreprocessOptions {
@@ -197,8 +202,10 @@ pub fn train(a: TrainArgs<'_>) -> Result<()> {
         }),
         ..LocalOptions::default()
     };
+    let fitting = Progress::spinner(format!("training on {} rows", ds.rows()));
     let (mut model, rows) = train_local(&schema, ds, &opts)
         .with_context(|| format!("training on {}", a.data.name().display()))?;
+    drop(fitting);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
@@ -718,8 +725,10 @@ fn write_scores(
     let mut labelled = scorer
         .has_label()
         .then(fedrisk_models::metrics::RunningEvaluation::new);
+    let progress = Progress::rows("scoring");
     while let Some(chunk) = scorer.next_chunk()? {
         sink.write(&chunk)?;
+        progress.add(chunk.probabilities.len());
         if let (Some(running), Some(l)) = (&mut labelled, &chunk.labels) {
             running.add(&chunk.probabilities, l);
         }

@@ -5,3 +5,4 @@ pub mod agent;
 pub mod faults;
 pub mod ledger;
 pub mod loader;
+pub mod progress;

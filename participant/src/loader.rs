@@ -12,6 +12,8 @@ pub struct SourceLoader {
 
 impl Loader for SourceLoader {
     fn load(&mut self, schema: &Schema) -> Result<Dataset, RoundError> {
+        let _progress =
+            crate::progress::Progress::spinner(format!("loading {}", self.source.name().display()));
         load(&self.source, schema, LabelMode::Required).map_err(|e| RoundError::Data(e.to_string()))
     }
 }

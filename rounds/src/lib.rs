@@ -31,8 +31,8 @@ pub use fixed::{TRAIN_CLIP, WEIGHT_BITS, decode_output, encode_input, fixed_poin
 pub use kind::{Absorbed, RoundKind, SessionSum, row_constants};
 pub use local::{Loader, LocalData, Rows};
 pub use plan::{
-    AfterFailure, Checkpoint, JobPlan, Partial, PartialResult, PlanError, PlanIds, Progress,
-    RoundOutcome, SessionRequest,
+    AfterFailure, Checkpoint, Convergence, JobPlan, Partial, PartialResult, PlanError, PlanIds,
+    Progress, RoundOutcome, SessionRequest, step_size,
 };
 pub use session::{session_binding, session_params};
 pub use spec::{Binning, JobSpec, SpecError};

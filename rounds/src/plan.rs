@@ -34,6 +34,44 @@ pub struct Checkpoint {
     /// (empty in checkpoints written before this rule: the agents' refusal still holds).
     #[serde(default)]
     pub constants_survivors: Vec<u32>,
+    /// Set when a Newton job's step fell below the job's tolerance: the job is done.
+    #[serde(default)]
+    pub converged: Option<Convergence>,
+}
+
+/// A Newton job that stopped early (see [`JobSpec::tolerance`]).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Convergence {
+    /// The round whose step fell below the tolerance (its model is the final one).
+    pub round: u32,
+    /// That round's Newton decrement per row: λ²/(2N), the decrease of the mean penalised
+    /// training loss its step predicted.
+    pub decrement: f64,
+    /// The job's tolerance.
+    pub tolerance: f64,
+}
+
+impl std::fmt::Display for Convergence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "converged at round {}: its Newton step lowered the mean training loss by {:.2e}, below the tolerance {:.1e}",
+            self.round, self.decrement, self.tolerance
+        )
+    }
+}
+
+/// The largest absolute change between two coefficient vectors (infinite when their
+/// lengths differ, so that no change of shape reads as convergence).
+pub fn step_size(before: &[f64], after: &[f64]) -> f64 {
+    if before.len() != after.len() {
+        return f64::INFINITY;
+    }
+    before
+        .iter()
+        .zip(after)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max)
 }
 
 /// A completed session's result inside a round that is not complete yet: kept durably so
@@ -69,6 +107,9 @@ pub enum PartialResult {
         theta: Vec<f64>,
         /// Participants in the update's sum.
         survivors: u32,
+        /// The update's Newton decrement per row (Newton jobs).
+        #[serde(default)]
+        decrement: Option<f64>,
     },
 }
 
@@ -123,6 +164,10 @@ pub struct RoundOutcome {
     pub model: Option<ModelFile>,
     /// The state to resume from.
     pub checkpoint: Checkpoint,
+    /// The largest absolute change of a coefficient this round (training rounds).
+    pub step: Option<f64>,
+    /// The round's Newton decrement per row (Newton training rounds; see [`Convergence`]).
+    pub decrement: Option<f64>,
 }
 
 /// What the plan did with a session's output.
@@ -192,6 +237,11 @@ pub struct JobPlan {
     first_of_job: bool,
     bytes: (u64, u64),
     update_survivors: u32,
+    /// The Newton decrement per row of the training round in progress, once its update
+    /// is summed.
+    decrement: Option<f64>,
+    /// The largest coefficient change of the training round in progress.
+    step: Option<f64>,
 }
 
 impl JobPlan {
@@ -229,9 +279,17 @@ impl JobPlan {
                     plan.bytes = p.bytes;
                     plan.first_of_job = false;
                 }
-                (Phase::Update, PartialResult::Theta { theta, survivors }) => {
+                (
+                    Phase::Update,
+                    PartialResult::Theta {
+                        theta,
+                        survivors,
+                        decrement,
+                    },
+                ) => {
                     plan.phase = Phase::Evaluation { theta };
                     plan.update_survivors = survivors;
+                    plan.decrement = decrement;
                     plan.bytes = p.bytes;
                 }
                 _ => {}
@@ -256,6 +314,7 @@ impl JobPlan {
             Phase::Evaluation { theta } => PartialResult::Theta {
                 theta: theta.clone(),
                 survivors: self.update_survivors,
+                decrement: self.decrement,
             },
             _ => return None,
         };
@@ -276,7 +335,7 @@ impl JobPlan {
             None => (Phase::Magnitudes, 0, None),
             Some((cp, last)) => {
                 job.settings.total_rows = cp.stats.rows;
-                let phase = if last >= spec.rounds {
+                let phase = if last >= spec.rounds || cp.converged.is_some() {
                     Phase::Done
                 } else {
                     Phase::Update
@@ -297,6 +356,8 @@ impl JobPlan {
             first_of_job,
             bytes: (0, 0),
             update_survivors: 0,
+            decrement: None,
+            step: None,
         }
     }
 
@@ -393,10 +454,7 @@ impl JobPlan {
             let Some(prev) = self.checkpoint.clone() else {
                 return Err(fail(self.attempts));
             };
-            let cp = Checkpoint {
-                theta: theta.clone(),
-                ..prev
-            };
+            let cp = self.next_checkpoint(prev, theta.clone());
             let model = self.model_file(&cp).map_err(|e| PlanError {
                 round: self.round,
                 attempts: self.attempts,
@@ -488,6 +546,7 @@ impl JobPlan {
                 )))
             }
             (Phase::Update, Absorbed::Theta(theta)) => {
+                self.decrement = self.newton_decrement(&sum, &theta);
                 self.update_survivors = survivors;
                 self.phase = Phase::Evaluation { theta };
                 Ok(Progress::Continue)
@@ -496,7 +555,7 @@ impl JobPlan {
                 let Some(prev) = self.checkpoint.clone() else {
                     return Err(self.internal("evaluation without a checkpoint"));
                 };
-                let cp = Checkpoint { theta, ..prev };
+                let cp = self.next_checkpoint(prev, theta);
                 let model = self
                     .model_file(&cp)
                     .map_err(|e| PlanError {
@@ -533,9 +592,54 @@ impl JobPlan {
             stats,
             preprocessor,
             constants_survivors,
+            converged: None,
         };
         self.checkpoint = Some(cp.clone());
         self.complete(survivors, None, None, cp)
+    }
+
+    /// The checkpoint after a training round that moved the coefficients from `prev`'s to
+    /// `theta`, marked converged when the job has a tolerance and the round's Newton
+    /// decrement is below it (only Newton rounds have one).
+    fn next_checkpoint(&mut self, prev: Checkpoint, theta: Vec<f64>) -> Checkpoint {
+        self.step = Some(step_size(&prev.theta, &theta));
+        let tolerance = self.spec.tolerance;
+        let converged = self
+            .decrement
+            .filter(|d| tolerance > 0.0 && *d < tolerance)
+            .map(|decrement| Convergence {
+                round: self.round,
+                decrement,
+                tolerance,
+            });
+        Checkpoint {
+            theta,
+            converged,
+            ..prev
+        }
+    }
+
+    /// λ²/(2N) of a Newton update's sum (N: the federation's rows), from the coefficients
+    /// before it and the step taken; `None` for other algorithms.
+    fn newton_decrement(&self, sum: &SessionSum, next: &[f64]) -> Option<f64> {
+        if self.spec.settings.algorithm != fedrisk_models::federated::Algorithm::Newton {
+            return None;
+        }
+        let prev = &self.checkpoint.as_ref()?.theta;
+        let c = fedrisk_models::federated::newton_from_sum(&sum.sums, prev.len()).ok()?;
+        let rows = self.job.settings.total_rows;
+        let d = fedrisk_models::logistic::newton_decrement(
+            prev,
+            next,
+            &c.grad,
+            &fedrisk_models::logistic::Penalty::sklearn(self.spec.settings.c),
+        ) / (2.0 * rows);
+        (rows > 0.0 && d.is_finite()).then_some(d)
+    }
+
+    /// Whether the job stopped early, and where.
+    pub fn converged(&self) -> Option<Convergence> {
+        self.checkpoint.as_ref().and_then(|c| c.converged)
     }
 
     fn internal(&self, what: &str) -> PlanError {
@@ -553,6 +657,9 @@ impl JobPlan {
         model: Option<ModelFile>,
         checkpoint: Checkpoint,
     ) -> RoundOutcome {
+        let step = self.step.take();
+        let decrement = self.decrement.take();
+        let done = checkpoint.converged.is_some();
         let outcome = RoundOutcome {
             round: self.round,
             survivors,
@@ -561,11 +668,13 @@ impl JobPlan {
             eval,
             model,
             checkpoint,
+            step,
+            decrement,
         };
         self.bytes = (0, 0);
         self.attempts = 1;
         self.new_attempt = true;
-        if self.round >= self.spec.rounds {
+        if self.round >= self.spec.rounds || done {
             self.phase = Phase::Done;
         } else {
             self.round += 1;

@@ -19,6 +19,8 @@ pub const DEFAULT_WAIT_FOR_PARTICIPANTS_MS: u64 = 120_000;
 pub const DEFAULT_ROUNDS: u32 = 10;
 /// Default of [`JobSpec::min_participants`].
 pub const DEFAULT_MIN_PARTICIPANTS: u32 = 3;
+/// Default of [`JobSpec::tolerance`].
+pub const DEFAULT_TOLERANCE: f64 = 1e-6;
 
 fn default_round_deadline_ms() -> u64 {
     DEFAULT_ROUND_DEADLINE_MS
@@ -37,6 +39,9 @@ fn default_rounds() -> u32 {
 }
 fn default_min_participants() -> u32 {
     DEFAULT_MIN_PARTICIPANTS
+}
+fn default_tolerance() -> f64 {
+    DEFAULT_TOLERANCE
 }
 
 /// How features enter the model.
@@ -118,6 +123,12 @@ pub struct JobSpec {
     /// Bins, trend, minimum sizes and IV floor of `binning = "woe"`.
     #[serde(default)]
     pub binning_options: BinningOptions,
+    /// Early stopping of Newton jobs: the job ends after the first training round whose
+    /// step (the largest absolute change of a coefficient, on the standardised scale) is
+    /// below this; the remaining rounds are not run. 0 turns it off; FedAvg and FedProx
+    /// always run every round.
+    #[serde(default = "default_tolerance")]
+    pub tolerance: f64,
 }
 
 /// A field of a job that cannot be run, and why.
@@ -155,6 +166,7 @@ impl JobSpec {
             wait_for_participants_ms: DEFAULT_WAIT_FOR_PARTICIPANTS_MS,
             binning: Binning::None,
             binning_options: BinningOptions::default(),
+            tolerance: DEFAULT_TOLERANCE,
         }
     }
 
@@ -244,6 +256,15 @@ impl JobSpec {
         if self.max_attempts == 0 {
             return Err(bad("max_attempts", "at least 1"));
         }
+        if !self.tolerance.is_finite() || self.tolerance < 0.0 {
+            return Err(bad(
+                "tolerance",
+                format!(
+                    "{} (expected 0, which turns early stopping off, or more)",
+                    self.tolerance
+                ),
+            ));
+        }
         self.binning_options.validate().map_err(|e| {
             let (field, reason) = e.split_once(": ").unwrap_or(("", e.as_str()));
             bad(&format!("binning_options.{field}"), reason)
@@ -326,6 +347,7 @@ mod tests {
                 iv_floor: 0.01,
                 encoding: fedrisk_models::Encoding::Woe,
             },
+            tolerance: 1e-4,
         }
     }
 
@@ -362,6 +384,8 @@ mod tests {
         );
         assert_eq!(bad(|s| s.stage_deadline_ms = 5), "stage_deadline_ms");
         assert_eq!(bad(|s| s.max_attempts = 0), "max_attempts");
+        assert_eq!(bad(|s| s.tolerance = -1e-6), "tolerance");
+        assert_eq!(bad(|s| s.tolerance = f64::NAN), "tolerance");
         assert_eq!(
             bad(|s| s.binning_options.max_bins = 1),
             "binning_options.max_bins"

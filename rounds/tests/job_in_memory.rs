@@ -11,7 +11,7 @@ use fedrisk_models::synth::{SynthConfig, generate};
 use fedrisk_models::{Dataset, LabelMode, Schema, load_csv};
 use fedrisk_rounds::{
     Failure, JobPlan, JobSpec, LocalData, PlanIds, Progress, RoundError, SessionRequest,
-    SessionSum, Task, decode_output, encode_input, session_binding, session_params,
+    SessionSum, Task, decode_output, encode_input, session_binding, session_params, step_size,
 };
 use fedrisk_secagg::{
     CoordinatorSession, Message, ParticipantPolicy, ParticipantSession, Roster, SessionConfig, Step,
@@ -216,7 +216,9 @@ fn spec(schema: &Schema, rounds: u32) -> JobSpec {
 #[test]
 fn a_whole_newton_job_runs_in_memory_and_reaches_the_pooled_fit() {
     let (schema, sets) = federation(4);
-    let spec = spec(&schema, 8);
+    let mut spec = spec(&schema, 8);
+    // Every round runs when early stopping is off.
+    spec.tolerance = 0.0;
     let mut plan = new_plan(&spec, 1);
     let mut agents = agents(&sets);
     let mut rng = ChaCha20Rng::seed_from_u64(5);
@@ -270,6 +272,109 @@ fn a_whole_newton_job_runs_in_memory_and_reaches_the_pooled_fit() {
     let eval = last.eval.as_ref().expect("evaluation");
     assert_eq!(eval.rows as usize, total);
     assert!(eval.auc > 0.6 && eval.auc < 1.0, "AUC {}", eval.auc);
+}
+
+#[test]
+fn a_newton_job_stops_when_its_decrement_is_below_the_tolerance_and_a_restart_runs_nothing_more() {
+    let (schema, sets) = federation(3);
+    let spec = spec(&schema, 40);
+    assert_eq!(spec.tolerance, 1e-6, "the documented default");
+    let mut plan = new_plan(&spec, 3);
+    let mut agents = agents(&sets);
+    let mut rng = ChaCha20Rng::seed_from_u64(11);
+    let mut outcomes = Vec::new();
+    while let Some(req) = plan.next_session() {
+        let sum = run_session(&spec, 3, &req, &mut agents, &[], &mut rng).expect("session");
+        if let Progress::RoundCompleted(o) = plan.on_output(sum).expect("plan") {
+            outcomes.push(o);
+        }
+    }
+    assert!(plan.is_done());
+    let last = outcomes.last().expect("rounds");
+    let decrements: Vec<f64> = outcomes[1..]
+        .iter()
+        .map(|o| o.decrement.expect("a Newton round's decrement"))
+        .collect();
+    let converged = plan
+        .converged()
+        .unwrap_or_else(|| panic!("not converged: {decrements:?}"));
+    assert!(
+        last.round < 40,
+        "Newton converges long before 40 rounds; ran {}",
+        last.round
+    );
+    assert_eq!(converged.round, last.round);
+    assert_eq!(last.checkpoint.converged, Some(converged));
+    // Only the last round's decrement is below the tolerance, and decrements fall.
+    assert_eq!(converged.decrement, *decrements.last().expect("decrements"));
+    assert!(converged.decrement < 1e-6, "{decrements:?}");
+    assert!(
+        decrements[..decrements.len() - 1]
+            .iter()
+            .all(|d| *d >= 1e-6),
+        "{decrements:?}"
+    );
+    assert!(decrements.windows(2).all(|w| w[1] < w[0]), "{decrements:?}");
+    // The reported step is the largest change of a coefficient.
+    for w in outcomes[1..].windows(2) {
+        let measured = step_size(&w[0].checkpoint.theta, &w[1].checkpoint.theta);
+        assert_eq!(w[1].step, Some(measured));
+    }
+    assert_eq!(
+        outcomes[0].step, None,
+        "the statistics round has no coefficients"
+    );
+    // The stopped model is the pooled fit's, as far as the fixed point allows.
+    let pre = &last.checkpoint.preprocessor;
+    let mut x = Vec::new();
+    let mut y = Vec::new();
+    for d in &sets {
+        x.extend(pre.transform_ref(d).iter().copied());
+        y.extend(d.labels_f64().expect("labels"));
+    }
+    let x = ndarray::Array2::from_shape_vec((y.len(), pre.width()), x).expect("shape");
+    let pooled = fit_newton(
+        x.view(),
+        &y,
+        &NewtonOptions {
+            penalty: Penalty::sklearn(1.0),
+            max_iter: 50,
+            tol: 1e-10,
+        },
+    )
+    .expect("pooled fit");
+    let worst = step_size(&last.checkpoint.theta, &pooled.theta);
+    assert!(
+        worst < 1e-3,
+        "stopped and pooled parameters differ by {worst}"
+    );
+    // A coordinator restarted from the converged checkpoint runs no further session.
+    let mut resumed = JobPlan::resume(
+        spec.clone(),
+        PlanIds {
+            federation_id: FEDERATION.into(),
+            job_id: 3,
+        },
+        Some((last.checkpoint.clone(), last.round)),
+        None,
+    );
+    assert!(resumed.next_session().is_none());
+    assert!(resumed.is_done());
+    // FedAvg has no Newton decrement: such a job runs every round.
+    let mut avg = spec.clone();
+    avg.settings.algorithm = fedrisk_rounds::Algorithm::FedAvg;
+    avg.rounds = 2;
+    avg.tolerance = 1.0;
+    let mut plan = new_plan(&avg, 4);
+    let mut rounds = 0;
+    while let Some(req) = plan.next_session() {
+        let sum = run_session(&avg, 4, &req, &mut agents, &[], &mut rng).expect("session");
+        if let Progress::RoundCompleted(_) = plan.on_output(sum).expect("plan") {
+            rounds += 1;
+        }
+    }
+    assert_eq!(rounds, 3, "statistics and both training rounds");
+    assert_eq!(plan.converged(), None);
 }
 
 #[test]

@@ -119,6 +119,8 @@ fn chaos_agents_killed_at_random_stages_rejoin_and_every_round_completes() {
         min_participants: 4,
         expected_participants: Some(AGENTS as u32),
         stage_deadline_ms: 6_000,
+        // Every round must run (no early stop at convergence).
+        job_extra: "tolerance = 0.0",
         ..JobOpts::default()
     });
     let coord = fed.serve();
@@ -247,6 +249,7 @@ fn chaos_coordinator_killed_again_and_again_finishes_the_job_intact() {
         name: "chaos-coordinator",
         rounds: ROUNDS,
         min_participants: 3,
+        job_extra: "tolerance = 0.0",
         ..JobOpts::default()
     });
     let mut coord = fed.serve();

@@ -15,6 +15,7 @@ mod exports;
 mod harness;
 mod malicious;
 mod operator;
+mod ops;
 mod privacy;
 mod report;
 mod restart;

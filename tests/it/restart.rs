@@ -22,6 +22,8 @@ fn coordinator_killed_and_restarted_resumes() {
         name: "resume-test",
         rounds: ROUNDS,
         min_participants: 3,
+        // Every round runs (no early stopping): the resume is checked over all of them.
+        job_extra: "tolerance = 0.0",
         ..JobOpts::default()
     });
     let mut coord = fed.serve();

@@ -476,16 +476,9 @@ impl FeatureBinning {
     /// The bin a numeric value (NaN for missing, a tagged NaN for a special code) falls in.
     pub fn numeric_bin(&self, v: f64) -> usize {
         match &self.rule {
+            // The bins sit as the grid's slots do: regular, missing, then the special codes.
             BinRule::Numeric { cuts, specials, .. } => {
-                let regular = cuts.len() + 1;
-                if v.is_nan() {
-                    match special_index(v) {
-                        Some(k) if k < specials.len() => regular + 1 + k,
-                        _ => regular,
-                    }
-                } else {
-                    cuts.partition_point(|c| *c <= v)
-                }
+                numeric_slot(v, cuts, specials.len(), cuts.len() + 1)
             }
             BinRule::Categorical { other_bin, .. } => *other_bin,
         }
@@ -945,7 +938,11 @@ impl WoeBinning {
     pub fn transform(&self, data: &Dataset) -> Array2<f64> {
         let design = self.design();
         let rows = data.rows();
-        let mut x = Array2::zeros((rows, self.width()));
+        let width = match self.options.encoding {
+            Encoding::Woe => design.len(),
+            Encoding::Indicators => design.iter().map(|(_, own)| own.len()).sum(),
+        };
+        let mut x = Array2::zeros((rows, width));
         let mut at = 0;
         for (f, own) in design {
             match self.options.encoding {
@@ -956,10 +953,14 @@ impl WoeBinning {
                     at += 1;
                 }
                 Encoding::Indicators => {
+                    // Each bin's column, looked up once rather than searched row by row.
+                    let mut column = vec![None; f.bins.len()];
+                    for (k, &b) in own.iter().enumerate() {
+                        column[b] = Some(at + k);
+                    }
                     for r in 0..rows {
-                        let b = f.bin_of_row(data, r);
-                        if let Some(k) = own.iter().position(|&o| o == b) {
-                            x[[r, at + k]] = 1.0;
+                        if let Some(Some(c)) = column.get(f.bin_of_row(data, r)) {
+                            x[[r, *c]] = 1.0;
                         }
                     }
                     at += own.len();

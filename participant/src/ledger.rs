@@ -179,10 +179,7 @@ impl Ledger {
             path: path.to_owned(),
             source,
         };
-        let mut signed = HashMap::new();
-        let mut answered = HashMap::new();
-        let mut frozen = HashMap::new();
-        let mut crl = HashMap::new();
+        let mut ledger = Self::in_memory();
         match std::fs::read_to_string(path) {
             Ok(text) => {
                 for (i, line) in text.lines().enumerate() {
@@ -195,18 +192,7 @@ impl Ledger {
                             line: i + 1,
                             reason: e.to_string(),
                         })?;
-                    if e.kind == PREPROCESSING {
-                        frozen.insert((e.federation, e.job), e.input);
-                    } else if e.kind == CRL {
-                        let n: u64 = e.input.parse().unwrap_or(0);
-                        let seen = crl.entry(e.federation).or_insert(0);
-                        *seen = (*seen).max(n);
-                    } else {
-                        if !e.input.starts_with(CONSTANTS) {
-                            answered.insert(query_of(&e), e.input.clone());
-                        }
-                        signed.insert((e.federation, e.input), e.survivors);
-                    }
+                    ledger.remember(e);
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -223,13 +209,32 @@ impl Ledger {
         file.try_lock().map_err(|_| LedgerError::InUse {
             path: path.to_owned(),
         })?;
-        Ok(Self {
-            file: Some((file, path.to_owned())),
-            signed,
-            answered,
-            frozen,
-            crl,
-        })
+        ledger.file = Some((file, path.to_owned()));
+        Ok(ledger)
+    }
+
+    /// Takes a recorded entry into the in-memory view: the one place that knows which map
+    /// each kind of entry belongs to, for entries read back and entries just written.
+    fn remember(&mut self, e: Entry) {
+        if e.kind == PREPROCESSING {
+            self.frozen.insert((e.federation, e.job), e.input);
+        } else if e.kind == CRL {
+            let n: u64 = e.input.parse().unwrap_or(0);
+            let seen = self.crl.entry(e.federation).or_insert(0);
+            *seen = (*seen).max(n);
+        } else {
+            if !e.input.starts_with(CONSTANTS) {
+                self.answered.insert(query_of(&e), e.input.clone());
+            }
+            self.signed.insert((e.federation, e.input), e.survivors);
+        }
+    }
+
+    /// Writes `entry` durably, then takes it into the in-memory view.
+    fn record(&mut self, entry: Entry) -> Result<(), LedgerError> {
+        self.append(&entry)?;
+        self.remember(entry);
+        Ok(())
     }
 
     /// A ledger that lives as long as the process (in-process simulations).
@@ -298,11 +303,7 @@ impl Ledger {
             if self.signed.contains_key(&key) {
                 continue;
             }
-            self.append(entry)?;
-            self.signed.insert(key, entry.survivors.clone());
-            if !entry.input.starts_with(CONSTANTS) {
-                self.answered.insert(query_of(entry), entry.input.clone());
-            }
+            self.record(entry.clone())?;
         }
         Ok(())
     }
@@ -330,7 +331,7 @@ impl Ledger {
             }
             None => {}
         }
-        self.append(&Entry {
+        self.record(Entry {
             federation: federation.to_string(),
             job,
             round,
@@ -338,9 +339,7 @@ impl Ledger {
             input: pre.to_string(),
             survivors: Vec::new(),
             once_per_job: false,
-        })?;
-        self.frozen.insert(key, pre.to_string());
-        Ok(())
+        })
     }
 
     /// Allows a session whose peers were checked against revocation list `number` unless
@@ -353,7 +352,7 @@ impl Ledger {
             return Err(LedgerError::OldRevocationList { seen, now });
         }
         if now > seen {
-            self.append(&Entry {
+            self.record(Entry {
                 federation: federation.to_string(),
                 job: 0,
                 round: 0,
@@ -362,7 +361,6 @@ impl Ledger {
                 survivors: Vec::new(),
                 once_per_job: false,
             })?;
-            self.crl.insert(federation.to_string(), now);
         }
         Ok(())
     }

@@ -52,11 +52,11 @@ pub fn aggregate_hash(sum: &SessionSum) -> String {
 /// Appends signed records to the store's chain; as an [`EventSink`], one per event.
 pub struct AuditLog {
     store: Arc<Store>,
-    signer: Signer,
+    signer: Arc<Signer>,
 }
 
 impl AuditLog {
-    pub fn new(store: Arc<Store>, signer: Signer) -> Self {
+    pub fn new(store: Arc<Store>, signer: Arc<Signer>) -> Self {
         Self { store, signer }
     }
 
@@ -160,7 +160,10 @@ mod tests {
         fedrisk_identity::pki::init(&dir.path().join("pki"), "fed").unwrap();
         let pki = fedrisk_identity::pki::PkiDir::new(&dir.path().join("pki"));
         let store = Arc::new(Store::open(&dir.path().join("c.db")).unwrap());
-        let log = AuditLog::new(store.clone(), Signer::load(&pki.server_key()).unwrap());
+        let log = AuditLog::new(
+            store.clone(),
+            Arc::new(Signer::load(&pki.server_key()).unwrap()),
+        );
         let verifier = Verifier::from_cert_file(&pki.server_cert()).unwrap();
         (dir, store, log, verifier)
     }

@@ -309,10 +309,7 @@ impl Engine {
         mut m: fedrisk_models::ModelFile,
         spec: &JobSpec,
     ) -> Result<fedrisk_models::ModelFile, String> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-            .unwrap_or(0);
+        let now = crate::now_ms();
         let settings = serde_json::to_value(&spec.settings).map_err(|e| e.to_string())?;
         m.stamp(now, Some(settings));
         if let Some(signer) = &self.signer {

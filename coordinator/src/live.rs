@@ -7,7 +7,9 @@
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
+
+use crate::now_ms;
 
 use fedrisk_secagg::Stage;
 
@@ -85,12 +87,6 @@ struct State {
 #[derive(Default)]
 pub struct Live {
     state: Mutex<State>,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 impl Live {

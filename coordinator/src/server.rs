@@ -133,11 +133,9 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServeError> {
     let hub = Hub::new();
     let live = Arc::new(Live::default());
     let metrics = Arc::new(Metrics::new());
-    let audit: Arc<dyn EventSink> = Arc::new(AuditLog::new(
-        store.clone(),
-        Signer::load(&pki.server_key())?,
-    ));
+    // One key signs the audit records and the model files.
     let model_signer = Arc::new(Signer::load(&pki.server_key())?);
+    let audit: Arc<dyn EventSink> = Arc::new(AuditLog::new(store.clone(), model_signer.clone()));
     let mut sinks: Vec<Arc<dyn EventSink>> =
         vec![Arc::new(LogSink), audit, live.clone(), metrics.clone()];
     sinks.extend(opts.events.clone());

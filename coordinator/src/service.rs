@@ -1,9 +1,9 @@
 //! The gRPC services: decode, authenticate by certificate, call the hub or the scheduler,
 //! encode. No protocol or model logic lives here.
 
+use crate::now_ms;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use fedrisk_proto::v1::{self, JobState as WireJobState};
 use fedrisk_proto::{MAX_MESSAGE_BYTES, PROTOCOL_VERSION};
@@ -18,12 +18,6 @@ use fedrisk_rounds::JobSpec;
 use crate::hub::{Hub, Peer, Refusal, RefusalKind};
 use crate::scheduler::{Scheduler, SubmitError};
 use crate::store::{JobRecord, JobState, ParticipantState, Store};
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
 
 fn internal(e: impl std::fmt::Display) -> Status {
     Status::internal(e.to_string())
@@ -310,11 +304,17 @@ pub fn job_status(
             activity = hub.activity();
         }
     }
-    // A converged job's checkpoint says where it stopped (durable across restarts).
+    // A converged job's checkpoint says where it stopped (durable across restarts). Only
+    // that field is read: ListJobs asks for every job, and `status --watch` every second.
+    #[derive(serde::Deserialize)]
+    struct Converged {
+        #[serde(default)]
+        converged: Option<fedrisk_rounds::Convergence>,
+    }
     let converged_round = store
         .checkpoint(job.id, "state")
         .map_err(internal)?
-        .and_then(|blob| serde_json::from_slice::<fedrisk_rounds::Checkpoint>(&blob).ok())
+        .and_then(|blob| serde_json::from_slice::<Converged>(&blob).ok())
         .and_then(|cp| cp.converged)
         .map_or(0, |c| c.round);
     Ok(v1::JobStatus {

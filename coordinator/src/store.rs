@@ -943,18 +943,6 @@ impl Store {
         }))
     }
 
-    /// The newest audit record (the chain's head): `(seq, hash)`.
-    pub fn audit_head(&self) -> Result<Option<(u64, String)>, StoreError> {
-        self.lock()
-            .query_row(
-                "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
-                [],
-                |r| Ok((r.get::<_, i64>(0)?.max(0) as u64, r.get(1)?)),
-            )
-            .optional()
-            .map_err(|e| self.sql(e))
-    }
-
     /// Every audit record, in order.
     pub fn audit_rows(&self) -> Result<Vec<AuditRow>, StoreError> {
         let conn = self.lock();

@@ -12,6 +12,7 @@
 //! read as numbers; `text`, `varchar`, `char` and `name` as text; NULL as a missing value;
 //! any other type (boolean, date, timestamp, ...) is refused naming the column.
 
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::time::Duration;
@@ -339,10 +340,11 @@ pub(crate) fn numeric(raw: &[u8]) -> Result<f64, Box<dyn std::error::Error + Syn
         if d > 9999 {
             return Err(format!("numeric digit {d} out of range").into());
         }
-        text += &format!("{d:04}");
+        // Writing into a String cannot fail.
+        let _ = write!(text, "{d:04}");
     }
     let exponent = 4 * (weight - ndigits as i64 + 1);
-    text += &format!("e{exponent}");
+    let _ = write!(text, "e{exponent}");
     Ok(text.parse()?)
 }
 

@@ -455,11 +455,9 @@ impl JobPlan {
                 return Err(fail(self.attempts));
             };
             let cp = self.next_checkpoint(prev, theta.clone());
-            let model = self.model_file(&cp).map_err(|e| PlanError {
-                round: self.round,
-                attempts: self.attempts,
-                reason: e.to_string(),
-            })?;
+            let model = self
+                .model_file(&cp)
+                .map_err(|e| self.internal(&e.to_string()))?;
             self.checkpoint = Some(cp.clone());
             let survivors = self.update_survivors;
             return Ok(AfterFailure::Skipped(Box::new(self.complete(
@@ -521,26 +519,13 @@ impl JobPlan {
                 let woe =
                     fedrisk_models::WoeBinning::fit(&grid, &counts, &self.spec.binning_options)
                         .map_err(|e| self.internal(&format!("binning: {e}")))?;
-                let preprocessor = Preprocessor::fit(
-                    &self.spec.schema,
-                    &stats,
-                    PreprocessOptions {
-                        missing_indicators: self.spec.settings.missing_indicators,
-                    },
-                )
-                .with_woe(woe);
+                let preprocessor = self.fit_preprocessor(&stats).with_woe(woe);
                 Ok(Progress::RoundCompleted(Box::new(
                     self.complete_statistics(stats, preprocessor, constants_survivors),
                 )))
             }
             (Phase::Statistics { .. }, Absorbed::Stats(stats)) => {
-                let preprocessor = Preprocessor::fit(
-                    &self.spec.schema,
-                    &stats,
-                    PreprocessOptions {
-                        missing_indicators: self.spec.settings.missing_indicators,
-                    },
-                );
+                let preprocessor = self.fit_preprocessor(&stats);
                 Ok(Progress::RoundCompleted(Box::new(
                     self.complete_statistics(stats, preprocessor, sum.survivors.clone()),
                 )))
@@ -558,11 +543,7 @@ impl JobPlan {
                 let cp = self.next_checkpoint(prev, theta);
                 let model = self
                     .model_file(&cp)
-                    .map_err(|e| PlanError {
-                        round: self.round,
-                        attempts: self.attempts,
-                        reason: e.to_string(),
-                    })?
+                    .map_err(|e| self.internal(&e.to_string()))?
                     .with_evaluation(ModelEvaluation::of(&eval, self.round));
                 self.checkpoint = Some(cp.clone());
                 let survivors = self.update_survivors;
@@ -640,6 +621,17 @@ impl JobPlan {
     /// Whether the job stopped early, and where.
     pub fn converged(&self) -> Option<Convergence> {
         self.checkpoint.as_ref().and_then(|c| c.converged)
+    }
+
+    /// The job's preprocessing from the federation's statistics.
+    fn fit_preprocessor(&self, stats: &FeatureStats) -> Preprocessor {
+        Preprocessor::fit(
+            &self.spec.schema,
+            stats,
+            PreprocessOptions {
+                missing_indicators: self.spec.settings.missing_indicators,
+            },
+        )
     }
 
     fn internal(&self, what: &str) -> PlanError {

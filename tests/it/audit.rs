@@ -8,24 +8,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::harness::{Fed, JobOpts, Proc, coordinator_bin, participant_bin, tail};
-
-fn audit(fed: &Fed, args: &[&str]) -> std::process::Output {
-    Command::new(coordinator_bin())
-        .arg("audit")
-        .args(args)
-        .current_dir(&fed.root)
-        .output()
-        .expect("running audit")
-}
-
-fn text(out: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
+use crate::harness::{Fed, JobOpts, Proc, coordinator_bin, participant_bin, tail, text};
 
 #[test]
 fn a_real_jobs_audit_chain_verifies_and_a_flipped_byte_names_its_record() {
@@ -105,10 +88,7 @@ fn a_real_jobs_audit_chain_verifies_and_a_flipped_byte_names_its_record() {
     // The roster watch runs every half second: wait until its record is in.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let lines = loop {
-        let out = audit(
-            &fed,
-            &["export", "--database", "coord.db", "--out", export_s],
-        );
+        let out = fed.audit(&["export", "--database", "coord.db", "--out", export_s]);
         assert!(out.status.success(), "{}", text(&out));
         let body = std::fs::read_to_string(&export).expect("audit.jsonl");
         if body.matches("\"kind\":\"roster_changed\"").count() >= 2 {
@@ -122,7 +102,7 @@ fn a_real_jobs_audit_chain_verifies_and_a_flipped_byte_names_its_record() {
         std::thread::sleep(Duration::from_millis(300));
     };
 
-    let out = audit(&fed, &["verify", "--database", "coord.db"]);
+    let out = fed.audit(&["verify", "--database", "coord.db"]);
     assert!(out.status.success(), "{}", text(&out));
     let said = text(&out);
     assert!(said.contains("audit chain OK"), "{said}");
@@ -193,10 +173,7 @@ fn a_real_jobs_audit_chain_verifies_and_a_flipped_byte_names_its_record() {
     changed[target] = String::from_utf8(bytes).expect("utf-8");
     let tampered = fed.path("audit-tampered.jsonl");
     std::fs::write(&tampered, changed.join("\n") + "\n").expect("write");
-    let out = audit(
-        &fed,
-        &["verify", "--file", tampered.to_str().expect("utf-8 path")],
-    );
+    let out = fed.audit(&["verify", "--file", tampered.to_str().expect("utf-8 path")]);
     assert!(!out.status.success(), "{}", text(&out));
     let said = text(&out);
     let seq = records[target]["seq"].as_u64().expect("seq");
@@ -206,7 +183,7 @@ fn a_real_jobs_audit_chain_verifies_and_a_flipped_byte_names_its_record() {
     );
     println!("{said}");
     // The untouched export verifies.
-    let out = audit(&fed, &["verify", "--file", export_s]);
+    let out = fed.audit(&["verify", "--file", export_s]);
     assert!(out.status.success(), "{}", text(&out));
 }
 

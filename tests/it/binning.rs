@@ -8,31 +8,19 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::harness::{coordinator_bin, participant_bin, run_ok, run_simulate};
+use crate::harness::{Lcg, coordinator_bin, participant_bin, run_ok, run_simulate};
 
 /// A small deterministic generator (no data from anywhere else).
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self) -> f64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        (self.0 >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 fn write_rows(path: &Path, rows: usize, rng: &mut Lcg) {
     let regions = ["north", "south", "east", "west", "islands"];
     let mut text = String::from("balance,region,months_late,flat,status\n");
     for i in 0..rows {
-        let region = regions[(rng.next() * regions.len() as f64) as usize % regions.len()];
-        let balance = (rng.next() * 20_000.0).round();
-        let late = (rng.next() * rng.next() * 6.0).floor();
+        let region = regions[(rng.unit() * regions.len() as f64) as usize % regions.len()];
+        let balance = (rng.unit() * 20_000.0).round();
+        let late = (rng.unit() * rng.unit() * 6.0).floor();
         let z =
             -2.0 + balance / 10_000.0 + 0.6 * late + if region == "islands" { 0.8 } else { 0.0 };
-        let bad = rng.next() < 1.0 / (1.0 + (-z).exp());
+        let bad = rng.unit() < 1.0 / (1.0 + (-z).exp());
         // Ragged missing values: some rows lack the balance, others the region.
         let balance = if i % 17 == 3 {
             String::new()

@@ -4,28 +4,11 @@
 //! picks another schedule (RELIABILITY.md says how many were run).
 
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use fedrisk_models::ModelFile;
 
-use crate::harness::{Fed, JobOpts, Proc, coordinator_bin, secs, survivors, tail};
-
-/// A small deterministic generator (the schedule must replay from its seed).
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        self.0 >> 33
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+use crate::harness::{Fed, JobOpts, Lcg, Proc, secs, survivors, tail};
 
 fn seed() -> u64 {
     std::env::var("FEDRISK_CHAOS_SEED")
@@ -85,21 +68,6 @@ fn plan(rng: &mut Lcg, agents: usize, last: u32) -> Vec<Death> {
         }
     }
     deaths
-}
-
-fn audit_verifies(fed: &Fed) -> String {
-    let out = Command::new(coordinator_bin())
-        .args(["audit", "verify", "--database", "coord.db"])
-        .current_dir(&fed.root)
-        .output()
-        .expect("running audit verify");
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "audit verify failed: {said}");
-    said
 }
 
 #[test]
@@ -228,7 +196,7 @@ fn chaos_agents_killed_at_random_stages_rejoin_and_every_round_completes() {
         let m = ModelFile::load(&fed.export(1, *round)).expect("exported model verifies");
         assert_eq!(&m.content_hash, hash);
     }
-    let said = audit_verifies(&fed);
+    let said = fed.audit_verifies();
     println!(
         "seed {seed}: {} deaths {deaths:?}; survivors by round {by_round:?}; job completed at {:.1} s; {}",
         deaths.len(),
@@ -313,7 +281,7 @@ fn chaos_coordinator_killed_again_and_again_finishes_the_job_intact() {
         assert!(s.success(), "{}: {s}\n{}", a.name, tail(&a.stderr(), 20));
         assert!(a.stdout().contains("job 1 completed"), "{}", a.stdout());
     }
-    let said = audit_verifies(&fed);
+    let said = fed.audit_verifies();
     println!(
         "seed {seed}: coordinator killed {} times at {kills:?} s; {} versions kept across kills; job completed at {:.1} s; {}",
         kills.len(),

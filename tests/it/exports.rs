@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::harness::{Fed, JobOpts, Proc, participant_bin, run_ok, shared_data};
+use crate::harness::{Fed, JobOpts, Proc, participant_bin, run_ok, shared_data, text};
 
 const TOLERANCE: &str = "1e-6";
 
@@ -78,11 +78,7 @@ fn check(dir: &Path, model: &Path, data: &Path, exported: Option<(&Path, &Path)>
         .arg(TOLERANCE)
         .output()
         .expect("running check_exports.py");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = text(&out);
     println!("{}:\n{text}", data.display());
     assert!(
         out.status.success(),

@@ -79,6 +79,37 @@ pub fn run_ok(cmd: &mut Command) -> Output {
     out
 }
 
+/// A finished command's stdout then stderr, as text.
+pub fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A small deterministic generator: test data and schedules replay from their seed.
+pub struct Lcg(pub u64);
+
+impl Lcg {
+    /// The next state.
+    pub fn step(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        self.0
+    }
+    /// Uniform in [0, 1).
+    pub fn unit(&mut self) -> f64 {
+        (self.step() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    /// Uniform in 0..n.
+    pub fn below(&mut self, n: u64) -> u64 {
+        (self.step() >> 33) % n
+    }
+}
+
 /// Last `n` lines of a text.
 pub fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
@@ -531,6 +562,25 @@ impl Fed {
             .current_dir(&self.root)
             .output()
             .expect("running the operator CLI")
+    }
+
+    /// `fedrisk-coordinator audit ARGS` in the federation's folder.
+    pub fn audit(&self, args: &[&str]) -> Output {
+        Command::new(coordinator_bin())
+            .arg("audit")
+            .args(args)
+            .current_dir(&self.root)
+            .output()
+            .expect("running audit")
+    }
+
+    /// `audit verify` on the coordinator's database; panics with its output unless it
+    /// passes, and returns what it said.
+    pub fn audit_verifies(&self) -> String {
+        let out = self.audit(&["verify", "--database", "coord.db"]);
+        let said = text(&out);
+        assert!(out.status.success(), "audit verify failed: {said}");
+        said
     }
 
     pub fn job_ok(&self, sub: &str, args: &[&str]) -> String {

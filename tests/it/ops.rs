@@ -322,18 +322,7 @@ fn metrics_and_status_watch_follow_a_newton_job_that_stops_when_converged() {
         records.iter().all(|r| r["kind"] != "stage_closed"),
         "stage progress is not audit evidence"
     );
-    let verify = Command::new(coordinator_bin())
-        .args(["audit", "verify", "--database"])
-        .arg(fed.path("coord.db"))
-        .current_dir(&fed.root)
-        .output()
-        .expect("audit verify");
-    assert!(
-        verify.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&verify.stdout),
-        String::from_utf8_lossy(&verify.stderr)
-    );
+    fed.audit_verifies();
     for a in &mut agents {
         let s = a.wait_exit(Duration::from_secs(30));
         assert!(s.success(), "{}: {s}\n{}", a.name, tail(&a.stderr(), 20));

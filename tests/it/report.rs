@@ -6,20 +6,12 @@
 //! (`#[ignore]`: `.ci/run` installs Chromium and runs it; it fails when Chromium is missing).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::harness::{Fed, JobOpts, Proc, coordinator_bin, participant_bin, run_ok};
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
+use crate::harness::{Fed, JobOpts, Proc, coordinator_bin, participant_bin, run_ok, text};
 
 /// A completed three-round job of three institutions; returns the federation, its running
 /// coordinator, the job's status JSON and the exported model file.

@@ -307,6 +307,9 @@ async fn connect_and_serve(
                     Ok(msg) => {
                         let is_masked = matches!(msg, Message::MaskedInput(_));
                         let up = upload(a, msg);
+                        if let Some(d) = faults::stage_delay() {
+                            tokio::time::sleep(d).await;
+                        }
                         if is_masked {
                             inject_before_masked(&mut client, a, fault, last_masked.as_ref()).await;
                             *last_masked = Some(up.clone());

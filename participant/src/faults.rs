@@ -7,7 +7,8 @@
 //! `hang-before-unmask` (the agent stops answering, so a test can kill it at that point),
 //! `wrong-length` (a truncated masked input before the real one) or `replay` (its previous
 //! round's masked input before the real one). `FEDRISK_TEST_DELAY_MS` slows every
-//! contribution, so a test can stop the coordinator in the middle of a job.
+//! contribution, so a test can stop the coordinator in the middle of a job; `FEDRISK_TEST_STAGE_DELAY_MS`
+//! slows every later secure-aggregation reply.
 
 use std::time::Duration;
 
@@ -52,9 +53,19 @@ pub fn from_env() -> Option<Fault> {
 }
 
 /// The delay before each contribution, if any.
-#[cfg(feature = "test-faults")]
 pub fn delay() -> Option<Duration> {
-    std::env::var("FEDRISK_TEST_DELAY_MS")
+    env_delay("FEDRISK_TEST_DELAY_MS")
+}
+
+/// The delay before each later secure-aggregation reply (`FEDRISK_TEST_STAGE_DELAY_MS`), so
+/// a test can watch a session with one stage closed and the next one open.
+pub fn stage_delay() -> Option<Duration> {
+    env_delay("FEDRISK_TEST_STAGE_DELAY_MS")
+}
+
+#[cfg(feature = "test-faults")]
+fn env_delay(var: &str) -> Option<Duration> {
+    std::env::var(var)
         .ok()?
         .parse()
         .ok()
@@ -63,7 +74,7 @@ pub fn delay() -> Option<Duration> {
 
 /// Without the feature there is no delay.
 #[cfg(not(feature = "test-faults"))]
-pub fn delay() -> Option<Duration> {
+fn env_delay(_var: &str) -> Option<Duration> {
     None
 }
 

@@ -99,14 +99,20 @@ fn metrics_and_status_watch_follow_a_newton_job_that_stops_when_converged() {
         ),
         &fed.path("logs"),
     );
-    // Agents at different speeds, so a stage is seen part-way.
+    // Agents at different speeds, so a stage is seen part-way; the slowest also answers
+    // every later stage late, so a closed stage is seen while the next one is open (without
+    // it the later stages take milliseconds, and a loaded machine's snapshots miss them).
     let mut agents: Vec<Proc> = fed
         .institutions
         .iter()
         .enumerate()
         .map(|(i, n)| {
             let delay = (i * 400).to_string();
-            fed.participant(n, &[("FEDRISK_TEST_DELAY_MS", delay.as_str())], &[])
+            let mut env = vec![("FEDRISK_TEST_DELAY_MS", delay.as_str())];
+            if i + 1 == fed.institutions.len() {
+                env.push(("FEDRISK_TEST_STAGE_DELAY_MS", "300"));
+            }
+            fed.participant(n, &env, &[])
         })
         .collect();
     // While the job runs, the participants are online.

@@ -11,8 +11,10 @@ use crate::error::{Result, SecAggError};
 ///
 /// Version 2: only the shares of non-derived recipients are sent
 /// ([`crate::ShareKeys`]), and [`crate::ShareBundle`] lists the senders whose
-/// shares the recipient derives itself. Version 1 messages are rejected.
-pub const WIRE_VERSION: u8 = 2;
+/// shares the recipient derives itself. Version 3: a [`crate::MaskedInput`] carries the
+/// sender's signed commitment to its input and the blinding's limbs
+/// ([`crate::commit`]). Earlier versions are rejected.
+pub const WIRE_VERSION: u8 = 3;
 
 #[derive(Default)]
 pub(crate) struct Writer {

@@ -184,6 +184,12 @@ impl SessionParams {
         self.vector_len as usize + 1
     }
 
+    /// Words of a masked vector: the input's `d + 1`, then the commitment's blinding
+    /// ([`crate::commit::RHO_LIMBS`]).
+    pub fn masked_words(&self) -> usize {
+        self.words() + crate::commit::RHO_LIMBS
+    }
+
     /// Shamir threshold inside a share group (`t` for the complete graph).
     pub fn share_threshold(&self) -> u32 {
         match self.graph {

@@ -54,6 +54,11 @@ impl Outgoing {
 pub struct Output {
     /// `sum_{u in U3} x_u` mod 2^64 (`d + 1` words; slot 0 is the total weight).
     pub sum: Vec<u64>,
+    /// `sum_{u in U3} rho_u`, limb by limb: with `sum`, the opening of the sum of
+    /// `commitments` ([`crate::commit::verify_sum`]).
+    pub blinding_sum: Vec<u64>,
+    /// U3's signed commitments, by id: what lets an agent check `sum` later.
+    pub commitments: Vec<crate::commit::SignedCommitment>,
     /// U3: whose inputs the sum contains.
     pub survivors: Vec<u32>,
     /// Total weight (`sum[0]`).
@@ -91,6 +96,7 @@ pub struct CoordinatorSession {
     share_keys: BTreeMap<u32, ShareKeys>,
     u2: Vec<u32>,
     masked: BTreeMap<u32, Vec<u64>>,
+    commitments: BTreeMap<u32, crate::commit::SignedCommitment>,
     u3: Vec<u32>,
     signatures: BTreeMap<u32, [u8; 64]>,
     u4: Vec<u32>,
@@ -135,6 +141,7 @@ impl CoordinatorSession {
             share_keys: BTreeMap::new(),
             u2: Vec::new(),
             masked: BTreeMap::new(),
+            commitments: BTreeMap::new(),
             u3: Vec::new(),
             signatures: BTreeMap::new(),
             u4: Vec::new(),
@@ -288,11 +295,27 @@ impl CoordinatorSession {
         if self.masked.contains_key(&from) {
             return Err(SecAggError::Duplicate(from));
         }
-        if msg.vector.len() != self.config.params.words() {
+        if msg.vector.len() != self.config.params.masked_words() {
             return Err(SecAggError::InvalidInput(
-                "vector length differs from d + 1",
+                "vector length differs from d + 1 and the blinding limbs",
             ));
         }
+        let transcript = crate::commit::commitment_transcript(
+            &self.config.session_id,
+            from,
+            &msg.commitment,
+        );
+        if !verify_signature(&self.roster, from, &transcript, &msg.signature) {
+            return Err(SecAggError::BadSignature(from));
+        }
+        self.commitments.insert(
+            from,
+            crate::commit::SignedCommitment {
+                from,
+                commitment: msg.commitment,
+                signature: msg.signature,
+            },
+        );
         self.masked.insert(from, msg.vector.clone());
         Ok(())
     }
@@ -566,7 +589,7 @@ impl CoordinatorSession {
             Ok(secret)
         };
 
-        let words = self.config.params.words();
+        let words = self.config.params.masked_words();
         let mut sum = vec![0u64; words];
         for u in &self.u3 {
             let y = self
@@ -635,9 +658,22 @@ impl CoordinatorSession {
                 crypto::prg_accumulate(&seed, &mut sum, u < v);
             }
         }
+        let blinding_sum = sum.split_off(self.config.params.words());
+        let commitments = self
+            .u3
+            .iter()
+            .map(|u| {
+                self.commitments
+                    .get(u)
+                    .cloned()
+                    .ok_or(SecAggError::ReconstructionFailed(*u))
+            })
+            .collect::<Result<Vec<_>>>()?;
         Ok(Output {
             total_weight: sum[0],
             sum,
+            blinding_sum,
+            commitments,
             survivors: self.u3.clone(),
         })
     }

@@ -108,6 +108,10 @@ pub enum SecAggError {
     /// The session has aborted; nothing more happens.
     #[error("session aborted")]
     Aborted,
+    /// A session's claimed output does not check against its participants' signed
+    /// commitments (see [`crate::commit`]).
+    #[error("unverifiable session output: {0}")]
+    Unverified(&'static str),
 }
 
 /// Shorthand used throughout the crate.

@@ -52,6 +52,7 @@
 #![warn(missing_docs)]
 
 mod codec;
+pub mod commit;
 pub mod config;
 mod coordinator;
 pub mod crypto;

@@ -100,8 +100,13 @@ pub struct MaskedInput {
     pub session_id: [u8; 32],
     /// Sender.
     pub from: u32,
-    /// `y_u = x_u + PRG(b_u) + sum_v +-PRG(s_uv)` mod 2^64.
+    /// `y_u = (x_u, rho_u) + PRG(b_u) + sum_v +-PRG(s_uv)` mod 2^64: the input, then
+    /// the limbs of the commitment's blinding.
     pub vector: Vec<u64>,
+    /// The commitment to `(x_u, rho_u)` ([`crate::commit`]).
+    pub commitment: [u8; 32],
+    /// The sender's signature over [`crate::commit::commitment_transcript`].
+    pub signature: SignatureBytes,
 }
 
 /// End of stage 2, coordinator -> each member of U3: the survivor set U3.
@@ -313,6 +318,8 @@ codec!(
     TAG_MASKED_INPUT,
     |s, w| {
         w.u32(s.from);
+        w.bytes(&s.commitment);
+        w.bytes(&s.signature);
         w.len(s.vector.len());
         w.buf.reserve(8 * s.vector.len());
         for v in &s.vector {
@@ -322,12 +329,16 @@ codec!(
     |r| {
         let session_id = r.array()?;
         let from = r.u32()?;
+        let commitment = r.array()?;
+        let signature = r.array()?;
         let n = r.count(8)?;
         let vector = (0..n).map(|_| r.u64()).collect::<Result<Vec<_>>>()?;
         MaskedInput {
             session_id,
             from,
             vector,
+            commitment,
+            signature,
         }
     }
 );
@@ -442,9 +453,9 @@ impl Message {
     /// without allocating it).
     pub fn decode_for(bytes: &[u8], config: &SessionConfig) -> Result<Self> {
         let n = config.params.n();
-        let words = config.params.words();
+        let words = config.params.masked_words();
         // Upper bound on any well-formed message of this session.
-        let max_len = 2 + 32 + 12 + n.saturating_mul(8 + 64 + 64) + 8 * words + 64;
+        let max_len = 2 + 32 + 12 + n.saturating_mul(8 + 64 + 64) + 8 * words + 96 + 64;
         if bytes.len() > max_len {
             return Err(SecAggError::Malformed(
                 "message larger than the session allows",
@@ -540,6 +551,8 @@ mod tests {
                 session_id: sid,
                 from: 5,
                 vector: vec![1, u64::MAX, 3],
+                commitment: [10; 32],
+                signature: [11; 64],
             }),
             Message::SurvivorList(SurvivorList {
                 session_id: sid,

@@ -503,10 +503,23 @@ impl ParticipantSession {
         for peer in self.peers.values_mut() {
             peer.derived = None;
         }
-        let mut y = input.to_vec();
+        let mut y = Vec::with_capacity(p.masked_words());
+        y.extend_from_slice(input);
         if let Some(sigma) = p.dp_sigma {
             add_dp_noise(&mut y, sigma, p.threshold, rng);
         }
+        // What is summed is committed to, noise included, so that anyone holding the
+        // session's output can check it (crate::commit).
+        let blinding = crate::commit::Blinding::random(rng);
+        let commitment = crate::commit::commit(&y, &blinding);
+        y.extend_from_slice(blinding.limbs());
+        drop(blinding);
+        let signature = self
+            .identity
+            .sign(&crate::commit::commitment_transcript(
+                &sid, self.id, &commitment,
+            ))
+            .to_bytes();
         let seed = Zeroizing::new(crypto::self_mask_seed(&self.b, &sid, self.id));
         crypto::prg_accumulate(&seed, &mut y, false);
         for &v in &u2 {
@@ -523,6 +536,8 @@ impl ParticipantSession {
             session_id: sid,
             from: self.id,
             vector: y,
+            commitment,
+            signature,
         })
     }
 

@@ -937,6 +937,8 @@ fn g14_malformed_and_out_of_order_messages_are_errors() {
         session_id: sid,
         from: 0,
         vector: vec![0; 4],
+        commitment: [0; 32],
+        signature: [0; 64],
     };
     assert!(matches!(
         coord.on_masked_input(0, &mi),
@@ -1015,8 +1017,8 @@ fn g14_malformed_and_out_of_order_messages_are_errors() {
         Message::decode(&long),
         Err(SecAggError::Malformed("trailing bytes"))
     );
-    assert_eq!(WIRE_VERSION, 2);
-    for v in [1u8, 3] {
+    assert_eq!(WIRE_VERSION, 3);
+    for v in [1u8, 2, 4] {
         let mut other = bytes.clone();
         other[0] = v;
         assert_eq!(
@@ -1028,25 +1030,31 @@ fn g14_malformed_and_out_of_order_messages_are_errors() {
         session_id: sid,
         from: 0,
         vector: vec![1, 2, 3, 4],
+        commitment: [0; 32],
+        signature: [0; 64],
     }
     .encode();
-    huge[2 + 32 + 4..2 + 32 + 8].copy_from_slice(&u32::MAX.to_le_bytes());
+    huge[2 + 32 + 4 + 96..2 + 32 + 8 + 96].copy_from_slice(&u32::MAX.to_le_bytes());
     assert!(MaskedInput::decode(&huge).is_err());
     let five = MaskedInput {
         session_id: sid,
         from: 0,
         vector: vec![0; 5],
+        commitment: [0; 32],
+        signature: [0; 64],
     }
     .encode();
     assert!(MaskedInput::decode(&five).is_ok());
     assert!(
         Message::decode_for(&five, &sim.session).is_err(),
-        "d + 1 = 4 words only"
+        "d + 1 = 4 words and the blinding limbs only"
     );
     let other = MaskedInput {
         session_id: [7; 32],
         from: 0,
         vector: vec![0; 4],
+        commitment: [0; 32],
+        signature: [0; 64],
     }
     .encode();
     assert_eq!(
@@ -1248,4 +1256,53 @@ fn derived_shares_follow_u2() {
     let out = sim.unmask().unwrap();
     assert_eq!(out.sum, sim.plaintext_sum(&out.survivors));
     assert!(!out.survivors.contains(&5) && !out.survivors.contains(&6));
+}
+
+/// g16: the output opens the survivors' signed commitments, with and without dropouts, and
+/// a sum, blinding or commitment list changed in any way does not.
+#[test]
+fn g16_the_output_opens_the_signed_commitments_and_nothing_else() {
+    for dropped in [0usize, 2] {
+        let mut cfg = SimConfig::new(10, 12);
+        cfg.seed = 1600 + dropped as u64;
+        let inputs = random_inputs(&cfg);
+        let mut sim = Sim::new(cfg, inputs).unwrap();
+        for i in 0..dropped {
+            sim.drops.insert(i as u32 * 4 + 1, DropPoint::AfterShareKeys);
+        }
+        let out = sim.run().output.unwrap();
+        assert_eq!(out.survivors.len(), 10 - dropped);
+        let ids: Vec<u32> = out.commitments.iter().map(|c| c.from).collect();
+        assert_eq!(ids, out.survivors);
+        let verify = |sum: &[u64], blinding: &[u64], cs: &[commit::SignedCommitment]| {
+            commit::verify_sum(&sim.session, &sim.roster, sum, blinding, cs)
+        };
+        verify(&out.sum, &out.blinding_sum, &out.commitments).unwrap();
+
+        let mut sum = out.sum.clone();
+        sum[3] = sum[3].wrapping_add(1);
+        assert!(matches!(
+            verify(&sum, &out.blinding_sum, &out.commitments),
+            Err(SecAggError::Unverified(_))
+        ));
+        let mut blinding = out.blinding_sum.clone();
+        blinding[0] += 1;
+        assert!(verify(&out.sum, &blinding, &out.commitments).is_err());
+        // One survivor's commitment left out: the sum no longer opens them.
+        let fewer = &out.commitments[1..];
+        assert!(verify(&out.sum, &out.blinding_sum, fewer).is_err());
+        // A commitment re-signed by nobody (its signature moved to another point).
+        let mut forged = out.commitments.clone();
+        forged[0].commitment = forged[1].commitment;
+        assert!(matches!(
+            verify(&out.sum, &out.blinding_sum, &forged),
+            Err(SecAggError::BadSignature(_))
+        ));
+        // Under the threshold: refused whatever it opens.
+        let t = sim.session.params.threshold as usize;
+        assert!(matches!(
+            verify(&out.sum, &out.blinding_sum, &out.commitments[..t - 1]),
+            Err(SecAggError::Unverified(_))
+        ));
+    }
 }

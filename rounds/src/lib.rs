@@ -9,6 +9,8 @@
 //!   contribution from its rows, the coordinator's absorption of the decoded sum.
 //! - [`plan`]: the [`JobPlan`] state machine (next session, on output, on failure) that
 //!   owns round sequencing and the retry rule.
+//! - [`lineage`]: what lets an agent check that a task is the plan's next one after the
+//!   job's verified sums (a [`Replica`] of the plan, advanced by [`SessionRecord`]s).
 //! - [`local`]: an institution's rows as the round kinds need them, behind a [`Loader`]
 //!   the caller implements (CSV today).
 //!
@@ -20,6 +22,7 @@ pub mod error;
 pub mod fixed;
 pub mod kind;
 pub mod kinds;
+pub mod lineage;
 pub mod local;
 pub mod plan;
 pub mod session;
@@ -29,6 +32,7 @@ pub mod task;
 pub use error::{Failure, RoundError};
 pub use fixed::{TRAIN_CLIP, WEIGHT_BITS, decode_output, encode_input, fixed_point_for};
 pub use kind::{Absorbed, RoundKind, SessionSum, row_constants};
+pub use lineage::{LineageEntry, LineageError, Replica, SessionRecord};
 pub use local::{Loader, LocalData, Rows};
 pub use plan::{
     AfterFailure, Checkpoint, Convergence, JobPlan, Partial, PartialResult, PlanError, PlanIds,

@@ -10,8 +10,9 @@ use fedrisk_models::logistic::{NewtonOptions, Penalty, fit_newton};
 use fedrisk_models::synth::{SynthConfig, generate};
 use fedrisk_models::{Dataset, LabelMode, Schema, load_csv};
 use fedrisk_rounds::{
-    Failure, JobPlan, JobSpec, LocalData, PlanIds, Progress, RoundError, SessionRequest,
-    SessionSum, Task, decode_output, encode_input, session_binding, session_params, step_size,
+    Failure, JobPlan, JobSpec, LineageEntry, LocalData, PlanIds, Progress, Replica, RoundError,
+    SessionRecord, SessionRequest, SessionSum, Task, decode_output, encode_input, session_binding,
+    session_params, step_size,
 };
 use fedrisk_secagg::{
     CoordinatorSession, Message, ParticipantPolicy, ParticipantSession, Roster, SessionConfig, Step,
@@ -76,6 +77,21 @@ fn run_session(
     drop_after_masking: &[u32],
     rng: &mut ChaCha20Rng,
 ) -> Result<SessionSum, Failure> {
+    let policy = ParticipantPolicy::default();
+    run_recorded(spec, job_id, req, agents, drop_after_masking, &policy, rng).map(|(sum, _)| sum)
+}
+
+/// Runs a session and returns, with its sum, the lineage record anyone can check it by
+/// (certificates named by the agent's id: the roster is the agents' keys here).
+fn run_recorded(
+    spec: &JobSpec,
+    job_id: u64,
+    req: &SessionRequest,
+    agents: &mut [Agent],
+    drop_after_masking: &[u32],
+    policy: &ParticipantPolicy,
+    rng: &mut ChaCha20Rng,
+) -> Result<(SessionSum, LineageEntry), Failure> {
     use rand::RngExt;
     let ids: Vec<u32> = agents.iter().map(|a| a.id).collect();
     let roster = Roster::new(agents.iter().map(|a| (a.id, a.key.verifying_key())));
@@ -109,7 +125,7 @@ fn run_session(
             a.id,
             a.key.clone(),
             roster.clone(),
-            &ParticipantPolicy::default(),
+            policy,
             rng,
         )
         .map_err(|e| Failure::Transient(e.to_string()))?;
@@ -158,11 +174,17 @@ fn run_session(
             }
         }
     };
+    let certificates = output
+        .survivors
+        .iter()
+        .map(|id| (*id, id.to_string()))
+        .collect();
+    let record = LineageEntry::Session(SessionRecord::new(&config, &output, &certificates));
     let mut sum = decode_output(&output.sum, output.survivors, &fixed)
         .map_err(|e| Failure::Transient(e.to_string()))?;
     sum.bytes_up = up;
     sum.bytes_down = down;
-    Ok(sum)
+    Ok((sum, record))
 }
 
 fn new_plan(spec: &JobSpec, job_id: u64) -> JobPlan {
@@ -794,4 +816,231 @@ fn a_restarted_binned_plan_resumes_with_the_bin_counts() {
     let next = resumed.next_session().expect("a session");
     assert_eq!((next.round, next.label), (0, "bin_counts"));
     assert!(!next.first_of_job);
+}
+
+/// An agent's view of the job: a replica of the plan advanced by each session's record,
+/// checked against the agents' keys.
+fn replica_check(
+    replica: &mut Replica,
+    req: &SessionRequest,
+    entry: &LineageEntry,
+    agents: &[Agent],
+) -> Result<(), fedrisk_rounds::LineageError> {
+    replica.expects(req.round, &req.binding)?;
+    let roster = Roster::new(agents.iter().map(|a| (a.id, a.key.verifying_key())));
+    replica.apply(entry, &roster, &ParticipantPolicy::default())
+}
+
+#[test]
+fn an_agents_replica_follows_the_whole_job_from_its_verified_sums() {
+    for (algorithm, binning) in [
+        (
+            fedrisk_rounds::Algorithm::Newton,
+            fedrisk_rounds::Binning::None,
+        ),
+        (
+            fedrisk_rounds::Algorithm::FedAvg,
+            fedrisk_rounds::Binning::None,
+        ),
+        (
+            fedrisk_rounds::Algorithm::Newton,
+            fedrisk_rounds::Binning::Woe,
+        ),
+    ] {
+        let (schema, sets) = federation(4);
+        let mut spec = spec(&schema, 3);
+        spec.tolerance = 0.0;
+        spec.settings.algorithm = algorithm;
+        spec.binning = binning;
+        let mut plan = new_plan(&spec, 30);
+        let mut replica = Replica::new(spec.clone(), FEDERATION, 30);
+        let mut agents = agents(&sets);
+        let mut rng = ChaCha20Rng::seed_from_u64(30);
+        let mut sessions = 0;
+        while let Some(req) = plan.next_session() {
+            let (sum, entry) = run_recorded(
+                &spec,
+                30,
+                &req,
+                &mut agents,
+                &[],
+                &Default::default(),
+                &mut rng,
+            )
+            .expect("session");
+            replica_check(&mut replica, &req, &entry, &agents)
+                .unwrap_or_else(|e| panic!("{algorithm:?} {binning:?}: {e}"));
+            plan.on_output(sum).expect("plan");
+            sessions += 1;
+        }
+        assert_eq!(replica.applied(), sessions);
+        assert!(
+            replica.expects(3, &[0; 32]).is_err(),
+            "nothing after the job"
+        );
+    }
+}
+
+#[test]
+fn attack_a_crafted_evaluation_model_is_refused() {
+    // The coordinator scores a model of its own making (one non-zero coefficient: the score
+    // histogram becomes a histogram of that feature) in place of the round's model, then
+    // tries an update at a chosen model, then a made-up sum that would lead to its model.
+    let (schema, sets) = federation(4);
+    let spec = spec(&schema, 3);
+    let mut plan = new_plan(&spec, 31);
+    let mut replica = Replica::new(spec.clone(), FEDERATION, 31);
+    let mut agents = agents(&sets);
+    let mut rng = ChaCha20Rng::seed_from_u64(31);
+    let roster = Roster::new(agents.iter().map(|a| (a.id, a.key.verifying_key())));
+    let policy = ParticipantPolicy::default();
+    let evaluation = loop {
+        let req = plan.next_session().expect("a session");
+        if req.round == 1 && req.label == "evaluation" {
+            break req;
+        }
+        let (sum, entry) = run_recorded(
+            &spec,
+            31,
+            &req,
+            &mut agents,
+            &[],
+            &Default::default(),
+            &mut rng,
+        )
+        .expect("session");
+        replica_check(&mut replica, &req, &entry, &agents).expect("honest lineage");
+        plan.on_output(sum).expect("plan");
+    };
+    replica
+        .expects(1, &evaluation.binding)
+        .expect("the round's own evaluation is accepted");
+
+    let crafted = |req: &SessionRequest| {
+        let mut task = Task::decode(&req.task, 31, req.round).expect("task");
+        match &mut task.params {
+            fedrisk_rounds::TaskParams::Evaluation(e) => {
+                e.model.theta.iter_mut().for_each(|t| *t = 0.0);
+                e.model.theta[0] = 25.0;
+            }
+            fedrisk_rounds::TaskParams::Update(u) => {
+                u.model.theta.iter_mut().for_each(|t| *t = 0.0);
+                u.model.theta[1] = -3.0;
+            }
+            _ => panic!("not a model task"),
+        }
+        fedrisk_rounds::task::binding(&task.encode().bytes)
+    };
+    let e = replica.expects(1, &crafted(&evaluation)).unwrap_err();
+    assert!(
+        e.to_string().contains("not what the job's plan asks for"),
+        "{e}"
+    );
+
+    // The honest evaluation runs; the next update is asked at a model of the coordinator's.
+    let (sum, entry) = run_recorded(
+        &spec,
+        31,
+        &evaluation,
+        &mut agents,
+        &[],
+        &Default::default(),
+        &mut rng,
+    )
+    .expect("session");
+    replica.apply(&entry, &roster, &policy).expect("honest");
+    plan.on_output(sum).expect("plan");
+    let update = plan.next_session().expect("round 2 update");
+    assert!(replica.expects(2, &crafted(&update)).is_err());
+    replica
+        .expects(2, &update.binding)
+        .expect("the real update");
+
+    // A made-up sum for the real update: it does not open the survivors' commitments.
+    let (_, entry) = run_recorded(
+        &spec,
+        31,
+        &update,
+        &mut agents,
+        &[],
+        &Default::default(),
+        &mut rng,
+    )
+    .expect("session");
+    let LineageEntry::Session(mut record) = entry.clone() else {
+        panic!("a session record")
+    };
+    record.sum[2] = record.sum[2].wrapping_add(1 << 20);
+    let mut forged = Replica::new(spec.clone(), FEDERATION, 31);
+    let e = replica
+        .apply(&LineageEntry::Session(record.clone()), &roster, &policy)
+        .unwrap_err();
+    assert!(
+        matches!(e, fedrisk_rounds::LineageError::Unverified { .. }),
+        "{e}"
+    );
+    // Nor does a record whose commitments are cut down to the colluders' (two of four).
+    record.sum = match &entry {
+        LineageEntry::Session(r) => r.sum.clone(),
+        _ => unreachable!(),
+    };
+    record.commitments.truncate(2);
+    let e = replica
+        .apply(&LineageEntry::Session(record), &roster, &policy)
+        .unwrap_err();
+    assert!(e.to_string().contains("fewer than"), "{e}");
+    // A fresh replica shown the records out of order refuses the first one.
+    assert!(forged.apply(&entry, &roster, &policy).is_err());
+    // The honest record still applies after the refusals.
+    replica
+        .apply(&entry, &roster, &policy)
+        .expect("the real sum");
+}
+
+#[test]
+fn attack_a_session_among_too_few_institutions_does_not_enter_the_lineage() {
+    // Two colluders run the round's update among themselves with a threshold of two, so
+    // that the sum (and the next model) is theirs to choose.
+    let (schema, sets) = federation(4);
+    let spec = spec(&schema, 2);
+    let mut plan = new_plan(&spec, 32);
+    let mut replica = Replica::new(spec.clone(), FEDERATION, 32);
+    let mut agents = agents(&sets);
+    let mut rng = ChaCha20Rng::seed_from_u64(32);
+    let update = loop {
+        let req = plan.next_session().expect("a session");
+        if req.label == "update" {
+            break req;
+        }
+        let (sum, entry) = run_recorded(
+            &spec,
+            32,
+            &req,
+            &mut agents,
+            &[],
+            &Default::default(),
+            &mut rng,
+        )
+        .expect("session");
+        replica_check(&mut replica, &req, &entry, &agents).expect("honest lineage");
+        plan.on_output(sum).expect("plan");
+    };
+    let mut two = JobSpec::clone(&spec);
+    two.threshold = Some(2);
+    // The colluders' agents accept a session of two.
+    let lax = ParticipantPolicy {
+        min_distinct: 2,
+        min_threshold: 2,
+        ..ParticipantPolicy::default()
+    };
+    let (_, entry) =
+        run_recorded(&two, 32, &update, &mut agents[..2], &[], &lax, &mut rng).expect("session");
+    let roster = Roster::new(agents.iter().map(|a| (a.id, a.key.verifying_key())));
+    let e = replica
+        .apply(&entry, &roster, &ParticipantPolicy::default())
+        .unwrap_err();
+    assert!(
+        matches!(e, fedrisk_rounds::LineageError::Unverified { .. }),
+        "{e}"
+    );
 }

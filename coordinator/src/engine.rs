@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 
 use fedrisk_proto::v1::{self, task};
 use fedrisk_rounds::{
-    AfterFailure, Checkpoint, Failure, JobPlan, JobSpec, Partial, PlanError, PlanIds, Progress,
-    RoundOutcome, SessionRequest, SessionSum, decode_output, session_binding, session_params,
+    AfterFailure, Checkpoint, Failure, JobPlan, JobSpec, LineageEntry, Partial, PlanError, PlanIds,
+    Progress, RoundOutcome, SessionRecord, SessionRequest, SessionSum, decode_output,
+    session_binding, session_params,
 };
 use fedrisk_secagg::{CoordinatorSession, Message, SessionConfig, Step};
 use rand::RngExt;
@@ -163,6 +164,8 @@ impl Engine {
             .and_then(|blob| serde_json::from_slice::<Partial>(&blob).ok());
         let mut plan = JobPlan::resume(spec.clone(), ids, resume, partial);
         self.hub.clear_contents();
+        let mut lineage =
+            crate::lineage::JobLineage::load(&self.store, &self.hub, job_id, &spec.to_json())?;
         self.events.emit(&Event::JobStarted {
             job: job_id,
             round: plan.round(),
@@ -203,11 +206,11 @@ impl Engine {
                 None
             };
             let outcome = self
-                .run_session(job_id, spec, &req, patience, cancel.clone())
+                .run_session(job_id, spec, &req, &lineage, patience, cancel.clone())
                 .await;
             self.record_refusals(job_id)?;
             let failure = match outcome {
-                Ok(sum) => {
+                Ok((sum, entry, certificates)) => {
                     self.events.emit(&Event::SessionCompleted {
                         job: job_id,
                         round: req.round,
@@ -220,7 +223,10 @@ impl Engine {
                     match plan.on_output(sum) {
                         Ok(Progress::Continue) => {
                             // The session's result is kept, so that a restart resumes after
-                            // it instead of asking the participants for it again.
+                            // it instead of asking the participants for it again; its
+                            // lineage entry becomes durable with it.
+                            lineage.push(&self.hub, &entry, &certificates);
+                            let mut blobs = lineage.take_pending();
                             if let Some(p) = plan.partial() {
                                 let blob = serde_json::to_vec(&p).map_err(|e| {
                                     EngineError::Checkpoint {
@@ -228,15 +234,17 @@ impl Engine {
                                         reason: e.to_string(),
                                     }
                                 })?;
-                                self.store.put_checkpoint(job_id, PARTIAL, &blob)?;
+                                blobs.push((PARTIAL.into(), blob));
                             }
+                            self.store.put_checkpoints(job_id, &blobs)?;
                             continue;
                         }
                         Ok(Progress::RoundCompleted(o)) => {
                             if o.eval.is_some() {
                                 evaluation_set_missing = false;
                             }
-                            self.finish_round(job_id, spec, current, &o)?;
+                            lineage.push(&self.hub, &entry, &certificates);
+                            self.finish_round(job_id, spec, current, &o, lineage.take_pending())?;
                             continue;
                         }
                         Ok(Progress::Retrying(f)) => {
@@ -260,12 +268,20 @@ impl Engine {
                 }
                 Ok(AfterFailure::Skipped(o)) => {
                     evaluation_set_missing = true;
+                    lineage.push(
+                        &self.hub,
+                        &LineageEntry::SkippedEvaluation {
+                            round: req.round,
+                            binding: hex::encode(req.binding),
+                        },
+                        &[],
+                    );
                     self.events.emit(&Event::EvaluationSkipped {
                         job: job_id,
                         round: req.round,
                         reason: reason.clone(),
                     });
-                    self.finish_round(job_id, spec, current, &o)?;
+                    self.finish_round(job_id, spec, current, &o, lineage.take_pending())?;
                 }
                 Err(e) => {
                     self.note_failure(job_id, &req, current, &reason, false)?;
@@ -370,6 +386,7 @@ impl Engine {
         spec: &JobSpec,
         attempt: &Attempt,
         o: &RoundOutcome,
+        lineage: Vec<(String, Vec<u8>)>,
     ) -> Result<(), EngineError> {
         let seconds = attempt.started.elapsed().as_secs_f64();
         let finite = |v: f64| v.is_finite().then_some(v);
@@ -414,7 +431,10 @@ impl Engine {
             &RoundCompletion {
                 metrics: metrics.clone(),
                 model: model.clone(),
-                checkpoint: vec![("state".into(), blob), (PARTIAL.into(), b"null".to_vec())],
+                checkpoint: [("state".into(), blob), (PARTIAL.into(), b"null".to_vec())]
+                    .into_iter()
+                    .chain(lineage)
+                    .collect(),
             },
         )?;
         if let Some(m) = model {
@@ -601,9 +621,10 @@ impl Engine {
         job_id: JobId,
         spec: &JobSpec,
         req: &SessionRequest,
+        lineage: &crate::lineage::JobLineage,
         patience: Option<u64>,
         mut cancel: watch::Receiver<bool>,
-    ) -> Result<SessionSum, SessionError> {
+    ) -> Result<(SessionSum, LineageEntry, Vec<Vec<u8>>), SessionError> {
         let peers = self
             .wait_for_participants(job_id, spec, req, patience, &mut cancel)
             .await?;
@@ -628,6 +649,8 @@ impl Engine {
         let mut inbox = self.hub.open_session(job_id, req.round, &sid);
         let compute = task::Kind::Compute(v1::ComputeTask {
             task: req.task.bytes.clone(),
+            job_spec: lineage.spec_hash().to_string(),
+            lineage: lineage.hashes().to_vec(),
             secagg: Some(v1::SecAggParams {
                 participant_ids: config.params.participants.clone(),
                 threshold,
@@ -684,13 +707,22 @@ impl Engine {
         traffic.down += self.hub.fetched_bytes().saturating_sub(fetched_before);
         match result {
             Ok(output) => {
+                // What lets every agent check this sum before it takes part in a later
+                // session: the survivors' signed commitments and their certificates.
+                let mut hashes = std::collections::BTreeMap::new();
+                let mut certificates = Vec::new();
+                for p in peers.iter().filter(|p| output.survivors.contains(&p.id)) {
+                    hashes.insert(p.id, fedrisk_rounds::task::content_hash(&p.cert_der));
+                    certificates.push(p.cert_der.clone());
+                }
+                let entry = LineageEntry::Session(SessionRecord::new(&config, &output, &hashes));
                 let mut sum =
                     decode_output(&output.sum, output.survivors, &fixed).map_err(|e| {
                         SessionError::Failed(Failure::Transient(format!("decoding the sum: {e}")))
                     })?;
                 sum.bytes_up = traffic.up;
                 sum.bytes_down = traffic.down;
-                Ok(sum)
+                Ok((sum, entry, certificates))
             }
             Err(e) => {
                 let reason = match &e {

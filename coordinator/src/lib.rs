@@ -9,6 +9,7 @@ pub mod engine;
 pub mod events;
 pub mod faults;
 pub mod hub;
+mod lineage;
 pub mod live;
 pub mod metrics;
 pub mod scheduler;

@@ -1083,6 +1083,43 @@ impl Store {
         upsert_checkpoint(&self.lock(), to_i64(job), key, blob, now_ms()).map_err(|e| self.sql(e))
     }
 
+    /// Several engine blobs in one transaction (a session's lineage entry with the plan's
+    /// state after it).
+    pub fn put_checkpoints(
+        &self,
+        job: JobId,
+        blobs: &[(String, Vec<u8>)],
+    ) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| self.sql(e))?;
+        let now = now_ms();
+        for (key, blob) in blobs {
+            upsert_checkpoint(&tx, to_i64(job), key, blob, now).map_err(|e| self.sql(e))?;
+        }
+        tx.commit().map_err(|e| self.sql(e))
+    }
+
+    /// The engine blobs whose keys start with `prefix`, by key.
+    pub fn checkpoints_under(
+        &self,
+        job: JobId,
+        prefix: &str,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare(
+                "SELECT key, blob FROM job_state WHERE job_id = ?1 AND substr(key, 1, length(?2)) = ?2 ORDER BY key",
+            )
+            .map_err(|e| self.sql(e))?;
+        let rows = stmt
+            .query_map(params![to_i64(job), prefix], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(|e| self.sql(e))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| self.sql(e))
+    }
+
     /// An engine checkpoint blob.
     pub fn checkpoint(&self, job: JobId, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         self.lock()

@@ -238,6 +238,7 @@ async fn connect_and_serve(
         .map_err(|e| Serve::Fatal(e.into()))?;
     let mut active: Option<Active> = None;
     let mut contents = Contents::default();
+    let mut lineage = crate::lineage::Lineage::default();
     let result = loop {
         let task = match stream.message().await {
             Ok(Some(t)) => t,
@@ -265,12 +266,29 @@ async fn connect_and_serve(
                     refuse(&mut client, &task, &refusal).await;
                     continue;
                 }
+                let fetched = match crate::lineage::fetch(
+                    &mut client,
+                    &mut lineage,
+                    task.job_id,
+                    &c,
+                )
+                .await
+                {
+                    Ok(f) => f,
+                    Err(e) => {
+                        let refusal = Refusal::policy(e.to_string());
+                        error!(round = task.round, reason = %refusal.detail, "refusing the session");
+                        refuse(&mut client, &task, &refusal).await;
+                        continue;
+                    }
+                };
                 let opened = tokio::task::block_in_place(|| {
                     open_session(
                         cfg,
                         data,
                         ledger,
                         &mut contents,
+                        (&mut lineage, fetched),
                         &join.federation_id,
                         me,
                         &signing,
@@ -397,6 +415,7 @@ fn open_session(
     data: &mut Data,
     ledger: &mut Ledger,
     contents: &mut Contents,
+    (lineage, fetched): (&mut crate::lineage::Lineage, crate::lineage::Fetched),
     federation_id: &str,
     me: u32,
     signing: &ed25519_dalek::SigningKey,
@@ -410,6 +429,19 @@ fn open_session(
     // The task's shape is the coordinator's choice: bound it before computing anything.
     task.check_limits(&cfg.limits)
         .map_err(|e| Refusal::from_round(&e))?;
+    // The task must be what the job's plan asks for after the job's verified sums.
+    lineage
+        .check(
+            fetched,
+            compute,
+            federation_id,
+            task.job_id,
+            task.round,
+            &fedrisk_rounds::task::binding(&compute.task),
+            &cfg.identity.ca_pem,
+            &cfg.policy,
+        )
+        .map_err(|e| Refusal::policy(e.to_string()))?;
     if let Some(pre) = task.preprocessing_hash() {
         ledger
             .allow_preprocessing(federation_id, task.job_id, task.round, &pre)
@@ -723,6 +755,8 @@ async fn inject_before_masked(
                 session_id: a.config.session_id,
                 from: a.session.id(),
                 vector: input,
+                commitment: [0; 32],
+                signature: [0; 64],
             })
             .encode();
             let bad = v1::SecAggUpload {

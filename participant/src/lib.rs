@@ -4,5 +4,6 @@
 pub mod agent;
 pub mod faults;
 pub mod ledger;
+pub mod lineage;
 pub mod loader;
 pub mod progress;

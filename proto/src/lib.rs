@@ -19,7 +19,7 @@ pub use v1::participant_server::{Participant, ParticipantServer};
 
 /// Version of this contract, checked in `JoinRequest`. Bump on any incompatible change
 /// (together with the package name `fedrisk.v1` -> `fedrisk.v2` for breaking ones).
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Largest gRPC message accepted or sent by either end, in bytes.
 ///

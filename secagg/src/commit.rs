@@ -123,7 +123,9 @@ pub fn commit(input: &[u64], blinding: &Blinding) -> [u8; 32] {
     let point = with_generators(input.len(), |gens| {
         RistrettoPoint::multiscalar_mul(
             scalars.iter(),
-            gens.iter().copied().chain(std::iter::once(blinding_generator())),
+            gens.iter()
+                .copied()
+                .chain(std::iter::once(blinding_generator())),
         )
     });
     crate::crypto::wipe(&mut scalars);
@@ -165,13 +167,19 @@ pub fn verify_sum(
 ) -> Result<()> {
     let params = &config.params;
     if sum.len() != params.words() || blinding_sum.len() != RHO_LIMBS {
-        return Err(SecAggError::Unverified("sum length differs from the session's"));
+        return Err(SecAggError::Unverified(
+            "sum length differs from the session's",
+        ));
     }
     if !strictly_increasing(commitments.iter().map(|c| c.from)) {
-        return Err(SecAggError::Unverified("commitments not strictly increasing by id"));
+        return Err(SecAggError::Unverified(
+            "commitments not strictly increasing by id",
+        ));
     }
     if commitments.len() < params.threshold as usize {
-        return Err(SecAggError::Unverified("fewer commitments than the threshold"));
+        return Err(SecAggError::Unverified(
+            "fewer commitments than the threshold",
+        ));
     }
     let mut total = RistrettoPoint::identity();
     for c in commitments {
@@ -182,9 +190,12 @@ pub fn verify_sum(
         if !verify_signature(roster, c.from, &transcript, &c.signature) {
             return Err(SecAggError::BadSignature(c.from));
         }
-        let point = CompressedRistretto(c.commitment)
-            .decompress()
-            .ok_or(SecAggError::Unverified("a commitment is not a group element"))?;
+        let point =
+            CompressedRistretto(c.commitment)
+                .decompress()
+                .ok_or(SecAggError::Unverified(
+                    "a commitment is not a group element",
+                ))?;
         total += point;
     }
     let scalars: Vec<Scalar> = sum
@@ -195,7 +206,9 @@ pub fn verify_sum(
     let opened = with_generators(sum.len(), |gens| {
         RistrettoPoint::vartime_multiscalar_mul(
             scalars.iter(),
-            gens.iter().copied().chain(std::iter::once(blinding_generator())),
+            gens.iter()
+                .copied()
+                .chain(std::iter::once(blinding_generator())),
         )
     });
     if opened != total {
@@ -221,7 +234,11 @@ mod tests {
     #[test]
     fn commitments_add_up_and_open_only_to_the_sum() {
         let mut rng = ChaCha20Rng::seed_from_u64(7);
-        let inputs: [&[u64]; 3] = [&[1, 5, (-3i64) as u64], &[1, 7, 2], &[1, (-20i64) as u64, 9]];
+        let inputs: [&[u64]; 3] = [
+            &[1, 5, (-3i64) as u64],
+            &[1, 7, 2],
+            &[1, (-20i64) as u64, 9],
+        ];
         let mut total = RistrettoPoint::identity();
         let mut sum = vec![0u64; 3];
         let mut limbs = [0u64; RHO_LIMBS];
@@ -240,7 +257,9 @@ mod tests {
             with_generators(sum.len(), |g| {
                 RistrettoPoint::vartime_multiscalar_mul(
                     scalars.iter(),
-                    g.iter().copied().chain(std::iter::once(blinding_generator())),
+                    g.iter()
+                        .copied()
+                        .chain(std::iter::once(blinding_generator())),
                 )
             })
         };

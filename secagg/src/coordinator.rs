@@ -300,11 +300,8 @@ impl CoordinatorSession {
                 "vector length differs from d + 1 and the blinding limbs",
             ));
         }
-        let transcript = crate::commit::commitment_transcript(
-            &self.config.session_id,
-            from,
-            &msg.commitment,
-        );
+        let transcript =
+            crate::commit::commitment_transcript(&self.config.session_id, from, &msg.commitment);
         if !verify_signature(&self.roster, from, &transcript, &msg.signature) {
             return Err(SecAggError::BadSignature(from));
         }

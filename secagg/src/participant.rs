@@ -517,7 +517,9 @@ impl ParticipantSession {
         let signature = self
             .identity
             .sign(&crate::commit::commitment_transcript(
-                &sid, self.id, &commitment,
+                &sid,
+                self.id,
+                &commitment,
             ))
             .to_bytes();
         let seed = Zeroizing::new(crypto::self_mask_seed(&self.b, &sid, self.id));

@@ -1268,7 +1268,8 @@ fn g16_the_output_opens_the_signed_commitments_and_nothing_else() {
         let inputs = random_inputs(&cfg);
         let mut sim = Sim::new(cfg, inputs).unwrap();
         for i in 0..dropped {
-            sim.drops.insert(i as u32 * 4 + 1, DropPoint::AfterShareKeys);
+            sim.drops
+                .insert(i as u32 * 4 + 1, DropPoint::AfterShareKeys);
         }
         let out = sim.run().output.unwrap();
         assert_eq!(out.survivors.len(), 10 - dropped);

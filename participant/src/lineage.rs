@@ -1,0 +1,205 @@
+//! The agent's side of a job's lineage (`fedrisk_rounds::lineage`): before it computes
+//! anything for a task, the agent replays the job's plan from the sums of the sessions
+//! before it, each checked against its survivors' signed commitments, and takes part only
+//! if the replay asks for exactly this task. So the model an evaluation scores, the model an
+//! update starts from, the scales of a grid and the preprocessing are the job's own, never
+//! ones the coordinator chose.
+//!
+//! Fetching (async, [`fetch`]) is kept apart from checking (sync, [`Lineage::check`]):
+//! entries and certificates come by hash with `FetchContent`, and only the entries this
+//! agent has not applied yet are fetched; the replica lives as long as the connection.
+
+use std::collections::HashMap;
+
+use fedrisk_identity::client::{self as tls, PeerCache};
+use fedrisk_proto::ParticipantClient;
+use fedrisk_proto::v1;
+use fedrisk_rounds::task::content_hash;
+use fedrisk_rounds::{JobSpec, LineageEntry, Replica};
+use fedrisk_secagg::{ParticipantPolicy, Roster};
+use tonic::transport::Channel;
+
+/// At most this many certificates are kept (a federation's participants, reissues included).
+const MAX_CERTIFICATES: usize = 20_000;
+
+/// What this agent has verified of the job in progress.
+#[derive(Default)]
+pub struct Lineage {
+    /// `(job, hash of its specification)` the replica belongs to.
+    job: Option<(u64, String)>,
+    replica: Option<Replica>,
+    /// Hashes of the entries the replica has applied, in order.
+    applied: Vec<String>,
+    /// Certificates (DER) by hex SHA-256.
+    certificates: HashMap<String, Vec<u8>>,
+    /// Certificates already checked against the CA (lineage checks use no revocation list:
+    /// a sum signed before a revocation stays the sum it was).
+    checked: PeerCache,
+}
+
+/// What [`fetch`] brought for one task.
+pub struct Fetched {
+    spec: Option<Vec<u8>>,
+    entries: Vec<(String, Vec<u8>)>,
+}
+
+/// Why a task's lineage does not check.
+#[derive(Debug, thiserror::Error)]
+pub enum LineageRefusal {
+    /// The coordinator did not serve what the task names, or served something else.
+    #[error("fetching the job's lineage: {0}")]
+    Fetch(String),
+    /// The lineage or the task does not check.
+    #[error("the task's lineage does not check: {0}")]
+    Check(String),
+}
+
+impl Lineage {
+    /// Whether the replica is for `job` under `spec_hash` and has applied a prefix of
+    /// `lineage`; how many entries of it are known.
+    fn known_prefix(&self, job: u64, spec_hash: &str, lineage: &[String]) -> Option<usize> {
+        let (j, s) = self.job.as_ref()?;
+        if *j != job || s != spec_hash || self.applied.len() > lineage.len() {
+            return None;
+        }
+        (lineage[..self.applied.len()] == self.applied[..]).then_some(self.applied.len())
+    }
+
+    fn reset(&mut self) {
+        self.job = None;
+        self.replica = None;
+        self.applied.clear();
+    }
+
+    /// Applies the fetched entries and checks that the replica asks for the task whose
+    /// bytes hash to `binding` next.
+    #[allow(clippy::too_many_arguments)]
+    pub fn check(
+        &mut self,
+        fetched: Fetched,
+        compute: &v1::ComputeTask,
+        federation_id: &str,
+        job_id: u64,
+        round: u32,
+        binding: &[u8; 32],
+        ca_pem: &str,
+        policy: &ParticipantPolicy,
+    ) -> Result<(), LineageRefusal> {
+        let result = self.apply(fetched, compute, federation_id, job_id, ca_pem, policy);
+        let result = result.and_then(|()| {
+            self.replica
+                .as_mut()
+                .ok_or_else(|| LineageRefusal::Check("no job specification".into()))?
+                .expects(round, binding)
+                .map_err(|e| LineageRefusal::Check(e.to_string()))
+        });
+        if result.is_err() {
+            // Start again from the job's first entry next time.
+            self.reset();
+        }
+        result
+    }
+
+    fn apply(
+        &mut self,
+        fetched: Fetched,
+        compute: &v1::ComputeTask,
+        federation_id: &str,
+        job_id: u64,
+        ca_pem: &str,
+        policy: &ParticipantPolicy,
+    ) -> Result<(), LineageRefusal> {
+        if let Some(spec) = fetched.spec {
+            let json = std::str::from_utf8(&spec)
+                .map_err(|_| LineageRefusal::Check("the job specification is not UTF-8".into()))?;
+            let spec = JobSpec::from_json(json)
+                .map_err(|e| LineageRefusal::Check(format!("the job specification: {e}")))?;
+            self.reset();
+            self.replica = Some(Replica::new(spec, federation_id, job_id));
+            self.job = Some((job_id, compute.job_spec.clone()));
+        }
+        let Some(replica) = self.replica.as_mut() else {
+            return Err(LineageRefusal::Check("no job specification".into()));
+        };
+        for (hash, bytes) in fetched.entries {
+            let entry =
+                LineageEntry::decode(&bytes).map_err(|e| LineageRefusal::Check(e.to_string()))?;
+            let peers = entry
+                .certificates()
+                .into_iter()
+                .map(|(id, h)| {
+                    self.certificates
+                        .get(&h)
+                        .map(|der| (id, der.as_slice()))
+                        .ok_or_else(|| {
+                            LineageRefusal::Check(format!("certificate {h} was not served"))
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let keys = if peers.is_empty() {
+                Vec::new()
+            } else {
+                tls::verify_session_peers_cached(ca_pem, &[], &peers, &mut self.checked)
+                    .map_err(|e| LineageRefusal::Check(format!("a lineage session's peers: {e}")))?
+                    .keys
+            };
+            replica
+                .apply(&entry, &Roster::new(keys), policy)
+                .map_err(|e| LineageRefusal::Check(e.to_string()))?;
+            self.applied.push(hash);
+        }
+        Ok(())
+    }
+}
+
+async fn fetch_one(
+    client: &mut ParticipantClient<Channel>,
+    hash: &str,
+) -> Result<Vec<u8>, LineageRefusal> {
+    let got = client
+        .fetch_content(v1::ContentRequest {
+            sha256: hash.to_string(),
+        })
+        .await
+        .map_err(|s| LineageRefusal::Fetch(s.message().to_string()))?
+        .into_inner()
+        .content;
+    if content_hash(&got) != hash {
+        return Err(LineageRefusal::Fetch(
+            "content that does not match its hash".into(),
+        ));
+    }
+    Ok(got)
+}
+
+/// Fetches what `compute` names that `lineage` does not hold: the job's specification (for
+/// a new replica), the entries after the applied ones and the certificates they name.
+pub async fn fetch(
+    client: &mut ParticipantClient<Channel>,
+    lineage: &mut Lineage,
+    job_id: u64,
+    compute: &v1::ComputeTask,
+) -> Result<Fetched, LineageRefusal> {
+    if lineage.certificates.len() >= MAX_CERTIFICATES {
+        lineage.certificates.clear();
+    }
+    let known = lineage.known_prefix(job_id, &compute.job_spec, &compute.lineage);
+    let spec = match known {
+        Some(_) => None,
+        None => Some(fetch_one(client, &compute.job_spec).await?),
+    };
+    let mut entries = Vec::new();
+    for hash in &compute.lineage[known.unwrap_or(0)..] {
+        let bytes = fetch_one(client, hash).await?;
+        let entry =
+            LineageEntry::decode(&bytes).map_err(|e| LineageRefusal::Fetch(e.to_string()))?;
+        for (_, h) in entry.certificates() {
+            if !lineage.certificates.contains_key(&h) {
+                let der = fetch_one(client, &h).await?;
+                lineage.certificates.insert(h, der);
+            }
+        }
+        entries.push((hash.clone(), bytes));
+    }
+    Ok(Fetched { spec, entries })
+}

@@ -205,8 +205,9 @@ impl Engine {
             } else {
                 None
             };
+            let sent = crate::faults::craft_model(&req, job_id);
             let outcome = self
-                .run_session(job_id, spec, &req, &lineage, patience, cancel.clone())
+                .run_session(job_id, spec, &sent, &lineage, patience, cancel.clone())
                 .await;
             self.record_refusals(job_id)?;
             let failure = match outcome {

@@ -173,3 +173,63 @@ fn agents_refuse_a_session_padded_with_a_revoked_certificate() {
     ]);
     padded_sessions_are_refused(&fed, &fed.path("pki/former_member.pem"), "Revoked");
 }
+
+#[test]
+fn attack_a_coordinator_crafting_an_evaluation_model_is_refused_by_every_agent() {
+    // The coordinator's round-1 evaluation scores a model of its own (one non-zero
+    // coefficient) instead of the model training produced. Every agent replays the job's
+    // plan from the verified sums, sees that this is not the task it asks for, and refuses
+    // before computing anything; the operator sees why; the evaluation is skipped and the
+    // job goes on with the real model.
+    let fed = Fed::new(54, 1500, 3);
+    fed.write_config(&JobOpts {
+        name: "crafted",
+        rounds: 2,
+        min_participants: 3,
+        wait_for_participants_ms: Some(1500),
+        job_extra: "max_attempts = 2\ntolerance = 0.0",
+        ..JobOpts::default()
+    });
+    let coord = fed.serve_with_env(&[("FEDRISK_TEST_CRAFT_MODEL", "1")]);
+    let mut agents: Vec<Proc> = fed
+        .institutions
+        .iter()
+        .map(|n| fed.participant(n, &[], &[]))
+        .collect();
+    let status = fed.wait_job_end(1, Duration::from_secs(120), &coord);
+    assert_eq!(status["state"], "completed", "{status}");
+    let says = "not what the job's plan asks for";
+    for a in &mut agents {
+        a.wait_exit(Duration::from_secs(30));
+        let log = a.stderr();
+        assert!(
+            log.lines()
+                .any(|l| l.contains("refusing the session") && l.contains(says)),
+            "{} did not refuse the crafted evaluation:\n{}",
+            a.name,
+            tail(&log, 20)
+        );
+    }
+    let refusals: Vec<String> = status["participants"]
+        .as_array()
+        .map(|ps| {
+            ps.iter()
+                .filter_map(|p| p["refusal"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        refusals.iter().any(|r| r.contains(says)),
+        "the operator does not see why: {status}"
+    );
+    // Round 1's model stands unevaluated; round 2 was evaluated as usual.
+    let rounds = status["rounds"].as_array().cloned().unwrap_or_default();
+    let auc = |r: u64| {
+        rounds
+            .iter()
+            .filter(|x| x["round"] == r)
+            .find_map(|x| x["auc"].as_f64())
+    };
+    assert_eq!(auc(1), None, "{status}");
+    assert!(auc(2).is_some_and(|a| a > 0.6), "{status}");
+}

@@ -41,7 +41,10 @@ pub fn extra_peers(peers: Vec<PeerIdentity>) -> Vec<PeerIdentity> {
 /// wants a histogram of one feature. The task is bound as sent, so only the agents' lineage
 /// check can tell.
 #[cfg(feature = "test-faults")]
-pub fn craft_model(req: &fedrisk_rounds::SessionRequest, job_id: u64) -> fedrisk_rounds::SessionRequest {
+pub fn craft_model(
+    req: &fedrisk_rounds::SessionRequest,
+    job_id: u64,
+) -> fedrisk_rounds::SessionRequest {
     let mut req = req.clone();
     let wanted = std::env::var("FEDRISK_TEST_CRAFT_MODEL")
         .ok()
@@ -58,7 +61,10 @@ pub fn craft_model(req: &fedrisk_rounds::SessionRequest, job_id: u64) -> fedrisk
             *t = 25.0;
         }
     }
-    tracing::warn!(round = req.round, "test fault: crafting the evaluation's model");
+    tracing::warn!(
+        round = req.round,
+        "test fault: crafting the evaluation's model"
+    );
     req.task = task.encode();
     req.binding = fedrisk_rounds::task::binding(&req.task.bytes);
     req
@@ -66,6 +72,9 @@ pub fn craft_model(req: &fedrisk_rounds::SessionRequest, job_id: u64) -> fedrisk
 
 /// Without the feature the request goes as the plan made it.
 #[cfg(not(feature = "test-faults"))]
-pub fn craft_model(req: &fedrisk_rounds::SessionRequest, _job_id: u64) -> fedrisk_rounds::SessionRequest {
+pub fn craft_model(
+    req: &fedrisk_rounds::SessionRequest,
+    _job_id: u64,
+) -> fedrisk_rounds::SessionRequest {
     req.clone()
 }

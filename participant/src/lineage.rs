@@ -194,9 +194,9 @@ pub async fn fetch(
         let entry =
             LineageEntry::decode(&bytes).map_err(|e| LineageRefusal::Fetch(e.to_string()))?;
         for (_, h) in entry.certificates() {
-            if !lineage.certificates.contains_key(&h) {
-                let der = fetch_one(client, &h).await?;
-                lineage.certificates.insert(h, der);
+            if let std::collections::hash_map::Entry::Vacant(slot) = lineage.certificates.entry(h) {
+                let der = fetch_one(client, slot.key()).await?;
+                slot.insert(der);
             }
         }
         entries.push((hash.clone(), bytes));

@@ -102,11 +102,15 @@ mod tests {
             kind: Some(task::Kind::Compute(ComputeTask {
                 task: b"{}".to_vec(),
                 secagg: None,
+                job_spec: "ab".repeat(32),
+                lineage: vec!["cd".repeat(32)],
             })),
             ..task
         };
         let back = Task::decode(compute.encode_to_vec().as_slice()).expect("decode");
-        assert!(matches!(back.kind, Some(task::Kind::Compute(t)) if t.task == b"{}"));
+        assert!(
+            matches!(back.kind, Some(task::Kind::Compute(t)) if t.task == b"{}" && t.lineage.len() == 1)
+        );
     }
 
     #[test]

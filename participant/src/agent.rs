@@ -266,6 +266,7 @@ async fn connect_and_serve(
                     refuse(&mut client, &task, &refusal).await;
                     continue;
                 }
+                let fetch_started = Instant::now();
                 let fetched = match crate::lineage::fetch(
                     &mut client,
                     &mut lineage,
@@ -282,6 +283,7 @@ async fn connect_and_serve(
                         continue;
                     }
                 };
+                tracing::debug!(round = task.round, ms = fetch_started.elapsed().as_millis() as u64, "lineage fetched");
                 let opened = tokio::task::block_in_place(|| {
                     open_session(
                         cfg,
@@ -430,6 +432,7 @@ fn open_session(
     task.check_limits(&cfg.limits)
         .map_err(|e| Refusal::from_round(&e))?;
     // The task must be what the job's plan asks for after the job's verified sums.
+    let check_started = Instant::now();
     lineage
         .check(
             fetched,
@@ -442,6 +445,11 @@ fn open_session(
             &cfg.policy,
         )
         .map_err(|e| Refusal::policy(e.to_string()))?;
+    tracing::debug!(
+        round = task.round,
+        ms = check_started.elapsed().as_millis() as u64,
+        "lineage checked"
+    );
     if let Some(pre) = task.preprocessing_hash() {
         ledger
             .allow_preprocessing(federation_id, task.job_id, task.round, &pre)

@@ -183,6 +183,14 @@ pub async fn fetch(
     if lineage.certificates.len() >= MAX_CERTIFICATES {
         lineage.certificates.clear();
     }
+    // A lineage session's members are mostly this session's peers, whose certificates came
+    // with the task: only the others are fetched.
+    let here: HashMap<String, &[u8]> = compute
+        .secagg
+        .iter()
+        .flat_map(|s| &s.peers)
+        .map(|p| (content_hash(&p.certificate_der), p.certificate_der.as_slice()))
+        .collect();
     let known = lineage.known_prefix(job_id, &compute.job_spec, &compute.lineage);
     let spec = match known {
         Some(_) => None,
@@ -195,7 +203,10 @@ pub async fn fetch(
             LineageEntry::decode(&bytes).map_err(|e| LineageRefusal::Fetch(e.to_string()))?;
         for (_, h) in entry.certificates() {
             if let std::collections::hash_map::Entry::Vacant(slot) = lineage.certificates.entry(h) {
-                let der = fetch_one(client, slot.key()).await?;
+                let der = match here.get(slot.key()) {
+                    Some(der) => der.to_vec(),
+                    None => fetch_one(client, slot.key()).await?,
+                };
                 slot.insert(der);
             }
         }

@@ -74,6 +74,13 @@ pub trait RoundKind {
     fn once_per_job(&self) -> bool {
         false
     }
+    /// Whether later tasks are derived from this kind's sum (scales, statistics, bins, the
+    /// next model). Those sessions carry commitments so that agents can check the sum
+    /// before they take part in what follows (`crate::lineage`); a sum nothing depends on
+    /// (an evaluation's) needs none.
+    fn feeds_the_plan(&self) -> bool {
+        true
+    }
 }
 
 /// The row and default counts of the training rows (what statistics and bin-count sums add

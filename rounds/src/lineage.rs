@@ -101,15 +101,21 @@ fn unhex<const N: usize>(s: &str, what: &str) -> Result<[u8; N], LineageError> {
 
 impl SessionRecord {
     /// The record of a finished session; `certificates` maps each survivor's id to the
-    /// hex SHA-256 of its certificate.
+    /// hex SHA-256 of its certificate. A session without commitments (nothing later
+    /// derives from its sum) is recorded without its sum: agents only check its place.
     pub fn new(
         config: &SessionConfig,
         output: &Output,
         certificates: &BTreeMap<u32, String>,
     ) -> Self {
+        let committed = config.params.committed;
         SessionRecord {
             config: hex::encode(config.encode()),
-            sum: output.sum.clone(),
+            sum: if committed {
+                output.sum.clone()
+            } else {
+                Vec::new()
+            },
             blinding_sum: output.blinding_sum.clone(),
             commitments: output
                 .commitments
@@ -245,6 +251,19 @@ impl Replica {
                         "a session of another task in place of the round {} {} session",
                         req.round, req.label
                     )));
+                }
+                if !req.committed {
+                    // Nothing later derives from this sum (an evaluation): the plan goes
+                    // on exactly as if it had been skipped.
+                    return match self.plan.on_failure(Failure::Deterministic(
+                        "not needed for the lineage".into(),
+                    )) {
+                        Ok(AfterFailure::Skipped(_)) => {
+                            self.applied += 1;
+                            Ok(())
+                        }
+                        _ => Err(unverified("the plan cannot go on without this sum".into())),
+                    };
                 }
                 if config.params.vector_len as usize != req.vector_len {
                     return Err(unverified("vector length differs from the task's".into()));

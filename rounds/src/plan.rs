@@ -145,6 +145,9 @@ pub struct SessionRequest {
     /// Invite exactly these participants and no others; the session fails when one of them
     /// is missing (evaluations: see [`Checkpoint::constants_survivors`]).
     pub only: Option<Vec<u32>>,
+    /// Whether later tasks derive from this session's sum, so that its inputs carry
+    /// commitments ([`crate::RoundKind::feeds_the_plan`]).
+    pub committed: bool,
 }
 
 /// A round that completed: everything the store makes durable together.
@@ -427,6 +430,7 @@ impl JobPlan {
             first_of_job: self.first_of_job,
             new_attempt: self.new_attempt,
             only,
+            committed: kind.feeds_the_plan(),
         };
         self.new_attempt = false;
         Some(request)

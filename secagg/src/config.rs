@@ -114,6 +114,11 @@ pub struct SessionParams {
     /// `sigma^2 / t`, so with exactly `t` survivors the total variance is at least
     /// `sigma^2`. The weight slot carries no noise.
     pub dp_sigma: Option<f64>,
+    /// Whether every masked input carries its sender's signed commitment
+    /// ([`crate::commit`]): on for sessions whose sum later tasks are derived from,
+    /// so that agents can check it; off where nothing depends on the sum (it costs
+    /// a multi-scalar multiplication per word).
+    pub committed: bool,
 }
 
 /// The round a session belongs to, as each side knows it independently.
@@ -187,7 +192,11 @@ impl SessionParams {
     /// Words of a masked vector: the input's `d + 1`, then the commitment's blinding
     /// ([`crate::commit::RHO_LIMBS`]).
     pub fn masked_words(&self) -> usize {
-        self.words() + crate::commit::RHO_LIMBS
+        if self.committed {
+            self.words() + crate::commit::RHO_LIMBS
+        } else {
+            self.words()
+        }
     }
 
     /// Shamir threshold inside a share group (`t` for the complete graph).
@@ -335,6 +344,7 @@ impl SessionParams {
                 w.f64(s);
             }
         }
+        w.u8(u8::from(self.committed));
         w.finish()
     }
 
@@ -373,6 +383,11 @@ impl SessionParams {
             1 => Some(r.f64()?),
             _ => return Err(SecAggError::Malformed("bad dp flag")),
         };
+        let committed = match r.u8()? {
+            0 => false,
+            1 => true,
+            _ => return Err(SecAggError::Malformed("bad commitment flag")),
+        };
         Ok(SessionParams {
             participants,
             threshold,
@@ -381,6 +396,7 @@ impl SessionParams {
             graph,
             security,
             dp_sigma,
+            committed,
         })
     }
 }

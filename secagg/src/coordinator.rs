@@ -300,6 +300,10 @@ impl CoordinatorSession {
                 "vector length differs from d + 1 and the blinding limbs",
             ));
         }
+        if !self.config.params.committed {
+            self.masked.insert(from, msg.vector.clone());
+            return Ok(());
+        }
         let transcript =
             crate::commit::commitment_transcript(&self.config.session_id, from, &msg.commitment);
         if !verify_signature(&self.roster, from, &transcript, &msg.signature) {
@@ -659,6 +663,7 @@ impl CoordinatorSession {
         let commitments = self
             .u3
             .iter()
+            .filter(|_| self.config.params.committed)
             .map(|u| {
                 self.commitments
                     .get(u)

@@ -510,18 +510,23 @@ impl ParticipantSession {
         }
         // What is summed is committed to, noise included, so that anyone holding the
         // session's output can check it (crate::commit).
-        let blinding = crate::commit::Blinding::random(rng);
-        let commitment = crate::commit::commit(&y, &blinding);
-        y.extend_from_slice(blinding.limbs());
-        drop(blinding);
-        let signature = self
-            .identity
-            .sign(&crate::commit::commitment_transcript(
-                &sid,
-                self.id,
-                &commitment,
-            ))
-            .to_bytes();
+        let (commitment, signature) = if p.committed {
+            let blinding = crate::commit::Blinding::random(rng);
+            let commitment = crate::commit::commit(&y, &blinding);
+            y.extend_from_slice(blinding.limbs());
+            drop(blinding);
+            let signature = self
+                .identity
+                .sign(&crate::commit::commitment_transcript(
+                    &sid,
+                    self.id,
+                    &commitment,
+                ))
+                .to_bytes();
+            (commitment, signature)
+        } else {
+            ([0; 32], [0; 64])
+        };
         let seed = Zeroizing::new(crypto::self_mask_seed(&self.b, &sid, self.id));
         crypto::prg_accumulate(&seed, &mut y, false);
         for &v in &u2 {

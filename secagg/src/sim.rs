@@ -55,6 +55,8 @@ pub struct SimConfig {
     pub fixed_point: FixedPointParams,
     /// Distributed DP.
     pub dp_sigma: Option<f64>,
+    /// Whether masked inputs carry commitments.
+    pub committed: bool,
     /// Master seed: all keys, secrets and inputs derive from it.
     pub seed: u64,
     /// Worker threads for the participants' work (the outcome does not depend on it).
@@ -78,6 +80,7 @@ impl SimConfig {
                 max_weight_bits: 20,
             },
             dp_sigma: None,
+            committed: true,
             seed: 1,
             threads: 2,
             policy: ParticipantPolicy {
@@ -97,6 +100,7 @@ impl SimConfig {
             graph: self.graph,
             security: self.security,
             dp_sigma: self.dp_sigma,
+            committed: self.committed,
         }
     }
 }

@@ -512,10 +512,25 @@ impl Fed {
         env: &[(&str, &str)],
         extra: &[&str],
     ) -> Proc {
+        self.participant_via(&self.url(), log_name, pki_dir, cert, data, env, extra)
+    }
+
+    /// [`Fed::participant_as`] connecting to `url` (a proxy in front of the coordinator).
+    #[allow(clippy::too_many_arguments)]
+    pub fn participant_via(
+        &self,
+        url: &str,
+        log_name: &str,
+        pki_dir: &Path,
+        cert: &str,
+        data: &Path,
+        env: &[(&str, &str)],
+        extra: &[&str],
+    ) -> Proc {
         let mut cmd = Command::new(participant_bin());
         cmd.arg("run")
             .arg("--coordinator")
-            .arg(self.url())
+            .arg(url)
             .arg("--ca")
             .arg(pki_dir.join("ca.pem"))
             .arg("--cert")

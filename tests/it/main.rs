@@ -14,6 +14,7 @@ mod dropout;
 mod exports;
 mod harness;
 mod malicious;
+mod netfault;
 mod operator;
 mod ops;
 mod privacy;

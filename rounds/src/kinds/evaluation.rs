@@ -25,6 +25,10 @@ impl RoundKind for Evaluation {
         "evaluation"
     }
 
+    fn feeds_the_plan(&self) -> bool {
+        false
+    }
+
     fn vector_len(&self, _job: &JobContext) -> usize {
         federated::eval_len(self.bins as usize)
     }

@@ -519,6 +519,36 @@ mod tests {
     }
 
     #[test]
+    fn a_binned_graph_has_the_same_inputs_and_reads_only_known_values() {
+        use fedrisk_models::Encoding;
+        for encoding in [Encoding::Indicators, Encoding::Woe] {
+            let m = crate::tests::binned_model(encoding);
+            let g = ModelProto::decode(write(&m).unwrap().as_slice())
+                .unwrap()
+                .graph
+                .unwrap();
+            let inputs: Vec<&str> = g.input.iter().map(|i| i.name.as_str()).collect();
+            assert_eq!(inputs, [NUMERIC_INPUT, CATEGORICAL_INPUT]);
+            assert!(g.nodes_named("GreaterOrEqual") > 0);
+            assert!(g.nodes_named("LabelEncoder") > 0);
+            let w = g
+                .initializer
+                .iter()
+                .find(|t| t.name.starts_with("coefficients"))
+                .unwrap();
+            assert_eq!(w.double_data, m.coefficients);
+            let mut known: Vec<String> = inputs.iter().map(|s| s.to_string()).collect();
+            known.extend(g.initializer.iter().map(|t| t.name.clone()));
+            for n in &g.node {
+                for i in &n.input {
+                    assert!(known.contains(i), "{} reads unknown {i}", n.name);
+                }
+                known.extend(n.output.iter().cloned());
+            }
+        }
+    }
+
+    #[test]
     fn a_numeric_only_model_has_one_input() {
         let mut m = testing::model();
         m.schema.features.retain(|f| f.is_numeric());

@@ -486,6 +486,31 @@ mod tests {
     }
 
     #[test]
+    fn a_binned_model_has_a_bin_lookup_per_kept_feature_and_a_predictor_per_column() {
+        use fedrisk_models::Encoding;
+        for encoding in [Encoding::Indicators, Encoding::Woe] {
+            let m = crate::tests::binned_model(encoding);
+            let w = m.preprocessing.woe.as_ref().unwrap();
+            let text = write(&m).unwrap();
+            let kept: Vec<_> = w.features.iter().filter(|f| f.kept).collect();
+            let numeric = kept
+                .iter()
+                .filter(|f| matches!(f.rule, fedrisk_models::binning::BinRule::Numeric { .. }))
+                .count();
+            assert_eq!(text.matches("<Discretize ").count(), numeric);
+            assert_eq!(text.matches("<MapValues ").count(), kept.len() - numeric);
+            let predictors = match encoding {
+                Encoding::Woe => text.matches("<NumericPredictor ").count(),
+                Encoding::Indicators => text.matches("<CategoricalPredictor ").count(),
+            };
+            assert_eq!(predictors, m.coefficients.len(), "{encoding}");
+            // Special codes have bins: they are not declared missing.
+            assert!(text.contains("closure=\"closedClosed\" leftMargin=\"96\""));
+            assert!(!text.contains("<Value value=\"96\" property=\"missing\"/>"));
+        }
+    }
+
+    #[test]
     fn a_feature_named_like_a_derived_column_is_refused() {
         let mut m = testing::model();
         m.schema.features[2].name = "z:income".into();

@@ -1,7 +1,9 @@
 //! Exported models scored by real consumers: onnxruntime (after `onnx.checker` with
 //! `full_check`), JPMML-Evaluator and PMML4S (pypmml) score what `fedrisk-participant export`
 //! and `fedrisk-coordinator job export` write, and agree with `fedrisk-participant score` to
-//! 1e-6 on every row (`check_exports.py`).
+//! 1e-6 on every row (`check_exports.py`). Binned models (`binning woe`, both encodings) are
+//! scored on the test rows plus rows at every cut, the doubles either side of it, each
+//! special code, each level, an unseen level and missing values (`with_edge_rows`).
 //!
 //! The consumers live in a Python virtual environment that `.ci/run` installs; these tests are
 //! ignored by default and FAIL when `FEDRISK_EXPORT_PYTHON` (the venv's python) is not set, so
@@ -368,11 +370,25 @@ fn exports_score_like_fedrisk_on_gmsc_test() {
 #[test]
 #[ignore = "needs the consumers' venv (FEDRISK_EXPORT_PYTHON); .ci/run runs it"]
 fn the_operators_pmml_and_onnx_exports_of_a_job_score_like_fedrisk() {
-    let fed = Fed::new(62, 2000, 3);
+    operators_exports(62, "");
+}
+
+/// The same for a job binned on the federation's summed counts (default encoding), scored
+/// with every bin edge added.
+#[test]
+#[ignore = "needs the consumers' venv (FEDRISK_EXPORT_PYTHON); .ci/run runs it"]
+fn the_operators_pmml_and_onnx_exports_of_a_binned_job_score_like_fedrisk() {
+    operators_exports(64, "binning = \"woe\"");
+}
+
+/// `job_extra`: lines of the job's `[job]` table.
+fn operators_exports(seed: u64, job_extra: &'static str) {
+    let fed = Fed::new(seed, 2000, 3);
     fed.write_config(&JobOpts {
         name: "export",
         rounds: 2,
         min_participants: 3,
+        job_extra,
         ..JobOpts::default()
     });
     let coord = fed.serve();
@@ -404,12 +420,15 @@ fn the_operators_pmml_and_onnx_exports_of_a_job_score_like_fedrisk() {
         );
         files.push(out);
     }
-    check(
-        &fed.root,
-        &json,
-        &fed.path("data/test.csv"),
-        Some((&files[0], &files[1])),
-    );
+    let mut data = fed.path("data/test.csv");
+    let m = fedrisk_models::ModelFile::load(&json).expect("exported model");
+    assert_eq!(m.preprocessing.woe.is_some(), job_extra.contains("woe"));
+    if m.preprocessing.woe.is_some() {
+        let edges = fed.path("test-edges.csv");
+        with_edge_rows(&json, &data, &edges);
+        data = edges;
+    }
+    check(&fed.root, &json, &data, Some((&files[0], &files[1])));
     for a in &mut agents {
         a.wait_exit(Duration::from_secs(30));
     }

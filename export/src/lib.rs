@@ -5,12 +5,16 @@
 //! Both include everything [`fedrisk_models::ModelFile`] applies when it scores a row: special
 //! codes treated as missing, mean imputation, standardisation, missing indicators, one-hot
 //! levels with the `other` column for unseen levels and the `missing` column (or `other` when
-//! the model has none) for missing ones. `.ci/run` checks that onnxruntime, JPMML-Evaluator and
-//! PMML4S score exported models as `fedrisk-participant score` does (tests/it/exports.rs).
+//! the model has none) for missing ones; for a binned model (`binning = "woe"`), the bin of
+//! every kept feature's raw value (cuts closed on the left, the missing bin, a bin per special
+//! code, level groups and the `other` bin for unseen levels) and its WOE or indicator columns
+//! (`binned.rs`). `.ci/run` checks that onnxruntime, JPMML-Evaluator and PMML4S score exported
+//! models as `fedrisk-participant score` does (tests/it/exports.rs).
 //!
 //! Each format is a function of the model file alone; a new format (the scorecard of a binned
 //! model) is one more [`Format`] variant and one more arm in [`export`].
 
+mod binned;
 mod onnx;
 mod onnx_proto;
 mod pmml;
@@ -101,11 +105,8 @@ pub enum ExportError {
     NameClash { feature: String },
     #[error("the model's {what} are not finite: it cannot be exported")]
     NonFinite { what: &'static str },
-    #[error(
-        "the model is binned (binning = \"woe\"): {format} export of bins is not built yet; \
-         export json, or its scorecard (format scorecard or scorecard-csv), which score it exactly"
-    )]
-    Binned { format: &'static str },
+    #[error("the model cannot be exported: {reason}")]
+    Unsupported { reason: String },
     #[error("writing JSON: {0}")]
     Json(#[from] serde_json::Error),
 }
@@ -115,14 +116,6 @@ pub fn export(model: &ModelFile, format: Format) -> Result<Vec<u8>, ExportError>
     if !model.intercept.is_finite() || model.coefficients.iter().any(|c| !c.is_finite()) {
         return Err(ExportError::NonFinite {
             what: "coefficients",
-        });
-    }
-    if model.preprocessing.woe.is_some() && matches!(format, Format::Pmml | Format::Onnx) {
-        // The PMML and ONNX writers know standardised and one-hot columns only: a binned
-        // model written by them would score differently from the model. Refuse rather than
-        // hand a validator a file that is silently wrong.
-        return Err(ExportError::Binned {
-            format: format.name(),
         });
     }
     match format {
@@ -247,7 +240,7 @@ pub(crate) mod testing {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -272,8 +265,8 @@ mod tests {
         assert_eq!(back.compute_hash(), m.content_hash);
     }
 
-    #[test]
-    fn a_binned_model_is_refused_by_the_writers_that_cannot_bin() {
+    /// A model binned on generated rows (special codes declared) in `encoding`.
+    pub(crate) fn binned_model(encoding: fedrisk_models::Encoding) -> ModelFile {
         use fedrisk_models::local::{LocalOptions, train_local};
         use fedrisk_models::synth::{SynthConfig, generate};
         let dir = tempfile::tempdir().unwrap();
@@ -288,17 +281,36 @@ mod tests {
         let data =
             fedrisk_models::load_csv(&path, &schema, fedrisk_models::LabelMode::Required).unwrap();
         let opts = LocalOptions {
-            binning: Some(fedrisk_models::BinningOptions::default()),
+            binning: Some(fedrisk_models::BinningOptions {
+                encoding,
+                ..Default::default()
+            }),
             ..LocalOptions::default()
         };
-        let (m, _) = train_local(&schema, data, &opts).unwrap();
+        train_local(&schema, data, &opts).unwrap().0
+    }
+
+    #[test]
+    fn a_binned_model_exports_in_every_format_in_both_encodings() {
+        for encoding in [
+            fedrisk_models::Encoding::Indicators,
+            fedrisk_models::Encoding::Woe,
+        ] {
+            let m = binned_model(encoding);
+            for f in Format::ALL {
+                assert!(export(&m, f).is_ok(), "{f} {encoding}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_binned_model_whose_coefficients_do_not_fit_its_bins_is_refused_with_the_reason() {
+        let mut m = binned_model(fedrisk_models::Encoding::Indicators);
+        m.coefficients.pop();
         for f in [Format::Pmml, Format::Onnx] {
             let err = export(&m, f).unwrap_err();
-            assert!(matches!(err, ExportError::Binned { .. }), "{err}");
-            assert!(err.to_string().contains("scorecard"), "{err}");
-        }
-        for f in [Format::Json, Format::Scorecard, Format::ScorecardCsv] {
-            assert!(export(&m, f).is_ok(), "{f}");
+            assert!(matches!(err, ExportError::Unsupported { .. }), "{err}");
+            assert!(err.to_string().contains("coefficients"), "{err}");
         }
     }
 

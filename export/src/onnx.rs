@@ -3,7 +3,7 @@
 //! Inputs (batch dimension `N`):
 //! - `numeric`: `double[N, numeric features]`, the schema's numeric features in schema order,
 //!   `NaN` where a value is missing; special codes are given as they are (the graph treats
-//!   them as missing);
+//!   them as missing, or, in a binned model, as the bins of their own they have);
 //! - `categorical`: `string[N, categorical features]`, the schema's categorical features in
 //!   schema order, the field's text with surrounding spaces removed (a missing token, e.g. an
 //!   empty string or `NA`, means missing; any other unknown text is an unseen level).
@@ -12,7 +12,9 @@
 //! `double[N, 1]`. The graph: `missing = IsNaN(x) or x == special`, `Where` imputes,
 //! `(x - mean) / scale`, indicator columns gathered from `missing`; each categorical column
 //! mapped to its slot by `ai.onnx.ml.LabelEncoder` (levels, missing tokens, default = `other`)
-//! and one-hot by `Equal` with `0..slots`; `Concat`, `MatMul`, `Add`, `Sigmoid`. Everything
+//! and one-hot by `Equal` with `0..slots`; `Concat`, `MatMul`, `Add`, `Sigmoid`. A binned
+//! model (`binning = "woe"`) has the same inputs; its design is each kept feature's bin
+//! (see [`binned_design`]) turned into the bin's WOE or its indicator columns. Everything
 //! is computed in double precision. The feature names of each input are in the model's
 //! metadata (`numeric_features`, `categorical_features`, JSON lists).
 
@@ -20,8 +22,8 @@ use fedrisk_models::ModelFile;
 use fedrisk_models::schema::FeatureKind;
 use prost::Message;
 
-use crate::ExportError;
 use crate::onnx_proto::*;
+use crate::{ExportError, binned};
 
 pub const NUMERIC_INPUT: &str = "numeric";
 pub const CATEGORICAL_INPUT: &str = "categorical";
@@ -142,20 +144,166 @@ fn tensor_info(name: &str, elem_type: i32, width: i64, doc: &str) -> ValueInfoPr
 }
 
 pub fn write(model: &ModelFile) -> Result<Vec<u8>, ExportError> {
+    let mut g = Graph::default();
+    let (inputs, parts) = match &model.preprocessing.woe {
+        Some(w) => binned_design(&mut g, model, &binned::features(model, w)?),
+        None => design(&mut g, model),
+    };
+    if parts.is_empty() {
+        return Err(ExportError::Unsupported {
+            reason: "the model has no design column (its score is a constant)".into(),
+        });
+    }
+    finish(model, g, inputs, parts)
+}
+
+fn numeric_input(width: usize) -> ValueInfoProto {
+    tensor_info(
+        NUMERIC_INPUT,
+        data_type::DOUBLE,
+        width as i64,
+        "numeric features in schema order, NaN when missing",
+    )
+}
+
+fn categorical_input(width: usize) -> ValueInfoProto {
+    tensor_info(
+        CATEGORICAL_INPUT,
+        data_type::STRING,
+        width as i64,
+        "categorical features in schema order, trimmed text",
+    )
+}
+
+/// Column `j` of `input`, as `[N, 1]`.
+fn column(g: &mut Graph, input: &str, j: usize) -> String {
+    let idx = g.int64s("column", vec![1], vec![j as i64]);
+    g.node("Gather", &[input, &idx], vec![int_attr("axis", 1)], "")
+}
+
+/// The design of a binned model: per kept feature, the bin (`int64[N, 1]`) of its raw value,
+/// then the bin's WOE (`Gather`) or its indicator columns (`Equal` with the indicator bins).
+/// A numeric bin is the number of cuts at or below the value (`GreaterOrEqual`, `ReduceSum`),
+/// replaced by a special code's bin where the value equals the code and by the missing bin
+/// where it is NaN (`Where`); a categorical bin is a `LabelEncoder` lookup of the text (levels,
+/// missing tokens, default = the `other` bin).
+fn binned_design(
+    g: &mut Graph,
+    model: &ModelFile,
+    features: &[binned::Feature],
+) -> (Vec<ValueInfoProto>, Vec<String>) {
+    let schema = &model.schema;
+    let n_num = schema.numeric_features().count();
+    let n_cat = schema.categorical_features().count();
+    let mut inputs = Vec::new();
+    if n_num > 0 {
+        inputs.push(numeric_input(n_num));
+    }
+    if n_cat > 0 {
+        inputs.push(categorical_input(n_cat));
+    }
+    let mut parts = Vec::new();
+    for f in features {
+        let bin = match &f.lookup {
+            binned::Lookup::Numeric {
+                column: j,
+                cuts,
+                specials,
+                missing_bin,
+            } => {
+                let x = column(g, NUMERIC_INPUT, *j);
+                let mut bin = if cuts.is_empty() {
+                    // One regular bin: 0 for every row.
+                    let nan = g.op("IsNaN", &[&x]);
+                    let zero = g.int64s("zero", vec![1, 1], vec![0]);
+                    g.op("Where", &[&nan, &zero, &zero])
+                } else {
+                    let c = g.doubles("cuts", vec![1, cuts.len() as i64], cuts.clone());
+                    let at_or_below = g.op("GreaterOrEqual", &[&x, &c]);
+                    let ones = g.node(
+                        "Cast",
+                        &[&at_or_below],
+                        vec![int_attr("to", data_type::INT64 as i64)],
+                        "",
+                    );
+                    let axes = g.int64s("axes", vec![1], vec![1]);
+                    g.node(
+                        "ReduceSum",
+                        &[&ones, &axes],
+                        vec![int_attr("keepdims", 1)],
+                        "",
+                    )
+                };
+                for (s, b) in specials {
+                    let code = g.doubles("special", vec![1, 1], vec![*s]);
+                    let is_code = g.op("Equal", &[&x, &code]);
+                    let special_bin = g.int64s("special_bin", vec![1, 1], vec![*b as i64]);
+                    bin = g.op("Where", &[&is_code, &special_bin, &bin]);
+                }
+                let nan = g.op("IsNaN", &[&x]);
+                let m = g.int64s("missing_bin", vec![1, 1], vec![*missing_bin as i64]);
+                g.op("Where", &[&nan, &m, &bin])
+            }
+            binned::Lookup::Categorical {
+                column: j,
+                levels,
+                other_bin,
+                missing_bin,
+            } => {
+                let x = column(g, CATEGORICAL_INPUT, *j);
+                let mut keys: Vec<String> = levels.iter().map(|(l, _)| l.clone()).collect();
+                let mut values: Vec<i64> = levels.iter().map(|(_, b)| *b as i64).collect();
+                for t in &schema.missing_tokens {
+                    if !keys.contains(t) {
+                        keys.push(t.clone());
+                        values.push(*missing_bin as i64);
+                    }
+                }
+                g.node(
+                    "LabelEncoder",
+                    &[&x],
+                    vec![
+                        strings_attr("keys_strings", keys),
+                        ints_attr("values_int64s", values),
+                        int_attr("default_int64", *other_bin as i64),
+                    ],
+                    ML_DOMAIN,
+                )
+            }
+        };
+        match &f.design {
+            binned::Design::Woe { woe, .. } => {
+                let table = g.doubles("woe", vec![woe.len() as i64], woe.clone());
+                parts.push(g.node("Gather", &[&table, &bin], vec![int_attr("axis", 0)], ""));
+            }
+            binned::Design::Indicators { columns } if !columns.is_empty() => {
+                let own: Vec<i64> = columns.iter().map(|(b, _)| *b as i64).collect();
+                let own = g.int64s("indicator_bins", vec![1, own.len() as i64], own);
+                let hot = g.op("Equal", &[&bin, &own]);
+                parts.push(g.node(
+                    "Cast",
+                    &[&hot],
+                    vec![int_attr("to", data_type::DOUBLE as i64)],
+                    "",
+                ));
+            }
+            binned::Design::Indicators { .. } => {}
+        }
+    }
+    (inputs, parts)
+}
+
+/// The design of a model without bins: imputed, standardised numeric columns, missing
+/// indicators, one-hot levels.
+fn design(g: &mut Graph, model: &ModelFile) -> (Vec<ValueInfoProto>, Vec<String>) {
     let pre = &model.preprocessing;
     let schema = &model.schema;
     let n_num = pre.numeric.len();
-    let mut g = Graph::default();
     let mut parts: Vec<String> = Vec::new();
     let mut inputs = Vec::new();
 
     if n_num > 0 {
-        inputs.push(tensor_info(
-            NUMERIC_INPUT,
-            data_type::DOUBLE,
-            n_num as i64,
-            "numeric features in schema order, NaN when missing",
-        ));
+        inputs.push(numeric_input(n_num));
         let specials: Vec<Vec<f64>> = schema
             .numeric_features()
             .map(|f| match &f.kind {
@@ -215,12 +363,7 @@ pub fn write(model: &ModelFile) -> Result<Vec<u8>, ExportError> {
     }
 
     if !pre.categorical.is_empty() {
-        inputs.push(tensor_info(
-            CATEGORICAL_INPUT,
-            data_type::STRING,
-            pre.categorical.len() as i64,
-            "categorical features in schema order, trimmed text",
-        ));
+        inputs.push(categorical_input(pre.categorical.len()));
         for (j, c) in pre.categorical.iter().enumerate() {
             let other = c.levels.len() as i64;
             let missing_slot = if c.missing_column { other + 1 } else { other };
@@ -231,13 +374,7 @@ pub fn write(model: &ModelFile) -> Result<Vec<u8>, ExportError> {
                 keys.push(t.clone());
                 values.push(missing_slot);
             }
-            let idx = g.int64s("column", vec![1], vec![j as i64]);
-            let column = g.node(
-                "Gather",
-                &[CATEGORICAL_INPUT, &idx],
-                vec![int_attr("axis", 1)],
-                "",
-            );
+            let column = column(g, CATEGORICAL_INPUT, j);
             let slot = g.node(
                 "LabelEncoder",
                 &[&column],
@@ -259,6 +396,18 @@ pub fn write(model: &ModelFile) -> Result<Vec<u8>, ExportError> {
         }
     }
 
+    (inputs, parts)
+}
+
+/// `Concat` of the design's parts, `MatMul` with the coefficients, `Add` the intercept,
+/// `Sigmoid`; the model around the graph.
+fn finish(
+    model: &ModelFile,
+    mut g: Graph,
+    inputs: Vec<ValueInfoProto>,
+    parts: Vec<String>,
+) -> Result<Vec<u8>, ExportError> {
+    let schema = &model.schema;
     let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
     let design = g.node("Concat", &refs, vec![int_attr("axis", 1)], "");
     let width = model.coefficients.len() as i64;
@@ -366,6 +515,36 @@ mod tests {
                 assert!(known.contains(i), "{} reads unknown {i}", n.name);
             }
             known.extend(n.output.iter().cloned());
+        }
+    }
+
+    #[test]
+    fn a_binned_graph_has_the_same_inputs_and_reads_only_known_values() {
+        use fedrisk_models::Encoding;
+        for encoding in [Encoding::Indicators, Encoding::Woe] {
+            let m = crate::tests::binned_model(encoding);
+            let g = ModelProto::decode(write(&m).unwrap().as_slice())
+                .unwrap()
+                .graph
+                .unwrap();
+            let inputs: Vec<&str> = g.input.iter().map(|i| i.name.as_str()).collect();
+            assert_eq!(inputs, [NUMERIC_INPUT, CATEGORICAL_INPUT]);
+            assert!(g.nodes_named("GreaterOrEqual") > 0);
+            assert!(g.nodes_named("LabelEncoder") > 0);
+            let w = g
+                .initializer
+                .iter()
+                .find(|t| t.name.starts_with("coefficients"))
+                .unwrap();
+            assert_eq!(w.double_data, m.coefficients);
+            let mut known: Vec<String> = inputs.iter().map(|s| s.to_string()).collect();
+            known.extend(g.initializer.iter().map(|t| t.name.clone()));
+            for n in &g.node {
+                for i in &n.input {
+                    assert!(known.contains(i), "{} reads unknown {i}", n.name);
+                }
+                known.extend(n.output.iter().cloned());
+            }
         }
     }
 

@@ -186,7 +186,8 @@ enum Command {
     },
     /// Write a model file as PMML 4.4 or ONNX (or JSON again), for scoring outside fedrisk:
     /// the preprocessing (special codes, imputation, standardisation, one-hot levels with
-    /// unseen and missing levels) is part of the exported model. `scorecard` (JSON) and
+    /// unseen and missing levels), or a binned model's bins and WOE, is part of the exported
+    /// model. `scorecard` (JSON) and
     /// `scorecard-csv` write the points per bin of a model trained on WOE bins.
     Export {
         /// Model JSON written by `train` or by a federation (its content hash is checked).

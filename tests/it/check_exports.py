@@ -77,13 +77,20 @@ def jpmml_scores(path, records):
 
 
 def pypmml_scores(path, records):
-    import pandas as pd
     from pypmml import Model
 
+    # pypmml hands a DataFrame to PMML4S as pandas JSON, whose numbers keep 10 digits: a value
+    # a hair below a bin's cut would arrive on it. Its other documented input, a JSON string,
+    # is written here with every digit (Python's shortest round-trip form; null = missing).
     model = Model.fromFile(path)
-    frame = pd.DataFrame.from_records(records)
-    out = model.predict(frame)
-    return out["probability"].to_numpy(dtype=np.float64)
+    columns = list(records[0]) if records else []
+    payload = json.dumps(
+        {"columns": columns, "data": [[r[c] for c in columns] for r in records]},
+        allow_nan=False,
+    )
+    out = json.loads(model.predict(payload))
+    k = out["columns"].index("probability")
+    return np.array([row[k] for row in out["data"]], dtype=np.float64)
 
 
 def main():

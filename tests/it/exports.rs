@@ -1,7 +1,9 @@
 //! Exported models scored by real consumers: onnxruntime (after `onnx.checker` with
 //! `full_check`), JPMML-Evaluator and PMML4S (pypmml) score what `fedrisk-participant export`
 //! and `fedrisk-coordinator job export` write, and agree with `fedrisk-participant score` to
-//! 1e-6 on every row (`check_exports.py`).
+//! 1e-6 on every row (`check_exports.py`). Binned models (`binning woe`, both encodings) are
+//! scored on the test rows plus rows at every cut, the doubles either side of it, each
+//! special code, each level, an unseen level and missing values (`with_edge_rows`).
 //!
 //! The consumers live in a Python virtual environment that `.ci/run` installs; these tests are
 //! ignored by default and FAIL when `FEDRISK_EXPORT_PYTHON` (the venv's python) is not set, so
@@ -136,8 +138,124 @@ fn exports_score_like_fedrisk_on_generated_data_with_unseen_and_missing_values()
     check(&dir, &model, &awkward, None);
 }
 
-fn shared(name: &str, categorical: &str) {
-    let data = shared_data().join(name);
+/// Rows of `data` (a CSV with plain, unquoted fields) with, after them, rows that put each
+/// kept binned feature of `model` on its edges: every cut, the doubles just below and above
+/// it, every declared special code, a missing value; every level of a categorical feature,
+/// an unseen one and a missing one. Each such row is `data`'s first row with one field
+/// changed. Written to `out`; returns the number of rows added.
+fn with_edge_rows(model: &Path, data: &Path, out: &Path) -> usize {
+    use fedrisk_models::binning::BinRule;
+    let m = fedrisk_models::ModelFile::load(model).expect("model file");
+    let woe = m.preprocessing.woe.as_ref().expect("a binned model");
+    let mut text = std::fs::read_to_string(data).expect("data file");
+    assert!(!text.contains('"'), "{}: quoted fields", data.display());
+    let mut lines = text.lines();
+    let header: Vec<String> = lines
+        .next()
+        .expect("header")
+        .split(',')
+        .map(|h| h.trim().to_owned())
+        .collect();
+    let base: Vec<String> = lines
+        .next()
+        .expect("a data row")
+        .split(',')
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(base.len(), header.len());
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    let mut added = 0;
+    let mut cut_rows = 0;
+    for f in woe.features.iter().filter(|f| f.kept) {
+        let at = header
+            .iter()
+            .position(|h| *h == f.name)
+            .expect("feature column");
+        let values: Vec<String> = match &f.rule {
+            BinRule::Numeric { cuts, specials, .. } => {
+                cut_rows += cuts.len();
+                let mut v: Vec<f64> = Vec::new();
+                for c in cuts {
+                    v.extend([*c, c.next_down(), c.next_up()]);
+                }
+                v.extend(specials);
+                let mut v: Vec<String> = v.iter().map(|x| format!("{x}")).collect();
+                v.push(String::new());
+                v
+            }
+            BinRule::Categorical { levels, .. } => {
+                let mut v = levels.clone();
+                v.extend(["never-seen-level".to_owned(), String::new()]);
+                v
+            }
+        };
+        for value in values {
+            let mut row = base.clone();
+            row[at] = value;
+            text.push_str(&row.join(","));
+            text.push('\n');
+            added += 1;
+        }
+    }
+    assert!(
+        cut_rows > 0,
+        "{}: no kept numeric feature has a cut",
+        model.display()
+    );
+    std::fs::write(out, text).expect("writing the data with edge rows");
+    added
+}
+
+/// `fedrisk-participant train` with `binning woe` and `encoding` on `train`, then the
+/// consumers on `data` with every bin edge added ([`with_edge_rows`]).
+fn check_binned(dir: &Path, train: &Path, schema: &Path, data: &Path, encoding: &str) -> String {
+    let s = |p: &Path| p.to_str().expect("utf-8 path").to_owned();
+    let model = dir.join(format!("model-{encoding}.json"));
+    participant(
+        &[
+            "train",
+            "--data",
+            &s(train),
+            "--schema",
+            &s(schema),
+            "--binning",
+            "woe",
+            "--encoding",
+            encoding,
+            "--out",
+            &s(&model),
+        ],
+        dir,
+    );
+    let edges = dir.join(format!("test-edges-{encoding}.csv"));
+    let added = with_edge_rows(&model, data, &edges);
+    println!("binned, encoding {encoding}: {added} edge rows added");
+    check(dir, &model, &edges, None)
+}
+
+/// Both encodings of a model binned on generated rows: special codes 96/98 in the
+/// delinquency counts, a text categorical, unseen and missing levels, every cut.
+#[test]
+#[ignore = "needs the consumers' venv (FEDRISK_EXPORT_PYTHON); .ci/run runs it"]
+fn exports_of_binned_models_score_like_fedrisk_on_generated_data_at_every_bin_edge() {
+    let fed = Fed::new(63, 3000, 3);
+    let dir = fed.path("export");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let train = fed.data_file(&fed.institutions[0]);
+    let schema = fed.path("data/schema.json");
+    let mut text = std::fs::read_to_string(fed.path("data/test.csv")).expect("test.csv");
+    text.push_str(AWKWARD_ROWS);
+    let awkward = dir.join("test-awkward.csv");
+    std::fs::write(&awkward, text).expect("writing test-awkward.csv");
+    for encoding in ["indicators", "woe"] {
+        check_binned(&dir, &train, &schema, &awkward, encoding);
+    }
+}
+
+/// The schema of a shared data set, inferred from its pooled training rows.
+fn shared_schema(data: &Path, d: &Path, categorical: &str, specials: bool) -> PathBuf {
     for f in ["pooled_train.csv", "test.csv"] {
         assert!(
             data.join(f).is_file(),
@@ -145,31 +263,88 @@ fn shared(name: &str, categorical: &str) {
             data.join(f).display()
         );
     }
+    let s = |p: &Path| p.to_str().expect("utf-8 path").to_owned();
+    let schema = d.join("schema.json");
+    let train_s = s(&data.join("pooled_train.csv"));
+    let schema_s = s(&schema);
+    let mut infer = vec!["schema", "infer", "--data", &train_s];
+    if !categorical.is_empty() {
+        infer.extend(["--categorical", categorical]);
+    }
+    if specials {
+        infer.push("--accept-suggested-specials");
+    }
+    infer.extend(["--out", &schema_s]);
+    participant(&infer, d);
+    schema
+}
+
+fn shared_binned(name: &str, categorical: &str, specials: bool, encoding: &str) {
+    let data = shared_data().join(name);
+    let dir = tempfile::Builder::new()
+        .prefix("fedrisk-it-export-")
+        .tempdir()
+        .expect("tempdir");
+    let d = dir.path();
+    let schema = shared_schema(&data, d, categorical, specials);
+    if specials {
+        let loaded = fedrisk_models::Schema::load(&schema).expect("schema");
+        let declared = loaded.features.iter().any(|f| {
+            matches!(&f.kind, fedrisk_models::schema::FeatureKind::Numeric { special_values }
+                if !special_values.is_empty())
+        });
+        assert!(declared, "{name}: infer declared no special code");
+    }
+    check_binned(
+        d,
+        &data.join("pooled_train.csv"),
+        &schema,
+        &data.join("test.csv"),
+        encoding,
+    );
+}
+
+#[test]
+#[ignore = "needs ../shared/data and the consumers' venv (FEDRISK_EXPORT_PYTHON)"]
+fn exports_of_binned_models_score_like_fedrisk_on_taiwan_test_indicators() {
+    shared_binned("taiwan", "sex,education,marriage", false, "indicators");
+}
+
+#[test]
+#[ignore = "needs ../shared/data and the consumers' venv (FEDRISK_EXPORT_PYTHON)"]
+fn exports_of_binned_models_score_like_fedrisk_on_taiwan_test_woe() {
+    shared_binned("taiwan", "sex,education,marriage", false, "woe");
+}
+
+#[test]
+#[ignore = "needs ../shared/data and the consumers' venv (FEDRISK_EXPORT_PYTHON)"]
+fn exports_of_binned_models_score_like_fedrisk_on_gmsc_test_with_special_codes_indicators() {
+    shared_binned("gmsc", "", true, "indicators");
+}
+
+#[test]
+#[ignore = "needs ../shared/data and the consumers' venv (FEDRISK_EXPORT_PYTHON)"]
+fn exports_of_binned_models_score_like_fedrisk_on_gmsc_test_with_special_codes_woe() {
+    shared_binned("gmsc", "", true, "woe");
+}
+
+fn shared(name: &str, categorical: &str) {
+    let data = shared_data().join(name);
     let dir = tempfile::Builder::new()
         .prefix("fedrisk-it-export-")
         .tempdir()
         .expect("tempdir");
     let d = dir.path();
     let s = |p: &Path| p.to_str().expect("utf-8 path").to_owned();
-    let train = data.join("pooled_train.csv");
-    let schema = d.join("schema.json");
-    let mut infer = vec!["schema", "infer", "--data"];
-    let train_s = s(&train);
-    let schema_s = s(&schema);
-    infer.push(&train_s);
-    if !categorical.is_empty() {
-        infer.extend(["--categorical", categorical]);
-    }
-    infer.extend(["--out", &schema_s]);
-    participant(&infer, d);
+    let schema = shared_schema(&data, d, categorical, false);
     let model = d.join("model.json");
     participant(
         &[
             "train",
             "--data",
-            &train_s,
+            &s(&data.join("pooled_train.csv")),
             "--schema",
-            &schema_s,
+            &s(&schema),
             "--missing-indicators",
             "--out",
             &s(&model),
@@ -195,11 +370,25 @@ fn exports_score_like_fedrisk_on_gmsc_test() {
 #[test]
 #[ignore = "needs the consumers' venv (FEDRISK_EXPORT_PYTHON); .ci/run runs it"]
 fn the_operators_pmml_and_onnx_exports_of_a_job_score_like_fedrisk() {
-    let fed = Fed::new(62, 2000, 3);
+    operators_exports(62, "");
+}
+
+/// The same for a job binned on the federation's summed counts (default encoding), scored
+/// with every bin edge added.
+#[test]
+#[ignore = "needs the consumers' venv (FEDRISK_EXPORT_PYTHON); .ci/run runs it"]
+fn the_operators_pmml_and_onnx_exports_of_a_binned_job_score_like_fedrisk() {
+    operators_exports(64, "binning = \"woe\"");
+}
+
+/// `job_extra`: lines of the job's `[job]` table.
+fn operators_exports(seed: u64, job_extra: &'static str) {
+    let fed = Fed::new(seed, 2000, 3);
     fed.write_config(&JobOpts {
         name: "export",
         rounds: 2,
         min_participants: 3,
+        job_extra,
         ..JobOpts::default()
     });
     let coord = fed.serve();
@@ -231,12 +420,15 @@ fn the_operators_pmml_and_onnx_exports_of_a_job_score_like_fedrisk() {
         );
         files.push(out);
     }
-    check(
-        &fed.root,
-        &json,
-        &fed.path("data/test.csv"),
-        Some((&files[0], &files[1])),
-    );
+    let mut data = fed.path("data/test.csv");
+    let m = fedrisk_models::ModelFile::load(&json).expect("exported model");
+    assert_eq!(m.preprocessing.woe.is_some(), job_extra.contains("woe"));
+    if m.preprocessing.woe.is_some() {
+        let edges = fed.path("test-edges.csv");
+        with_edge_rows(&json, &data, &edges);
+        data = edges;
+    }
+    check(&fed.root, &json, &data, Some((&files[0], &files[1])));
     for a in &mut agents {
         a.wait_exit(Duration::from_secs(30));
     }

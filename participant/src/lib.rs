@@ -5,4 +5,5 @@ pub mod agent;
 pub mod faults;
 pub mod ledger;
 pub mod loader;
+pub mod metrics;
 pub mod progress;

@@ -277,6 +277,11 @@ struct RunArgs {
     /// Keep it above the jobs' stage deadline (default 20 s).
     #[arg(long, default_value_t = fedrisk_participant::agent::DEFAULT_KEY_LIST_WINDOW.as_secs())]
     key_list_window_secs: u64,
+    /// Serve Prometheus metrics (`/metrics`) and `/healthz` over plain HTTP on this address,
+    /// e.g. 127.0.0.1:9465 (keep it on the institution's network: no TLS). Counts, sizes
+    /// and timings only, never data values.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
     /// Print this process's peak resident memory when it exits (for benchmarks).
     #[arg(long, hide = true)]
     report_peak_memory: bool,

@@ -11,6 +11,7 @@ pub mod faults;
 pub mod hub;
 pub mod live;
 pub mod metrics;
+pub mod report;
 pub mod scheduler;
 pub mod server;
 pub mod service;

@@ -7,3 +7,4 @@ pub mod ledger;
 pub mod loader;
 pub mod metrics;
 pub mod progress;
+pub mod prove;

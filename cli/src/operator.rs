@@ -13,19 +13,19 @@ use fedrisk_rounds::JobSpec;
 pub struct Connection {
     /// Coordinator URL, e.g. https://127.0.0.1:7443.
     #[arg(long)]
-    coordinator: String,
+    pub(crate) coordinator: String,
     /// Federation CA certificate.
     #[arg(long)]
-    ca: PathBuf,
+    pub(crate) ca: PathBuf,
     /// Operator certificate (`certs issue --role operator`).
     #[arg(long)]
-    cert: PathBuf,
+    pub(crate) cert: PathBuf,
     /// Operator key.
     #[arg(long)]
-    key: PathBuf,
+    pub(crate) key: PathBuf,
     /// Name in the coordinator's certificate.
     #[arg(long, default_value = "localhost")]
-    domain: String,
+    pub(crate) domain: String,
 }
 
 /// A job given on the command line, or fields overriding a job file's. Every field left

@@ -3,7 +3,12 @@
 //!
 //! Every [`Event`] becomes one record (job submissions, cancellations, exports, the roster in
 //! force and its changes, sessions with their survivor sets and aggregate hashes, rounds,
-//! model versions, refusals, job ends). A record is
+//! model versions, refusals, job ends). Before each session's `session_completed`, a
+//! `survivors_signed` record holds the survivor set with each survivor's Ed25519 signature
+//! over it (`fedrisk_secagg::crypto::consistency_transcript(session_id, u1_digest,
+//! survivors)`, by its certificate's key, listed with that key), so an institution can show
+//! that a model's lineage includes a sum it signed for (`fedrisk-participant audit-prove`).
+//! A record is
 //! `seq, at_ms, kind, body, prev_hash, hash, signature` where
 //!
 //! - `body` is the event as JSON (its `event` field is `kind`);

@@ -717,6 +717,28 @@ impl Engine {
                     certificates.push(p.cert_der.clone());
                 }
                 let entry = LineageEntry::Session(SessionRecord::new(&config, &output, &hashes));
+                let keys: std::collections::BTreeMap<u32, String> = peers
+                    .iter()
+                    .map(|p| (p.id, hex::encode(p.verifying_key.to_bytes())))
+                    .collect();
+                self.events.emit(&Event::SurvivorsSigned {
+                    job: job_id,
+                    round: req.round,
+                    kind: req.label,
+                    session_id: hex::encode(sid),
+                    u1_digest: hex::encode(output.survivor_signatures.u1_digest),
+                    survivors: output.survivors.clone(),
+                    signatures: output
+                        .survivor_signatures
+                        .signatures
+                        .iter()
+                        .map(|(id, s)| crate::events::SurvivorSignature {
+                            participant: *id,
+                            public_key: keys.get(id).cloned().unwrap_or_default(),
+                            signature: hex::encode(s),
+                        })
+                        .collect(),
+                });
                 let mut sum =
                     decode_output(&output.sum, output.survivors, &fixed).map_err(|e| {
                         SessionError::Failed(Failure::Transient(format!("decoding the sum: {e}")))

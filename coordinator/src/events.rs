@@ -87,6 +87,26 @@ pub enum Event {
         /// Bytes sent.
         bytes_down: u64,
     },
+    /// The signatures certifying a session's survivor set, recorded just before its
+    /// `session_completed`: each signer's Ed25519 signature by its certificate's key over
+    /// `fedrisk_secagg::crypto::consistency_transcript(session_id, u1_digest, survivors)`,
+    /// so an institution can show that a sum it signed for is on the record.
+    SurvivorsSigned {
+        /// The job.
+        job: u64,
+        /// The round.
+        round: u32,
+        /// The round kind's label.
+        kind: &'static str,
+        /// The secure-aggregation session id, hex.
+        session_id: String,
+        /// The hash of the set of participants that advertised keys (U1), hex.
+        u1_digest: String,
+        /// The survivor set U3 as session ids (roster ids), increasing.
+        survivors: Vec<u32>,
+        /// One per signer.
+        signatures: Vec<SurvivorSignature>,
+    },
     /// A session failed; the round is tried again or the job fails.
     AttemptFailed {
         /// The job.
@@ -198,6 +218,17 @@ impl Event {
     }
 }
 
+/// One survivor's signature over a session's survivor set.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SurvivorSignature {
+    /// Its id in the session (its roster id).
+    pub participant: u32,
+    /// The Ed25519 public key of its certificate, hex (32 bytes).
+    pub public_key: String,
+    /// The signature, hex (64 bytes).
+    pub signature: String,
+}
+
 /// One certificate of the roster, as the audit chain records it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct RosterMember {
@@ -260,6 +291,19 @@ impl EventSink for LogSink {
                 certificates = members.len(),
                 revoked = members.iter().filter(|m| m.revoked).count(),
                 "roster in force"
+            ),
+            Event::SurvivorsSigned {
+                job,
+                round,
+                kind,
+                signatures,
+                ..
+            } => debug!(
+                job,
+                round,
+                session = kind,
+                signatures = signatures.len(),
+                "survivor set certified"
             ),
             Event::SessionCompleted {
                 job,

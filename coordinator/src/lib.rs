@@ -12,6 +12,7 @@ pub mod hub;
 mod lineage;
 pub mod live;
 pub mod metrics;
+pub mod report;
 pub mod scheduler;
 pub mod server;
 pub mod service;

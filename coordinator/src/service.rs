@@ -521,4 +521,52 @@ impl fedrisk_proto::Operator for OperatorService {
             content_hash: model.content_hash,
         }))
     }
+
+    async fn get_model_report(
+        &self,
+        request: Request<v1::ModelReportRequest>,
+    ) -> Result<Response<v1::ModelReport>, Status> {
+        let who = Authenticated::from_request(&request, &self.roster)?.require(Role::Operator)?;
+        let r = request.into_inner();
+        let version = if r.round == 0 {
+            self.store.latest_model(r.job_id)
+        } else {
+            self.store.model_version(r.job_id, r.round)
+        }
+        .map_err(internal)?
+        .ok_or_else(|| {
+            Status::not_found(format!("no model for job {} round {}", r.job_id, r.round))
+        })?;
+        // The model leaves the coordinator: recorded as an export before the chain is read,
+        // so the report's audit head includes the record of this very report.
+        self.events.emit(&crate::events::Event::ModelExported {
+            job: version.job_id,
+            round: version.round,
+            content_hash: version.content_hash.clone(),
+            by: who.name.clone(),
+        });
+        let report = crate::report::model_report(
+            &self.store,
+            version.job_id,
+            Some(version.round),
+            r.audit_chain,
+        )
+        .map_err(|e| match e {
+            crate::report::ReportError::NoModel { .. }
+            | crate::report::ReportError::Store(crate::store::StoreError::NoSuchJob(_)) => {
+                Status::not_found(e.to_string())
+            }
+            e => internal(e),
+        })?;
+        // The records travel with the rest; a chain too long for one message is for
+        // `audit export` on the coordinator's host.
+        if r.audit_chain && report.audit_jsonl.len() > MAX_MESSAGE_BYTES - 4 * 1024 * 1024 {
+            return Err(Status::resource_exhausted(format!(
+                "the audit chain ({} records, {} bytes) is too long to send with the report; ask without the chain, and check it with `audit export` and `audit verify --file` on the coordinator's host",
+                report.audit_records,
+                report.audit_jsonl.len()
+            )));
+        }
+        Ok(Response::new(report))
+    }
 }

@@ -231,6 +231,7 @@ async fn connect_and_serve(
         .into_inner();
     *failures = 0;
     info!(participant = me, name = %join.name, federation = %join.federation_id, "joined the federation");
+    crate::metrics::set_connected(true);
     let heartbeat = tokio::spawn(heartbeats(client.clone(), me));
     let signing = cfg
         .identity
@@ -258,6 +259,7 @@ async fn connect_and_serve(
         match kind {
             task::Kind::Compute(c) => {
                 active = None;
+                crate::metrics::task_received(c.task.len());
                 if let Some(d) = faults::delay() {
                     tokio::time::sleep(d).await;
                 }
@@ -283,7 +285,11 @@ async fn connect_and_serve(
                         continue;
                     }
                 };
-                tracing::debug!(round = task.round, ms = fetch_started.elapsed().as_millis() as u64, "lineage fetched");
+                tracing::debug!(
+                    round = task.round,
+                    ms = fetch_started.elapsed().as_millis() as u64,
+                    "lineage fetched"
+                );
                 let opened = tokio::task::block_in_place(|| {
                     open_session(
                         cfg,
@@ -313,6 +319,7 @@ async fn connect_and_serve(
             }
             task::Kind::Secagg(d) => {
                 let Some(a) = active.as_mut() else { continue };
+                crate::metrics::delivered(d.payload.len());
                 if a.session_id != task.session_id
                     || a.job_id != task.job_id
                     || a.round != task.round
@@ -342,12 +349,14 @@ async fn connect_and_serve(
                         error!(round = task.round, error = %e, "secagg session refused; releasing nothing further");
                         let refusal = Refusal::policy(e);
                         refuse(&mut client, &task, &refusal).await;
+                        crate::metrics::aborted();
                         active = None;
                     }
                 }
             }
             task::Kind::Aborted(a) => {
                 warn!(round = task.round, reason = %a.reason, "session aborted by the coordinator");
+                crate::metrics::aborted();
                 active = None;
             }
             task::Kind::Finished(f) => {
@@ -364,6 +373,7 @@ async fn connect_and_serve(
         }
     };
     heartbeat.abort();
+    crate::metrics::set_connected(false);
     result
 }
 
@@ -642,6 +652,7 @@ async fn fetch_contents(
         if contents.parts.len() >= MAX_CONTENTS {
             contents.parts.clear();
         }
+        crate::metrics::content_received(got.len());
         contents.parts.insert(hash, got);
     }
     Ok(())
@@ -649,6 +660,7 @@ async fn fetch_contents(
 
 /// Tells the coordinator why this agent sits a session out.
 async fn refuse(client: &mut ParticipantClient<Channel>, task: &v1::Task, r: &Refusal) {
+    crate::metrics::refused(r.kind);
     let sent = client
         .refuse(v1::Refusal {
             job_id: task.job_id,
@@ -731,8 +743,10 @@ async fn send(client: &mut ParticipantClient<Channel>, up: v1::SecAggUpload) -> 
     let stage = v1::SecAggStage::try_from(up.stage).map_or("unknown", |s| s.as_str_name());
     let bytes = up.payload.len();
     let round = up.round;
+    let wire_stage = up.stage;
     match client.send_sec_agg(up).await {
         Ok(_) => {
+            crate::metrics::sent(wire_stage, bytes);
             info!(round, stage, bytes, "sent");
             true
         }

@@ -744,3 +744,63 @@ fn csv_field(text: &str) -> std::borrow::Cow<'_, str> {
         text.into()
     }
 }
+
+/// `audit-prove`: see [`fedrisk_participant::prove`].
+pub fn audit_prove(
+    audit: &Path,
+    model: &Path,
+    cert: &Path,
+    coordinator_cert: Option<&Path>,
+) -> Result<()> {
+    let m = ModelFile::load(model)?;
+    let named = m.provenance.audit_record.as_ref().with_context(|| {
+        format!(
+            "{}: names no audit record (a local model, or one made before provenance)",
+            model.display()
+        )
+    })?;
+    let text =
+        std::fs::read_to_string(audit).with_context(|| format!("reading {}", audit.display()))?;
+    let key = fedrisk_identity::signer::Verifier::from_cert_file(cert)?;
+    let key: [u8; 32] = key.public_key().try_into().map_err(|_| {
+        anyhow::anyhow!("{}: not an Ed25519 institution certificate", cert.display())
+    })?;
+    let me = ed25519_dalek::VerifyingKey::from_bytes(&key)
+        .with_context(|| format!("{}: not an Ed25519 public key", cert.display()))?;
+    let coordinator = match coordinator_cert {
+        Some(c) => Some(fedrisk_identity::signer::Verifier::from_cert_file(c)?),
+        None => None,
+    };
+    let proof = fedrisk_participant::prove::prove(&text, named, &me, coordinator.as_ref())
+        .with_context(|| format!("{}", audit.display()))?;
+    println!(
+        "{}: model of job {} round {} (audit record {}): records 1 to {} chained{}",
+        model.display(),
+        proof.job,
+        proof.round,
+        proof.model_record,
+        proof.model_record,
+        if proof.signatures_checked {
+            " and signed by the coordinator"
+        } else {
+            " (coordinator signatures not checked: give --coordinator-cert)"
+        }
+    );
+    for s in &proof.sessions {
+        println!(
+            "round {} {}: survivor set of {} signed by this institution (participant {}), audit record {}",
+            s.round, s.kind, s.survivors, s.participant, s.seq
+        );
+    }
+    let mut rounds: Vec<u32> = proof.sessions.iter().map(|s| s.round).collect();
+    rounds.dedup();
+    println!(
+        "the model includes rounds {} signed by this institution",
+        rounds
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(())
+}

@@ -6,4 +6,6 @@ pub mod faults;
 pub mod ledger;
 pub mod lineage;
 pub mod loader;
+pub mod metrics;
 pub mod progress;
+pub mod prove;

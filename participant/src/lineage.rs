@@ -189,7 +189,12 @@ pub async fn fetch(
         .secagg
         .iter()
         .flat_map(|s| &s.peers)
-        .map(|p| (content_hash(&p.certificate_der), p.certificate_der.as_slice()))
+        .map(|p| {
+            (
+                content_hash(&p.certificate_der),
+                p.certificate_der.as_slice(),
+            )
+        })
         .collect();
     let known = lineage.known_prefix(job_id, &compute.job_spec, &compute.lineage);
     let spec = match known {

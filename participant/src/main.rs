@@ -184,6 +184,24 @@ enum Command {
         #[arg(long)]
         cert: PathBuf,
     },
+    /// Prove that a federated model version includes sums this institution signed for: checks
+    /// the audit chain (`fedrisk-coordinator audit export`) up to the model's record, then
+    /// finds the sessions of the model's job and rounds whose recorded survivor-set
+    /// signatures include a valid one by this institution's certificate key, and prints them.
+    AuditProve {
+        /// The audit chain as JSON lines (`audit export`).
+        #[arg(long)]
+        audit: PathBuf,
+        /// The model file (`job export`), which names its audit record.
+        #[arg(long)]
+        model: PathBuf,
+        /// This institution's certificate (its key signed the survivor sets).
+        #[arg(long)]
+        cert: PathBuf,
+        /// The coordinator's certificate: also checks the coordinator's record signatures.
+        #[arg(long)]
+        coordinator_cert: Option<PathBuf>,
+    },
     /// Write a model file as PMML 4.4 or ONNX (or JSON again), for scoring outside fedrisk:
     /// the preprocessing (special codes, imputation, standardisation, one-hot levels with
     /// unseen and missing levels), or a binned model's bins and WOE, is part of the exported
@@ -278,6 +296,11 @@ struct RunArgs {
     /// Keep it above the jobs' stage deadline (default 20 s).
     #[arg(long, default_value_t = fedrisk_participant::agent::DEFAULT_KEY_LIST_WINDOW.as_secs())]
     key_list_window_secs: u64,
+    /// Serve Prometheus metrics (`/metrics`) and `/healthz` over plain HTTP on this address,
+    /// e.g. 127.0.0.1:9465 (keep it on the institution's network: no TLS). Counts, sizes
+    /// and timings only, never data values.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
     /// Print this process's peak resident memory when it exits (for benchmarks).
     #[arg(long, hide = true)]
     report_peak_memory: bool,
@@ -449,6 +472,12 @@ fn main() -> ExitCode {
             commands::describe(&model, data.as_deref(), json)
         }
         Command::Verify { model, cert } => commands::verify(&model, &cert),
+        Command::AuditProve {
+            audit,
+            model,
+            cert,
+            coordinator_cert,
+        } => commands::audit_prove(&audit, &model, &cert, coordinator_cert.as_deref()),
         Command::Export { model, format, out } => commands::export(&model, &format, &out),
         Command::Keygen { name, out } => keygen::run(&name, &out),
         Command::Report(a) => commands::report(&a.model, &a.out, a.cert.as_deref()),

@@ -98,7 +98,27 @@ pub fn run_agent(a: crate::RunArgs) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let outcome = rt.block_on(fedrisk_participant::agent::run(cfg));
+    let outcome = rt.block_on(async {
+        let endpoint = match a.metrics {
+            Some(addr) => {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("--metrics {addr}: cannot listen"))?;
+                let local = listener.local_addr()?;
+                println!("metrics on http://{local}/metrics");
+                Some(tokio::spawn(fedrisk_participant::metrics::serve(
+                    listener,
+                    &fedrisk_participant::metrics::METRICS,
+                )))
+            }
+            None => None,
+        };
+        let outcome = fedrisk_participant::agent::run(cfg).await;
+        if let Some(e) = endpoint {
+            e.abort();
+        }
+        anyhow::Ok(outcome)
+    })?;
     if a.report_peak_memory {
         let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
         let kb = status

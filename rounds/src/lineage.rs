@@ -255,9 +255,10 @@ impl Replica {
                 if !req.committed {
                     // Nothing later derives from this sum (an evaluation): the plan goes
                     // on exactly as if it had been skipped.
-                    return match self.plan.on_failure(Failure::Deterministic(
-                        "not needed for the lineage".into(),
-                    )) {
+                    return match self
+                        .plan
+                        .on_failure(Failure::Deterministic("not needed for the lineage".into()))
+                    {
                         Ok(AfterFailure::Skipped(_)) => {
                             self.applied += 1;
                             Ok(())

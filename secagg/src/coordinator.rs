@@ -63,6 +63,18 @@ pub struct Output {
     pub survivors: Vec<u32>,
     /// Total weight (`sum[0]`).
     pub total_weight: u64,
+    /// The survivors' signatures certifying U3 (the consistency check), for the record.
+    pub survivor_signatures: SurvivorSignatures,
+}
+
+/// What certifies a session's survivor set U3: each signer's Ed25519 signature (by its
+/// identity key) over [`crypto::consistency_transcript`]`(session_id, u1_digest, U3)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SurvivorSignatures {
+    /// The hash of U1 the transcript binds.
+    pub u1_digest: [u8; 32],
+    /// Signer id -> signature, one per member of U3 that signed (at least the threshold).
+    pub signatures: BTreeMap<u32, [u8; 64]>,
 }
 
 /// What [`CoordinatorSession::close_stage`] produced.
@@ -677,6 +689,10 @@ impl CoordinatorSession {
             blinding_sum,
             commitments,
             survivors: self.u3.clone(),
+            survivor_signatures: SurvivorSignatures {
+                u1_digest: *graph.u1_digest(),
+                signatures: self.signatures.clone(),
+            },
         })
     }
 

@@ -74,7 +74,7 @@ pub use config::{
     SecurityMode, SessionBinding, SessionConfig, SessionParams, default_threshold,
     harary_privacy_failure, recommended_graph, session_id,
 };
-pub use coordinator::{CoordinatorSession, Outgoing, Output, Step};
+pub use coordinator::{CoordinatorSession, Outgoing, Output, Step, SurvivorSignatures};
 pub use error::{Result, SecAggError};
 pub use fixed_point::{
     decode_counts, decode_mean, decode_sum, encode_counts, encode_scaled, encode_weighted,

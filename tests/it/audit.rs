@@ -185,6 +185,94 @@ fn a_real_jobs_audit_chain_verifies_and_a_flipped_byte_names_its_record() {
     // The untouched export verifies.
     let out = fed.audit(&["verify", "--file", export_s]);
     assert!(out.status.success(), "{}", text(&out));
+
+    // Each session's survivor set is on the record with the survivors' signatures over it,
+    // just before the session's sum...
+    let signed: Vec<Value> = records
+        .iter()
+        .filter(|r| r["kind"] == "survivors_signed")
+        .map(body)
+        .collect();
+    assert_eq!(signed.len(), sessions.len(), "{signed:?}");
+    for (s, c) in signed.iter().zip(&sessions) {
+        for f in ["job", "round", "kind", "survivors"] {
+            assert_eq!(s[f], c[f], "{f}: {s} vs {c}");
+        }
+        assert_eq!(s["signatures"].as_array().map(Vec::len), Some(3), "{s}");
+    }
+    // ... so each institution proves the model includes every round it signed for, from the
+    // export alone, with its own certificate.
+    let prove = |cert: &std::path::Path| {
+        Command::new(participant_bin())
+            .args(["audit-prove", "--audit", export_s, "--model"])
+            .arg(&model)
+            .arg("--cert")
+            .arg(cert)
+            .args(["--coordinator-cert", "pki/coordinator.pem"])
+            .current_dir(&fed.root)
+            .output()
+            .expect("running audit-prove")
+    };
+    for n in &fed.institutions {
+        let out = prove(&fed.institution_dir(n).join(format!("{n}.pem")));
+        let said = text(&out);
+        assert!(out.status.success(), "{said}");
+        assert!(
+            said.contains("the model includes rounds 0, 1, 2 signed by this institution"),
+            "{said}"
+        );
+        assert!(said.contains("signed by the coordinator"), "{said}");
+        assert_eq!(
+            said.matches("signed by this institution (participant")
+                .count(),
+            6
+        );
+    }
+    println!(
+        "{}",
+        text(&prove(
+            &fed.institution_dir(&fed.institutions[0])
+                .join(format!("{}.pem", fed.institutions[0]))
+        ))
+    );
+    // An institution of the federation that took no part proves nothing.
+    let outsider = fed.enrol("outsider");
+    let out = prove(&outsider.join("outsider.pem"));
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("no session of the model's lineage (job 1, rounds 0 to 2)"),
+        "{}",
+        text(&out)
+    );
+    // One flipped byte of a signature record breaks the chain before any proof.
+    let target = records
+        .iter()
+        .position(|r| r["kind"] == "survivors_signed")
+        .expect("a signature record");
+    let mut changed: Vec<String> = lines.lines().map(str::to_owned).collect();
+    changed[target] =
+        changed[target].replacen("\\\"signature\\\":\\\"", "\\\"signature\\\":\\\"0", 1);
+    std::fs::write(&tampered, changed.join("\n") + "\n").expect("write");
+    let out = Command::new(participant_bin())
+        .args(["audit-prove", "--audit"])
+        .arg(&tampered)
+        .arg("--model")
+        .arg(&model)
+        .arg("--cert")
+        .arg(
+            fed.institution_dir(&fed.institutions[0])
+                .join(format!("{}.pem", fed.institutions[0])),
+        )
+        .current_dir(&fed.root)
+        .output()
+        .expect("running audit-prove");
+    assert!(!out.status.success(), "{}", text(&out));
+    let seq = records[target]["seq"].as_u64().expect("seq");
+    assert!(
+        text(&out).contains(&format!("audit record {seq} (survivors_signed)")),
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]

@@ -142,7 +142,11 @@ fn cut_and_stalled_connections_do_not_stop_the_job() {
         ..JobOpts::default()
     });
     let coord = fed.serve();
-    let proxies: Vec<Proxy> = fed.institutions.iter().map(|_| Proxy::start(fed.port)).collect();
+    let proxies: Vec<Proxy> = fed
+        .institutions
+        .iter()
+        .map(|_| Proxy::start(fed.port))
+        .collect();
     let mut agents: Vec<Proc> = fed
         .institutions
         .iter()
@@ -159,9 +163,8 @@ fn cut_and_stalled_connections_do_not_stop_the_job() {
             )
         })
         .collect();
-    let round_done = |r: u64| {
-        move |s: &serde_json::Value| survivors(s).iter().any(|(round, _)| *round == r)
-    };
+    let round_done =
+        |r: u64| move |s: &serde_json::Value| survivors(s).iter().any(|(round, _)| *round == r);
     fed.wait_status(1, Duration::from_secs(90), &coord, "round 1", round_done(1));
     // Cut: agent 0's connections are closed mid-job; it reconnects on its own.
     proxies[0].cut();

@@ -336,3 +336,126 @@ fn metrics_and_status_watch_follow_a_newton_job_that_stops_when_converged() {
     let (code, _) = http_get(metrics_port, "/healthz").expect("healthz");
     assert_eq!(code, 200);
 }
+
+#[test]
+fn an_agents_metrics_are_scraped_over_http_during_a_real_job() {
+    let fed = Fed::new(64, 2000, 3);
+    fed.write_config(&JobOpts {
+        name: "agent-metrics",
+        rounds: 2,
+        min_participants: 3,
+        ..JobOpts::default()
+    });
+    let coord = fed.serve();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let watched = fed.institutions[0].clone();
+    // The watched agent keeps serving after the job, so its final counts can be read; the
+    // last agent answers each later stage 200 ms late, so the watched one waits for it.
+    let last = fed.institutions.len() - 1;
+    let mut agents: Vec<Proc> = fed
+        .institutions
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            if i == 0 {
+                fed.participant(n, &[], &["--metrics", &addr, "--keep-serving"])
+            } else if i == last {
+                fed.participant(n, &[("FEDRISK_TEST_STAGE_DELAY_MS", "200")], &[])
+            } else {
+                fed.participant(n, &[], &[])
+            }
+        })
+        .collect();
+    agents[0].wait_for_stdout("metrics on http://", Duration::from_secs(30));
+    // During the job: connected, healthy, and tasks arriving.
+    let started = Instant::now();
+    let mut during = String::new();
+    while started.elapsed() < Duration::from_secs(90) {
+        if let Ok((200, text)) = http_get(port, "/metrics")
+            && series(&text, "fedrisk_agent_connected") == Some(1.0)
+            && series(&text, "fedrisk_agent_tasks_received_total").unwrap_or(0.0) >= 1.0
+        {
+            during = text;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        !during.is_empty(),
+        "no task seen on the agent's metrics while the job ran:\n{}",
+        tail(&agents[0].stderr(), 30)
+    );
+    let (code, body) = http_get(port, "/healthz").expect("healthz");
+    assert_eq!((code, body.as_str()), (200, "ok\n"));
+    let status = fed.wait_job_end(1, Duration::from_secs(180), &coord);
+    assert_eq!(status["state"], "completed", "{status}");
+    for a in agents.iter_mut().skip(1) {
+        a.wait_exit(Duration::from_secs(30));
+    }
+    // The sessions this job ran: magnitudes, statistics, then an update and an evaluation
+    // per trained model version, with no retry.
+    let trained = fed.models(1).len() as f64;
+    assert!(trained >= 1.0, "{status}");
+    let sessions = 2.0 + 2.0 * trained;
+    // The agent counts the last session once its unmasking response is accepted; wait for it.
+    let mut text = String::new();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(20) {
+        let (_, t) = http_get(port, "/metrics").expect("metrics");
+        text = t;
+        if series(&text, "fedrisk_agent_sessions_completed_total") == Some(sessions) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let count = |name: &str| series(&text, name).unwrap_or_else(|| panic!("{name}:\n{text}"));
+    println!(
+        "agent metrics after {sessions} sessions: tasks {} sent {} B received {} B",
+        count("fedrisk_agent_tasks_received_total"),
+        count("fedrisk_agent_sent_bytes_total"),
+        count("fedrisk_agent_received_bytes_total")
+    );
+    assert_eq!(count("fedrisk_agent_tasks_received_total"), sessions);
+    assert_eq!(count("fedrisk_agent_sessions_completed_total"), sessions);
+    assert_eq!(count("fedrisk_agent_sessions_aborted_total"), 0.0);
+    assert_eq!(count("fedrisk_agent_compute_seconds_count"), sessions);
+    for stage in [
+        "advertise_keys",
+        "share_keys",
+        "masked_input",
+        "consistency_check",
+    ] {
+        let waited = count(&format!(
+            "fedrisk_agent_stage_seconds_count{{stage=\"{stage}\"}}"
+        ));
+        assert_eq!(waited, sessions, "{stage}");
+    }
+    // The last agent sent its key shares about 200 ms after the key list reached both, so
+    // the watched agent waited about that long for the share bundle, in every session.
+    assert!(
+        count("fedrisk_agent_stage_seconds_sum{stage=\"share_keys\"}") >= 0.1 * sessions,
+        "{text}"
+    );
+    // Every session: five messages sent, none empty.
+    assert!(
+        count("fedrisk_agent_sent_bytes_total") > 5.0 * sessions,
+        "{text}"
+    );
+    assert!(count("fedrisk_agent_received_bytes_total") > 0.0, "{text}");
+    assert!(
+        !text.contains("fedrisk_agent_tasks_refused_total{"),
+        "no refusal in this job:\n{text}"
+    );
+    assert_eq!(count("fedrisk_agent_connected"), 1.0, "still serving");
+    // Labels are stages only: no data value, name or hash.
+    for line in text.lines().filter(|l| l.contains('{')) {
+        let labels = &line[line.find('{').unwrap_or(0)..line.find('}').unwrap_or(line.len())];
+        assert!(
+            labels.starts_with("{stage=") || labels.starts_with("{le="),
+            "{line}"
+        );
+        assert!(!line.contains(&watched), "{line}");
+    }
+    agents[0].kill();
+}

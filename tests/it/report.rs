@@ -42,7 +42,7 @@ fn report_db(fed: &Fed, out: &str) -> PathBuf {
     run_ok(
         Command::new(coordinator_bin())
             .args(["report", "--database", "coord.db", "--job", "1"])
-            .args(["--cert", "pki/coordinator.pem", "--out", out])
+            .args(["--coordinator-cert", "pki/coordinator.pem", "--out", out])
             .current_dir(&fed.root),
     );
     fed.path(out).join("report.html")
@@ -154,6 +154,73 @@ fn a_real_jobs_model_names_its_audit_record_reports_and_gives_each_institution_i
         assert!(html.contains(&hash) && html.contains(named["hash"].as_str().unwrap_or("-")));
         assert!(html.contains("not known from a model file alone"));
     }
+
+    // Through the Operator API, as from another host: the operator's identity, no database.
+    let report_api = |cert: &str, out: &str| {
+        let dir = if cert == "ops" {
+            fed.path("ops")
+        } else {
+            fed.institution_dir(cert)
+        };
+        Command::new(coordinator_bin())
+            .arg("report")
+            .arg("--coordinator")
+            .arg(fed.url())
+            .arg("--ca")
+            .arg(fed.path("pki/ca.pem"))
+            .arg("--cert")
+            .arg(dir.join(format!("{cert}.pem")))
+            .arg("--key")
+            .arg(dir.join(format!("{cert}.key")))
+            .args(["--job", "1", "--coordinator-cert", "pki/coordinator.pem"])
+            .args(["--out", out])
+            .current_dir(&fed.root)
+            .output()
+            .expect("running report")
+    };
+    let out = report_api("ops", "report-api");
+    assert!(out.status.success(), "{}", text(&out));
+    let api = std::fs::read_to_string(fed.path("report-api/report.html")).expect("report");
+    // The report through the API is recorded as an export of the model, and its audit head
+    // is that record.
+    run_ok(
+        Command::new(coordinator_bin())
+            .args(["audit", "export", "--database", "coord.db", "--out"])
+            .arg(&audit_file)
+            .current_dir(&fed.root),
+    );
+    let after: Vec<Value> = std::fs::read_to_string(&audit_file)
+        .expect("audit")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("record"))
+        .collect();
+    let last = after.last().expect("records");
+    let body: Value = serde_json::from_str(last["body"].as_str().expect("body")).expect("body");
+    assert_eq!(body["event"], "model_exported", "{body}");
+    assert_eq!(body["content_hash"], hash.as_str(), "{body}");
+    assert_eq!(body["round"].as_u64(), Some(3), "{body}");
+    let api_head = last["hash"].as_str().expect("head");
+    assert!(
+        api.contains(api_head),
+        "the API report lacks its audit head {api_head}"
+    );
+    assert!(api.contains(&format!("chain verified: {} records", after.len())));
+    // The database's report, read now, is the same page but for where it came from.
+    let db = std::fs::read_to_string(report_db(&fed, "report-db-after")).expect("report");
+    let (api_source, db_source) = (
+        format!("job 1 of the coordinator {}", fed.url()),
+        "job 1 of the coordinator database coord.db",
+    );
+    assert!(api.contains(&api_source) && db.contains(db_source));
+    assert_eq!(
+        api.replace(&api_source, db_source),
+        db,
+        "the API's report differs from the database's"
+    );
+    // An institution's certificate is not an operator's.
+    let out = report_api(&fed.institutions[0], "report-refused");
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(!fed.path("report-refused/report.html").exists());
 
     // PSI, locally: each institution's data against the federation's score distribution.
     let institution = &fed.institutions[0];

@@ -138,7 +138,9 @@ fn cut_and_stalled_connections_do_not_stop_the_job() {
         expected_participants: Some(5),
         stage_deadline_ms: 2500,
         wait_for_participants_ms: Some(20_000),
-        job_extra: "max_attempts = 6\ntolerance = 0.0",
+        // Both deadlines (the first stage's includes local computation) are shorter than
+        // the stall, whichever stage it lands in.
+        job_extra: "max_attempts = 6\ntolerance = 0.0\nround_deadline_ms = 4000",
         ..JobOpts::default()
     });
     let coord = fed.serve();
@@ -169,8 +171,8 @@ fn cut_and_stalled_connections_do_not_stop_the_job() {
     // Cut: agent 0's connections are closed mid-job; it reconnects on its own.
     proxies[0].cut();
     fed.wait_status(1, Duration::from_secs(90), &coord, "round 2", round_done(2));
-    // Stall: agent 1's link goes quiet for longer than a stage deadline (2.5 s), then
-    // comes back.
+    // Stall: agent 1's link goes quiet for longer than a stage deadline (2.5 s, 4 s for a
+    // session's first stage), then comes back.
     proxies[1].stall(true);
     std::thread::sleep(Duration::from_secs(8));
     proxies[1].stall(false);

@@ -10,18 +10,15 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
+use fedrisk_probe::Response;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
-use tracing::{debug, warn};
+use tokio::net::TcpListener;
 
 use crate::events::{Event, EventSink};
 use crate::hub::Hub;
@@ -326,120 +323,39 @@ pub struct Endpoint {
 
 /// Connections served at once; more wait.
 const MAX_CONNECTIONS: usize = 16;
-/// A request's head must arrive within this and fit in `MAX_REQUEST` bytes.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-const MAX_REQUEST: usize = 8 * 1024;
 
-/// Serves `/metrics` and `/healthz` over plain HTTP/1.1 (one request per connection) until
-/// the task is dropped.
+/// Serves `/metrics` and `/healthz` over plain HTTP/1.1 ([`fedrisk_probe`]) until the task
+/// is dropped.
 pub async fn serve(listener: TcpListener, endpoint: Arc<Endpoint>) {
-    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            return;
-        };
-        let (stream, peer) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                warn!(error = %e, "metrics endpoint: accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let endpoint = endpoint.clone();
-        tokio::spawn(async move {
-            if let Err(e) = answer(stream, &endpoint).await {
-                debug!(%peer, error = %e, "metrics endpoint: request not answered");
-            }
-            drop(permit);
-        });
-    }
+    fedrisk_probe::serve(listener, MAX_CONNECTIONS, move |path| endpoint.answer(path)).await
 }
 
-/// The response to one request line: status, content type, body.
-fn respond(method: &str, path: &str, endpoint: &Endpoint) -> (u16, &'static str, String) {
-    const TEXT: &str = "text/plain; charset=utf-8";
-    if method != "GET" && method != "HEAD" {
-        return (405, TEXT, "only GET\n".into());
+impl Endpoint {
+    /// The answer to a request for `path`; `None` for an unknown path.
+    fn answer(&self, path: &str) -> Option<Response> {
+        match path {
+            "/metrics" => {
+                self.metrics
+                    .set_participants_online(self.hub.connected().len());
+                Some(Response {
+                    status: 200,
+                    content_type: fedrisk_probe::OPENMETRICS,
+                    body: self.metrics.encode(),
+                })
+            }
+            "/healthz" => Some(
+                match (
+                    self.store.schema_version(),
+                    self.serving.load(Ordering::SeqCst),
+                ) {
+                    (Ok(_), true) => Response::text(200, "ok\n"),
+                    (Err(e), _) => Response::text(503, format!("store unreachable: {e}\n")),
+                    (Ok(_), false) => Response::text(503, "the gRPC server is not serving\n"),
+                },
+            ),
+            _ => None,
+        }
     }
-    match path.split('?').next().unwrap_or("") {
-        "/metrics" => {
-            endpoint
-                .metrics
-                .set_participants_online(endpoint.hub.connected().len());
-            (
-                200,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                endpoint.metrics.encode(),
-            )
-        }
-        "/healthz" => {
-            let store = endpoint.store.schema_version();
-            let serving = endpoint.serving.load(Ordering::SeqCst);
-            match (store, serving) {
-                (Ok(_), true) => (200, TEXT, "ok\n".into()),
-                (Err(e), _) => (503, TEXT, format!("store unreachable: {e}\n")),
-                (Ok(_), false) => (503, TEXT, "the gRPC server is not serving\n".into()),
-            }
-        }
-        _ => (404, TEXT, "not found: try /metrics or /healthz\n".into()),
-    }
-}
-
-async fn answer(mut stream: TcpStream, endpoint: &Endpoint) -> std::io::Result<()> {
-    let mut buf = Vec::with_capacity(1024);
-    let head = tokio::time::timeout(REQUEST_TIMEOUT, async {
-        let mut chunk = [0u8; 1024];
-        loop {
-            if buf.windows(4).any(|w| w == b"\r\n\r\n") || buf.windows(2).any(|w| w == b"\n\n") {
-                return Ok(());
-            }
-            if buf.len() > MAX_REQUEST {
-                return Err(std::io::Error::other("request head too large"));
-            }
-            let n = stream.read(&mut chunk).await?;
-            if n == 0 {
-                return Err(std::io::Error::other(
-                    "connection closed before the request",
-                ));
-            }
-            buf.extend_from_slice(&chunk[..n]);
-        }
-    })
-    .await;
-    let (status, content_type, body) = match head {
-        Ok(Ok(())) => {
-            let text = String::from_utf8_lossy(&buf);
-            let mut parts = text.lines().next().unwrap_or("").split_whitespace();
-            let method = parts.next().unwrap_or("");
-            let path = parts.next().unwrap_or("");
-            let (status, ct, body) = respond(method, path, endpoint);
-            if method == "HEAD" {
-                (status, ct, String::new())
-            } else {
-                (status, ct, body)
-            }
-        }
-        Ok(Err(e)) => return Err(e),
-        Err(_) => (
-            408,
-            "text/plain; charset=utf-8",
-            "request timed out\n".into(),
-        ),
-    };
-    let reason = match status {
-        200 => "OK",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        408 => "Request Timeout",
-        _ => "Service Unavailable",
-    };
-    let response = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(response.as_bytes()).await?;
-    stream.shutdown().await
 }
 
 #[cfg(test)]

@@ -9,9 +9,10 @@
 //! message content ever reaches a metric.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, LazyLock, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::{LazyLock, Mutex};
+use std::time::Instant;
 
+use fedrisk_probe::Response;
 use fedrisk_proto::v1;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -19,10 +20,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
-use tracing::{debug, warn};
+use tokio::net::TcpListener;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabel {
@@ -275,118 +273,41 @@ pub fn set_connected(up: bool) {
 
 /// Connections served at once; more wait.
 const MAX_CONNECTIONS: usize = 8;
-/// A request's head must arrive within this and fit in `MAX_REQUEST` bytes.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-const MAX_REQUEST: usize = 8 * 1024;
 
-/// Serves `/metrics` and `/healthz` over plain HTTP/1.1 (one request per connection) until
-/// the task is dropped.
+/// Serves `/metrics` and `/healthz` over plain HTTP/1.1 ([`fedrisk_probe`]) until the task
+/// is dropped.
 pub async fn serve(listener: TcpListener, metrics: &'static AgentMetrics) {
-    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            return;
-        };
-        let (stream, peer) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                warn!(error = %e, "metrics endpoint: accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        tokio::spawn(async move {
-            if let Err(e) = answer(stream, metrics).await {
-                debug!(%peer, error = %e, "metrics endpoint: request not answered");
-            }
-            drop(permit);
-        });
-    }
+    fedrisk_probe::serve(listener, MAX_CONNECTIONS, move |path| metrics.answer(path)).await
 }
 
-/// The response to one request line: status, content type, body.
-fn respond(method: &str, path: &str, metrics: &AgentMetrics) -> (u16, &'static str, String) {
-    const TEXT: &str = "text/plain; charset=utf-8";
-    if method != "GET" && method != "HEAD" {
-        return (405, TEXT, "only GET\n".into());
-    }
-    match path.split('?').next().unwrap_or("") {
-        "/metrics" => (
-            200,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            metrics.encode(),
-        ),
-        "/healthz" if metrics.is_connected() => (200, TEXT, "ok\n".into()),
-        "/healthz" => (
-            503,
-            TEXT,
-            "not connected to the coordinator (reconnecting)\n".into(),
-        ),
-        _ => (404, TEXT, "not found: try /metrics or /healthz\n".into()),
-    }
-}
-
-async fn answer(mut stream: TcpStream, metrics: &AgentMetrics) -> std::io::Result<()> {
-    let mut buf = Vec::with_capacity(1024);
-    let head = tokio::time::timeout(REQUEST_TIMEOUT, async {
-        let mut chunk = [0u8; 1024];
-        while !(buf.windows(4).any(|w| w == b"\r\n\r\n") || buf.windows(2).any(|w| w == b"\n\n")) {
-            if buf.len() > MAX_REQUEST {
-                return Err(std::io::Error::other("request head too large"));
-            }
-            let n = stream.read(&mut chunk).await?;
-            if n == 0 {
-                return Err(std::io::Error::other(
-                    "connection closed before the request",
-                ));
-            }
-            buf.extend_from_slice(&chunk[..n]);
+impl AgentMetrics {
+    /// The answer to a request for `path`; `None` for an unknown path.
+    fn answer(&self, path: &str) -> Option<Response> {
+        match path {
+            "/metrics" => Some(Response {
+                status: 200,
+                content_type: fedrisk_probe::OPENMETRICS,
+                body: self.encode(),
+            }),
+            "/healthz" if self.is_connected() => Some(Response::text(200, "ok\n")),
+            "/healthz" => Some(Response::text(
+                503,
+                "not connected to the coordinator (reconnecting)\n",
+            )),
+            _ => None,
         }
-        Ok(())
-    })
-    .await;
-    let (status, content_type, body) = match head {
-        Ok(Ok(())) => {
-            let text = String::from_utf8_lossy(&buf);
-            let mut parts = text.lines().next().unwrap_or("").split_whitespace();
-            let method = parts.next().unwrap_or("");
-            let path = parts.next().unwrap_or("");
-            let (status, ct, body) = respond(method, path, metrics);
-            (
-                status,
-                ct,
-                if method == "HEAD" {
-                    String::new()
-                } else {
-                    body
-                },
-            )
-        }
-        Ok(Err(e)) => return Err(e),
-        Err(_) => (
-            408,
-            "text/plain; charset=utf-8",
-            "request timed out\n".into(),
-        ),
-    };
-    let reason = match status {
-        200 => "OK",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        408 => "Request Timeout",
-        _ => "Service Unavailable",
-    };
-    let response = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(response.as_bytes()).await?;
-    stream.shutdown().await
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One request through the shared endpoint's rules, as (status, body).
+    fn respond(method: &str, path: &str, m: &AgentMetrics) -> (u16, String) {
+        let r = fedrisk_probe::respond(method, path, &|p| m.answer(p));
+        (r.status, r.body)
+    }
 
     fn value(text: &str, series: &str) -> Option<f64> {
         text.lines()

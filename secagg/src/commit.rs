@@ -16,7 +16,7 @@
 //! Values are committed as the signed integers their words encode; the fixed-point rule
 //! keeps every honest sum far from wrapping, so the integer sum and the word sum agree.
 
-use std::sync::RwLock;
+use std::sync::{LazyLock, RwLock};
 
 use curve25519_dalek::Scalar;
 use curve25519_dalek::ristretto::{CompressedRistretto, RistrettoPoint};
@@ -48,9 +48,10 @@ fn hashed_point(label: &[u8], index: u64) -> RistrettoPoint {
     RistrettoPoint::from_uniform_bytes(&wide)
 }
 
-/// The blinding generator `H`.
+/// The blinding generator `H`, hashed once.
 fn blinding_generator() -> RistrettoPoint {
-    hashed_point(b"blinding", 0)
+    static H: LazyLock<RistrettoPoint> = LazyLock::new(|| hashed_point(b"blinding", 0));
+    *H
 }
 
 /// Runs `f` over the first `n` value generators.
@@ -133,6 +134,23 @@ pub fn commit(input: &[u64], blinding: &Blinding) -> [u8; 32] {
     point.compress().to_bytes()
 }
 
+/// The commitment that `(sum, blinding limbs)` opens (public values: variable time).
+fn opening(sum: &[u64], limbs: &[u64]) -> RistrettoPoint {
+    let scalars: Vec<Scalar> = sum
+        .iter()
+        .map(|w| signed_scalar(*w))
+        .chain(std::iter::once(limbs_scalar(limbs)))
+        .collect();
+    with_generators(sum.len(), |gens| {
+        RistrettoPoint::vartime_multiscalar_mul(
+            scalars.iter(),
+            gens.iter()
+                .copied()
+                .chain(std::iter::once(blinding_generator())),
+        )
+    })
+}
+
 /// Bytes a commitment signature covers.
 pub fn commitment_transcript(session_id: &[u8; 32], id: u32, commitment: &[u8; 32]) -> Vec<u8> {
     let mut m = Vec::with_capacity(100);
@@ -198,20 +216,7 @@ pub fn verify_sum(
                 ))?;
         total += point;
     }
-    let scalars: Vec<Scalar> = sum
-        .iter()
-        .map(|w| signed_scalar(*w))
-        .chain(std::iter::once(limbs_scalar(blinding_sum)))
-        .collect();
-    let opened = with_generators(sum.len(), |gens| {
-        RistrettoPoint::vartime_multiscalar_mul(
-            scalars.iter(),
-            gens.iter()
-                .copied()
-                .chain(std::iter::once(blinding_generator())),
-        )
-    });
-    if opened != total {
+    if opening(sum, blinding_sum) != total {
         return Err(SecAggError::Unverified(
             "the sum does not open the participants' commitments",
         ));
@@ -248,21 +253,7 @@ mod tests {
             add(&mut sum, x);
             add(&mut limbs, b.limbs());
         }
-        let open = |sum: &[u64], limbs: &[u64]| {
-            let scalars: Vec<Scalar> = sum
-                .iter()
-                .map(|w| signed_scalar(*w))
-                .chain(std::iter::once(limbs_scalar(limbs)))
-                .collect();
-            with_generators(sum.len(), |g| {
-                RistrettoPoint::vartime_multiscalar_mul(
-                    scalars.iter(),
-                    g.iter()
-                        .copied()
-                        .chain(std::iter::once(blinding_generator())),
-                )
-            })
-        };
+        let open = opening;
         assert_eq!(open(&sum, &limbs), total);
         let mut other = sum.clone();
         other[1] = other[1].wrapping_add(1);

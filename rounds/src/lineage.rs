@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Failure;
 use crate::fixed::decode_output;
-use crate::plan::{AfterFailure, JobPlan, PlanIds, Progress};
+use crate::plan::{AfterFailure, JobPlan, PlanIds, Progress, SessionRequest};
 use crate::session::session_binding;
 use crate::spec::JobSpec;
 
@@ -183,6 +183,14 @@ pub struct Replica {
     applied: usize,
 }
 
+fn unverified(req: &SessionRequest, reason: String) -> LineageError {
+    LineageError::Unverified {
+        round: req.round,
+        label: req.label,
+        reason,
+    }
+}
+
 impl Replica {
     /// The plan of `spec` from its start.
     pub fn new(spec: JobSpec, federation_id: &str, job_id: u64) -> Self {
@@ -219,11 +227,6 @@ impl Replica {
                 "a lineage entry after the job's last session".into(),
             ));
         };
-        let unverified = |reason: String| LineageError::Unverified {
-            round: req.round,
-            label: req.label,
-            reason,
-        };
         match entry {
             LineageEntry::SkippedEvaluation { round, binding } => {
                 if req.label != "evaluation"
@@ -235,13 +238,7 @@ impl Replica {
                         req.round, req.label
                     )));
                 }
-                match self
-                    .plan
-                    .on_failure(Failure::Deterministic("skipped by the coordinator".into()))
-                {
-                    Ok(AfterFailure::Skipped(_)) => {}
-                    _ => return Err(unverified("the plan cannot skip this session".into())),
-                }
+                self.go_on_without_sum(&req)?;
             }
             LineageEntry::Session(record) => {
                 let config = record.session_config()?;
@@ -252,59 +249,82 @@ impl Replica {
                         req.round, req.label
                     )));
                 }
-                if !req.committed {
+                if req.committed {
+                    self.absorb_verified(&req, &config, record, roster, policy)?;
+                } else {
                     // Nothing later derives from this sum (an evaluation): the plan goes
                     // on exactly as if it had been skipped.
-                    return match self
-                        .plan
-                        .on_failure(Failure::Deterministic("not needed for the lineage".into()))
-                    {
-                        Ok(AfterFailure::Skipped(_)) => {
-                            self.applied += 1;
-                            Ok(())
-                        }
-                        _ => Err(unverified("the plan cannot go on without this sum".into())),
-                    };
-                }
-                if config.params.vector_len as usize != req.vector_len {
-                    return Err(unverified("vector length differs from the task's".into()));
-                }
-                policy
-                    .check(&config.params)
-                    .map_err(|e| unverified(e.to_string()))?;
-                let signed = record.signed()?;
-                if signed.len() < policy.min_distinct as usize {
-                    return Err(unverified(format!(
-                        "a sum over {} participants, fewer than this agent's minimum of {}",
-                        signed.len(),
-                        policy.min_distinct
-                    )));
-                }
-                verify_sum(&config, roster, &record.sum, &record.blinding_sum, &signed)
-                    .map_err(|e| unverified(e.to_string()))?;
-                let survivors: Vec<u32> = signed.iter().map(|c| c.from).collect();
-                let sum = decode_output(&record.sum, survivors, &config.params.fixed_point)
-                    .map_err(|e| unverified(e.to_string()))?;
-                // Slot 0 of every input is 1.
-                if sum.contributors != signed.len() as u64 {
-                    return Err(unverified(
-                        "the sum counts another number of inputs than it has commitments".into(),
-                    ));
-                }
-                match self.plan.on_output(sum) {
-                    Ok(Progress::Continue | Progress::RoundCompleted(_)) => {}
-                    Ok(Progress::Retrying(f)) => {
-                        return Err(unverified(format!(
-                            "the sum does not absorb: {}",
-                            f.reason()
-                        )));
-                    }
-                    Err(e) => return Err(unverified(e.to_string())),
+                    self.go_on_without_sum(&req)?;
                 }
             }
         }
         self.applied += 1;
         Ok(())
+    }
+
+    /// The plan goes on past `req` without its sum: only an evaluation allows that.
+    fn go_on_without_sum(&mut self, req: &SessionRequest) -> Result<(), LineageError> {
+        match self
+            .plan
+            .on_failure(Failure::Deterministic("not in the lineage".into()))
+        {
+            Ok(AfterFailure::Skipped(_)) => Ok(()),
+            _ => Err(unverified(
+                req,
+                "the plan cannot go on without this sum".into(),
+            )),
+        }
+    }
+
+    /// Checks a committed session's sum against its commitments and feeds it to the plan.
+    fn absorb_verified(
+        &mut self,
+        req: &SessionRequest,
+        config: &SessionConfig,
+        record: &SessionRecord,
+        roster: &Roster,
+        policy: &ParticipantPolicy,
+    ) -> Result<(), LineageError> {
+        if config.params.vector_len as usize != req.vector_len {
+            return Err(unverified(
+                req,
+                "vector length differs from the task's".into(),
+            ));
+        }
+        policy
+            .check(&config.params)
+            .map_err(|e| unverified(req, e.to_string()))?;
+        let signed = record.signed()?;
+        if signed.len() < policy.min_distinct as usize {
+            return Err(unverified(
+                req,
+                format!(
+                    "a sum over {} participants, fewer than this agent's minimum of {}",
+                    signed.len(),
+                    policy.min_distinct
+                ),
+            ));
+        }
+        verify_sum(config, roster, &record.sum, &record.blinding_sum, &signed)
+            .map_err(|e| unverified(req, e.to_string()))?;
+        let survivors: Vec<u32> = signed.iter().map(|c| c.from).collect();
+        let sum = decode_output(&record.sum, survivors, &config.params.fixed_point)
+            .map_err(|e| unverified(req, e.to_string()))?;
+        // Slot 0 of every input is 1.
+        if sum.contributors != signed.len() as u64 {
+            return Err(unverified(
+                req,
+                "the sum counts another number of inputs than it has commitments".into(),
+            ));
+        }
+        match self.plan.on_output(sum) {
+            Ok(Progress::Continue | Progress::RoundCompleted(_)) => Ok(()),
+            Ok(Progress::Retrying(f)) => Err(unverified(
+                req,
+                format!("the sum does not absorb: {}", f.reason()),
+            )),
+            Err(e) => Err(unverified(req, e.to_string())),
+        }
     }
 
     /// Whether a task whose bytes hash to `binding`, for `round`, is the session the plan

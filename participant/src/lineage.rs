@@ -40,7 +40,7 @@ pub struct Lineage {
 /// What [`fetch`] brought for one task.
 pub struct Fetched {
     spec: Option<Vec<u8>>,
-    entries: Vec<(String, Vec<u8>)>,
+    entries: Vec<(String, LineageEntry)>,
 }
 
 /// Why a task's lineage does not check.
@@ -121,9 +121,7 @@ impl Lineage {
         let Some(replica) = self.replica.as_mut() else {
             return Err(LineageRefusal::Check("no job specification".into()));
         };
-        for (hash, bytes) in fetched.entries {
-            let entry =
-                LineageEntry::decode(&bytes).map_err(|e| LineageRefusal::Check(e.to_string()))?;
+        for (hash, entry) in fetched.entries {
             let peers = entry
                 .certificates()
                 .into_iter()
@@ -184,18 +182,8 @@ pub async fn fetch(
         lineage.certificates.clear();
     }
     // A lineage session's members are mostly this session's peers, whose certificates came
-    // with the task: only the others are fetched.
-    let here: HashMap<String, &[u8]> = compute
-        .secagg
-        .iter()
-        .flat_map(|s| &s.peers)
-        .map(|p| {
-            (
-                content_hash(&p.certificate_der),
-                p.certificate_der.as_slice(),
-            )
-        })
-        .collect();
+    // with the task: only the others are fetched (the task's are hashed once, when needed).
+    let mut here: Option<HashMap<String, &[u8]>> = None;
     let known = lineage.known_prefix(job_id, &compute.job_spec, &compute.lineage);
     let spec = match known {
         Some(_) => None,
@@ -208,6 +196,19 @@ pub async fn fetch(
             LineageEntry::decode(&bytes).map_err(|e| LineageRefusal::Fetch(e.to_string()))?;
         for (_, h) in entry.certificates() {
             if let std::collections::hash_map::Entry::Vacant(slot) = lineage.certificates.entry(h) {
+                let here = here.get_or_insert_with(|| {
+                    compute
+                        .secagg
+                        .iter()
+                        .flat_map(|s| &s.peers)
+                        .map(|p| {
+                            (
+                                content_hash(&p.certificate_der),
+                                p.certificate_der.as_slice(),
+                            )
+                        })
+                        .collect()
+                });
                 let der = match here.get(slot.key()) {
                     Some(der) => der.to_vec(),
                     None => fetch_one(client, slot.key()).await?,
@@ -215,7 +216,7 @@ pub async fn fetch(
                 slot.insert(der);
             }
         }
-        entries.push((hash.clone(), bytes));
+        entries.push((hash.clone(), entry));
     }
     Ok(Fetched { spec, entries })
 }

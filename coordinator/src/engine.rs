@@ -625,7 +625,7 @@ impl Engine {
         lineage: &crate::lineage::JobLineage,
         patience: Option<u64>,
         mut cancel: watch::Receiver<bool>,
-    ) -> Result<(SessionSum, LineageEntry, Vec<Vec<u8>>), SessionError> {
+    ) -> Result<(SessionSum, LineageEntry, Vec<(String, Vec<u8>)>), SessionError> {
         let peers = self
             .wait_for_participants(job_id, spec, req, patience, &mut cancel)
             .await?;
@@ -712,9 +712,15 @@ impl Engine {
                 // session: the survivors' signed commitments and their certificates.
                 let mut hashes = std::collections::BTreeMap::new();
                 let mut certificates = Vec::new();
-                for p in peers.iter().filter(|p| output.survivors.contains(&p.id)) {
-                    hashes.insert(p.id, fedrisk_rounds::task::content_hash(&p.cert_der));
-                    certificates.push(p.cert_der.clone());
+                if config.params.committed {
+                    for p in peers
+                        .iter()
+                        .filter(|p| output.survivors.binary_search(&p.id).is_ok())
+                    {
+                        let hash = fedrisk_rounds::task::content_hash(&p.cert_der);
+                        hashes.insert(p.id, hash.clone());
+                        certificates.push((hash, p.cert_der.clone()));
+                    }
                 }
                 let entry = LineageEntry::Session(SessionRecord::new(&config, &output, &hashes));
                 let keys: std::collections::BTreeMap<u32, String> = peers

@@ -4,6 +4,8 @@
 //! (in the same transaction), so that a restarted coordinator serves the same lineage its
 //! plan resumes from.
 
+use std::collections::HashSet;
+
 use fedrisk_rounds::LineageEntry;
 use fedrisk_rounds::task::content_hash;
 
@@ -17,6 +19,8 @@ const CONTENT_PREFIX: &str = "content/";
 pub(crate) struct JobLineage {
     spec_hash: String,
     hashes: Vec<String>,
+    /// Hashes of the certificates published and kept so far (each once per job).
+    certificates: HashSet<String>,
     /// The blobs of the entries not yet durable.
     pending: Vec<(String, Vec<u8>)>,
 }
@@ -38,13 +42,17 @@ impl JobLineage {
             hashes.push(h.clone());
             contents.push((h, blob));
         }
+        let mut certificates = HashSet::new();
         for (_, blob) in store.checkpoints_under(job, CONTENT_PREFIX)? {
-            contents.push((content_hash(&blob), blob));
+            let h = content_hash(&blob);
+            certificates.insert(h.clone());
+            contents.push((h, blob));
         }
         hub.publish(&contents);
         Ok(JobLineage {
             spec_hash,
             hashes,
+            certificates,
             pending: Vec::new(),
         })
     }
@@ -59,19 +67,26 @@ impl JobLineage {
         &self.hashes
     }
 
-    /// Appends an entry and the certificates (DER) it names, publishes them, and keeps
-    /// them for the next durable write.
-    pub(crate) fn push(&mut self, hub: &Hub, entry: &LineageEntry, certificates: &[Vec<u8>]) {
+    /// Appends an entry and the certificates it names (hash, DER), publishes them, and keeps
+    /// them for the next durable write (a certificate already kept is skipped).
+    pub(crate) fn push(
+        &mut self,
+        hub: &Hub,
+        entry: &LineageEntry,
+        certificates: &[(String, Vec<u8>)],
+    ) {
         let bytes = entry.encode();
         let hash = content_hash(&bytes);
         let mut published = vec![(hash.clone(), bytes.clone())];
         self.pending
             .push((format!("{ENTRY_PREFIX}{:08}", self.hashes.len()), bytes));
-        for der in certificates {
-            let h = content_hash(der);
+        for (h, der) in certificates {
+            if !self.certificates.insert(h.clone()) {
+                continue;
+            }
             self.pending
                 .push((format!("{CONTENT_PREFIX}{h}"), der.clone()));
-            published.push((h, der.clone()));
+            published.push((h.clone(), der.clone()));
         }
         hub.publish(&published);
         self.hashes.push(hash);

@@ -205,9 +205,10 @@ impl Engine {
             } else {
                 None
             };
-            let sent = crate::faults::craft_model(&req, job_id);
+            let crafted = crate::faults::craft_model(&req, job_id);
+            let sent = crafted.as_ref().unwrap_or(&req);
             let outcome = self
-                .run_session(job_id, spec, &sent, &lineage, patience, cancel.clone())
+                .run_session(job_id, spec, sent, &lineage, patience, cancel.clone())
                 .await;
             self.record_refusals(job_id)?;
             let failure = match outcome {

@@ -39,22 +39,19 @@ pub fn extra_peers(peers: Vec<PeerIdentity>) -> Vec<PeerIdentity> {
 /// `FEDRISK_TEST_CRAFT_MODEL=<round>`: that round's evaluation scores a model of the
 /// coordinator's making (one non-zero coefficient), as a curious coordinator would that
 /// wants a histogram of one feature. The task is bound as sent, so only the agents' lineage
-/// check can tell.
+/// check can tell. `None`: send the request as the plan made it.
 #[cfg(feature = "test-faults")]
 pub fn craft_model(
     req: &fedrisk_rounds::SessionRequest,
     job_id: u64,
-) -> fedrisk_rounds::SessionRequest {
-    let mut req = req.clone();
+) -> Option<fedrisk_rounds::SessionRequest> {
     let wanted = std::env::var("FEDRISK_TEST_CRAFT_MODEL")
         .ok()
         .and_then(|v| v.parse::<u32>().ok());
     if wanted != Some(req.round) || req.label != "evaluation" {
-        return req;
+        return None;
     }
-    let Ok(mut task) = fedrisk_rounds::Task::decode(&req.task, job_id, req.round) else {
-        return req;
-    };
+    let mut task = fedrisk_rounds::Task::decode(&req.task, job_id, req.round).ok()?;
     if let fedrisk_rounds::TaskParams::Evaluation(e) = &mut task.params {
         e.model.theta.iter_mut().for_each(|t| *t = 0.0);
         if let Some(t) = e.model.theta.first_mut() {
@@ -65,16 +62,17 @@ pub fn craft_model(
         round = req.round,
         "test fault: crafting the evaluation's model"
     );
-    req.task = task.encode();
-    req.binding = fedrisk_rounds::task::binding(&req.task.bytes);
-    req
+    let mut crafted = req.clone();
+    crafted.task = task.encode();
+    crafted.binding = fedrisk_rounds::task::binding(&crafted.task.bytes);
+    Some(crafted)
 }
 
 /// Without the feature the request goes as the plan made it.
 #[cfg(not(feature = "test-faults"))]
 pub fn craft_model(
-    req: &fedrisk_rounds::SessionRequest,
+    _req: &fedrisk_rounds::SessionRequest,
     _job_id: u64,
-) -> fedrisk_rounds::SessionRequest {
-    req.clone()
+) -> Option<fedrisk_rounds::SessionRequest> {
+    None
 }

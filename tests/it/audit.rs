@@ -20,11 +20,7 @@ fn a_real_jobs_audit_chain_verifies_and_a_flipped_byte_names_its_record() {
         ..JobOpts::default()
     });
     let coord = fed.serve();
-    let mut agents: Vec<Proc> = fed
-        .institutions
-        .iter()
-        .map(|n| fed.participant(n, &[], &[]))
-        .collect();
+    let mut agents: Vec<Proc> = fed.agents(&fed.institutions);
     let status = fed.wait_job_end(1, Duration::from_secs(120), &coord);
     assert_eq!(status["state"], "completed", "{status}");
     for a in &mut agents {

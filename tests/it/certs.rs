@@ -145,11 +145,7 @@ fn unknown_certificate_is_refused() {
     refused(&mut former, &coord, "revoked", "revoked");
 
     // The federation's own participants are unaffected.
-    let mut agents: Vec<Proc> = fed
-        .institutions
-        .iter()
-        .map(|n| fed.participant(n, &[], &[]))
-        .collect();
+    let mut agents: Vec<Proc> = fed.agents(&fed.institutions);
     let status = fed.wait_job_end(1, Duration::from_secs(120), &coord);
     assert_eq!(status["state"], "completed", "{status}");
     assert_eq!(survivors(&status), vec![(0, 3), (1, 3), (2, 3)], "{status}");

@@ -392,11 +392,7 @@ fn operators_exports(seed: u64, job_extra: &'static str) {
         ..JobOpts::default()
     });
     let coord = fed.serve();
-    let mut agents: Vec<Proc> = fed
-        .institutions
-        .iter()
-        .map(|n| fed.participant(n, &[], &[]))
-        .collect();
+    let mut agents: Vec<Proc> = fed.agents(&fed.institutions);
     let status = fed.wait_job_end(1, Duration::from_secs(120), &coord);
     assert_eq!(status["state"], "completed", "{status}");
     let json = fed.export(1, 0);

@@ -559,6 +559,14 @@ impl Fed {
         )
     }
 
+    /// The agents of `institutions`, each with its own certificate and data.
+    pub fn agents(&self, institutions: &[String]) -> Vec<Proc> {
+        institutions
+            .iter()
+            .map(|n| self.participant(n, &[], &[]))
+            .collect()
+    }
+
     /// `fedrisk-coordinator job SUB --coordinator .. (operator identity) ARGS`.
     pub fn job(&self, sub: &str, args: &[&str]) -> Output {
         let ops = self.path("ops");
@@ -723,6 +731,18 @@ pub fn survivors(status: &Value) -> Vec<(u64, u64)> {
                         r["survivors"].as_u64().unwrap_or(0),
                     )
                 })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The refusal reasons a status JSON shows for its participants.
+pub fn refusals(status: &Value) -> Vec<String> {
+    status["participants"]
+        .as_array()
+        .map(|ps| {
+            ps.iter()
+                .filter_map(|p| p["refusal"].as_str().map(str::to_string))
                 .collect()
         })
         .unwrap_or_default()

@@ -150,10 +150,7 @@ fn a_round_that_cannot_complete_is_retried_then_the_job_fails_with_a_reason() {
         &[("FEDRISK_TEST_FAULT", "hang-before-share-keys@1")],
         &[],
     );
-    let mut others: Vec<Proc> = fed.institutions[1..]
-        .iter()
-        .map(|n| fed.participant(n, &[], &[]))
-        .collect();
+    let mut others: Vec<Proc> = fed.agents(&fed.institutions[1..]);
     victim.wait_for_log("test fault: this agent stops here", Duration::from_secs(60));
     victim.kill();
 

@@ -106,10 +106,7 @@ fn a_second_agent_of_a_connected_identity_is_refused_with_the_reason_and_backs_o
     );
     assert!(coord.stderr().contains("second task stream refused"));
     dup.kill();
-    let mut rest: Vec<Proc> = fed.institutions[1..]
-        .iter()
-        .map(|n| fed.participant(n, &[], &[]))
-        .collect();
+    let mut rest: Vec<Proc> = fed.agents(&fed.institutions[1..]);
     let status = fed.wait_job_end(1, Duration::from_secs(90), &coord);
     assert_eq!(status["state"], "completed", "{status}");
     assert!(first.wait_exit(Duration::from_secs(30)).success());
@@ -187,10 +184,7 @@ fn a_refusing_participant_is_shown_to_the_operator_with_its_reason() {
     let pinned = fed.path("pinned-schema.json");
     std::fs::write(&pinned, schema.to_string()).expect("write");
     let coord = fed.serve();
-    let mut agents: Vec<Proc> = fed.institutions[..3]
-        .iter()
-        .map(|n| fed.participant(n, &[], &[]))
-        .collect();
+    let mut agents: Vec<Proc> = fed.agents(&fed.institutions[..3]);
     let odd = fed.institutions[3].clone();
     let data = fed.data_file(&odd);
     let mut refusing = fed.participant_as(

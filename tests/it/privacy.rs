@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::harness::{Fed, JobOpts, Proc, tail};
+use crate::harness::{Fed, JobOpts, Proc, refusals as refusals_of, tail};
 
 #[test]
 fn a_failed_evaluation_is_retried_alone_and_no_update_is_summed_twice() {
@@ -30,10 +30,7 @@ fn a_failed_evaluation_is_retried_alone_and_no_update_is_summed_twice() {
         )],
         &[],
     );
-    let mut others: Vec<Proc> = fed.institutions[1..]
-        .iter()
-        .map(|n| fed.participant(n, &[], &[]))
-        .collect();
+    let mut others: Vec<Proc> = fed.agents(&fed.institutions[1..]);
     victim.wait_for_log("test fault: this agent stops here", Duration::from_secs(60));
     victim.kill();
     let status = fed.wait_job_end(1, Duration::from_secs(120), &coord);
@@ -117,11 +114,7 @@ fn padded_sessions_are_refused(fed: &Fed, extra: &std::path::Path, says: &str) {
     });
     let extra = format!("99:{}", extra.display());
     let coord = fed.serve_with_env(&[("FEDRISK_TEST_EXTRA_PEER", &extra)]);
-    let mut agents: Vec<Proc> = fed
-        .institutions
-        .iter()
-        .map(|n| fed.participant(n, &[], &[]))
-        .collect();
+    let mut agents: Vec<Proc> = fed.agents(&fed.institutions);
     let status = fed.wait_job_end(1, Duration::from_secs(90), &coord);
     assert_eq!(status["state"], "failed", "{status}");
     for a in &mut agents {
@@ -140,14 +133,7 @@ fn padded_sessions_are_refused(fed: &Fed, extra: &std::path::Path, says: &str) {
             a.name
         );
     }
-    let refusals: Vec<String> = status["participants"]
-        .as_array()
-        .map(|ps| {
-            ps.iter()
-                .filter_map(|p| p["refusal"].as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
+    let refusals = refusals_of(&status);
     assert_eq!(refusals.len(), fed.institutions.len(), "{status}");
     assert!(refusals.iter().all(|r| r.contains(says)), "{refusals:?}");
 }
@@ -191,11 +177,7 @@ fn attack_a_coordinator_crafting_an_evaluation_model_is_refused_by_every_agent()
         ..JobOpts::default()
     });
     let coord = fed.serve_with_env(&[("FEDRISK_TEST_CRAFT_MODEL", "1")]);
-    let mut agents: Vec<Proc> = fed
-        .institutions
-        .iter()
-        .map(|n| fed.participant(n, &[], &[]))
-        .collect();
+    let mut agents: Vec<Proc> = fed.agents(&fed.institutions);
     let status = fed.wait_job_end(1, Duration::from_secs(120), &coord);
     assert_eq!(status["state"], "completed", "{status}");
     let says = "not what the job's plan asks for";
@@ -210,14 +192,7 @@ fn attack_a_coordinator_crafting_an_evaluation_model_is_refused_by_every_agent()
             tail(&log, 20)
         );
     }
-    let refusals: Vec<String> = status["participants"]
-        .as_array()
-        .map(|ps| {
-            ps.iter()
-                .filter_map(|p| p["refusal"].as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
+    let refusals = refusals_of(&status);
     assert!(
         refusals.iter().any(|r| r.contains(says)),
         "the operator does not see why: {status}"

@@ -24,11 +24,7 @@ fn real_job(seed: u64) -> (Fed, Proc, Value, PathBuf) {
         ..JobOpts::default()
     });
     let coord = fed.serve();
-    let mut agents: Vec<Proc> = fed
-        .institutions
-        .iter()
-        .map(|n| fed.participant(n, &[], &[]))
-        .collect();
+    let mut agents: Vec<Proc> = fed.agents(&fed.institutions);
     let status = fed.wait_job_end(1, Duration::from_secs(180), &coord);
     assert_eq!(status["state"], "completed", "{status}");
     for a in &mut agents {

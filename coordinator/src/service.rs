@@ -375,6 +375,19 @@ pub fn live_job_status(
     Ok(status)
 }
 
+impl OperatorService {
+    /// A job's model version of `round`, or its latest for round 0.
+    fn model_version(&self, job: u64, round: u32) -> Result<crate::store::ModelVersion, Status> {
+        if round == 0 {
+            self.store.latest_model(job)
+        } else {
+            self.store.model_version(job, round)
+        }
+        .map_err(internal)?
+        .ok_or_else(|| Status::not_found(format!("no model for job {job} round {round}")))
+    }
+}
+
 #[tonic::async_trait]
 impl fedrisk_proto::Operator for OperatorService {
     async fn submit_job(
@@ -497,15 +510,7 @@ impl fedrisk_proto::Operator for OperatorService {
                 "only the JSON model format can be exported so far",
             ));
         }
-        let model = if r.round == 0 {
-            self.store.latest_model(r.job_id)
-        } else {
-            self.store.model_version(r.job_id, r.round)
-        }
-        .map_err(internal)?
-        .ok_or_else(|| {
-            Status::not_found(format!("no model for job {} round {}", r.job_id, r.round))
-        })?;
+        let model = self.model_version(r.job_id, r.round)?;
         let content = model.model_json.unwrap_or_default().into_bytes();
         self.events.emit(&crate::events::Event::ModelExported {
             job: model.job_id,
@@ -528,15 +533,7 @@ impl fedrisk_proto::Operator for OperatorService {
     ) -> Result<Response<v1::ModelReport>, Status> {
         let who = Authenticated::from_request(&request, &self.roster)?.require(Role::Operator)?;
         let r = request.into_inner();
-        let version = if r.round == 0 {
-            self.store.latest_model(r.job_id)
-        } else {
-            self.store.model_version(r.job_id, r.round)
-        }
-        .map_err(internal)?
-        .ok_or_else(|| {
-            Status::not_found(format!("no model for job {} round {}", r.job_id, r.round))
-        })?;
+        let version = self.model_version(r.job_id, r.round)?;
         // The model leaves the coordinator: recorded as an export before the chain is read,
         // so the report's audit head includes the record of this very report.
         self.events.emit(&crate::events::Event::ModelExported {

@@ -228,6 +228,30 @@ fn contribution(req: &SessionRequest, job_id: u64, agent: &mut Agent) -> Contrib
         .expect("contribution")
 }
 
+/// The Newton fit of every institution's rows pooled, under the federation's preprocessing.
+fn pooled_fit(
+    pre: &fedrisk_models::Preprocessor,
+    sets: &[Dataset],
+) -> fedrisk_models::logistic::FitReport {
+    let mut x = Vec::new();
+    let mut y = Vec::new();
+    for d in sets {
+        x.extend(pre.transform_ref(d).iter().copied());
+        y.extend(d.labels_f64().expect("labels"));
+    }
+    let x = ndarray::Array2::from_shape_vec((y.len(), pre.width()), x).expect("shape");
+    fit_newton(
+        x.view(),
+        &y,
+        &NewtonOptions {
+            penalty: Penalty::sklearn(1.0),
+            max_iter: 50,
+            tol: 1e-10,
+        },
+    )
+    .expect("pooled fit")
+}
+
 fn spec(schema: &Schema, rounds: u32) -> JobSpec {
     let mut spec = JobSpec::new("in-memory", schema.clone());
     spec.rounds = rounds;
@@ -261,23 +285,7 @@ fn a_whole_newton_job_runs_in_memory_and_reaches_the_pooled_fit() {
     // The pooled fit under the federation's own preprocessing.
     let last = outcomes.last().expect("rounds");
     let pre = &last.checkpoint.preprocessor;
-    let mut x = Vec::new();
-    let mut y = Vec::new();
-    for d in &sets {
-        x.extend(pre.transform_ref(d).iter().copied());
-        y.extend(d.labels_f64().expect("labels"));
-    }
-    let x = ndarray::Array2::from_shape_vec((y.len(), pre.width()), x).expect("shape");
-    let pooled = fit_newton(
-        x.view(),
-        &y,
-        &NewtonOptions {
-            penalty: Penalty::sklearn(1.0),
-            max_iter: 50,
-            tol: 1e-10,
-        },
-    )
-    .expect("pooled fit");
+    let pooled = pooled_fit(pre, &sets);
     let worst = last
         .checkpoint
         .theta
@@ -348,23 +356,7 @@ fn a_newton_job_stops_when_its_decrement_is_below_the_tolerance_and_a_restart_ru
     );
     // The stopped model is the pooled fit's, as far as the fixed point allows.
     let pre = &last.checkpoint.preprocessor;
-    let mut x = Vec::new();
-    let mut y = Vec::new();
-    for d in &sets {
-        x.extend(pre.transform_ref(d).iter().copied());
-        y.extend(d.labels_f64().expect("labels"));
-    }
-    let x = ndarray::Array2::from_shape_vec((y.len(), pre.width()), x).expect("shape");
-    let pooled = fit_newton(
-        x.view(),
-        &y,
-        &NewtonOptions {
-            penalty: Penalty::sklearn(1.0),
-            max_iter: 50,
-            tol: 1e-10,
-        },
-    )
-    .expect("pooled fit");
+    let pooled = pooled_fit(pre, &sets);
     let worst = step_size(&last.checkpoint.theta, &pooled.theta);
     assert!(
         worst < 1e-3,
@@ -831,6 +823,30 @@ fn replica_check(
     replica.apply(entry, &roster, &ParticipantPolicy::default())
 }
 
+/// [`run_until`] with every session's record checked by an agent's replica on the way.
+#[allow(clippy::too_many_arguments)]
+fn run_until_checked(
+    plan: &mut JobPlan,
+    replica: &mut Replica,
+    spec: &JobSpec,
+    job_id: u64,
+    agents: &mut [Agent],
+    rng: &mut ChaCha20Rng,
+    round: u32,
+    label: &str,
+) -> SessionRequest {
+    loop {
+        let req = plan.next_session().expect("a session");
+        if req.round == round && req.label == label {
+            return req;
+        }
+        let (sum, entry) = run_recorded(spec, job_id, &req, agents, &[], &Default::default(), rng)
+            .expect("session");
+        replica_check(replica, &req, &entry, agents).expect("honest lineage");
+        plan.on_output(sum).expect("plan");
+    }
+}
+
 #[test]
 fn an_agents_replica_follows_the_whole_job_from_its_verified_sums() {
     for (algorithm, binning) in [
@@ -894,24 +910,16 @@ fn attack_a_crafted_evaluation_model_is_refused() {
     let mut rng = ChaCha20Rng::seed_from_u64(31);
     let roster = Roster::new(agents.iter().map(|a| (a.id, a.key.verifying_key())));
     let policy = ParticipantPolicy::default();
-    let evaluation = loop {
-        let req = plan.next_session().expect("a session");
-        if req.round == 1 && req.label == "evaluation" {
-            break req;
-        }
-        let (sum, entry) = run_recorded(
-            &spec,
-            31,
-            &req,
-            &mut agents,
-            &[],
-            &Default::default(),
-            &mut rng,
-        )
-        .expect("session");
-        replica_check(&mut replica, &req, &entry, &agents).expect("honest lineage");
-        plan.on_output(sum).expect("plan");
-    };
+    let evaluation = run_until_checked(
+        &mut plan,
+        &mut replica,
+        &spec,
+        31,
+        &mut agents,
+        &mut rng,
+        1,
+        "evaluation",
+    );
     replica
         .expects(1, &evaluation.binding)
         .expect("the round's own evaluation is accepted");
@@ -1007,24 +1015,16 @@ fn attack_a_session_among_too_few_institutions_does_not_enter_the_lineage() {
     let mut replica = Replica::new(spec.clone(), FEDERATION, 32);
     let mut agents = agents(&sets);
     let mut rng = ChaCha20Rng::seed_from_u64(32);
-    let update = loop {
-        let req = plan.next_session().expect("a session");
-        if req.label == "update" {
-            break req;
-        }
-        let (sum, entry) = run_recorded(
-            &spec,
-            32,
-            &req,
-            &mut agents,
-            &[],
-            &Default::default(),
-            &mut rng,
-        )
-        .expect("session");
-        replica_check(&mut replica, &req, &entry, &agents).expect("honest lineage");
-        plan.on_output(sum).expect("plan");
-    };
+    let update = run_until_checked(
+        &mut plan,
+        &mut replica,
+        &spec,
+        32,
+        &mut agents,
+        &mut rng,
+        1,
+        "update",
+    );
     let mut two = JobSpec::clone(&spec);
     two.threshold = Some(2);
     // The colluders' agents accept a session of two.

@@ -8,24 +8,20 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::harness::{Fed, JobOpts, Proc, coordinator_bin, participant_bin, tail, text};
+use crate::harness::{Fed, JobOpts, coordinator_bin, participant_bin, tail, text};
 
 #[test]
 fn a_real_jobs_audit_chain_verifies_and_a_flipped_byte_names_its_record() {
     let fed = Fed::new(63, 2000, 3);
-    fed.write_config(&JobOpts {
-        name: "audited",
-        rounds: 2,
-        min_participants: 3,
-        ..JobOpts::default()
-    });
-    let coord = fed.serve();
-    let mut agents: Vec<Proc> = fed.agents(&fed.institutions);
-    let status = fed.wait_job_end(1, Duration::from_secs(120), &coord);
-    assert_eq!(status["state"], "completed", "{status}");
-    for a in &mut agents {
-        a.wait_exit(Duration::from_secs(30));
-    }
+    let (coord, _) = fed.complete_job(
+        &JobOpts {
+            name: "audited",
+            rounds: 2,
+            min_participants: 3,
+            ..JobOpts::default()
+        },
+        Duration::from_secs(120),
+    );
     let model = fed.export(1, 0);
     // The model version carries its provenance and the coordinator's signature.
     let verify = |path: &std::path::Path| {

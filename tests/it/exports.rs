@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::harness::{Fed, JobOpts, Proc, participant_bin, run_ok, shared_data, text};
+use crate::harness::{Fed, JobOpts, participant_bin, run_ok, shared_data, text};
 
 const TOLERANCE: &str = "1e-6";
 
@@ -384,17 +384,17 @@ fn the_operators_pmml_and_onnx_exports_of_a_binned_job_score_like_fedrisk() {
 /// `job_extra`: lines of the job's `[job]` table.
 fn operators_exports(seed: u64, job_extra: &'static str) {
     let fed = Fed::new(seed, 2000, 3);
-    fed.write_config(&JobOpts {
-        name: "export",
-        rounds: 2,
-        min_participants: 3,
-        job_extra,
-        ..JobOpts::default()
-    });
-    let coord = fed.serve();
-    let mut agents: Vec<Proc> = fed.agents(&fed.institutions);
-    let status = fed.wait_job_end(1, Duration::from_secs(120), &coord);
-    assert_eq!(status["state"], "completed", "{status}");
+    // The coordinator keeps serving the operator's exports below.
+    let (_coord, _) = fed.complete_job(
+        &JobOpts {
+            name: "export",
+            rounds: 2,
+            min_participants: 3,
+            job_extra,
+            ..JobOpts::default()
+        },
+        Duration::from_secs(120),
+    );
     let json = fed.export(1, 0);
     let mut files = Vec::new();
     for format in ["onnx", "pmml"] {
@@ -425,7 +425,4 @@ fn operators_exports(seed: u64, job_extra: &'static str) {
         data = edges;
     }
     check(&fed.root, &json, &data, Some((&files[0], &files[1])));
-    for a in &mut agents {
-        a.wait_exit(Duration::from_secs(30));
-    }
 }

@@ -559,6 +559,21 @@ impl Fed {
         )
     }
 
+    /// Writes `job` as the coordinator's job, serves it to every institution's agent and
+    /// waits (up to `timeout`) for it to complete and for the agents to exit; returns the
+    /// running coordinator and the job's final status.
+    pub fn complete_job(&self, job: &JobOpts, timeout: Duration) -> (Proc, Value) {
+        self.write_config(job);
+        let coord = self.serve();
+        let mut agents = self.agents(&self.institutions);
+        let status = self.wait_job_end(1, timeout, &coord);
+        assert_eq!(status["state"], "completed", "{status}");
+        for a in &mut agents {
+            a.wait_exit(Duration::from_secs(30));
+        }
+        (coord, status)
+    }
+
     /// The agents of `institutions`, each with its own certificate and data.
     pub fn agents(&self, institutions: &[String]) -> Vec<Proc> {
         institutions

@@ -17,19 +17,15 @@ use crate::harness::{Fed, JobOpts, Proc, coordinator_bin, participant_bin, run_o
 /// coordinator, the job's status JSON and the exported model file.
 fn real_job(seed: u64) -> (Fed, Proc, Value, PathBuf) {
     let fed = Fed::new(seed, 2000, 3);
-    fed.write_config(&JobOpts {
-        name: "reported",
-        rounds: 3,
-        min_participants: 3,
-        ..JobOpts::default()
-    });
-    let coord = fed.serve();
-    let mut agents: Vec<Proc> = fed.agents(&fed.institutions);
-    let status = fed.wait_job_end(1, Duration::from_secs(180), &coord);
-    assert_eq!(status["state"], "completed", "{status}");
-    for a in &mut agents {
-        a.wait_exit(Duration::from_secs(30));
-    }
+    let (coord, status) = fed.complete_job(
+        &JobOpts {
+            name: "reported",
+            rounds: 3,
+            min_participants: 3,
+            ..JobOpts::default()
+        },
+        Duration::from_secs(180),
+    );
     let model = fed.export(1, 0);
     (fed, coord, status, model)
 }

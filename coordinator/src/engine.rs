@@ -531,7 +531,9 @@ impl Engine {
             }
             peers
         };
+        let mut changes = self.hub.changes();
         loop {
+            changes.borrow_and_update();
             self.record_refusals(job_id).map_err(|e| match e {
                 EngineError::Store(s) => SessionError::Store(s),
                 other => SessionError::Failed(Failure::Transient(other.to_string())),
@@ -544,7 +546,7 @@ impl Engine {
             self.hub
                 .set_activity(format!("round {}: {status}", req.round));
             tokio::select! {
-                () = self.hub.changed() => {}
+                _ = changes.changed() => {}
                 () = tokio::time::sleep(Duration::from_millis(200)) => {}
                 () = tokio::time::sleep_until(deadline) => {
                     let peers = available(&self.hub);
@@ -792,6 +794,7 @@ impl Engine {
         let sid = coord.config().session_id;
         let invited = coord.config().params.participants.len();
         let mut first = true;
+        let mut changes = self.hub.changes();
         loop {
             let wait = if first {
                 spec.round_deadline_ms
@@ -804,6 +807,7 @@ impl Engine {
             let opened = Instant::now();
             let expected = stage_pool(coord);
             loop {
+                changes.borrow_and_update();
                 let awaiting = coord.awaiting();
                 self.live.stage(
                     (job_id, req.round),
@@ -846,7 +850,7 @@ impl Engine {
                         tracing::warn!(job = job_id, session = req.label, ?stage, missing = ?coord.awaiting(), "stage deadline passed");
                         break;
                     }
-                    () = self.hub.changed() => {}
+                    _ = changes.changed() => {}
                     _ = cancel.changed() => if *cancel.borrow() {
                         coord.abort();
                         return Err(SessionError::Cancelled);

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use fedrisk_proto::v1::{Task, task};
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tonic::Status;
 
 /// Tasks waiting to be written to a slow agent before it counts as gone.
@@ -112,10 +112,21 @@ impl RefusalKind {
 }
 
 /// Shared between the gRPC services and the round engine.
-#[derive(Default)]
 pub struct Hub {
     inner: Mutex<Inner>,
-    changed: Notify,
+    /// Counts changes. A watch, not a `Notify`: a change between a waiter's check of the
+    /// state and its wait is kept, where `notify_waiters` would drop it and leave a session
+    /// waiting out its deadline for refusals that already arrived.
+    changed: watch::Sender<u64>,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Hub {
+            inner: Mutex::default(),
+            changed: watch::Sender::new(0),
+        }
+    }
 }
 
 /// A connected participant, as the engine sees it.
@@ -177,7 +188,7 @@ impl Hub {
             },
         );
         drop(inner);
-        self.changed.notify_waiters();
+        self.bump();
         Ok((rx, generation))
     }
 
@@ -193,7 +204,7 @@ impl Hub {
             .tx
             .try_send(Err(Status::permission_denied(reason.to_string())));
         tracing::warn!(participant = id, name = %conn.peer.name, %reason, "participant disconnected by the coordinator");
-        self.changed.notify_waiters();
+        self.bump();
         true
     }
 
@@ -220,7 +231,7 @@ impl Hub {
         }
         inner.refusals.push(refusal);
         drop(inner);
-        self.changed.notify_waiters();
+        self.bump();
         true
     }
 
@@ -298,7 +309,7 @@ impl Hub {
             inner.conns.remove(&id);
             drop(inner);
             tracing::info!(participant = id, "participant disconnected");
-            self.changed.notify_waiters();
+            self.bump();
         }
     }
 
@@ -327,9 +338,14 @@ impl Hub {
             .is_some_and(|c| !c.tx.is_closed())
     }
 
-    /// Resolves when the set of connections changes.
-    pub async fn changed(&self) {
-        self.changed.notified().await;
+    /// Changes from here on: connections, refusals. Mark the current value seen
+    /// (`borrow_and_update`) before reading the state, then await `changed()`.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    fn bump(&self) {
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// Queues a task for one agent; false if it is not connected or its queue is full (a
@@ -517,17 +533,20 @@ mod tests {
         assert!(!hub.is_connected(4));
     }
 
-    #[tokio::test]
-    async fn revocation_drops_the_stream_and_refusals_reach_the_engine() {
-        let hub = Hub::new();
-        let peer = |id: u32| Peer {
+    fn peer(id: u32) -> Peer {
+        Peer {
             id,
             name: format!("bank_{id}"),
             cert_der: vec![],
             verifying_key: ed25519_dalek::SigningKey::from_bytes(&[id as u8; 32]).verifying_key(),
             address: "127.0.0.1:9".into(),
             generation: 0,
-        };
+        }
+    }
+
+    #[tokio::test]
+    async fn revocation_drops_the_stream_and_refusals_reach_the_engine() {
+        let hub = Hub::new();
         let (mut rx, _) = hub.register(peer(1)).expect("register");
         let (_rx2, _) = hub.register(peer(2)).expect("register");
         assert!(hub.disconnect(1, "certificate revoked"));
@@ -560,5 +579,34 @@ mod tests {
         assert_eq!(hub.available(8).len(), 1, "other jobs still invite it");
         assert_eq!(hub.take_refusals().len(), 1);
         assert!(hub.take_refusals().is_empty());
+    }
+
+    /// The engine reads the state, then waits for a change: a refusal landing between the
+    /// two must still wake it (a lost wakeup left a session waiting out its deadline).
+    #[tokio::test]
+    async fn a_change_between_reading_the_state_and_waiting_is_not_lost() {
+        let hub = Hub::new();
+        let (_rx, _) = hub.register(peer(2)).expect("register");
+        let _inbox = hub.open_session(7, 1, b"s1");
+        let invite = task::Kind::Compute(fedrisk_proto::v1::ComputeTask::default());
+        assert!(hub.send(2, 7, 1, b"s1", invite));
+        let mut changes = hub.changes();
+        changes.borrow_and_update();
+        assert!(hub.refused_in_session(b"s1").is_empty());
+        // The refusal arrives before the engine starts waiting.
+        assert!(hub.refuse(Refusal {
+            participant: 2,
+            name: "bank_2".into(),
+            job_id: 7,
+            round: 1,
+            session_id: b"s1".to_vec(),
+            kind: RefusalKind::Policy,
+            reason: "revoked peer".into(),
+        }));
+        tokio::time::timeout(std::time::Duration::from_secs(5), changes.changed())
+            .await
+            .expect("the change made before the wait wakes it")
+            .expect("the hub lives");
+        assert!(hub.refused_in_session(b"s1").contains(&2));
     }
 }

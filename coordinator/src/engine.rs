@@ -649,9 +649,16 @@ impl Engine {
         .map_err(|e| SessionError::Failed(Failure::Deterministic(format!("session: {e}"))))?;
         let sid = config.session_id;
         self.hub.publish(&req.task.contents);
+        // Certificates go by hash on a stream that carried them; an agent that lost one
+        // fetches it.
+        let certificates: Vec<(String, Vec<u8>)> = peers
+            .iter()
+            .map(|p| (fedrisk_rounds::task::content_hash(&p.cert_der), p.cert_der.clone()))
+            .collect();
+        self.hub.publish(&certificates);
         let fetched_before = self.hub.fetched_bytes();
         let mut inbox = self.hub.open_session(job_id, req.round, &sid);
-        let compute = task::Kind::Compute(v1::ComputeTask {
+        let compute = v1::ComputeTask {
             task: req.task.bytes.clone(),
             job_spec: lineage.spec_hash().to_string(),
             lineage: lineage.hashes().to_vec(),
@@ -663,26 +670,24 @@ impl Engine {
                 peers: faults::extra_peers(
                     peers
                         .iter()
-                        .map(|p| v1::PeerIdentity {
+                        .zip(&certificates)
+                        .map(|(p, (hash, der))| v1::PeerIdentity {
                             participant_id: p.id,
-                            certificate_der: p.cert_der.clone(),
+                            certificate_der: der.clone(),
+                            certificate_sha256: hash.clone(),
                         })
                         .collect(),
                 ),
                 crl: self.crl_der(),
             }),
-        });
+        };
         let mut traffic = Traffic::default();
-        let task_bytes = prost::Message::encoded_len(&v1::Task {
-            kind: Some(compute.clone()),
-            ..v1::Task::default()
-        }) as u64;
         for p in &peers {
-            if self
+            if let Some(bytes) = self
                 .hub
-                .send(p.id, job_id, req.round, &sid, compute.clone())
+                .send_compute(p.id, job_id, req.round, &sid, &compute)
             {
-                traffic.down += task_bytes;
+                traffic.down += bytes;
             }
         }
         self.events.emit(&Event::SessionStarted {

@@ -38,7 +38,14 @@ struct Conn {
     /// The session this connection was last invited to, while it may still refuse it: one
     /// refusal per invitation, so an agent cannot fill the coordinator's memory or store.
     open_invitation: Option<Vec<u8>>,
+    /// Hashes of the peer certificates this stream has carried: later tasks name them by
+    /// hash only (200 certificates are most of a task's bytes at n = 200).
+    certificates_sent: BTreeSet<String>,
 }
+
+/// A stream that carried more certificates than this starts again from none (bounds the
+/// memory an endless stream of rosters could take).
+const MAX_CERTIFICATES_SENT: usize = 4096;
 
 struct ActiveSession {
     job_id: u64,
@@ -185,6 +192,7 @@ impl Hub {
                 generation,
                 refused_job: None,
                 open_invitation: None,
+                certificates_sent: BTreeSet::new(),
             },
         );
         drop(inner);
@@ -375,6 +383,38 @@ impl Hub {
             kind: Some(kind),
         };
         conn.tx.try_send(Ok(task)).is_ok()
+    }
+
+    /// Queues a session invitation for one agent, with the peer certificates its stream has
+    /// not carried yet in full and the others by hash. The bytes queued, or None if it is
+    /// not connected or its queue is full.
+    pub fn send_compute(
+        &self,
+        id: u32,
+        job_id: u64,
+        round: u32,
+        session_id: &[u8],
+        compute: &fedrisk_proto::v1::ComputeTask,
+    ) -> Option<u64> {
+        let mut compute = compute.clone();
+        {
+            let mut inner = self.lock();
+            let conn = inner.conns.get_mut(&id)?;
+            if conn.certificates_sent.len() > MAX_CERTIFICATES_SENT {
+                conn.certificates_sent.clear();
+            }
+            for p in compute.secagg.iter_mut().flat_map(|s| s.peers.iter_mut()) {
+                if !conn.certificates_sent.insert(p.certificate_sha256.clone()) {
+                    p.certificate_der = Vec::new();
+                }
+            }
+        }
+        let bytes = prost::Message::encoded_len(&Task {
+            kind: Some(task::Kind::Compute(compute.clone())),
+            ..Task::default()
+        }) as u64;
+        self.send(id, job_id, round, session_id, task::Kind::Compute(compute))
+            .then_some(bytes)
     }
 
     /// Opens routing for a session; uploads naming it go to the returned receiver.
@@ -579,6 +619,48 @@ mod tests {
         assert_eq!(hub.available(8).len(), 1, "other jobs still invite it");
         assert_eq!(hub.take_refusals().len(), 1);
         assert!(hub.take_refusals().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_stream_carries_each_peer_certificate_in_full_once() {
+        use fedrisk_proto::v1::{ComputeTask, PeerIdentity, SecAggParams};
+        let hub = Hub::new();
+        let (mut rx, _) = hub.register(peer(2)).expect("register");
+        let compute = |certs: &[&[u8]]| ComputeTask {
+            secagg: Some(SecAggParams {
+                peers: certs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, der)| PeerIdentity {
+                        participant_id: i as u32 + 1,
+                        certificate_der: der.to_vec(),
+                        certificate_sha256: fedrisk_rounds::task::content_hash(der),
+                    })
+                    .collect(),
+                ..SecAggParams::default()
+            }),
+            ..ComputeTask::default()
+        };
+        let ders = |t: Task| match t.kind {
+            Some(task::Kind::Compute(c)) => c
+                .secagg
+                .map(|s| s.peers.into_iter().map(|p| p.certificate_der).collect())
+                .unwrap_or_default(),
+            _ => Vec::<Vec<u8>>::new(),
+        };
+        let first = hub.send_compute(2, 7, 0, b"s0", &compute(&[b"cert-a", b"cert-b"]));
+        let second = hub.send_compute(2, 7, 1, b"s1", &compute(&[b"cert-a", b"cert-c"]));
+        assert!(second < first, "{second:?} < {first:?}");
+        let got = ders(rx.recv().await.expect("task").expect("ok"));
+        assert_eq!(got, vec![b"cert-a".to_vec(), b"cert-b".to_vec()]);
+        let got = ders(rx.recv().await.expect("task").expect("ok"));
+        assert_eq!(got, vec![Vec::new(), b"cert-c".to_vec()], "a by hash, c in full");
+        // A new stream of the same participant starts from none.
+        drop(rx);
+        let (mut rx, _) = hub.register(peer(2)).expect("register again");
+        hub.send_compute(2, 7, 2, b"s2", &compute(&[b"cert-a"]));
+        let got = ders(rx.recv().await.expect("task").expect("ok"));
+        assert_eq!(got, vec![b"cert-a".to_vec()]);
     }
 
     /// The engine reads the state, then waits for a change: a refusal landing between the

@@ -269,6 +269,16 @@ async fn connect_and_serve(
                     continue;
                 }
                 let fetch_started = Instant::now();
+                let peer_certificates =
+                    match crate::lineage::peer_certificates(&mut client, &mut lineage, &c).await {
+                        Ok(p) => p,
+                        Err(e) => {
+                            let refusal = Refusal::policy(e.to_string());
+                            error!(round = task.round, reason = %refusal.detail, "refusing the session");
+                            refuse(&mut client, &task, &refusal).await;
+                            continue;
+                        }
+                    };
                 let fetched = match crate::lineage::fetch(
                     &mut client,
                     &mut lineage,
@@ -297,6 +307,7 @@ async fn connect_and_serve(
                         ledger,
                         &mut contents,
                         (&mut lineage, fetched),
+                        &peer_certificates,
                         &join.federation_id,
                         me,
                         &signing,
@@ -428,6 +439,7 @@ fn open_session(
     ledger: &mut Ledger,
     contents: &mut Contents,
     (lineage, fetched): (&mut crate::lineage::Lineage, crate::lineage::Fetched),
+    peer_certificates: &[(u32, String)],
     federation_id: &str,
     me: u32,
     signing: &ed25519_dalek::SigningKey,
@@ -473,11 +485,14 @@ fn open_session(
         .ok_or_else(|| Refusal::policy("task without secagg parameters".into()))?;
     let config = SessionConfig::decode(&secagg.config)
         .map_err(|e| Refusal::policy(format!("session configuration: {e}")))?;
-    let peers: Vec<(u32, &[u8])> = secagg
-        .peers
+    let peers: Vec<(u32, &[u8])> = peer_certificates
         .iter()
-        .map(|p| (p.participant_id, p.certificate_der.as_slice()))
-        .collect();
+        .map(|(id, hash)| {
+            lineage.certificate(hash).map(|der| (*id, der)).ok_or_else(|| {
+                Refusal::policy(format!("participant {id}'s certificate was not kept"))
+            })
+        })
+        .collect::<Result<_, _>>()?;
     let checked = tls::verify_session_peers_cached(
         &cfg.identity.ca_pem,
         &secagg.crl,

@@ -52,6 +52,9 @@ pub enum LineageRefusal {
     /// The lineage or the task does not check.
     #[error("the task's lineage does not check: {0}")]
     Check(String),
+    /// A peer certificate named by hash could not be had, or one sent does not match its hash.
+    #[error("the session's peer certificates: {0}")]
+    Certificate(String),
 }
 
 impl Lineage {
@@ -170,6 +173,56 @@ async fn fetch_one(
     Ok(got)
 }
 
+/// The task's peers as `(id, certificate hash)`, every certificate now held by `lineage`:
+/// those sent in full are kept (after checking the hash they are named by), those sent by
+/// hash only (sent earlier on this stream) are taken from what was kept, or fetched.
+pub async fn peer_certificates(
+    client: &mut ParticipantClient<Channel>,
+    lineage: &mut Lineage,
+    compute: &v1::ComputeTask,
+) -> Result<Vec<(u32, String)>, LineageRefusal> {
+    if lineage.certificates.len() >= MAX_CERTIFICATES {
+        lineage.certificates.clear();
+    }
+    let peers = compute.secagg.iter().flat_map(|s| &s.peers);
+    let mut out = Vec::new();
+    for p in peers {
+        let hash = if p.certificate_der.is_empty() {
+            if !lineage.certificates.contains_key(&p.certificate_sha256) {
+                let der = fetch_one(client, &p.certificate_sha256)
+                    .await
+                    .map_err(|e| LineageRefusal::Certificate(format!("participant {}'s: {e}", p.participant_id)))?;
+                lineage
+                    .certificates
+                    .insert(p.certificate_sha256.clone(), der);
+            }
+            p.certificate_sha256.clone()
+        } else {
+            let hash = content_hash(&p.certificate_der);
+            if !p.certificate_sha256.is_empty() && p.certificate_sha256 != hash {
+                return Err(LineageRefusal::Certificate(format!(
+                    "participant {}'s certificate does not match the hash it is named by",
+                    p.participant_id
+                )));
+            }
+            lineage
+                .certificates
+                .entry(hash.clone())
+                .or_insert_with(|| p.certificate_der.clone());
+            hash
+        };
+        out.push((p.participant_id, hash));
+    }
+    Ok(out)
+}
+
+impl Lineage {
+    /// A certificate (DER) this connection holds, by hex SHA-256.
+    pub fn certificate(&self, hash: &str) -> Option<&[u8]> {
+        self.certificates.get(hash).map(Vec::as_slice)
+    }
+}
+
 /// Fetches what `compute` names that `lineage` does not hold: the job's specification (for
 /// a new replica), the entries after the applied ones and the certificates they name.
 pub async fn fetch(
@@ -178,12 +231,7 @@ pub async fn fetch(
     job_id: u64,
     compute: &v1::ComputeTask,
 ) -> Result<Fetched, LineageRefusal> {
-    if lineage.certificates.len() >= MAX_CERTIFICATES {
-        lineage.certificates.clear();
-    }
-    // A lineage session's members are mostly this session's peers, whose certificates came
-    // with the task: only the others are fetched (the task's are hashed once, when needed).
-    let mut here: Option<HashMap<String, &[u8]>> = None;
+    // The task's own peers' certificates are held already (`peer_certificates`).
     let known = lineage.known_prefix(job_id, &compute.job_spec, &compute.lineage);
     let spec = match known {
         Some(_) => None,
@@ -195,25 +243,9 @@ pub async fn fetch(
         let entry =
             LineageEntry::decode(&bytes).map_err(|e| LineageRefusal::Fetch(e.to_string()))?;
         for (_, h) in entry.certificates() {
-            if let std::collections::hash_map::Entry::Vacant(slot) = lineage.certificates.entry(h) {
-                let here = here.get_or_insert_with(|| {
-                    compute
-                        .secagg
-                        .iter()
-                        .flat_map(|s| &s.peers)
-                        .map(|p| {
-                            (
-                                content_hash(&p.certificate_der),
-                                p.certificate_der.as_slice(),
-                            )
-                        })
-                        .collect()
-                });
-                let der = match here.get(slot.key()) {
-                    Some(der) => der.to_vec(),
-                    None => fetch_one(client, slot.key()).await?,
-                };
-                slot.insert(der);
+            if !lineage.certificates.contains_key(&h) {
+                let der = fetch_one(client, &h).await?;
+                lineage.certificates.insert(h, der);
             }
         }
         entries.push((hash.clone(), entry));

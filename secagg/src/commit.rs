@@ -27,7 +27,7 @@ use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::config::SessionConfig;
 use crate::error::{Result, SecAggError};
-use crate::{Roster, strictly_increasing, verify_signature};
+use crate::{Roster, strictly_increasing, verify_all};
 
 /// Words of the masked vector that carry the blinding, after the input's `d + 1`.
 pub const RHO_LIMBS: usize = 7;
@@ -199,15 +199,22 @@ pub fn verify_sum(
             "fewer commitments than the threshold",
         ));
     }
+    if let Some(c) = commitments
+        .iter()
+        .find(|c| params.participants.binary_search(&c.from).is_err())
+    {
+        return Err(SecAggError::NotInvited(c.from));
+    }
+    verify_all(
+        roster,
+        commitments.iter().map(|c| {
+            let t = commitment_transcript(&config.session_id, c.from, &c.commitment);
+            (c.from, t, &c.signature)
+        }),
+    )
+    .map_err(SecAggError::BadSignature)?;
     let mut total = RistrettoPoint::identity();
     for c in commitments {
-        if params.participants.binary_search(&c.from).is_err() {
-            return Err(SecAggError::NotInvited(c.from));
-        }
-        let transcript = commitment_transcript(&config.session_id, c.from, &c.commitment);
-        if !verify_signature(roster, c.from, &transcript, &c.signature) {
-            return Err(SecAggError::BadSignature(c.from));
-        }
         let point =
             CompressedRistretto(c.commitment)
                 .decompress()

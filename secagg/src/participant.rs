@@ -18,7 +18,7 @@ use crate::messages::{
     Advertise, ConsistencySignature, KeyList, MaskedInput, ShareBundle, ShareKeys, SurvivorList,
     UnmaskRequest, UnmaskResponse,
 };
-use crate::{Roster, Stage, shamir, strictly_increasing, verify_signature};
+use crate::{Roster, Stage, shamir, strictly_increasing, verify_all};
 
 /// What we keep about a neighbour after the key list.
 #[derive(Clone)]
@@ -393,14 +393,14 @@ impl ParticipantSession {
         // Every entry, not only the neighbours': all of them place members on the ring, and
         // an entry the coordinator forged for a non-neighbour would move this participant's
         // neighbourhood to ids of its choosing.
-        for e in &msg.entries {
-            let t_sig =
-                crypto::advertise_transcript(&self.config.session_id, e.id, &e.c_pk, &e.s_pk);
-            if !verify_signature(&self.roster, e.id, &t_sig, &e.signature) {
-                return Err(SecAggError::BadSignature(e.id));
-            }
-        }
-        Ok(())
+        verify_all(
+            &self.roster,
+            msg.entries.iter().map(|e| {
+                let t = crypto::advertise_transcript(&self.config.session_id, e.id, &e.c_pk, &e.s_pk);
+                (e.id, t, &e.signature)
+            }),
+        )
+        .map_err(SecAggError::BadSignature)
     }
 
     /// Stage 2: decrypts and authenticates the shares addressed to us and
@@ -700,22 +700,27 @@ impl ParticipantSession {
         let digest = *graph.u1_digest();
         let transcript = crypto::consistency_transcript(&self.config.session_id, &digest, &self.u3);
         let quorum = self.share_threshold();
-        let mut valid = 0usize;
-        for (signer, sig) in &msg.signatures {
-            if self.group.binary_search(signer).is_err() || self.u3.binary_search(signer).is_err() {
-                continue;
-            }
-            if !verify_signature(&self.roster, *signer, &transcript, sig) {
-                return Err(SecAggError::ConsistencyCheck("invalid signature on U3"));
-            }
-            valid += 1;
-            if valid >= quorum {
-                return Ok(());
-            }
+        // The first `quorum` signers of our group that are in U3: all must verify.
+        let counted: Vec<&(u32, [u8; 64])> = msg
+            .signatures
+            .iter()
+            .filter(|(signer, _)| {
+                self.group.binary_search(signer).is_ok() && self.u3.binary_search(signer).is_ok()
+            })
+            .take(quorum)
+            .collect();
+        if counted.len() < quorum {
+            return Err(SecAggError::ConsistencyCheck(
+                "fewer than the quorum signed the same survivor set",
+            ));
         }
-        Err(SecAggError::ConsistencyCheck(
-            "fewer than the quorum signed the same survivor set",
-        ))
+        verify_all(
+            &self.roster,
+            counted
+                .into_iter()
+                .map(|(signer, sig)| (*signer, transcript.clone(), sig)),
+        )
+        .map_err(|_| SecAggError::ConsistencyCheck("invalid signature on U3"))
     }
 }
 

@@ -653,7 +653,12 @@ impl Engine {
         // fetches it.
         let certificates: Vec<(String, Vec<u8>)> = peers
             .iter()
-            .map(|p| (fedrisk_rounds::task::content_hash(&p.cert_der), p.cert_der.clone()))
+            .map(|p| {
+                (
+                    fedrisk_rounds::task::content_hash(&p.cert_der),
+                    p.cert_der.clone(),
+                )
+            })
             .collect();
         self.hub.publish(&certificates);
         let fetched_before = self.hub.fetched_bytes();

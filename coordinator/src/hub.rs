@@ -38,9 +38,9 @@ struct Conn {
     /// The session this connection was last invited to, while it may still refuse it: one
     /// refusal per invitation, so an agent cannot fill the coordinator's memory or store.
     open_invitation: Option<Vec<u8>>,
-    /// Hashes of the peer certificates this stream has carried: later tasks name them by
-    /// hash only (200 certificates are most of a task's bytes at n = 200).
-    certificates_sent: BTreeSet<String>,
+    /// The certificate (hash) this stream last carried for each participant: later tasks
+    /// leave an unchanged one out (200 certificates are most of a task's bytes at n = 200).
+    certificates_sent: BTreeMap<u32, String>,
 }
 
 /// A stream that carried more certificates than this starts again from none (bounds the
@@ -192,7 +192,7 @@ impl Hub {
                 generation,
                 refused_job: None,
                 open_invitation: None,
-                certificates_sent: BTreeSet::new(),
+                certificates_sent: BTreeMap::new(),
             },
         );
         drop(inner);
@@ -386,7 +386,8 @@ impl Hub {
     }
 
     /// Queues a session invitation for one agent, with the peer certificates its stream has
-    /// not carried yet in full and the others by hash. The bytes queued, or None if it is
+    /// not carried yet in full and the others left out (the agent keeps what its stream
+    /// carried, by participant). The bytes queued, or None if it is
     /// not connected or its queue is full.
     pub fn send_compute(
         &self,
@@ -404,8 +405,12 @@ impl Hub {
                 conn.certificates_sent.clear();
             }
             for p in compute.secagg.iter_mut().flat_map(|s| s.peers.iter_mut()) {
-                if !conn.certificates_sent.insert(p.certificate_sha256.clone()) {
+                if conn.certificates_sent.get(&p.participant_id) == Some(&p.certificate_sha256) {
                     p.certificate_der = Vec::new();
+                    p.certificate_sha256 = String::new();
+                } else {
+                    conn.certificates_sent
+                        .insert(p.participant_id, p.certificate_sha256.clone());
                 }
             }
         }
@@ -654,7 +659,15 @@ mod tests {
         let got = ders(rx.recv().await.expect("task").expect("ok"));
         assert_eq!(got, vec![b"cert-a".to_vec(), b"cert-b".to_vec()]);
         let got = ders(rx.recv().await.expect("task").expect("ok"));
-        assert_eq!(got, vec![Vec::new(), b"cert-c".to_vec()], "a by hash, c in full");
+        assert_eq!(
+            got,
+            vec![Vec::new(), b"cert-c".to_vec()],
+            "a left out, c in full"
+        );
+        // A participant's new certificate (reissued) goes in full.
+        hub.send_compute(2, 7, 1, b"s1", &compute(&[b"cert-a2", b"cert-c"]));
+        let got = ders(rx.recv().await.expect("task").expect("ok"));
+        assert_eq!(got, vec![b"cert-a2".to_vec(), Vec::new()]);
         // A new stream of the same participant starts from none.
         drop(rx);
         let (mut rx, _) = hub.register(peer(2)).expect("register again");

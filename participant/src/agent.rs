@@ -269,16 +269,21 @@ async fn connect_and_serve(
                     continue;
                 }
                 let fetch_started = Instant::now();
-                let peer_certificates =
-                    match crate::lineage::peer_certificates(&mut client, &mut lineage, &c).await {
-                        Ok(p) => p,
-                        Err(e) => {
-                            let refusal = Refusal::policy(e.to_string());
-                            error!(round = task.round, reason = %refusal.detail, "refusing the session");
-                            refuse(&mut client, &task, &refusal).await;
-                            continue;
-                        }
-                    };
+                let peer_certificates = match crate::lineage::peer_certificates(
+                    &mut client,
+                    &mut lineage,
+                    &c,
+                )
+                .await
+                {
+                    Ok(p) => p,
+                    Err(e) => {
+                        let refusal = Refusal::policy(e.to_string());
+                        error!(round = task.round, reason = %refusal.detail, "refusing the session");
+                        refuse(&mut client, &task, &refusal).await;
+                        continue;
+                    }
+                };
                 let fetched = match crate::lineage::fetch(
                     &mut client,
                     &mut lineage,
@@ -488,9 +493,12 @@ fn open_session(
     let peers: Vec<(u32, &[u8])> = peer_certificates
         .iter()
         .map(|(id, hash)| {
-            lineage.certificate(hash).map(|der| (*id, der)).ok_or_else(|| {
-                Refusal::policy(format!("participant {id}'s certificate was not kept"))
-            })
+            lineage
+                .certificate(hash)
+                .map(|der| (*id, der))
+                .ok_or_else(|| {
+                    Refusal::policy(format!("participant {id}'s certificate was not kept"))
+                })
         })
         .collect::<Result<_, _>>()?;
     let checked = tls::verify_session_peers_cached(

@@ -32,6 +32,9 @@ pub struct Lineage {
     applied: Vec<String>,
     /// Certificates (DER) by hex SHA-256.
     certificates: HashMap<String, Vec<u8>>,
+    /// The certificate (hash) this stream last carried for each participant: a task leaves
+    /// an unchanged one out.
+    by_participant: HashMap<u32, String>,
     /// Certificates already checked against the CA (lineage checks use no revocation list:
     /// a sum signed before a revocation stays the sum it was).
     checked: PeerCache,
@@ -184,19 +187,30 @@ pub async fn peer_certificates(
     if lineage.certificates.len() >= MAX_CERTIFICATES {
         lineage.certificates.clear();
     }
+    if lineage.by_participant.len() >= MAX_CERTIFICATES {
+        lineage.by_participant.clear();
+    }
     let peers = compute.secagg.iter().flat_map(|s| &s.peers);
     let mut out = Vec::new();
     for p in peers {
+        let id = p.participant_id;
         let hash = if p.certificate_der.is_empty() {
-            if !lineage.certificates.contains_key(&p.certificate_sha256) {
-                let der = fetch_one(client, &p.certificate_sha256)
+            let hash = if p.certificate_sha256.is_empty() {
+                lineage.by_participant.get(&id).cloned().ok_or_else(|| {
+                    LineageRefusal::Certificate(format!(
+                        "participant {id}'s certificate was left out but never sent on this stream"
+                    ))
+                })?
+            } else {
+                p.certificate_sha256.clone()
+            };
+            if !lineage.certificates.contains_key(&hash) {
+                let der = fetch_one(client, &hash)
                     .await
-                    .map_err(|e| LineageRefusal::Certificate(format!("participant {}'s: {e}", p.participant_id)))?;
-                lineage
-                    .certificates
-                    .insert(p.certificate_sha256.clone(), der);
+                    .map_err(|e| LineageRefusal::Certificate(format!("participant {id}'s: {e}")))?;
+                lineage.certificates.insert(hash.clone(), der);
             }
-            p.certificate_sha256.clone()
+            hash
         } else {
             let hash = content_hash(&p.certificate_der);
             if !p.certificate_sha256.is_empty() && p.certificate_sha256 != hash {
@@ -211,7 +225,8 @@ pub async fn peer_certificates(
                 .or_insert_with(|| p.certificate_der.clone());
             hash
         };
-        out.push((p.participant_id, hash));
+        lineage.by_participant.insert(id, hash.clone());
+        out.push((id, hash));
     }
     Ok(out)
 }
@@ -243,9 +258,9 @@ pub async fn fetch(
         let entry =
             LineageEntry::decode(&bytes).map_err(|e| LineageRefusal::Fetch(e.to_string()))?;
         for (_, h) in entry.certificates() {
-            if !lineage.certificates.contains_key(&h) {
-                let der = fetch_one(client, &h).await?;
-                lineage.certificates.insert(h, der);
+            if let std::collections::hash_map::Entry::Vacant(slot) = lineage.certificates.entry(h) {
+                let der = fetch_one(client, slot.key()).await?;
+                slot.insert(der);
             }
         }
         entries.push((hash.clone(), entry));

@@ -223,7 +223,10 @@ mod tests {
     use super::*;
     use ed25519_dalek::{Signer, SigningKey};
 
-    fn signed(n: u32) -> (Roster, Vec<(u32, Vec<u8>, [u8; 64])>) {
+    /// `(signer, message, signature)`.
+    type Signed = (u32, Vec<u8>, [u8; 64]);
+
+    fn signed(n: u32) -> (Roster, Vec<Signed>) {
         let keys: Vec<SigningKey> = (0..n)
             .map(|i| SigningKey::from_bytes(&[i as u8 + 1; 32]))
             .collect();
@@ -244,7 +247,7 @@ mod tests {
         (roster, items)
     }
 
-    fn check(roster: &Roster, items: &[(u32, Vec<u8>, [u8; 64])]) -> std::result::Result<(), u32> {
+    fn check(roster: &Roster, items: &[Signed]) -> std::result::Result<(), u32> {
         verify_all(roster, items.iter().map(|(id, m, s)| (*id, m.clone(), s)))
     }
 

@@ -396,7 +396,8 @@ impl ParticipantSession {
         verify_all(
             &self.roster,
             msg.entries.iter().map(|e| {
-                let t = crypto::advertise_transcript(&self.config.session_id, e.id, &e.c_pk, &e.s_pk);
+                let t =
+                    crypto::advertise_transcript(&self.config.session_id, e.id, &e.c_pk, &e.s_pk);
                 (e.id, t, &e.signature)
             }),
         )

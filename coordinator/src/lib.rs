@@ -5,6 +5,7 @@
 //! `fedrisk-coordinator-cli`) wires these together.
 
 pub mod audit;
+pub mod budget;
 pub mod engine;
 pub mod events;
 pub mod faults;

@@ -29,6 +29,10 @@ use crate::store::Store;
 /// Requests one connection may have in flight.
 const MAX_REQUESTS_PER_CONNECTION: usize = 16;
 
+/// Bytes a client may send on one request stream before the server reads them (HTTP/2
+/// flow control): 256 KiB keeps a large upload at several MB/s on a 50 ms link.
+const STREAM_WINDOW: u32 = 256 * 1024;
+
 /// How often the roster file is checked for revocations of connected participants.
 const REVOCATION_CHECK: std::time::Duration = std::time::Duration::from_millis(500);
 
@@ -182,9 +186,22 @@ pub async fn start(opts: ServeOptions) -> Result<Running, ServeError> {
         // Bounded work per connection: an authenticated client cannot have more than this
         // many requests (each at most `MAX_MESSAGE_BYTES`) in flight at once. An agent needs
         // at most five (its task stream, an upload, a heartbeat, a fetch, a refusal).
+        // And bounded bytes: request bodies are read only while their client and the
+        // server as a whole have budget left (`budget`).
+        // The connection's HTTP/2 window exceeds what all its streams' windows can hold
+        // unread: streams waiting for budget must not take the window the streams being
+        // read need (else one client's flood would stall its own connection for good).
         let result = Server::builder()
             .concurrency_limit_per_connection(MAX_REQUESTS_PER_CONNECTION)
             .max_concurrent_streams(Some(MAX_REQUESTS_PER_CONNECTION as u32))
+            .initial_stream_window_size(Some(STREAM_WINDOW))
+            .initial_connection_window_size(Some(
+                STREAM_WINDOW * (MAX_REQUESTS_PER_CONNECTION as u32 + 4),
+            ))
+            .layer(crate::budget::BudgetLayer(crate::budget::BodyBudget::new(
+                crate::budget::PER_CLIENT_BYTES,
+                crate::budget::TOTAL_BYTES,
+            )))
             .add_service(fedrisk_proto::participant_server(participant))
             .add_service(fedrisk_proto::operator_server(operator))
             .serve_with_incoming_shutdown(incoming, async {

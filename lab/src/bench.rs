@@ -120,6 +120,12 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         ..SimulateArgs::with_defaults(&data, &args.out)?
     };
     let (report, model) = simulate(&sim, &args.out.join("federation")).await?;
+    if report.rounds.is_empty() {
+        anyhow::bail!(
+            "no training round completed in {:.1} s (the warnings above say why)",
+            report.seconds_total
+        );
+    }
     crate::simulate::write_outputs(&args.out, &report, model.as_ref())?;
     let n = report.participants.len().max(1) as f64;
     let rounds = report.rounds.len().max(1) as f64;

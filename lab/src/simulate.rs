@@ -360,7 +360,13 @@ pub async fn simulate(args: &SimulateArgs, work: &Path) -> Result<(Report, Optio
         ..RoundSettings::default()
     };
     let n = files.len() as u32;
+    // Every agent here shares this machine's cores, so a stage's wall time grows with n
+    // times each agent's work (itself growing with n): deadlines meant for one machine per
+    // institution would fail large simulations for want of CPU, not of participants.
+    let shared_cpu_ms = u64::from(n) * 60;
     let spec = JobSpec {
+        stage_deadline_ms: fedrisk_rounds::spec::DEFAULT_STAGE_DEADLINE_MS.max(shared_cpu_ms),
+        round_deadline_ms: fedrisk_rounds::spec::DEFAULT_ROUND_DEADLINE_MS.max(2 * shared_cpu_ms),
         binning: args.binning,
         binning_options: args.binning_options(),
         settings: settings.clone(),

@@ -232,6 +232,9 @@ async fn connect_and_serve(
     *failures = 0;
     info!(participant = me, name = %join.name, federation = %join.federation_id, "joined the federation");
     crate::metrics::set_connected(true);
+    if let Some((count, bytes)) = faults::flood() {
+        flood(&client, count, bytes).await;
+    }
     let heartbeat = tokio::spawn(heartbeats(client.clone(), me));
     let signing = cfg
         .identity
@@ -679,6 +682,35 @@ async fn fetch_contents(
         contents.parts.insert(hash, got);
     }
     Ok(())
+}
+
+/// The flooding test fault: `count` uploads of `bytes` at once; logs how they were answered.
+async fn flood(client: &ParticipantClient<Channel>, count: usize, bytes: usize) {
+    warn!(
+        count,
+        bytes, "test fault: flooding the coordinator with large uploads"
+    );
+    let started = Instant::now();
+    let mut sends = tokio::task::JoinSet::new();
+    for _ in 0..count {
+        let mut client = client.clone();
+        sends.spawn(async move {
+            client
+                .send_sec_agg(v1::SecAggUpload {
+                    payload: vec![0x5a; bytes],
+                    ..v1::SecAggUpload::default()
+                })
+                .await
+                .is_err()
+        });
+    }
+    let refused = sends.join_all().await.into_iter().filter(|r| *r).count();
+    warn!(
+        count,
+        refused,
+        seconds = started.elapsed().as_secs_f64(),
+        "test fault: flood answered"
+    );
 }
 
 /// Tells the coordinator why this agent sits a session out.

@@ -85,3 +85,19 @@ pub fn hang_forever() -> ! {
         std::thread::sleep(Duration::from_secs(3600));
     }
 }
+
+/// `FEDRISK_TEST_FLOOD=<count>:<bytes>`: once joined, the agent sends `count` secagg uploads
+/// of `bytes` each at once, as an authenticated participant would that tries to exhaust the
+/// coordinator's memory, then goes on as usual.
+#[cfg(feature = "test-faults")]
+pub fn flood() -> Option<(usize, usize)> {
+    let v = std::env::var("FEDRISK_TEST_FLOOD").ok()?;
+    let (count, bytes) = v.split_once(':')?;
+    Some((count.parse().ok()?, bytes.parse().ok()?))
+}
+
+/// Without the feature there is no flood.
+#[cfg(not(feature = "test-faults"))]
+pub fn flood() -> Option<(usize, usize)> {
+    None
+}

@@ -184,3 +184,55 @@ fn a_round_that_cannot_complete_is_retried_then_the_job_fails_with_a_reason() {
         );
     }
 }
+
+/// An authenticated participant sends 16 uploads of 15 MiB at once (each under the 16 MiB
+/// message limit, the connection's 16 streams all used): without a bound, the coordinator
+/// would hold all 240 MiB while tonic buffers them. Its bodies are read only within the
+/// client's budget (2 x 16 MiB), so the coordinator's peak memory stays far below that, the
+/// uploads are answered, and the other institutions' job completes.
+#[test]
+fn attack_a_participant_flooding_large_uploads_cannot_exhaust_the_coordinators_memory() {
+    let fed = Fed::new(43, 1500, 3);
+    fed.write_config(&JobOpts {
+        name: "flood",
+        rounds: 2,
+        min_participants: 3,
+        ..JobOpts::default()
+    });
+    let coord = fed.serve();
+    let before = coord.peak_rss_mib();
+    let flood = format!("16:{}", 15 * 1024 * 1024);
+    let mut agents: Vec<Proc> = fed
+        .institutions
+        .iter()
+        .enumerate()
+        .map(|(i, n)| match i {
+            0 => fed.participant(n, &[("FEDRISK_TEST_FLOOD", &flood)], &[]),
+            _ => fed.participant(n, &[], &[]),
+        })
+        .collect();
+    let status = fed.wait_job_end(1, Duration::from_secs(150), &coord);
+    assert_eq!(
+        status["state"],
+        "completed",
+        "{status}\n{}",
+        tail(&coord.stderr(), 40)
+    );
+    for a in &mut agents {
+        let s = a.wait_exit(Duration::from_secs(30));
+        assert!(s.success(), "{}: {s}\n{}", a.name, tail(&a.stderr(), 20));
+    }
+    let log = agents[0].stderr();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("flood answered") && l.contains("count=16")),
+        "{}",
+        tail(&log, 20)
+    );
+    let peak = coord.peak_rss_mib();
+    assert!(
+        peak - before < 100.0,
+        "the coordinator's peak memory grew from {before:.0} to {peak:.0} MiB under the flood"
+    );
+    eprintln!("coordinator peak RSS {before:.1} MiB before the flood, {peak:.1} MiB after");
+}

@@ -70,22 +70,32 @@ fn plan(rng: &mut Lcg, agents: usize, last: u32) -> Vec<Death> {
     deaths
 }
 
+/// `FEDRISK_CHAOS_<NAME>` as a number, or `default` (the size CI runs).
+fn scale<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(format!("FEDRISK_CHAOS_{name}"))
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+/// CI runs 8 agents and 7 rounds; `FEDRISK_CHAOS_AGENTS=50 FEDRISK_CHAOS_ROUNDS=20` is the
+/// longer run (RELIABILITY.md).
 #[test]
 fn chaos_agents_killed_at_random_stages_rejoin_and_every_round_completes() {
-    const AGENTS: usize = 8;
-    const ROUNDS: u32 = 7;
+    let agents_n: usize = scale("AGENTS", 8);
+    let rounds_n: u32 = scale("ROUNDS", 7);
     let started = Instant::now();
     let seed = seed();
     let mut rng = Lcg(seed);
-    // Deaths in rounds 1..=4 only, so restarted agents are back well before the last round.
-    let deaths = plan(&mut rng, AGENTS, 4);
+    // No deaths in the last three rounds, so restarted agents are back before the last one.
+    let deaths = plan(&mut rng, agents_n, rounds_n.saturating_sub(3).max(1));
     assert!(!deaths.is_empty(), "seed {seed}: the schedule kills nobody");
-    let fed = Fed::new(seed, 8000, AGENTS);
+    let fed = Fed::new(seed, 1000 * agents_n, agents_n);
     fed.write_config(&JobOpts {
         name: "chaos-agents",
-        rounds: ROUNDS,
+        rounds: rounds_n,
         min_participants: 4,
-        expected_participants: Some(AGENTS as u32),
+        expected_participants: Some(agents_n as u32),
         stage_deadline_ms: 6_000,
         // Every round must run (no early stop at convergence).
         job_extra: "tolerance = 0.0",
@@ -110,7 +120,7 @@ fn chaos_agents_killed_at_random_stages_rejoin_and_every_round_completes() {
         .collect();
     let mut killed: BTreeMap<usize, f64> = BTreeMap::new();
     let mut restarted: Vec<Proc> = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(400);
+    let deadline = Instant::now() + Duration::from_secs(400 + 40 * u64::from(rounds_n));
     let status = loop {
         for d in &deaths {
             if killed.contains_key(&d.agent) {
@@ -165,7 +175,7 @@ fn chaos_agents_killed_at_random_stages_rejoin_and_every_round_completes() {
     let by_round = survivors(&status);
     assert_eq!(
         by_round.iter().map(|(r, _)| *r).collect::<Vec<_>>(),
-        (0..=u64::from(ROUNDS)).collect::<Vec<_>>(),
+        (0..=u64::from(rounds_n)).collect::<Vec<_>>(),
         "seed {seed}: rounds {status}"
     );
     // The last round is summed over everybody still alive: the restarted agents rejoined.
@@ -173,7 +183,7 @@ fn chaos_agents_killed_at_random_stages_rejoin_and_every_round_completes() {
     let last = by_round.last().map(|(_, s)| *s).unwrap_or(0);
     assert_eq!(
         last as usize,
-        AGENTS - gone,
+        agents_n - gone,
         "seed {seed}: last round's survivors, deaths {deaths:?}: {status}"
     );
     for (i, a) in agents.iter_mut().enumerate() {
@@ -191,31 +201,33 @@ fn chaos_agents_killed_at_random_stages_rejoin_and_every_round_completes() {
     }
     // Every model version is intact and the audit chain verifies.
     let models = fed.models(1);
-    assert_eq!(models.len(), ROUNDS as usize, "{models:?}");
+    assert_eq!(models.len(), rounds_n as usize, "{models:?}");
     for (round, hash) in &models {
         let m = ModelFile::load(&fed.export(1, *round)).expect("exported model verifies");
         assert_eq!(&m.content_hash, hash);
     }
     let said = fed.audit_verifies();
     println!(
-        "seed {seed}: {} deaths {deaths:?}; survivors by round {by_round:?}; job completed at {:.1} s; {}",
+        "seed {seed}, {agents_n} agents, {rounds_n} rounds: {} deaths {deaths:?}; survivors by round {by_round:?}; job completed at {:.1} s; {}",
         deaths.len(),
         secs(started),
         said.trim()
     );
 }
 
+/// CI runs 6 kills in 8 rounds; `FEDRISK_CHAOS_KILLS=20 FEDRISK_CHAOS_COORDINATOR_ROUNDS=24`
+/// is the longer run (RELIABILITY.md).
 #[test]
 fn chaos_coordinator_killed_again_and_again_finishes_the_job_intact() {
-    const KILLS: usize = 6;
-    const ROUNDS: u32 = 8;
+    let kills_n: usize = scale("KILLS", 6);
+    let rounds_n: u32 = scale("COORDINATOR_ROUNDS", 8);
     let started = Instant::now();
     let seed = seed();
     let mut rng = Lcg(seed ^ 0x9e37_79b9);
     let fed = Fed::new(seed, 3000, 3);
     fed.write_config(&JobOpts {
         name: "chaos-coordinator",
-        rounds: ROUNDS,
+        rounds: rounds_n,
         min_participants: 3,
         job_extra: "tolerance = 0.0",
         ..JobOpts::default()
@@ -228,7 +240,7 @@ fn chaos_coordinator_killed_again_and_again_finishes_the_job_intact() {
         .collect();
     let mut versions: BTreeMap<u32, String> = BTreeMap::new();
     let mut kills = Vec::new();
-    for _ in 0..KILLS {
+    for _ in 0..kills_n {
         // A random moment: anywhere from mid-session to between rounds.
         std::thread::sleep(Duration::from_millis(400 + rng.below(1600)));
         if fed
@@ -253,13 +265,13 @@ fn chaos_coordinator_killed_again_and_again_finishes_the_job_intact() {
         tail(&coord.stderr(), 40)
     );
     assert!(
-        kills.len() >= 3,
+        kills.len() >= kills_n.min(3),
         "seed {seed}: the job ended before the third kill; make it slower"
     );
     let models: BTreeMap<u32, String> = fed.models(1).into_iter().collect();
     assert_eq!(
         models.keys().copied().collect::<Vec<_>>(),
-        (1..=ROUNDS).collect::<Vec<_>>(),
+        (1..=rounds_n).collect::<Vec<_>>(),
         "seed {seed}: {models:?}"
     );
     for (r, h) in &versions {

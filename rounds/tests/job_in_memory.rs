@@ -1044,3 +1044,111 @@ fn attack_a_session_among_too_few_institutions_does_not_enter_the_lineage() {
         "{e}"
     );
 }
+
+/// A real job's first lineage record (encoded), its specification and the roster that
+/// signed it, built once for the hostile-input properties below.
+fn sample_record() -> &'static (JobSpec, Vec<u8>, Roster) {
+    static SAMPLE: std::sync::OnceLock<(JobSpec, Vec<u8>, Roster)> = std::sync::OnceLock::new();
+    SAMPLE.get_or_init(|| {
+        let (schema, sets) = federation(3);
+        let spec = spec(&schema, 2);
+        let mut plan = new_plan(&spec, 40);
+        let mut agents = agents(&sets);
+        let mut rng = ChaCha20Rng::seed_from_u64(40);
+        let req = plan.next_session().expect("a session");
+        let (_, entry) = run_recorded(
+            &spec,
+            40,
+            &req,
+            &mut agents,
+            &[],
+            &Default::default(),
+            &mut rng,
+        )
+        .expect("session");
+        let roster = Roster::new(agents.iter().map(|a| (a.id, a.key.verifying_key())));
+        (spec, entry.encode(), roster)
+    })
+}
+
+#[test]
+fn the_sample_record_applies() {
+    let (spec, bytes, roster) = sample_record();
+    let entry = LineageEntry::decode(bytes).expect("decodes");
+    let mut replica = Replica::new(spec.clone(), FEDERATION, 40);
+    replica
+        .apply(&entry, roster, &ParticipantPolicy::default())
+        .expect("the job's own record applies");
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1500))]
+
+    /// What a coordinator serves as a lineage record, job specification or session
+    /// configuration reaches the agent's decoders and replica: an error, never a panic.
+    #[test]
+    fn a_mutated_lineage_record_is_refused_or_applied_never_a_panic(
+        pos in proptest::prelude::any::<usize>(),
+        val in proptest::prelude::any::<u8>(),
+    ) {
+        let (spec, bytes, roster) = sample_record();
+        let mut b = bytes.clone();
+        let i = pos % b.len();
+        b[i] = val;
+        if let Ok(entry) = LineageEntry::decode(&b) {
+            let mut replica = Replica::new(spec.clone(), FEDERATION, 40);
+            let applied = replica.apply(&entry, roster, &ParticipantPolicy::default());
+            // A changed configuration, sum, blinding, commitment or signature must not
+            // verify. (Which certificate a commitment names is resolved by the caller, who
+            // hands over the roster of keys: that field is not checked here.)
+            let checked = |e: &LineageEntry| match e {
+                LineageEntry::Session(r) => Some((
+                    r.config.clone(),
+                    r.sum.clone(),
+                    r.blinding_sum.clone(),
+                    r.commitments
+                        .iter()
+                        .map(|c| (c.id, c.commitment.clone(), c.signature.clone()))
+                        .collect::<Vec<_>>(),
+                )),
+                LineageEntry::SkippedEvaluation { .. } => None,
+            };
+            if applied.is_ok() {
+                let original = LineageEntry::decode(bytes).expect("the sample decodes");
+                proptest::prop_assert_eq!(
+                    checked(&original),
+                    checked(&entry),
+                    "a record that differs in content applied"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic_the_record_spec_or_config_decoders(
+        bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..800),
+    ) {
+        let _ = LineageEntry::decode(&bytes);
+        let _ = SessionConfig::decode(&bytes);
+        if let Ok(spec) = JobSpec::from_json(&String::from_utf8_lossy(&bytes)) {
+            let _ = Replica::new(spec, FEDERATION, 1);
+        }
+    }
+
+    #[test]
+    fn a_mutated_job_specification_never_panics_the_replica(
+        pos in proptest::prelude::any::<usize>(),
+        val in proptest::prelude::any::<u8>(),
+    ) {
+        let (spec, bytes, roster) = sample_record();
+        let mut json = spec.to_json().into_bytes();
+        let i = pos % json.len();
+        json[i] = val;
+        if let Ok(spec) = JobSpec::from_json(&String::from_utf8_lossy(&json)) {
+            let mut replica = Replica::new(spec, FEDERATION, 40);
+            if let Ok(entry) = LineageEntry::decode(bytes) {
+                let _ = replica.apply(&entry, roster, &ParticipantPolicy::default());
+            }
+        }
+    }
+}

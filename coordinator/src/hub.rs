@@ -43,6 +43,9 @@ struct Conn {
     certificates_sent: BTreeMap<u32, String>,
 }
 
+/// Certificates go in parts of about this many bytes (see `PeerCertificates`).
+const CERTIFICATE_PART: usize = 16 * 1024;
+
 /// A stream that carried more certificates than this starts again from none (bounds the
 /// memory an endless stream of rosters could take).
 const MAX_CERTIFICATES_SENT: usize = 4096;
@@ -385,9 +388,9 @@ impl Hub {
         conn.tx.try_send(Ok(task)).is_ok()
     }
 
-    /// Queues a session invitation for one agent, with the peer certificates its stream has
-    /// not carried yet in full and the others left out (the agent keeps what its stream
-    /// carried, by participant). The bytes queued, or None if it is
+    /// Queues a session invitation for one agent: first the peer certificates its stream has
+    /// not carried yet, in parts, then the task with every certificate left out (the agent
+    /// keeps what its stream carried, by participant). The bytes queued, or None if it is
     /// not connected or its queue is full.
     pub fn send_compute(
         &self,
@@ -397,28 +400,50 @@ impl Hub {
         session_id: &[u8],
         compute: &fedrisk_proto::v1::ComputeTask,
     ) -> Option<u64> {
+        use fedrisk_proto::v1::{PeerCertificates, PeerIdentity};
         let mut compute = compute.clone();
+        let mut parts: Vec<Vec<PeerIdentity>> = Vec::new();
         {
             let mut inner = self.lock();
             let conn = inner.conns.get_mut(&id)?;
             if conn.certificates_sent.len() > MAX_CERTIFICATES_SENT {
                 conn.certificates_sent.clear();
             }
+            let mut size = 0;
             for p in compute.secagg.iter_mut().flat_map(|s| s.peers.iter_mut()) {
-                if conn.certificates_sent.get(&p.participant_id) == Some(&p.certificate_sha256) {
-                    p.certificate_der = Vec::new();
-                    p.certificate_sha256 = String::new();
-                } else {
+                if conn.certificates_sent.get(&p.participant_id) != Some(&p.certificate_sha256) {
                     conn.certificates_sent
                         .insert(p.participant_id, p.certificate_sha256.clone());
+                    if parts.is_empty() || size + p.certificate_der.len() > CERTIFICATE_PART {
+                        parts.push(Vec::new());
+                        size = 0;
+                    }
+                    size += p.certificate_der.len();
+                    if let Some(part) = parts.last_mut() {
+                        part.push(p.clone());
+                    }
                 }
+                p.certificate_der = Vec::new();
+                p.certificate_sha256 = String::new();
             }
         }
-        let bytes = prost::Message::encoded_len(&Task {
-            kind: Some(task::Kind::Compute(compute.clone())),
+        let mut bytes = 0u64;
+        for peers in parts {
+            let kind = task::Kind::Certificates(PeerCertificates { peers });
+            bytes += prost::Message::encoded_len(&Task {
+                kind: Some(kind.clone()),
+                ..Task::default()
+            }) as u64;
+            if !self.send(id, job_id, round, session_id, kind) {
+                return None;
+            }
+        }
+        let kind = task::Kind::Compute(compute);
+        bytes += prost::Message::encoded_len(&Task {
+            kind: Some(kind.clone()),
             ..Task::default()
         }) as u64;
-        self.send(id, job_id, round, session_id, task::Kind::Compute(compute))
+        self.send(id, job_id, round, session_id, kind)
             .then_some(bytes)
     }
 
@@ -627,18 +652,18 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_stream_carries_each_peer_certificate_in_full_once() {
+    async fn a_stream_carries_each_peer_certificate_once_in_parts_ahead_of_the_task() {
         use fedrisk_proto::v1::{ComputeTask, PeerIdentity, SecAggParams};
         let hub = Hub::new();
         let (mut rx, _) = hub.register(peer(2)).expect("register");
-        let compute = |certs: &[&[u8]]| ComputeTask {
+        let compute = |certs: &[Vec<u8>]| ComputeTask {
             secagg: Some(SecAggParams {
                 peers: certs
                     .iter()
                     .enumerate()
                     .map(|(i, der)| PeerIdentity {
                         participant_id: i as u32 + 1,
-                        certificate_der: der.to_vec(),
+                        certificate_der: der.clone(),
                         certificate_sha256: fedrisk_rounds::task::content_hash(der),
                     })
                     .collect(),
@@ -646,34 +671,52 @@ mod tests {
             }),
             ..ComputeTask::default()
         };
-        let ders = |t: Task| match t.kind {
-            Some(task::Kind::Compute(c)) => c
-                .secagg
-                .map(|s| s.peers.into_iter().map(|p| p.certificate_der).collect())
-                .unwrap_or_default(),
-            _ => Vec::<Vec<u8>>::new(),
-        };
-        let first = hub.send_compute(2, 7, 0, b"s0", &compute(&[b"cert-a", b"cert-b"]));
-        let second = hub.send_compute(2, 7, 1, b"s1", &compute(&[b"cert-a", b"cert-c"]));
+        // Up to the task: the certificates carried ahead of it, and its peers.
+        let mut next =
+            async || {
+                let mut carried = Vec::new();
+                let mut parts = 0;
+                loop {
+                    match rx.recv().await.expect("task").expect("ok").kind {
+                        Some(task::Kind::Certificates(c)) => {
+                            parts += 1;
+                            carried.extend(c.peers.into_iter().map(|p| p.certificate_der));
+                        }
+                        Some(task::Kind::Compute(c)) => {
+                            let peers = c.secagg.map(|s| s.peers).unwrap_or_default();
+                            assert!(
+                                peers.iter().all(|p| p.certificate_der.is_empty()
+                                    && p.certificate_sha256.is_empty()),
+                                "the task itself carries no certificate"
+                            );
+                            return (carried, parts);
+                        }
+                        other => panic!("unexpected {other:?}"),
+                    }
+                }
+            };
+        // 40 certificates of 1 KiB go in parts of about 16 KiB.
+        let big: Vec<Vec<u8>> = (0..40u8).map(|i| vec![i; 1024]).collect();
+        let first = hub.send_compute(2, 7, 0, b"s0", &compute(&big));
+        let (carried, parts) = next().await;
+        assert_eq!(carried, big);
+        assert_eq!(parts, 3);
+        // Nothing again for the same certificates; a reissued one goes again.
+        let second = hub.send_compute(2, 7, 1, b"s1", &compute(&big));
         assert!(second < first, "{second:?} < {first:?}");
-        let got = ders(rx.recv().await.expect("task").expect("ok"));
-        assert_eq!(got, vec![b"cert-a".to_vec(), b"cert-b".to_vec()]);
-        let got = ders(rx.recv().await.expect("task").expect("ok"));
-        assert_eq!(
-            got,
-            vec![Vec::new(), b"cert-c".to_vec()],
-            "a left out, c in full"
-        );
-        // A participant's new certificate (reissued) goes in full.
-        hub.send_compute(2, 7, 1, b"s1", &compute(&[b"cert-a2", b"cert-c"]));
-        let got = ders(rx.recv().await.expect("task").expect("ok"));
-        assert_eq!(got, vec![b"cert-a2".to_vec(), Vec::new()]);
+        assert_eq!(next().await, (Vec::new(), 0));
+        let mut reissued = big.clone();
+        reissued[0] = b"cert-a2".to_vec();
+        hub.send_compute(2, 7, 2, b"s2", &compute(&reissued));
+        assert_eq!(next().await, (vec![b"cert-a2".to_vec()], 1));
         // A new stream of the same participant starts from none.
         drop(rx);
         let (mut rx, _) = hub.register(peer(2)).expect("register again");
-        hub.send_compute(2, 7, 2, b"s2", &compute(&[b"cert-a"]));
-        let got = ders(rx.recv().await.expect("task").expect("ok"));
-        assert_eq!(got, vec![b"cert-a".to_vec()]);
+        hub.send_compute(2, 7, 3, b"s3", &compute(&big[..1]));
+        match rx.recv().await.expect("task").expect("ok").kind {
+            Some(task::Kind::Certificates(c)) => assert_eq!(c.peers.len(), 1),
+            other => panic!("unexpected {other:?}"),
+        }
     }
 
     /// The engine reads the state, then waits for a change: a refusal landing between the

@@ -260,6 +260,7 @@ async fn connect_and_serve(
             continue;
         };
         match kind {
+            task::Kind::Certificates(c) => lineage.keep_certificates(&c.peers),
             task::Kind::Compute(c) => {
                 active = None;
                 crate::metrics::task_received(c.task.len());

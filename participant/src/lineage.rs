@@ -232,6 +232,25 @@ pub async fn peer_certificates(
 }
 
 impl Lineage {
+    /// Keeps peer certificates the stream sent ahead of a task (`PeerCertificates`), by
+    /// participant, as the certificates it carried last for each. They are checked when a
+    /// task names them.
+    pub fn keep_certificates(&mut self, peers: &[v1::PeerIdentity]) {
+        if self.certificates.len() >= MAX_CERTIFICATES {
+            self.certificates.clear();
+        }
+        if self.by_participant.len() >= MAX_CERTIFICATES {
+            self.by_participant.clear();
+        }
+        for p in peers {
+            let hash = content_hash(&p.certificate_der);
+            self.certificates
+                .entry(hash.clone())
+                .or_insert_with(|| p.certificate_der.clone());
+            self.by_participant.insert(p.participant_id, hash);
+        }
+    }
+
     /// A certificate (DER) this connection holds, by hex SHA-256.
     pub fn certificate(&self, hash: &str) -> Option<&[u8]> {
         self.certificates.get(hash).map(Vec::as_slice)

@@ -107,7 +107,10 @@ pub struct CoordinatorSession {
     u1: Vec<u32>,
     share_keys: BTreeMap<u32, ShareKeys>,
     u2: Vec<u32>,
-    masked: BTreeMap<u32, Vec<u64>>,
+    /// Who sent a masked input (U3 once the stage closes); the inputs themselves are
+    /// summed as they arrive (`masked_sum`), not kept: n vectors of d words each.
+    masked: BTreeMap<u32, ()>,
+    masked_sum: Vec<u64>,
     commitments: BTreeMap<u32, crate::commit::SignedCommitment>,
     u3: Vec<u32>,
     signatures: BTreeMap<u32, [u8; 64]>,
@@ -153,6 +156,7 @@ impl CoordinatorSession {
             share_keys: BTreeMap::new(),
             u2: Vec::new(),
             masked: BTreeMap::new(),
+            masked_sum: Vec::new(),
             commitments: BTreeMap::new(),
             u3: Vec::new(),
             signatures: BTreeMap::new(),
@@ -313,7 +317,7 @@ impl CoordinatorSession {
             ));
         }
         if !self.config.params.committed {
-            self.masked.insert(from, msg.vector.clone());
+            self.add_masked(from, &msg.vector);
             return Ok(());
         }
         let transcript =
@@ -329,8 +333,18 @@ impl CoordinatorSession {
                 signature: msg.signature,
             },
         );
-        self.masked.insert(from, msg.vector.clone());
+        self.add_masked(from, &msg.vector);
         Ok(())
+    }
+
+    fn add_masked(&mut self, from: u32, vector: &[u64]) {
+        if self.masked_sum.is_empty() {
+            self.masked_sum = vec![0; vector.len()];
+        }
+        for (a, b) in self.masked_sum.iter_mut().zip(vector) {
+            *a = a.wrapping_add(*b);
+        }
+        self.masked.insert(from, ());
     }
 
     /// Stage 3 message: a valid signature over `(session, U3)` from U3.
@@ -404,6 +418,7 @@ impl CoordinatorSession {
         self.stage = Stage::Aborted;
         self.share_keys.clear();
         self.masked.clear();
+        self.masked_sum = Vec::new();
         self.responses.clear();
     }
 
@@ -539,6 +554,7 @@ impl CoordinatorSession {
                     self.stage = Stage::Finished;
                     self.responses.clear();
                     self.masked.clear();
+                    self.masked_sum = Vec::new();
                     Ok(Step::Finished(output))
                 }
                 Err(e) => {
@@ -603,16 +619,11 @@ impl CoordinatorSession {
         };
 
         let words = self.config.params.masked_words();
-        let mut sum = vec![0u64; words];
-        for u in &self.u3 {
-            let y = self
-                .masked
-                .get(u)
-                .ok_or(SecAggError::ReconstructionFailed(*u))?;
-            for (a, b) in sum.iter_mut().zip(y) {
-                *a = a.wrapping_add(*b);
-            }
+        if let Some(u) = self.u3.iter().find(|u| !self.masked.contains_key(u)) {
+            return Err(SecAggError::ReconstructionFailed(*u));
         }
+        let mut sum = self.masked_sum.clone();
+        sum.resize(words, 0);
         for &u in &self.u3 {
             let b = rebuild(u, true)?;
             let seed = Zeroizing::new(crypto::self_mask_seed(&b, &sid, u));

@@ -214,3 +214,93 @@ fn cut_and_stalled_connections_do_not_stop_the_job() {
         agents.iter().map(joins).collect::<Vec<_>>()
     );
 }
+
+/// Through the proxies: one agent is SIGKILLed mid-round and a new process of the same
+/// institution connects in its place; another agent's link stalls for good (nothing
+/// delivered, nothing refused, never released). The job completes; the new process takes
+/// part in the last round; the stalled agent is waited out every session, never waited for.
+#[test]
+fn a_new_process_mid_round_rejoins_and_a_link_stalled_for_good_is_waited_out() {
+    let fed = Fed::new(62, 2500, 5);
+    fed.write_config(&JobOpts {
+        name: "netfault-2",
+        rounds: 4,
+        min_participants: 3,
+        expected_participants: Some(5),
+        stage_deadline_ms: 2500,
+        wait_for_participants_ms: Some(20_000),
+        job_extra: "max_attempts = 6\ntolerance = 0.0\nround_deadline_ms = 4000",
+        ..JobOpts::default()
+    });
+    let coord = fed.serve();
+    let proxies: Vec<Proxy> = fed
+        .institutions
+        .iter()
+        .map(|_| Proxy::start(fed.port))
+        .collect();
+    let start = |i: usize, label: &str| {
+        let name = &fed.institutions[i];
+        fed.participant_via(
+            &proxies[i].url(),
+            label,
+            &fed.institution_dir(name),
+            name,
+            &fed.data_file(name),
+            &[],
+            &[],
+        )
+    };
+    let mut agents: Vec<Proc> = fed
+        .institutions
+        .iter()
+        .enumerate()
+        .map(|(i, name)| start(i, name))
+        .collect();
+    let round_done =
+        |r: u64| move |s: &serde_json::Value| survivors(s).iter().any(|(round, _)| *round == r);
+    fed.wait_status(1, Duration::from_secs(90), &coord, "round 1", round_done(1));
+    // Round 2 is under way: agent 2 dies and a new process takes its place at once.
+    agents[2].kill();
+    let mut replacement = start(2, &format!("{}-new", fed.institutions[2]));
+    // Once round 2 is in (one loss per session is this federation's dropout budget), agent
+    // 3's link goes quiet and stays so.
+    fed.wait_status(1, Duration::from_secs(90), &coord, "round 2", round_done(2));
+    proxies[3].stall(true);
+    let status = fed.wait_job_end(1, Duration::from_secs(240), &coord);
+    assert_eq!(
+        status["state"],
+        "completed",
+        "{status}\n{}",
+        tail(&coord.stderr(), 40)
+    );
+    let rounds = survivors(&status);
+    for r in 0..=4u64 {
+        assert!(
+            rounds.iter().any(|(round, n)| *round == r && *n >= 3),
+            "round {r} missing or under 3 survivors: {status}"
+        );
+    }
+    // The last round: everyone but the stalled agent, the new process included.
+    assert_eq!(
+        rounds.last().map(|(_, n)| *n),
+        Some(4),
+        "last round's survivors: {rounds:?}"
+    );
+    assert!(
+        coord.stderr().contains("stage deadline passed"),
+        "the stalled link was never waited out:\n{}",
+        tail(&coord.stderr(), 30)
+    );
+    let s = replacement.wait_exit(Duration::from_secs(60));
+    assert!(
+        s.success() && replacement.stderr().contains("job finished"),
+        "the new process: {s}\n{}",
+        tail(&replacement.stderr(), 20)
+    );
+    for i in [0, 1, 4] {
+        let s = agents[i].wait_exit(Duration::from_secs(60));
+        assert!(s.success(), "{}: {s}", agents[i].name);
+    }
+    agents[3].kill();
+    println!("netfault-2: rounds {rounds:?}");
+}

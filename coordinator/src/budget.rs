@@ -138,7 +138,7 @@ enum Phase {
     /// Taking the budget of the whole message, its first frame held back meanwhile. All at
     /// once, never piecemeal: 16 half-read messages of one client holding its budget
     /// between them would wait for each other for ever.
-    Whole(Acquiring, Frame<Bytes>),
+    Whole(Acquiring, Frame<Bytes>, usize),
     /// Within the message's budget; `left` bytes of it remain.
     Budgeted { left: usize },
     /// Beyond the declared message (a malformed body): budget is taken per chunk.
@@ -177,6 +177,20 @@ impl<B> Metered<B> {
     }
 }
 
+impl<B> Metered<B> {
+    /// Keeps what an acquisition got, `credit` bytes of it for chunks to come; a closed
+    /// budget (the server going down) lets the body read on.
+    fn hold(&mut self, got: Option<[OwnedSemaphorePermit; 2]>, credit: usize) {
+        match got {
+            Some(permits) => {
+                self.held.push(permits);
+                self.credit += credit;
+            }
+            None => self.credit = usize::MAX / 2,
+        }
+    }
+}
+
 /// The length a gRPC message's prefix declares, with the prefix (one flag byte, four of
 /// length, big-endian).
 fn declared(data: &Bytes) -> Option<usize> {
@@ -209,27 +223,19 @@ where
                     let Some(want) = frame.data_ref().and_then(declared) else {
                         return Poll::Ready(Some(Ok(frame)));
                     };
-                    let fut = acquire(this.client.clone(), this.total.clone(), want.min(this.cap));
-                    this.phase = Phase::Whole(fut, frame);
+                    let want = want.min(this.cap);
+                    let fut = acquire(this.client.clone(), this.total.clone(), want);
+                    this.phase = Phase::Whole(fut, frame, want);
                 }
-                Phase::Whole(mut fut, frame) => {
+                Phase::Whole(mut fut, frame, want) => {
                     let got = match fut.as_mut().poll(cx) {
                         Poll::Pending => {
-                            this.phase = Phase::Whole(fut, frame);
+                            this.phase = Phase::Whole(fut, frame, want);
                             return Poll::Pending;
                         }
                         Poll::Ready(got) => got,
                     };
-                    match got {
-                        Some(permits) => this.held.push(permits),
-                        // The server is going down: read on.
-                        None => this.credit = usize::MAX / 2,
-                    }
-                    let want = frame
-                        .data_ref()
-                        .and_then(declared)
-                        .unwrap_or(0)
-                        .min(this.cap);
+                    this.hold(got, 0);
                     let len = frame.data_ref().map_or(0, Bytes::len);
                     if let Some(left) = want.checked_sub(len) {
                         this.phase = Phase::Budgeted { left };
@@ -258,13 +264,7 @@ where
                             Poll::Pending => return Poll::Pending,
                             Poll::Ready(got) => {
                                 this.acquiring = None;
-                                match got {
-                                    Some(permits) => {
-                                        this.held.push(permits);
-                                        this.credit += CHUNK;
-                                    }
-                                    None => this.credit = usize::MAX / 2,
-                                }
+                                this.hold(got, CHUNK);
                             }
                         }
                     }

@@ -723,16 +723,17 @@ impl Engine {
             Ok(output) => {
                 // What lets every agent check this sum before it takes part in a later
                 // session: the survivors' signed commitments and their certificates.
+                // (Hashed once above, when the session's certificates were published.)
                 let mut hashes = std::collections::BTreeMap::new();
-                let mut certificates = Vec::new();
+                let mut survivors_certificates = Vec::new();
                 if config.params.committed {
-                    for p in peers
+                    for (p, cert) in peers
                         .iter()
-                        .filter(|p| output.survivors.binary_search(&p.id).is_ok())
+                        .zip(&certificates)
+                        .filter(|(p, _)| output.survivors.binary_search(&p.id).is_ok())
                     {
-                        let hash = fedrisk_rounds::task::content_hash(&p.cert_der);
-                        hashes.insert(p.id, hash.clone());
-                        certificates.push((hash, p.cert_der.clone()));
+                        hashes.insert(p.id, cert.0.clone());
+                        survivors_certificates.push(cert.clone());
                     }
                 }
                 let entry = LineageEntry::Session(SessionRecord::new(&config, &output, &hashes));
@@ -764,7 +765,7 @@ impl Engine {
                     })?;
                 sum.bytes_up = traffic.up;
                 sum.bytes_down = traffic.down;
-                Ok((sum, entry, certificates))
+                Ok((sum, entry, survivors_certificates))
             }
             Err(e) => {
                 let reason = match &e {

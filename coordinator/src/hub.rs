@@ -369,12 +369,22 @@ impl Hub {
         session_id: &[u8],
         kind: task::Kind,
     ) -> bool {
+        self.queue(id, job_id, round, session_id, kind).is_some()
+    }
+
+    /// [`Hub::send`], answering the bytes of the task queued.
+    fn queue(
+        &self,
+        id: u32,
+        job_id: u64,
+        round: u32,
+        session_id: &[u8],
+        kind: task::Kind,
+    ) -> Option<u64> {
         let mut inner = self.lock();
         inner.next_seq += 1;
         let seq = inner.next_seq;
-        let Some(conn) = inner.conns.get_mut(&id) else {
-            return false;
-        };
+        let conn = inner.conns.get_mut(&id)?;
         if matches!(kind, task::Kind::Compute(_)) {
             conn.open_invitation = Some(session_id.to_vec());
         }
@@ -385,7 +395,8 @@ impl Hub {
             session_id: session_id.to_vec(),
             kind: Some(kind),
         };
-        conn.tx.try_send(Ok(task)).is_ok()
+        let bytes = prost::Message::encoded_len(&task) as u64;
+        conn.tx.try_send(Ok(task)).is_ok().then_some(bytes)
     }
 
     /// Queues a session invitation for one agent: first the peer certificates its stream has
@@ -430,21 +441,10 @@ impl Hub {
         let mut bytes = 0u64;
         for peers in parts {
             let kind = task::Kind::Certificates(PeerCertificates { peers });
-            bytes += prost::Message::encoded_len(&Task {
-                kind: Some(kind.clone()),
-                ..Task::default()
-            }) as u64;
-            if !self.send(id, job_id, round, session_id, kind) {
-                return None;
-            }
+            bytes += self.queue(id, job_id, round, session_id, kind)?;
         }
         let kind = task::Kind::Compute(compute);
-        bytes += prost::Message::encoded_len(&Task {
-            kind: Some(kind.clone()),
-            ..Task::default()
-        }) as u64;
-        self.send(id, job_id, round, session_id, kind)
-            .then_some(bytes)
+        Some(bytes + self.queue(id, job_id, round, session_id, kind)?)
     }
 
     /// Opens routing for a session; uploads naming it go to the returned receiver.

@@ -268,42 +268,28 @@ async fn connect_and_serve(
                     tokio::time::sleep(d).await;
                 }
                 if let Err(refusal) = fetch_contents(&mut client, &c.task, &mut contents).await {
-                    error!(round = task.round, reason = %refusal.detail, "refusing the session");
-                    refuse(&mut client, &task, &refusal).await;
+                    refuse_session(&mut client, &task, &refusal).await;
                     continue;
                 }
                 let fetch_started = Instant::now();
-                let peer_certificates = match crate::lineage::peer_certificates(
-                    &mut client,
-                    &mut lineage,
-                    &c,
-                )
-                .await
-                {
-                    Ok(p) => p,
-                    Err(e) => {
-                        let refusal = Refusal::policy(e.to_string());
-                        error!(round = task.round, reason = %refusal.detail, "refusing the session");
-                        refuse(&mut client, &task, &refusal).await;
-                        continue;
-                    }
-                };
-                let fetched = match crate::lineage::fetch(
-                    &mut client,
-                    &mut lineage,
-                    task.job_id,
-                    &c,
-                )
-                .await
-                {
-                    Ok(f) => f,
-                    Err(e) => {
-                        let refusal = Refusal::policy(e.to_string());
-                        error!(round = task.round, reason = %refusal.detail, "refusing the session");
-                        refuse(&mut client, &task, &refusal).await;
-                        continue;
-                    }
-                };
+                let peer_certificates =
+                    match crate::lineage::peer_certificates(&mut client, &mut lineage, &c).await {
+                        Ok(p) => p,
+                        Err(e) => {
+                            let refusal = Refusal::policy(e.to_string());
+                            refuse_session(&mut client, &task, &refusal).await;
+                            continue;
+                        }
+                    };
+                let fetched =
+                    match crate::lineage::fetch(&mut client, &mut lineage, task.job_id, &c).await {
+                        Ok(f) => f,
+                        Err(e) => {
+                            let refusal = Refusal::policy(e.to_string());
+                            refuse_session(&mut client, &task, &refusal).await;
+                            continue;
+                        }
+                    };
                 tracing::debug!(
                     round = task.round,
                     ms = fetch_started.elapsed().as_millis() as u64,
@@ -332,8 +318,7 @@ async fn connect_and_serve(
                         }
                     }
                     Err(refusal) => {
-                        error!(round = task.round, kind = ?refusal.kind, reason = %refusal.detail, "refusing the session");
-                        refuse(&mut client, &task, &refusal).await;
+                        refuse_session(&mut client, &task, &refusal).await;
                     }
                 }
             }
@@ -712,6 +697,12 @@ async fn flood(client: &ParticipantClient<Channel>, count: usize, bytes: usize) 
         seconds = started.elapsed().as_secs_f64(),
         "test fault: flood answered"
     );
+}
+
+/// Says in this agent's log why it sits the session out, then tells the coordinator.
+async fn refuse_session(client: &mut ParticipantClient<Channel>, task: &v1::Task, r: &Refusal) {
+    error!(round = task.round, kind = ?r.kind, reason = %r.detail, "refusing the session");
+    refuse(client, task, r).await;
 }
 
 /// Tells the coordinator why this agent sits a session out.

@@ -243,12 +243,18 @@ impl Lineage {
             self.by_participant.clear();
         }
         for p in peers {
-            let hash = content_hash(&p.certificate_der);
-            self.certificates
-                .entry(hash.clone())
-                .or_insert_with(|| p.certificate_der.clone());
-            self.by_participant.insert(p.participant_id, hash);
+            self.keep(p.participant_id, &p.certificate_der);
         }
+    }
+
+    /// Keeps one certificate as the one carried last for `id`; its hash.
+    fn keep(&mut self, id: u32, der: &[u8]) -> String {
+        let hash = content_hash(der);
+        self.certificates
+            .entry(hash.clone())
+            .or_insert_with(|| der.to_vec());
+        self.by_participant.insert(id, hash.clone());
+        hash
     }
 
     /// A certificate (DER) this connection holds, by hex SHA-256.

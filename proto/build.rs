@@ -18,7 +18,12 @@ fn main() -> Result<(), Box<dyn Error>> {
         Some(protoc) => config.protoc_executable(protoc),
         None => config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?),
     };
+    // A session's certificates are queued to every stream, and its task bytes to every
+    // invited agent: as `Bytes`, every queue shares one buffer instead of holding a copy.
     tonic_prost_build::configure()
+        .bytes(".fedrisk.v1.PeerIdentity.certificate_der")
+        .bytes(".fedrisk.v1.ComputeTask.task")
+        .bytes(".fedrisk.v1.SecAggParams.crl")
         .build_client(true)
         .build_server(true)
         .compile_with_config(config, &[PROTO], &["proto"])?;

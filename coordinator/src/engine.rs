@@ -664,7 +664,7 @@ impl Engine {
         let fetched_before = self.hub.fetched_bytes();
         let mut inbox = self.hub.open_session(job_id, req.round, &sid);
         let compute = v1::ComputeTask {
-            task: req.task.bytes.clone(),
+            task: prost::bytes::Bytes::copy_from_slice(&req.task.bytes),
             job_spec: lineage.spec_hash().to_string(),
             lineage: lineage.hashes().to_vec(),
             secagg: Some(v1::SecAggParams {
@@ -678,12 +678,12 @@ impl Engine {
                         .zip(&certificates)
                         .map(|(p, (hash, der))| v1::PeerIdentity {
                             participant_id: p.id,
-                            certificate_der: der.clone(),
+                            certificate_der: prost::bytes::Bytes::copy_from_slice(der),
                             certificate_sha256: hash.clone(),
                         })
                         .collect(),
                 ),
-                crl: self.crl_der(),
+                crl: self.crl_der().into(),
             }),
         };
         let mut traffic = Traffic::default();

@@ -26,7 +26,7 @@ pub fn extra_peers(mut peers: Vec<PeerIdentity>) -> Vec<PeerIdentity> {
     peers.push(PeerIdentity {
         participant_id: id,
         certificate_sha256: fedrisk_rounds::task::content_hash(&der),
-        certificate_der: der.to_vec(),
+        certificate_der: prost::bytes::Bytes::copy_from_slice(&der),
     });
     peers
 }

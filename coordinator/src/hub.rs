@@ -40,7 +40,7 @@ struct Conn {
     open_invitation: Option<Vec<u8>>,
     /// The certificate (hash) this stream last carried for each participant: later tasks
     /// leave an unchanged one out (200 certificates are most of a task's bytes at n = 200).
-    certificates_sent: BTreeMap<u32, String>,
+    certificates_sent: BTreeMap<u32, [u8; 32]>,
 }
 
 /// Certificates go in parts of about this many bytes (see `PeerCertificates`).
@@ -412,8 +412,8 @@ impl Hub {
         compute: &fedrisk_proto::v1::ComputeTask,
     ) -> Option<u64> {
         use fedrisk_proto::v1::{PeerCertificates, PeerIdentity};
-        let mut compute = compute.clone();
         let mut parts: Vec<Vec<PeerIdentity>> = Vec::new();
+        let mut ids: Vec<PeerIdentity> = Vec::new();
         {
             let mut inner = self.lock();
             let conn = inner.conns.get_mut(&id)?;
@@ -421,23 +421,48 @@ impl Hub {
                 conn.certificates_sent.clear();
             }
             let mut size = 0;
-            for p in compute.secagg.iter_mut().flat_map(|s| s.peers.iter_mut()) {
-                if conn.certificates_sent.get(&p.participant_id) != Some(&p.certificate_sha256) {
-                    conn.certificates_sent
-                        .insert(p.participant_id, p.certificate_sha256.clone());
+            for p in compute.secagg.iter().flat_map(|s| s.peers.iter()) {
+                // Kept as 32 bytes, not hex: one map per stream, one entry per peer.
+                let mut hash = [0u8; 32];
+                if hex::decode_to_slice(&p.certificate_sha256, &mut hash).is_err() {
+                    hash = [0; 32];
+                }
+                if conn.certificates_sent.get(&p.participant_id) != Some(&hash) {
+                    conn.certificates_sent.insert(p.participant_id, hash);
                     if parts.is_empty() || size + p.certificate_der.len() > CERTIFICATE_PART {
                         parts.push(Vec::new());
                         size = 0;
                     }
                     size += p.certificate_der.len();
                     if let Some(part) = parts.last_mut() {
+                        // `Bytes`: every stream's part shares the session's one copy.
                         part.push(p.clone());
                     }
                 }
-                p.certificate_der = Vec::new();
-                p.certificate_sha256 = String::new();
+                ids.push(PeerIdentity {
+                    participant_id: p.participant_id,
+                    ..PeerIdentity::default()
+                });
             }
         }
+        // The task itself names peers by id only; the task bytes and the revocation list
+        // are `Bytes`, shared with every other agent's task.
+        let compute = fedrisk_proto::v1::ComputeTask {
+            task: compute.task.clone(),
+            job_spec: compute.job_spec.clone(),
+            lineage: compute.lineage.clone(),
+            secagg: compute
+                .secagg
+                .as_ref()
+                .map(|s| fedrisk_proto::v1::SecAggParams {
+                    participant_ids: s.participant_ids.clone(),
+                    threshold: s.threshold,
+                    vector_len: s.vector_len,
+                    config: s.config.clone(),
+                    peers: ids,
+                    crl: s.crl.clone(),
+                }),
+        };
         let mut bytes = 0u64;
         for peers in parts {
             let kind = task::Kind::Certificates(PeerCertificates { peers });
@@ -663,7 +688,7 @@ mod tests {
                     .enumerate()
                     .map(|(i, der)| PeerIdentity {
                         participant_id: i as u32 + 1,
-                        certificate_der: der.clone(),
+                        certificate_der: der.clone().into(),
                         certificate_sha256: fedrisk_rounds::task::content_hash(der),
                     })
                     .collect(),
@@ -680,7 +705,7 @@ mod tests {
                     match rx.recv().await.expect("task").expect("ok").kind {
                         Some(task::Kind::Certificates(c)) => {
                             parts += 1;
-                            carried.extend(c.peers.into_iter().map(|p| p.certificate_der));
+                            carried.extend(c.peers.into_iter().map(|p| p.certificate_der.to_vec()));
                         }
                         Some(task::Kind::Compute(c)) => {
                             let peers = c.secagg.map(|s| s.peers).unwrap_or_default();

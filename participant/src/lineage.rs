@@ -222,7 +222,7 @@ pub async fn peer_certificates(
             lineage
                 .certificates
                 .entry(hash.clone())
-                .or_insert_with(|| p.certificate_der.clone());
+                .or_insert_with(|| p.certificate_der.to_vec());
             hash
         };
         lineage.by_participant.insert(id, hash.clone());

@@ -100,7 +100,7 @@ mod tests {
 
         let compute = Task {
             kind: Some(task::Kind::Compute(ComputeTask {
-                task: b"{}".to_vec(),
+                task: b"{}".to_vec().into(),
                 secagg: None,
                 job_spec: "ab".repeat(32),
                 lineage: vec!["cd".repeat(32)],
@@ -109,7 +109,7 @@ mod tests {
         };
         let back = Task::decode(compute.encode_to_vec().as_slice()).expect("decode");
         assert!(
-            matches!(back.kind, Some(task::Kind::Compute(t)) if t.task == b"{}" && t.lineage.len() == 1)
+            matches!(back.kind, Some(task::Kind::Compute(t)) if t.task.as_ref() == b"{}" && t.lineage.len() == 1)
         );
     }
 

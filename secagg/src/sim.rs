@@ -38,6 +38,23 @@ pub enum DropPoint {
     AfterConsistency,
 }
 
+/// One byte of one encoded message changed in flight: the lie or corruption a test wants a
+/// session to survive without panicking or summing wrongly. Applied once, to the first
+/// message that matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tamper {
+    /// The stage at which the message is handled.
+    pub stage: Stage,
+    /// A message a participant sends (`true`) or one the coordinator sends it.
+    pub to_coordinator: bool,
+    /// The participant that sends or receives it.
+    pub who: u32,
+    /// Which byte (modulo the message's length).
+    pub pos: usize,
+    /// What the byte is XORed with (0 changes nothing).
+    pub xor: u8,
+}
+
 /// Parameters of a simulated session.
 #[derive(Debug, Clone)]
 pub struct SimConfig {
@@ -171,6 +188,8 @@ pub struct Sim {
     pub coordinator_time: Duration,
     /// Coordinator CPU time in the final unmask (`close_stage` of `Unmask`).
     pub unmask_time: Duration,
+    /// A byte to change in flight; `None` once applied.
+    pub tamper: Option<Tamper>,
 }
 
 /// The outcome of [`Sim::run`].
@@ -251,6 +270,7 @@ impl Sim {
             late_vectors: BTreeMap::new(),
             coordinator_time: Duration::ZERO,
             unmask_time: Duration::ZERO,
+            tamper: None,
         })
     }
 
@@ -293,6 +313,7 @@ impl Sim {
             late_vectors: self.late_vectors.clone(),
             coordinator_time: self.coordinator_time,
             unmask_time: self.unmask_time,
+            tamper: self.tamper,
         }
     }
 
@@ -322,8 +343,23 @@ impl Sim {
         !dropped
     }
 
+    /// Applies [`Self::tamper`] to `bytes` if it names this message.
+    fn tamper_with(&mut self, stage: Stage, to_coordinator: bool, who: u32, bytes: &mut [u8]) {
+        if let Some(t) = self.tamper
+            && t.stage == stage
+            && t.to_coordinator == to_coordinator
+            && t.who == who
+            && !bytes.is_empty()
+        {
+            let i = t.pos % bytes.len();
+            bytes[i] ^= t.xor;
+            self.tamper = None;
+        }
+    }
+
     fn deliver_to_coordinator(&mut self, from: u32, msg: Message) {
-        let bytes = msg.encode();
+        let mut bytes = msg.encode();
+        self.tamper_with(self.coordinator.stage(), true, from, &mut bytes);
         self.slots[from as usize].sent += bytes.len() as u64;
         self.transcript.entry(from).or_default().push(msg);
         let start = Instant::now();
@@ -366,6 +402,9 @@ impl Sim {
             }
         }
         out.retain(|(r, _)| (*r as usize) < self.slots.len() && self.active_at(*r, stage));
+        for (r, b) in &mut out {
+            self.tamper_with(stage, false, *r, b);
+        }
         for (r, b) in &out {
             self.slots[*r as usize].received += b.len() as u64;
         }

@@ -686,11 +686,12 @@ impl Engine {
                 crl: self.crl_der().into(),
             }),
         };
+        let invitation = crate::hub::Invitation::new(compute);
         let mut traffic = Traffic::default();
         for p in &peers {
             if let Some(bytes) = self
                 .hub
-                .send_compute(p.id, job_id, req.round, &sid, &compute)
+                .send_compute(p.id, job_id, req.round, &sid, &invitation)
             {
                 traffic.down += bytes;
             }

@@ -43,6 +43,41 @@ struct Conn {
     certificates_sent: BTreeMap<u32, [u8; 32]>,
 }
 
+/// A session's task as the hub sends it to every invited agent, prepared once per session.
+#[derive(Debug, Clone)]
+pub struct Invitation {
+    /// The task naming its peers by id only (its bytes and revocation list are `Bytes`,
+    /// shared by every agent's copy).
+    task: fedrisk_proto::v1::ComputeTask,
+    /// Each peer's certificate, and its SHA-256 as 32 bytes (`None` if the task's hash is
+    /// not one: such a certificate is always sent, never recorded as carried).
+    peers: Vec<(fedrisk_proto::v1::PeerIdentity, Option<[u8; 32]>)>,
+}
+
+impl Invitation {
+    /// Moves the certificates out of `compute`'s peers.
+    pub fn new(mut compute: fedrisk_proto::v1::ComputeTask) -> Self {
+        use fedrisk_proto::v1::PeerIdentity;
+        let mut peers = Vec::new();
+        for p in compute.secagg.iter_mut().flat_map(|s| s.peers.iter_mut()) {
+            let id_only = PeerIdentity {
+                participant_id: p.participant_id,
+                ..PeerIdentity::default()
+            };
+            let full = std::mem::replace(p, id_only);
+            let mut hash = [0u8; 32];
+            let hash = hex::decode_to_slice(&full.certificate_sha256, &mut hash)
+                .is_ok()
+                .then_some(hash);
+            peers.push((full, hash));
+        }
+        Invitation {
+            task: compute,
+            peers,
+        }
+    }
+}
+
 /// Certificates go in parts of about this many bytes (see `PeerCertificates`).
 const CERTIFICATE_PART: usize = 16 * 1024;
 
@@ -409,11 +444,10 @@ impl Hub {
         job_id: u64,
         round: u32,
         session_id: &[u8],
-        compute: &fedrisk_proto::v1::ComputeTask,
+        invitation: &Invitation,
     ) -> Option<u64> {
-        use fedrisk_proto::v1::{PeerCertificates, PeerIdentity};
-        let mut parts: Vec<Vec<PeerIdentity>> = Vec::new();
-        let mut ids: Vec<PeerIdentity> = Vec::new();
+        use fedrisk_proto::v1::PeerCertificates;
+        let mut parts: Vec<Vec<fedrisk_proto::v1::PeerIdentity>> = Vec::new();
         {
             let mut inner = self.lock();
             let conn = inner.conns.get_mut(&id)?;
@@ -421,54 +455,32 @@ impl Hub {
                 conn.certificates_sent.clear();
             }
             let mut size = 0;
-            for p in compute.secagg.iter().flat_map(|s| s.peers.iter()) {
-                // Kept as 32 bytes, not hex: one map per stream, one entry per peer.
-                let mut hash = [0u8; 32];
-                if hex::decode_to_slice(&p.certificate_sha256, &mut hash).is_err() {
-                    hash = [0; 32];
+            for (p, hash) in &invitation.peers {
+                let carried = hash.is_some()
+                    && conn.certificates_sent.get(&p.participant_id) == hash.as_ref();
+                if carried {
+                    continue;
                 }
-                if conn.certificates_sent.get(&p.participant_id) != Some(&hash) {
-                    conn.certificates_sent.insert(p.participant_id, hash);
-                    if parts.is_empty() || size + p.certificate_der.len() > CERTIFICATE_PART {
-                        parts.push(Vec::new());
-                        size = 0;
-                    }
-                    size += p.certificate_der.len();
-                    if let Some(part) = parts.last_mut() {
-                        // `Bytes`: every stream's part shares the session's one copy.
-                        part.push(p.clone());
-                    }
+                if let Some(hash) = hash {
+                    conn.certificates_sent.insert(p.participant_id, *hash);
                 }
-                ids.push(PeerIdentity {
-                    participant_id: p.participant_id,
-                    ..PeerIdentity::default()
-                });
+                if parts.is_empty() || size + p.certificate_der.len() > CERTIFICATE_PART {
+                    parts.push(Vec::new());
+                    size = 0;
+                }
+                size += p.certificate_der.len();
+                if let Some(part) = parts.last_mut() {
+                    // `Bytes`: every stream's part shares the session's one copy.
+                    part.push(p.clone());
+                }
             }
         }
-        // The task itself names peers by id only; the task bytes and the revocation list
-        // are `Bytes`, shared with every other agent's task.
-        let compute = fedrisk_proto::v1::ComputeTask {
-            task: compute.task.clone(),
-            job_spec: compute.job_spec.clone(),
-            lineage: compute.lineage.clone(),
-            secagg: compute
-                .secagg
-                .as_ref()
-                .map(|s| fedrisk_proto::v1::SecAggParams {
-                    participant_ids: s.participant_ids.clone(),
-                    threshold: s.threshold,
-                    vector_len: s.vector_len,
-                    config: s.config.clone(),
-                    peers: ids,
-                    crl: s.crl.clone(),
-                }),
-        };
         let mut bytes = 0u64;
         for peers in parts {
             let kind = task::Kind::Certificates(PeerCertificates { peers });
             bytes += self.queue(id, job_id, round, session_id, kind)?;
         }
-        let kind = task::Kind::Compute(compute);
+        let kind = task::Kind::Compute(invitation.task.clone());
         Some(bytes + self.queue(id, job_id, round, session_id, kind)?)
     }
 
@@ -722,22 +734,22 @@ mod tests {
             };
         // 40 certificates of 1 KiB go in parts of about 16 KiB.
         let big: Vec<Vec<u8>> = (0..40u8).map(|i| vec![i; 1024]).collect();
-        let first = hub.send_compute(2, 7, 0, b"s0", &compute(&big));
+        let first = hub.send_compute(2, 7, 0, b"s0", &Invitation::new(compute(&big)));
         let (carried, parts) = next().await;
         assert_eq!(carried, big);
         assert_eq!(parts, 3);
         // Nothing again for the same certificates; a reissued one goes again.
-        let second = hub.send_compute(2, 7, 1, b"s1", &compute(&big));
+        let second = hub.send_compute(2, 7, 1, b"s1", &Invitation::new(compute(&big)));
         assert!(second < first, "{second:?} < {first:?}");
         assert_eq!(next().await, (Vec::new(), 0));
         let mut reissued = big.clone();
         reissued[0] = b"cert-a2".to_vec();
-        hub.send_compute(2, 7, 2, b"s2", &compute(&reissued));
+        hub.send_compute(2, 7, 2, b"s2", &Invitation::new(compute(&reissued)));
         assert_eq!(next().await, (vec![b"cert-a2".to_vec()], 1));
         // A new stream of the same participant starts from none.
         drop(rx);
         let (mut rx, _) = hub.register(peer(2)).expect("register again");
-        hub.send_compute(2, 7, 3, b"s3", &compute(&big[..1]));
+        hub.send_compute(2, 7, 3, b"s3", &Invitation::new(compute(&big[..1])));
         match rx.recv().await.expect("task").expect("ok").kind {
             Some(task::Kind::Certificates(c)) => assert_eq!(c.peers.len(), 1),
             other => panic!("unexpected {other:?}"),

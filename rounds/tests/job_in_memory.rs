@@ -1100,15 +1100,22 @@ proptest::proptest! {
             let applied = replica.apply(&entry, roster, &ParticipantPolicy::default());
             // A changed configuration, sum, blinding, commitment or signature must not
             // verify. (Which certificate a commitment names is resolved by the caller, who
-            // hands over the roster of keys: that field is not checked here.)
+            // hands over the roster of keys: that field is not checked here.) Hex is compared
+            // as the bytes it decodes to: `A` and `a` are the same nibble.
             let checked = |e: &LineageEntry| match e {
                 LineageEntry::Session(r) => Some((
-                    r.config.clone(),
+                    r.config.to_ascii_lowercase(),
                     r.sum.clone(),
                     r.blinding_sum.clone(),
                     r.commitments
                         .iter()
-                        .map(|c| (c.id, c.commitment.clone(), c.signature.clone()))
+                        .map(|c| {
+                            (
+                                c.id,
+                                c.commitment.to_ascii_lowercase(),
+                                c.signature.to_ascii_lowercase(),
+                            )
+                        })
                         .collect::<Vec<_>>(),
                 )),
                 LineageEntry::SkippedEvaluation { .. } => None,

@@ -253,6 +253,10 @@ impl Engine {
                             self.note_failure(job_id, &req, current, f.reason(), true)?;
                             continue;
                         }
+                        Ok(Progress::WithoutEvaluation(f)) => {
+                            self.drop_evaluation(job_id, &req, current, f.reason(), (&plan, &mut lineage))?;
+                            continue;
+                        }
                         Err(e) => {
                             self.note_failure(job_id, &req, current, &e.reason, false)?;
                             return Err(e.into());
@@ -267,6 +271,10 @@ impl Engine {
             match plan.on_failure(failure) {
                 Ok(AfterFailure::Retry) => {
                     self.note_failure(job_id, &req, current, &reason, true)?
+                }
+                Ok(AfterFailure::WithoutEvaluation) => {
+                    evaluation_set_missing = true;
+                    self.drop_evaluation(job_id, &req, current, &reason, (&plan, &mut lineage))?;
                 }
                 Ok(AfterFailure::Skipped(o)) => {
                     evaluation_set_missing = true;
@@ -292,6 +300,42 @@ impl Engine {
             }
         }
         Ok(plan.converged())
+    }
+
+    /// An `update_eval` session failed and the plan asks for the round's update alone:
+    /// the lineage says so (agents' replicas take the same turn), durably before the next
+    /// task, and the previous round's model stays unevaluated.
+    fn drop_evaluation(
+        &self,
+        job_id: JobId,
+        req: &SessionRequest,
+        attempt: &Attempt,
+        reason: &str,
+        (plan, lineage): (&JobPlan, &mut crate::lineage::JobLineage),
+    ) -> Result<(), EngineError> {
+        lineage.push(
+            &self.hub,
+            &LineageEntry::SkippedEvaluation {
+                round: req.round,
+                binding: hex::encode(req.binding),
+            },
+            &[],
+        );
+        let mut blobs = lineage.take_pending();
+        if let Some(p) = plan.partial() {
+            let blob = serde_json::to_vec(&p).map_err(|e| EngineError::Checkpoint {
+                job: job_id,
+                reason: e.to_string(),
+            })?;
+            blobs.push((PARTIAL.into(), blob));
+        }
+        self.store.put_checkpoints(job_id, &blobs)?;
+        self.events.emit(&Event::EvaluationSkipped {
+            job: job_id,
+            round: req.round.saturating_sub(1),
+            reason: reason.to_string(),
+        });
+        self.note_failure(job_id, req, attempt, reason, true)
     }
 
     fn note_failure(
@@ -344,12 +388,14 @@ impl Engine {
 
     /// Provenance from the store, before the model is stamped and signed: the audit record of
     /// the session whose sum made this version, and the evaluation figures of the job's
-    /// earlier training rounds next to this one's.
+    /// earlier training rounds next to this one's (`earlier`: the figures of an earlier
+    /// round that came with this round, not stored yet).
     fn with_records(
         &self,
         job_id: JobId,
         round: u32,
         mut m: fedrisk_models::ModelFile,
+        earlier_now: Option<&crate::store::EarlierEvaluation>,
     ) -> Result<fedrisk_models::ModelFile, EngineError> {
         const KIND: &str = "session_completed";
         m.provenance.audit_record =
@@ -368,11 +414,19 @@ impl Engine {
                 .filter(|r| {
                     r.round > 0 && r.round < round && r.state == crate::store::RoundState::Completed
                 })
-                .map(|r| fedrisk_models::model_file::RoundFigures {
-                    round: r.round,
-                    auc: r.metrics.auc,
-                    ks: r.metrics.ks,
-                    log_loss: r.metrics.log_loss,
+                .map(|r| match earlier_now.filter(|e| e.round == r.round) {
+                    Some(e) => fedrisk_models::model_file::RoundFigures {
+                        round: r.round,
+                        auc: e.auc,
+                        ks: e.ks,
+                        log_loss: e.log_loss,
+                    },
+                    None => fedrisk_models::model_file::RoundFigures {
+                        round: r.round,
+                        auc: r.metrics.auc,
+                        ks: r.metrics.ks,
+                        log_loss: r.metrics.log_loss,
+                    },
                 })
                 .collect();
             earlier.dedup_by_key(|f| f.round);
@@ -405,9 +459,18 @@ impl Engine {
             job: job_id,
             reason: e.to_string(),
         })?;
+        let earlier = o
+            .earlier_eval
+            .as_ref()
+            .map(|(round, e)| crate::store::EarlierEvaluation {
+                round: *round,
+                auc: finite(e.auc),
+                ks: finite(e.ks),
+                log_loss: finite(e.log_loss),
+            });
         let model = match &o.model {
             Some(m) => {
-                let m = self.with_records(job_id, o.round, m.clone())?;
+                let m = self.with_records(job_id, o.round, m.clone(), earlier.as_ref())?;
                 let m = self
                     .stamp_and_sign(m, spec)
                     .map_err(|reason| EngineError::Checkpoint {
@@ -437,6 +500,7 @@ impl Engine {
                     .into_iter()
                     .chain(lineage)
                     .collect(),
+                earlier: earlier.clone(),
             },
         )?;
         if let Some(m) = model {
@@ -727,7 +791,7 @@ impl Engine {
                 // (Hashed once above, when the session's certificates were published.)
                 let mut hashes = std::collections::BTreeMap::new();
                 let mut survivors_certificates = Vec::new();
-                if config.params.committed {
+                if config.params.committed() {
                     for (p, cert) in peers
                         .iter()
                         .zip(&certificates)

@@ -384,6 +384,22 @@ pub struct RoundCompletion {
     pub model: Option<NewModel>,
     /// Engine checkpoint blobs (key, value) to upsert with the round.
     pub checkpoint: Vec<(String, Vec<u8>)>,
+    /// The evaluation of an earlier round's model that came with this round's session:
+    /// that completed round's AUC, KS and log loss are filled in with this round.
+    pub earlier: Option<EarlierEvaluation>,
+}
+
+/// See [`RoundCompletion::earlier`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct EarlierEvaluation {
+    /// The completed round whose model was evaluated.
+    pub round: u32,
+    /// Area under the ROC curve.
+    pub auc: Option<f64>,
+    /// Kolmogorov-Smirnov statistic.
+    pub ks: Option<f64>,
+    /// Mean log loss.
+    pub log_loss: Option<f64>,
 }
 
 /// A participant's refusal of a session or job, as recorded for operators.
@@ -711,6 +727,14 @@ impl Store {
         }
         for (key, blob) in &completion.checkpoint {
             upsert_checkpoint(&tx, job_i, key, blob, now).map_err(|e| self.sql(e))?;
+        }
+        if let Some(e) = &completion.earlier {
+            tx.execute(
+                "UPDATE rounds SET auc = ?3, ks = ?4, log_loss = ?5 \
+                 WHERE job_id = ?1 AND round = ?2 AND state = 'completed'",
+                params![job_i, e.round, e.auc, e.ks, e.log_loss],
+            )
+            .map_err(|e| self.sql(e))?;
         }
         tx.execute(
             "UPDATE jobs SET updated_at = ?2 WHERE id = ?1",
@@ -1354,6 +1378,13 @@ mod tests {
                             },
                             model: Some(model(r)),
                             checkpoint: vec![("coef".into(), vec![r as u8])],
+                            // Round 2's session brought round 1's model's evaluation.
+                            earlier: (r == 2).then_some(EarlierEvaluation {
+                                round: 1,
+                                auc: Some(0.65),
+                                ks: Some(0.3),
+                                log_loss: None,
+                            }),
                         },
                     )
                     .expect("complete");
@@ -1364,6 +1395,17 @@ mod tests {
         }
         let store = Store::open(&path).expect("reopen");
         assert_eq!(store.last_completed_round(job).expect("last"), Some(2));
+        let first = store
+            .rounds(job)
+            .expect("rounds")
+            .into_iter()
+            .find(|r| r.round == 1)
+            .expect("round 1");
+        assert_eq!(
+            (first.metrics.auc, first.metrics.ks, first.metrics.survivors),
+            (Some(0.65), Some(0.3), Some(3)),
+            "the evaluation that came later is filled in; the rest stays"
+        );
         let interrupted = store.interrupted_rounds().expect("interrupted");
         assert_eq!(interrupted.len(), 1);
         assert_eq!((interrupted[0].round, interrupted[0].attempt), (3, 1));

@@ -14,7 +14,7 @@ use fedrisk_identity::client::{self as tls, ClientIdentity, TlsRefusal};
 use fedrisk_models::Schema;
 use fedrisk_proto::v1::{self, task};
 use fedrisk_proto::{PROTOCOL_VERSION, ParticipantClient};
-use fedrisk_rounds::{LocalData, RoundError, Task, encode_input, session_binding};
+use fedrisk_rounds::{LocalData, RoundError, Task, encode_parts, session_binding};
 use fedrisk_secagg::{Message, ParticipantPolicy, ParticipantSession, Roster, SessionConfig};
 use tonic::transport::Channel;
 use tracing::{error, info, warn};
@@ -103,9 +103,9 @@ const HEALTHY_STREAM: Duration = Duration::from_secs(10);
 struct Active {
     job_id: u64,
     round: u32,
-    /// The fingerprint of this institution's input (see [`input_fingerprint`]) and the
-    /// task's kind, for the ledger.
-    fingerprint: [u8; 32],
+    /// Each part of this institution's input for the ledger: the kind and round it is
+    /// about and its fingerprint (see [`input_fingerprint`]).
+    parts: Vec<(&'static str, u32, [u8; 32])>,
     /// The fingerprint of the job-constant counts the sum carries (see
     /// [`fedrisk_rounds::RoundKind::constants`]), if any.
     constants: Option<[u8; 32]>,
@@ -506,7 +506,7 @@ fn open_session(
         .map(|(id, k)| (*id, hex::encode(k.to_bytes())))
         .collect();
     let keys = checked.keys;
-    let contribution = task
+    let parts = task
         .params
         .kind()
         .contribute(&task.job, task.round, data)
@@ -518,21 +518,32 @@ fn open_session(
         .map_err(|e| Refusal::from_round(&e))?
         .map(|c| constants_fingerprint(&c));
     let fixed = config.params.fixed_point;
-    if contribution.weight > fixed.max_weight() {
+    for part in &parts {
+        let c = &part.contribution;
+        if c.weight > fixed.max_weight() {
+            return Err(Refusal::policy(format!(
+                "this institution's row count exceeds the session's weight limit of {}",
+                fixed.max_weight()
+            )));
+        }
+        if c.max_abs() > fixed.clip {
+            warn!(
+                round = task.round,
+                part = part.label,
+                clip = fixed.clip,
+                "contribution values exceed the clip bound and are clipped"
+            );
+        }
+    }
+    let input =
+        encode_parts(&parts, &fixed).map_err(|e| Refusal::policy(format!("encoding: {e}")))?;
+    if input.len() != config.params.words() {
         return Err(Refusal::policy(format!(
-            "this institution's row count exceeds the session's weight limit of {}",
-            fixed.max_weight()
+            "the task's input has {} words, the session's configuration {}",
+            input.len(),
+            config.params.words()
         )));
     }
-    if contribution.max_abs() > fixed.clip {
-        warn!(
-            round = task.round,
-            clip = fixed.clip,
-            "contribution values exceed the clip bound and are clipped"
-        );
-    }
-    let input = encode_input(&contribution, &fixed)
-        .map_err(|e| Refusal::policy(format!("encoding: {e}")))?;
     let binding = session_binding(
         federation_id,
         task.round,
@@ -560,7 +571,10 @@ fn open_session(
         Active {
             job_id: envelope.job_id,
             round: envelope.round,
-            fingerprint: input_fingerprint(&contribution),
+            parts: parts
+                .iter()
+                .map(|p| (p.label, p.round, input_fingerprint(&p.contribution)))
+                .collect(),
             constants,
             identities,
             kind: task.params.kind().label(),
@@ -744,18 +758,28 @@ fn step(
         // The job-constant counts the sum carries get the same rule on their own: every
         // sum carrying them is over one set.
         let survivors = survivor_identities(&a.identities, &list.survivors)?;
-        let entry = |input: String| Entry {
+        // Each part under its own kind and round: an update that rode with an
+        // evaluation is the same input as the update asked for alone.
+        let entry = |kind: &str, round: u32, input: String| Entry {
             federation: federation.to_string(),
             job: a.job_id,
-            round: a.round,
-            kind: a.kind.to_string(),
+            round,
+            kind: kind.to_string(),
             input,
             survivors: survivors.clone(),
             once_per_job: a.once_per_job,
         };
-        let mut entries = vec![entry(hex::encode(a.fingerprint))];
+        let mut entries: Vec<Entry> = a
+            .parts
+            .iter()
+            .map(|(kind, round, fp)| entry(kind, *round, hex::encode(fp)))
+            .collect();
         if let Some(c) = a.constants {
-            entries.push(entry(format!("{CONSTANTS}{}", hex::encode(c))));
+            entries.push(entry(
+                a.kind,
+                a.round,
+                format!("{CONSTANTS}{}", hex::encode(c)),
+            ));
         }
         ledger.allow_all(&entries).map_err(|e| e.to_string())?;
     }
@@ -967,9 +991,10 @@ mod tests {
             scales: vec![2.0; numeric],
         };
         let fingerprints = |k: &Statistics, data: &mut LocalData<SourceLoader>| {
-            let c = k.contribute(&job, 0, data).expect("contribution");
+            let parts = k.contribute(&job, 0, data).expect("contribution");
+            let c = &parts[0].contribution;
             let counts = k.constants(&job, data).expect("counts").expect("some");
-            (input_fingerprint(&c), constants_fingerprint(&counts))
+            (input_fingerprint(c), constants_fingerprint(&counts))
         };
         let (input_a, counts_a) = fingerprints(&plain, &mut data);
         let (input_b, counts_b) = fingerprints(&doubled, &mut data);

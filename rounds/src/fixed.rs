@@ -3,7 +3,7 @@
 use fedrisk_models::federated::Contribution;
 use fedrisk_secagg::{FixedPointParams, SecAggError, decode_sum, encode_scaled};
 
-use crate::kind::SessionSum;
+use crate::kind::{Part, SessionSum};
 
 /// Weights (row counts) up to 2^24 per institution.
 pub const WEIGHT_BITS: u8 = 24;
@@ -38,6 +38,18 @@ pub fn fixed_point_for(n: usize, clip: f64) -> FixedPointParams {
 /// vector and is never a slot of its own: see [`fedrisk_secagg::encode_scaled`].
 pub fn encode_input(c: &Contribution, fixed: &FixedPointParams) -> Result<Vec<u64>, SecAggError> {
     encode_scaled(&c.values, c.weight, fixed)
+}
+
+/// A session input made of parts: slot 0 (one contributor), then each part's values
+/// scaled by that part's own row count, in order. Each part sums as it would in a session
+/// of its own.
+pub fn encode_parts(parts: &[Part], fixed: &FixedPointParams) -> Result<Vec<u64>, SecAggError> {
+    let mut out = vec![1u64];
+    for p in parts {
+        let encoded = encode_input(&p.contribution, fixed)?;
+        out.extend_from_slice(encoded.get(1..).unwrap_or_default());
+    }
+    Ok(out)
 }
 
 /// A session's aggregated vector as the plan reads it (traffic figures left at zero for the

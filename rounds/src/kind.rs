@@ -36,6 +36,40 @@ pub enum Absorbed {
     Eval(FederatedEval),
     /// The federation's good/bad counts per feature and bin-count slot.
     BinCounts(Vec<Vec<fedrisk_models::binning::Counts>>),
+    /// The next global parameters and the evaluation of the model they were stepped
+    /// from (`None` when the sum held only the update part, or its histograms could not
+    /// be read).
+    UpdateEval {
+        /// The next parameters.
+        theta: Vec<f64>,
+        /// The evaluation of the model the update started from.
+        eval: Option<FederatedEval>,
+    },
+}
+
+/// One part of what an agent adds to a session: the contribution one kind makes for the
+/// model of one round. A session's input is its parts one after the other, each scaled by
+/// its own row count ([`crate::fixed::encode_parts`]); the agent's ledger knows each part
+/// on its own, by kind, round and figures.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Part {
+    /// The label of the kind whose contribution this is.
+    pub label: &'static str,
+    /// The round of the model (or, for round 0's kinds, of the job) it is about.
+    pub round: u32,
+    /// The figures.
+    pub contribution: Contribution,
+}
+
+impl Part {
+    /// The whole input of a one-part kind.
+    pub fn whole(kind: &dyn RoundKind, round: u32, contribution: Contribution) -> Vec<Part> {
+        vec![Part {
+            label: kind.label(),
+            round,
+            contribution,
+        }]
+    }
 }
 
 /// One kind of federated round. Adding a kind is one implementation of this trait plus
@@ -47,13 +81,13 @@ pub trait RoundKind {
     fn vector_len(&self, job: &JobContext) -> usize;
     /// Largest |value| the fixed-point encoding must represent.
     fn clip(&self) -> f64;
-    /// The participant's vector from its own rows (runs on the agent).
+    /// The participant's vector from its own rows, as its parts (runs on the agent).
     fn contribute(
         &self,
         job: &JobContext,
         round: u32,
         rows: &mut dyn Rows,
-    ) -> Result<Contribution, RoundError>;
+    ) -> Result<Vec<Part>, RoundError>;
     /// What the coordinator learns from the decoded sum.
     fn absorb(&self, job: &JobContext, sum: &SessionSum) -> Result<Absorbed, RoundError>;
     /// Counts that this kind's sum reveals and that are the same in every session that
@@ -80,6 +114,12 @@ pub trait RoundKind {
     /// (an evaluation's) needs none.
     fn feeds_the_plan(&self) -> bool {
         true
+    }
+    /// How many values (after slot 0) each input commits to: all of them for a kind
+    /// whose sum feeds the plan, none otherwise; a kind whose vector holds more than what
+    /// later tasks derive from commits to that leading part only.
+    fn committed_len(&self, job: &JobContext) -> Option<usize> {
+        self.feeds_the_plan().then(|| self.vector_len(job))
     }
 }
 

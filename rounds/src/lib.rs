@@ -30,8 +30,10 @@ pub mod spec;
 pub mod task;
 
 pub use error::{Failure, RoundError};
-pub use fixed::{TRAIN_CLIP, WEIGHT_BITS, decode_output, encode_input, fixed_point_for};
-pub use kind::{Absorbed, RoundKind, SessionSum, row_constants};
+pub use fixed::{
+    TRAIN_CLIP, WEIGHT_BITS, decode_output, encode_input, encode_parts, fixed_point_for,
+};
+pub use kind::{Absorbed, Part, RoundKind, SessionSum, row_constants};
 pub use lineage::{LineageEntry, LineageError, Replica, SessionRecord};
 pub use local::{Loader, LocalData, Rows};
 pub use plan::{

@@ -35,11 +35,13 @@ pub enum LineageEntry {
     /// A session whose output the plan absorbed.
     Session(SessionRecord),
     /// An evaluation the coordinator could not run over the statistics session's
-    /// participants: the round's model stands unevaluated.
+    /// participants. On its own (an `evaluation` task), the round's model stands
+    /// unevaluated; riding with an update (an `update_eval` task), the round's update is
+    /// asked for alone next and the previous round's model stays unevaluated.
     SkippedEvaluation {
         /// The round.
         round: u32,
-        /// Hex hash of the evaluation task's bytes.
+        /// Hex hash of the skipped task's bytes.
         binding: String,
     },
 }
@@ -50,7 +52,8 @@ pub enum LineageEntry {
 pub struct SessionRecord {
     /// Hex of the encoded [`SessionConfig`] (binding, nonce and parameters).
     pub config: String,
-    /// The output's `d + 1` words.
+    /// The output's leading words its commitments cover (all `d + 1` for most kinds;
+    /// the update part of an `update_eval` session).
     pub sum: Vec<u64>,
     /// The output's blinding limbs.
     pub blinding_sum: Vec<u64>,
@@ -108,14 +111,10 @@ impl SessionRecord {
         output: &Output,
         certificates: &BTreeMap<u32, String>,
     ) -> Self {
-        let committed = config.params.committed;
+        let committed = config.params.committed_words();
         SessionRecord {
             config: hex::encode(config.encode()),
-            sum: if committed {
-                output.sum.clone()
-            } else {
-                Vec::new()
-            },
+            sum: output.sum.get(..committed).unwrap_or_default().to_vec(),
             blinding_sum: output.blinding_sum.clone(),
             commitments: output
                 .commitments
@@ -229,7 +228,7 @@ impl Replica {
         };
         match entry {
             LineageEntry::SkippedEvaluation { round, binding } => {
-                if req.label != "evaluation"
+                if !matches!(req.label, "evaluation" | "update_eval")
                     || *round != req.round
                     || *binding != hex::encode(req.binding)
                 {
@@ -249,7 +248,7 @@ impl Replica {
                         req.round, req.label
                     )));
                 }
-                if req.committed {
+                if req.commit_words > 0 {
                     self.absorb_verified(&req, &config, record, roster, policy)?;
                 } else {
                     // Nothing later derives from this sum (an evaluation): the plan goes
@@ -262,13 +261,15 @@ impl Replica {
         Ok(())
     }
 
-    /// The plan goes on past `req` without its sum: only an evaluation allows that.
+    /// The plan goes on past `req` without its sum: only an evaluation allows that (on
+    /// its own, the round completes unevaluated; riding with an update, the update is
+    /// asked for alone).
     fn go_on_without_sum(&mut self, req: &SessionRequest) -> Result<(), LineageError> {
         match self
             .plan
             .on_failure(Failure::Deterministic("not in the lineage".into()))
         {
-            Ok(AfterFailure::Skipped(_)) => Ok(()),
+            Ok(AfterFailure::Skipped(_) | AfterFailure::WithoutEvaluation) => Ok(()),
             _ => Err(unverified(
                 req,
                 "the plan cannot go on without this sum".into(),
@@ -289,6 +290,12 @@ impl Replica {
             return Err(unverified(
                 req,
                 "vector length differs from the task's".into(),
+            ));
+        }
+        if config.params.commit_words != req.commit_words {
+            return Err(unverified(
+                req,
+                "the session's commitments cover other words than the task's".into(),
             ));
         }
         policy
@@ -319,7 +326,7 @@ impl Replica {
         }
         match self.plan.on_output(sum) {
             Ok(Progress::Continue | Progress::RoundCompleted(_)) => Ok(()),
-            Ok(Progress::Retrying(f)) => Err(unverified(
+            Ok(Progress::Retrying(f) | Progress::WithoutEvaluation(f)) => Err(unverified(
                 req,
                 format!("the sum does not absorb: {}", f.reason()),
             )),

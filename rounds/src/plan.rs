@@ -2,8 +2,11 @@
 //! session is tried again. The engine drives it (`next_session`, then `on_output` or
 //! `on_failure`) and owns only sockets, clocks and the store.
 //!
-//! Sequencing: round 0 is the statistics round (magnitudes, then statistics); each training
-//! round is an update session, then the evaluation of the new model. A failed session is
+//! Sequencing: round 0 is the statistics round (magnitudes, then statistics); training round
+//! 1 is an update session; each later training round is one session that carries its
+//! update and the evaluation of the previous round's model (`update_eval`), and the last
+//! round's model is evaluated in a session of its own. A failed `update_eval` session is
+//! retried as the update alone (the previous model stays unevaluated). A failed session is
 //! retried on its own (a completed session's output is kept, so its inputs are not asked
 //! for again), with fresh keys, until the round has used `max_attempts`; a deterministic
 //! failure ends the job at once.
@@ -15,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Failure, RoundError};
 use crate::kind::{Absorbed, SessionSum};
-use crate::kinds::{BinCounts, Evaluation, Magnitudes, Statistics, Update};
+use crate::kinds::{BinCounts, Evaluation, Magnitudes, Statistics, Update, UpdateEval};
 use crate::spec::{Binning, JobSpec};
 use crate::task::{self, EncodedTask, GlobalModel, JobContext, Task, TaskParams};
 
@@ -110,7 +113,13 @@ pub enum PartialResult {
         /// The update's Newton decrement per row (Newton jobs).
         #[serde(default)]
         decrement: Option<f64>,
+        /// The evaluation of the previous round's model, which came with the update.
+        #[serde(default)]
+        earlier_eval: Option<FederatedEval>,
     },
+    /// The round's update is asked for alone: the evaluation that rode with it was
+    /// dropped (the job's lineage says so, and agents expect the update alone).
+    UpdateAlone,
 }
 
 /// Where the plan's models come from, for their provenance.
@@ -145,9 +154,9 @@ pub struct SessionRequest {
     /// Invite exactly these participants and no others; the session fails when one of them
     /// is missing (evaluations: see [`Checkpoint::constants_survivors`]).
     pub only: Option<Vec<u32>>,
-    /// Whether later tasks derive from this session's sum, so that its inputs carry
-    /// commitments ([`crate::RoundKind::feeds_the_plan`]).
-    pub committed: bool,
+    /// How many leading words of each input carry a commitment (slot 0 and the values
+    /// later tasks derive from: [`crate::RoundKind::committed_len`]); 0 for none.
+    pub commit_words: u32,
 }
 
 /// A round that completed: everything the store makes durable together.
@@ -171,6 +180,9 @@ pub struct RoundOutcome {
     pub step: Option<f64>,
     /// The round's Newton decrement per row (Newton training rounds; see [`Convergence`]).
     pub decrement: Option<f64>,
+    /// The evaluation of an earlier round's model that came with this round's update:
+    /// `(that round, its evaluation)`.
+    pub earlier_eval: Option<(u32, FederatedEval)>,
 }
 
 /// What the plan did with a session's output.
@@ -182,6 +194,9 @@ pub enum Progress {
     RoundCompleted(Box<RoundOutcome>),
     /// The output could not be used; the session is tried again.
     Retrying(Failure),
+    /// The output could not be used; the session is tried again as the round's update
+    /// alone (see [`AfterFailure::WithoutEvaluation`]).
+    WithoutEvaluation(Failure),
 }
 
 /// What the plan does after a failed session.
@@ -192,6 +207,10 @@ pub enum AfterFailure {
     /// The round completed without its evaluation (which could not run over the
     /// statistics session's participants): the model stands, unevaluated this round.
     Skipped(Box<RoundOutcome>),
+    /// The session is tried again as the round's update alone: the evaluation of the
+    /// previous round's model that rode with it could not run over the statistics
+    /// session's participants, and that model stays unevaluated.
+    WithoutEvaluation,
 }
 
 /// The job cannot go on.
@@ -219,7 +238,12 @@ enum Phase {
         /// counts, so they are asked of exactly these.
         survivors: Vec<u32>,
     },
-    Update,
+    /// A training round's update; `evaluate`: with the evaluation of the model it starts
+    /// from (the previous round's, still owed).
+    Update {
+        evaluate: bool,
+    },
+    /// The last training round's model, evaluated in a session of its own.
     Evaluation {
         theta: Vec<f64>,
     },
@@ -245,6 +269,8 @@ pub struct JobPlan {
     decrement: Option<f64>,
     /// The largest coefficient change of the training round in progress.
     step: Option<f64>,
+    /// The evaluation of the previous round's model, once this round's update brought it.
+    earlier_eval: Option<FederatedEval>,
 }
 
 impl JobPlan {
@@ -283,16 +309,22 @@ impl JobPlan {
                     plan.first_of_job = false;
                 }
                 (
-                    Phase::Update,
+                    Phase::Update { .. },
                     PartialResult::Theta {
                         theta,
                         survivors,
                         decrement,
+                        earlier_eval,
                     },
                 ) => {
                     plan.phase = Phase::Evaluation { theta };
                     plan.update_survivors = survivors;
                     plan.decrement = decrement;
+                    plan.earlier_eval = earlier_eval;
+                    plan.bytes = p.bytes;
+                }
+                (Phase::Update { .. }, PartialResult::UpdateAlone) => {
+                    plan.phase = Phase::Update { evaluate: false };
                     plan.bytes = p.bytes;
                 }
                 _ => {}
@@ -318,7 +350,9 @@ impl JobPlan {
                 theta: theta.clone(),
                 survivors: self.update_survivors,
                 decrement: self.decrement,
+                earlier_eval: self.earlier_eval.clone(),
             },
+            Phase::Update { evaluate: false } if self.round >= 2 => PartialResult::UpdateAlone,
             _ => return None,
         };
         Some(Partial {
@@ -338,10 +372,14 @@ impl JobPlan {
             None => (Phase::Magnitudes, 0, None),
             Some((cp, last)) => {
                 job.settings.total_rows = cp.stats.rows;
+                // A completed training round before the last left its model's
+                // evaluation to the next round's session.
                 let phase = if last >= spec.rounds || cp.converged.is_some() {
                     Phase::Done
                 } else {
-                    Phase::Update
+                    Phase::Update {
+                        evaluate: last >= 1,
+                    }
                 };
                 (phase, last + 1, Some(cp))
             }
@@ -361,6 +399,7 @@ impl JobPlan {
             update_survivors: 0,
             decrement: None,
             step: None,
+            earlier_eval: None,
         }
     }
 
@@ -389,8 +428,12 @@ impl JobPlan {
             Phase::BinCounts { scales, .. } => TaskParams::BinCounts(BinCounts {
                 scales: scales.clone(),
             }),
-            Phase::Update => TaskParams::Update(Update {
+            Phase::Update { evaluate: false } => TaskParams::Update(Update {
                 model: model(&self.checkpoint.as_ref()?.theta)?,
+            }),
+            Phase::Update { evaluate: true } => TaskParams::UpdateEval(UpdateEval {
+                model: model(&self.checkpoint.as_ref()?.theta)?,
+                bins: self.spec.settings.histogram_bins as u32,
             }),
             Phase::Evaluation { theta } => TaskParams::Evaluation(Evaluation {
                 model: model(theta)?,
@@ -411,7 +454,9 @@ impl JobPlan {
         };
         let kind = task.params.kind();
         let only = match (&self.phase, &self.checkpoint) {
-            (Phase::Evaluation { .. }, Some(cp)) if !cp.constants_survivors.is_empty() => {
+            (Phase::Evaluation { .. } | Phase::Update { evaluate: true }, Some(cp))
+                if !cp.constants_survivors.is_empty() =>
+            {
                 Some(cp.constants_survivors.clone())
             }
             (Phase::BinCounts { survivors, .. }, _) if !survivors.is_empty() => {
@@ -430,7 +475,9 @@ impl JobPlan {
             first_of_job: self.first_of_job,
             new_attempt: self.new_attempt,
             only,
-            committed: kind.feeds_the_plan(),
+            commit_words: kind
+                .committed_len(&self.job)
+                .map_or(0, |len| len as u32 + 1),
         };
         self.new_attempt = false;
         Some(request)
@@ -444,6 +491,16 @@ impl JobPlan {
             attempts,
             reason: failure.reason().to_string(),
         };
+        // The evaluation riding with an update is dropped rather than waited for: the
+        // update alone runs over whoever is there.
+        if matches!(self.phase, Phase::Update { evaluate: true })
+            && self.attempts < self.spec.max_attempts
+        {
+            self.phase = Phase::Update { evaluate: false };
+            self.attempts += 1;
+            self.new_attempt = true;
+            return Ok(AfterFailure::WithoutEvaluation);
+        }
         let last =
             matches!(failure, Failure::Deterministic(_)) || self.attempts >= self.spec.max_attempts;
         if !last {
@@ -485,6 +542,7 @@ impl JobPlan {
                 let failure = Failure::from(e);
                 return Ok(match self.on_failure(failure.clone())? {
                     AfterFailure::Retry => Progress::Retrying(failure),
+                    AfterFailure::WithoutEvaluation => Progress::WithoutEvaluation(failure),
                     AfterFailure::Skipped(o) => Progress::RoundCompleted(o),
                 });
             }
@@ -492,7 +550,6 @@ impl JobPlan {
         self.first_of_job = false;
         self.bytes.0 += sum.bytes_up;
         self.bytes.1 += sum.bytes_down;
-        let survivors = sum.survivors.len() as u32;
         match (std::mem::replace(&mut self.phase, Phase::Done), absorbed) {
             (Phase::Magnitudes, Absorbed::Scales(scales)) => {
                 self.phase = Phase::Statistics { scales };
@@ -534,11 +591,11 @@ impl JobPlan {
                     self.complete_statistics(stats, preprocessor, sum.survivors.clone()),
                 )))
             }
-            (Phase::Update, Absorbed::Theta(theta)) => {
-                self.decrement = self.newton_decrement(&sum, &theta);
-                self.update_survivors = survivors;
-                self.phase = Phase::Evaluation { theta };
-                Ok(Progress::Continue)
+            (Phase::Update { evaluate: false }, Absorbed::Theta(theta)) => {
+                self.after_update(&sum, theta, None)
+            }
+            (Phase::Update { evaluate: true }, Absorbed::UpdateEval { theta, eval }) => {
+                self.after_update(&sum, theta, eval)
             }
             (Phase::Evaluation { theta }, Absorbed::Eval(eval)) => {
                 let Some(prev) = self.checkpoint.clone() else {
@@ -560,6 +617,47 @@ impl JobPlan {
             }
             _ => Err(self.internal("a session's output does not fit the plan's phase")),
         }
+    }
+
+    /// A training round's update is summed (with `earlier`, the evaluation of the model it
+    /// started from, when one came with it). The last round's model is evaluated in a
+    /// session of its own; any other round completes now, and its model's evaluation
+    /// rides with the next round's update.
+    fn after_update(
+        &mut self,
+        sum: &SessionSum,
+        theta: Vec<f64>,
+        earlier: Option<FederatedEval>,
+    ) -> Result<Progress, PlanError> {
+        self.decrement = self.newton_decrement(sum, &theta);
+        self.update_survivors = sum.survivors.len() as u32;
+        // Only the figures travel on: the histogram belongs to that model's own file.
+        self.earlier_eval = earlier.map(|e| FederatedEval {
+            histogram: None,
+            ..e
+        });
+        let converges = self
+            .decrement
+            .is_some_and(|d| self.spec.tolerance > 0.0 && d < self.spec.tolerance);
+        if self.round >= self.spec.rounds || converges {
+            self.phase = Phase::Evaluation { theta };
+            return Ok(Progress::Continue);
+        }
+        let Some(prev) = self.checkpoint.clone() else {
+            return Err(self.internal("an update without a checkpoint"));
+        };
+        let cp = self.next_checkpoint(prev, theta);
+        let model = self
+            .model_file(&cp)
+            .map_err(|e| self.internal(&e.to_string()))?;
+        self.checkpoint = Some(cp.clone());
+        let survivors = self.update_survivors;
+        Ok(Progress::RoundCompleted(Box::new(self.complete(
+            survivors,
+            None,
+            Some(model),
+            cp,
+        ))))
     }
 
     /// Round 0 is complete. `constants_survivors`: who the statistics sum was over (see
@@ -611,7 +709,11 @@ impl JobPlan {
             return None;
         }
         let prev = &self.checkpoint.as_ref()?.theta;
-        let c = fedrisk_models::federated::newton_from_sum(&sum.sums, prev.len()).ok()?;
+        // An update's sum may carry an evaluation after its Newton terms.
+        let terms = sum
+            .sums
+            .get(..fedrisk_models::federated::newton_len(prev.len()))?;
+        let c = fedrisk_models::federated::newton_from_sum(terms, prev.len()).ok()?;
         let rows = self.job.settings.total_rows;
         let d = fedrisk_models::logistic::newton_decrement(
             prev,
@@ -655,6 +757,10 @@ impl JobPlan {
     ) -> RoundOutcome {
         let step = self.step.take();
         let decrement = self.decrement.take();
+        let earlier_eval = self
+            .earlier_eval
+            .take()
+            .map(|e| (self.round.saturating_sub(1), e));
         let done = checkpoint.converged.is_some();
         let outcome = RoundOutcome {
             round: self.round,
@@ -666,6 +772,7 @@ impl JobPlan {
             checkpoint,
             step,
             decrement,
+            earlier_eval,
         };
         self.bytes = (0, 0);
         self.attempts = 1;
@@ -674,7 +781,10 @@ impl JobPlan {
             self.phase = Phase::Done;
         } else {
             self.round += 1;
-            self.phase = Phase::Update;
+            // Round 1 starts from zeros: nothing worth evaluating.
+            self.phase = Phase::Update {
+                evaluate: self.round >= 2,
+            };
         }
         outcome
     }

@@ -42,7 +42,7 @@ pub fn session_params(
         ),
         security: SecurityMode::Active { max_colluders },
         dp_sigma: None,
-        committed: request.committed,
+        commit_words: request.commit_words,
     }
 }
 

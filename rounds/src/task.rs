@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::RoundError;
 use crate::kind::RoundKind;
-use crate::kinds::{BinCounts, Evaluation, Magnitudes, Statistics, Update};
+use crate::kinds::{BinCounts, Evaluation, Magnitudes, Statistics, Update, UpdateEval};
 
 /// What every session of a job shares.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -48,6 +48,9 @@ pub enum TaskParams {
     Update(Update),
     /// The federated evaluation of a model (score histograms by label).
     Evaluation(Evaluation),
+    /// A training round's update and the evaluation of the model it starts from, in one
+    /// session.
+    UpdateEval(UpdateEval),
 }
 
 impl TaskParams {
@@ -59,6 +62,26 @@ impl TaskParams {
             TaskParams::BinCounts(k) => k,
             TaskParams::Update(k) => k,
             TaskParams::Evaluation(k) => k,
+            TaskParams::UpdateEval(k) => k,
+        }
+    }
+
+    /// The model the task carries, if any.
+    pub fn model(&self) -> Option<&GlobalModel> {
+        match self {
+            TaskParams::Update(u) => Some(&u.model),
+            TaskParams::Evaluation(e) => Some(&e.model),
+            TaskParams::UpdateEval(u) => Some(&u.model),
+            _ => None,
+        }
+    }
+
+    /// Score histogram bins per label, if the task evaluates a model.
+    pub fn histogram_bins(&self) -> Option<u32> {
+        match self {
+            TaskParams::Evaluation(e) => Some(e.bins),
+            TaskParams::UpdateEval(u) => Some(u.bins),
+            _ => None,
         }
     }
 }
@@ -224,22 +247,17 @@ impl Default for TaskLimits {
 impl Task {
     /// Checks the task's size against `limits` without computing anything.
     pub fn check_limits(&self, limits: &TaskLimits) -> Result<(), RoundError> {
-        if let TaskParams::Evaluation(e) = &self.params
-            && e.bins > limits.max_histogram_bins
+        if let Some(bins) = self.params.histogram_bins()
+            && bins > limits.max_histogram_bins
         {
             return Err(RoundError::Task(format!(
                 "a histogram of {} bins exceeds this agent's limit of {}",
-                e.bins, limits.max_histogram_bins
+                bins, limits.max_histogram_bins
             )));
         }
         // The design matrix is rows x the preprocessing's width: the model must fit it, so
         // the vector-length bound also bounds that allocation.
-        let model = match &self.params {
-            TaskParams::Update(u) => Some(&u.model),
-            TaskParams::Evaluation(e) => Some(&e.model),
-            _ => None,
-        };
-        if let Some(m) = model
+        if let Some(m) = self.params.model()
             && m.preprocessor.width() + 1 != m.theta.len()
         {
             return Err(RoundError::Task(format!(
@@ -260,11 +278,7 @@ impl Task {
 
     /// The hash of the preprocessing the task's model uses, if it carries a model.
     pub fn preprocessing_hash(&self) -> Option<String> {
-        let pre = match &self.params {
-            TaskParams::Update(u) => &u.model.preprocessor,
-            TaskParams::Evaluation(e) => &e.model.preprocessor,
-            _ => return None,
-        };
+        let pre = &self.params.model()?.preprocessor;
         Some(hex::encode(binding(
             &serde_json::to_vec(pre).unwrap_or_default(),
         )))

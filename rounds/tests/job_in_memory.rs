@@ -11,7 +11,7 @@ use fedrisk_models::synth::{SynthConfig, generate};
 use fedrisk_models::{Dataset, LabelMode, Schema, load_csv};
 use fedrisk_rounds::{
     Failure, JobPlan, JobSpec, LineageEntry, LocalData, PlanIds, Progress, Replica, RoundError,
-    SessionRecord, SessionRequest, SessionSum, Task, decode_output, encode_input, session_binding,
+    SessionRecord, SessionRequest, SessionSum, Task, decode_output, encode_parts, session_binding,
     session_params, step_size,
 };
 use fedrisk_secagg::{
@@ -112,12 +112,12 @@ fn run_recorded(
             task.round,
             fedrisk_rounds::task::binding(&req.task.bytes),
         );
-        let c = task
+        let parts = task
             .params
             .kind()
             .contribute(&task.job, task.round, &mut a.data)
             .map_err(Failure::from)?;
-        let input = encode_input(&c, &fixed).map_err(|e| Failure::Transient(e.to_string()))?;
+        let input = encode_parts(&parts, &fixed).map_err(|e| Failure::Transient(e.to_string()))?;
         let cfg = SessionConfig::decode(&encoded).map_err(|e| Failure::Transient(e.to_string()))?;
         let (s, adv) = ParticipantSession::new(
             cfg,
@@ -219,13 +219,16 @@ fn run_until(
     }
 }
 
-/// What `agent` contributes to the session `req`, computed from the task alone.
+/// What `agent` contributes to the session `req`, computed from the task alone: its first
+/// part (the update, for a task that also evaluates).
 fn contribution(req: &SessionRequest, job_id: u64, agent: &mut Agent) -> Contribution {
     let task = Task::decode(&req.task, job_id, req.round).expect("task");
-    task.params
+    let mut parts = task
+        .params
         .kind()
         .contribute(&task.job, task.round, &mut agent.data)
-        .expect("contribution")
+        .expect("contribution");
+    parts.remove(0).contribution
 }
 
 /// The Newton fit of every institution's rows pooled, under the federation's preprocessing.
@@ -269,16 +272,31 @@ fn a_whole_newton_job_runs_in_memory_and_reaches_the_pooled_fit() {
     let mut agents = agents(&sets);
     let mut rng = ChaCha20Rng::seed_from_u64(5);
     let mut outcomes = Vec::new();
+    let mut labels = Vec::new();
     while let Some(req) = plan.next_session() {
+        labels.push((req.round, req.label));
         let sum = run_session(&spec, 1, &req, &mut agents, &[], &mut rng).expect("session");
         match plan.on_output(sum).expect("plan") {
             Progress::RoundCompleted(o) => outcomes.push(o),
             Progress::Continue => {}
-            Progress::Retrying(f) => panic!("unexpected retry: {f:?}"),
+            p => panic!("unexpected: {p:?}"),
         }
     }
     assert!(plan.is_done());
     assert_eq!(outcomes.len(), 9, "statistics round and 8 training rounds");
+    // One secure session per training round, and one more for the last model.
+    let mut expected = vec![(0, "magnitudes"), (0, "statistics"), (1, "update")];
+    expected.extend((2..=8).map(|r| (r, "update_eval")));
+    expected.push((8, "evaluation"));
+    assert_eq!(labels, expected);
+    // Every model is evaluated: rounds 1-7 by the next round's session, 8 by its own.
+    for (r, o) in outcomes.iter().enumerate().skip(1) {
+        let r = r as u32;
+        let earlier = o.earlier_eval.as_ref().map(|(round, _)| *round);
+        assert_eq!(earlier, (r >= 2).then_some(r - 1), "round {r}");
+        assert_eq!(o.eval.is_some(), r == 8, "round {r}");
+        assert!(o.model.is_some(), "round {r}");
+    }
     assert_eq!(outcomes[0].round, 0);
     let total: usize = sets.iter().map(Dataset::rows).sum();
     assert_eq!(outcomes[0].checkpoint.stats.rows as usize, total);
@@ -483,7 +501,7 @@ fn a_restarted_agent_computes_from_the_task_alone() {
     let mut plan = new_plan(&spec, 6);
     let mut all = agents(&sets);
     let mut rng = ChaCha20Rng::seed_from_u64(8);
-    let req = run_until(&mut plan, &spec, 6, &mut all, &mut rng, 3, "update");
+    let req = run_until(&mut plan, &spec, 6, &mut all, &mut rng, 3, "update_eval");
     let mut fresh = agents(&sets);
     assert_eq!(
         contribution(&req, 6, &mut fresh[0]),
@@ -509,9 +527,10 @@ fn a_restarted_plan_resumes_after_the_completed_update_without_asking_for_it_aga
     let mut rng = ChaCha20Rng::seed_from_u64(9);
     let mut checkpoint = None;
     let mut partial = None;
-    // Run until round 1's update has completed: then the coordinator "crashes".
+    // Run until round 2's update (with round 1's evaluation) has completed: then the
+    // coordinator "crashes".
     while let Some(req) = plan.next_session() {
-        let update = req.label == "update";
+        let update = req.label == "update_eval";
         let sum = run_session(&spec, 9, &req, &mut agents, &[], &mut rng).expect("session");
         match plan.on_output(sum).expect("plan") {
             Progress::RoundCompleted(o) => checkpoint = Some((o.checkpoint.clone(), o.round)),
@@ -523,20 +542,21 @@ fn a_restarted_plan_resumes_after_the_completed_update_without_asking_for_it_aga
         }
     }
     let partial = partial.expect("the update's result is kept");
-    // A plan rebuilt from the store continues with the evaluation, not the update.
+    // A plan rebuilt from the store continues with the last model's evaluation, not the
+    // update, and still knows round 1's evaluation, which came with the update.
+    assert_eq!(checkpoint.as_ref().map(|c| c.1), Some(1));
     let mut resumed = JobPlan::resume(spec.clone(), ids(), checkpoint, Some(partial));
     let next = resumed.next_session().expect("a session");
-    assert_eq!((next.round, next.label), (1, "evaluation"));
-    let mut labels = vec![next.label];
+    assert_eq!((next.round, next.label), (2, "evaluation"));
     let sum = run_session(&spec, 9, &next, &mut agents, &[], &mut rng).expect("session");
-    resumed.on_output(sum).expect("plan");
-    while let Some(req) = resumed.next_session() {
-        labels.push(req.label);
-        let sum = run_session(&spec, 9, &req, &mut agents, &[], &mut rng).expect("session");
-        resumed.on_output(sum).expect("plan");
-    }
+    let Progress::RoundCompleted(o) = resumed.on_output(sum).expect("plan") else {
+        panic!("the last round completes");
+    };
+    assert_eq!(o.round, 2);
+    assert!(o.eval.is_some());
+    assert_eq!(o.earlier_eval.as_ref().map(|e| e.0), Some(1));
     assert!(resumed.is_done());
-    assert_eq!(labels, vec!["evaluation", "update", "evaluation"]);
+    assert!(resumed.next_session().is_none());
 }
 
 #[test]
@@ -569,7 +589,7 @@ fn attack_a_newton_update_does_not_repeat_the_evaluations_loss() {
     let mut plan = new_plan(&spec, 11);
     let mut all = agents(&sets);
     let mut rng = ChaCha20Rng::seed_from_u64(11);
-    let req = run_until(&mut plan, &spec, 11, &mut all, &mut rng, 2, "update");
+    let req = run_until(&mut plan, &spec, 11, &mut all, &mut rng, 2, "update_eval");
     let c = contribution(&req, 11, &mut all[0]);
     assert_eq!(c.values.last(), Some(&0.0), "the loss slot is not sent");
     assert!(c.values.iter().any(|v| *v != 0.0));
@@ -593,8 +613,20 @@ fn attack_row_counts_differenced_across_rounds_are_in_no_sum() {
         let mut rng = ChaCha20Rng::seed_from_u64(20);
         let first = run_until(&mut plan, &spec, 20, &mut agents, &mut rng, 1, "update");
         let all = run_session(&spec, 20, &first, &mut agents, &[], &mut rng).expect("session");
-        plan.on_output(all.clone()).expect("plan");
-        let second = run_until(&mut plan, &spec, 20, &mut agents, &mut rng, 2, "update");
+        assert!(matches!(
+            plan.on_output(all.clone()).expect("plan"),
+            Progress::RoundCompleted(_)
+        ));
+        // Round 2's update would carry round 1's evaluation, whose row counts are the same
+        // in every evaluation: without institution 4 it is asked for alone.
+        let with_eval = run_until(&mut plan, &spec, 20, &mut agents, &mut rng, 2, "update_eval");
+        assert_eq!(with_eval.only, Some(vec![1, 2, 3, 4]));
+        assert!(matches!(
+            plan.on_failure(Failure::Transient("institution 4 left".into())),
+            Ok(fedrisk_rounds::AfterFailure::WithoutEvaluation)
+        ));
+        let second = plan.next_session().expect("the update alone");
+        assert_eq!(second.label, "update");
         let three =
             run_session(&spec, 20, &second, &mut agents[..3], &[], &mut rng).expect("session");
         let n4 = sets[3].rows() as f64;
@@ -609,7 +641,7 @@ fn attack_row_counts_differenced_across_rounds_are_in_no_sum() {
         // The job still trains: FedAvg's scaled steps add up to the row-weighted average.
         assert!(matches!(
             plan.on_output(three).expect("plan"),
-            Progress::Continue
+            Progress::RoundCompleted(_)
         ));
     }
 }
@@ -641,13 +673,13 @@ fn fedavg_steps_scaled_by_row_share_sum_to_the_row_weighted_average() {
         }
     }
     let sum = run_session(&spec, 21, &req, &mut agents, &[], &mut rng).expect("session");
-    let Progress::Continue = plan.on_output(sum).expect("plan") else {
-        panic!("the evaluation follows");
+    let Progress::RoundCompleted(_) = plan.on_output(sum).expect("plan") else {
+        panic!("round 1 completes");
     };
-    let next = plan.next_session().expect("evaluation");
-    let task = Task::decode(&next.task, 21, 1).expect("task");
-    let fedrisk_rounds::TaskParams::Evaluation(eval) = &task.params else {
-        panic!("an evaluation task");
+    let next = plan.next_session().expect("round 2");
+    let task = Task::decode(&next.task, 21, 2).expect("task");
+    let fedrisk_rounds::TaskParams::UpdateEval(eval) = &task.params else {
+        panic!("round 2's update with round 1's evaluation");
     };
     let worst = eval
         .model
@@ -666,33 +698,50 @@ fn fedavg_steps_scaled_by_row_share_sum_to_the_row_weighted_average() {
 fn evaluations_invite_the_statistics_participants_only_and_are_skipped_without_them() {
     let (schema, sets) = federation(4);
     let mut spec = spec(&schema, 2);
-    spec.max_attempts = 2;
+    spec.max_attempts = 3;
     let mut plan = new_plan(&spec, 22);
     let mut agents = agents(&sets);
     let mut rng = ChaCha20Rng::seed_from_u64(22);
-    let req = run_until(&mut plan, &spec, 22, &mut agents, &mut rng, 1, "evaluation");
+    // Round 2's update carries round 1's evaluation: it runs over the statistics
+    // session's survivors only.
+    let req = run_until(&mut plan, &spec, 22, &mut agents, &mut rng, 2, "update_eval");
     assert_eq!(
         req.only,
         Some(vec![1, 2, 3, 4]),
         "the statistics session's survivors"
     );
-    // The evaluation cannot run over them (one left): after the attempts, the round
-    // completes with its model and without an evaluation, and the job goes on.
+    // One of them left: the update is asked for alone, over whoever is there, and round
+    // 1's model stays unevaluated.
     assert!(matches!(
         plan.on_failure(Failure::Transient("agent 4 left".into())),
-        Ok(fedrisk_rounds::AfterFailure::Retry)
+        Ok(fedrisk_rounds::AfterFailure::WithoutEvaluation)
     ));
-    plan.next_session().expect("second attempt");
+    let update = plan.next_session().expect("the update alone");
+    assert_eq!(
+        (update.round, update.label, update.only.clone()),
+        (2, "update", None)
+    );
+    assert!(update.new_attempt, "a new attempt of the round");
+    let sum = run_session(&spec, 22, &update, &mut agents[..3], &[], &mut rng).expect("session");
+    assert!(matches!(
+        plan.on_output(sum).expect("plan"),
+        Progress::Continue
+    ));
+    // The last model's own evaluation cannot run over them either: after the attempts,
+    // the round completes with its model and without an evaluation.
+    let eval = plan.next_session().expect("evaluation");
+    assert_eq!((eval.round, eval.label), (2, "evaluation"));
+    assert_eq!(eval.only, Some(vec![1, 2, 3, 4]));
     let Ok(fedrisk_rounds::AfterFailure::Skipped(outcome)) =
         plan.on_failure(Failure::Deterministic("agent 4 is not available".into()))
     else {
         panic!("the evaluation is skipped, not the job failed");
     };
-    assert_eq!(outcome.round, 1);
+    assert_eq!(outcome.round, 2);
     assert!(outcome.eval.is_none());
+    assert!(outcome.earlier_eval.is_none());
     assert!(outcome.model.is_some());
-    let next = plan.next_session().expect("round 2");
-    assert_eq!((next.round, next.label, next.only), (2, "update", None));
+    assert!(plan.is_done());
 }
 
 #[test]
@@ -917,12 +966,12 @@ fn attack_a_crafted_evaluation_model_is_refused() {
         31,
         &mut agents,
         &mut rng,
-        1,
-        "evaluation",
+        2,
+        "update_eval",
     );
     replica
-        .expects(1, &evaluation.binding)
-        .expect("the round's own evaluation is accepted");
+        .expects(2, &evaluation.binding)
+        .expect("round 1's evaluation (with round 2's update) is accepted");
 
     let crafted = |req: &SessionRequest| {
         let mut task = Task::decode(&req.task, 31, req.round).expect("task");
@@ -935,11 +984,15 @@ fn attack_a_crafted_evaluation_model_is_refused() {
                 u.model.theta.iter_mut().for_each(|t| *t = 0.0);
                 u.model.theta[1] = -3.0;
             }
+            fedrisk_rounds::TaskParams::UpdateEval(u) => {
+                u.model.theta.iter_mut().for_each(|t| *t = 0.0);
+                u.model.theta[0] = 25.0;
+            }
             _ => panic!("not a model task"),
         }
         fedrisk_rounds::task::binding(&task.encode().bytes)
     };
-    let e = replica.expects(1, &crafted(&evaluation)).unwrap_err();
+    let e = replica.expects(2, &crafted(&evaluation)).unwrap_err();
     assert!(
         e.to_string().contains("not what the job's plan asks for"),
         "{e}"
@@ -958,10 +1011,11 @@ fn attack_a_crafted_evaluation_model_is_refused() {
     .expect("session");
     replica.apply(&entry, &roster, &policy).expect("honest");
     plan.on_output(sum).expect("plan");
-    let update = plan.next_session().expect("round 2 update");
-    assert!(replica.expects(2, &crafted(&update)).is_err());
+    let update = plan.next_session().expect("round 3 update");
+    assert_eq!((update.round, update.label), (3, "update_eval"));
+    assert!(replica.expects(3, &crafted(&update)).is_err());
     replica
-        .expects(2, &update.binding)
+        .expects(3, &update.binding)
         .expect("the real update");
 
     // A made-up sum for the real update: it does not open the survivors' commitments.

@@ -172,8 +172,9 @@ pub struct SignedCommitment {
     pub signature: [u8; 64],
 }
 
-/// Checks that `sum` (the `d + 1` words) and `blinding_sum` (the [`RHO_LIMBS`] words) are
-/// the sum of the inputs `commitments` commit to, that every commitment is signed by its
+/// Checks that `sum` (the leading words the session's commitments cover,
+/// [`crate::SessionParams::committed_words`]) and `blinding_sum` (the [`RHO_LIMBS`] words)
+/// are the sum of what the inputs `commitments` commit to, that every commitment is signed by its
 /// participant for this session, and that they come from at least the session's threshold
 /// of distinct invited participants, each once.
 pub fn verify_sum(
@@ -184,9 +185,12 @@ pub fn verify_sum(
     commitments: &[SignedCommitment],
 ) -> Result<()> {
     let params = &config.params;
-    if sum.len() != params.words() || blinding_sum.len() != RHO_LIMBS {
+    if !params.committed() {
+        return Err(SecAggError::Unverified("the session carries no commitments"));
+    }
+    if sum.len() != params.committed_words() || blinding_sum.len() != RHO_LIMBS {
         return Err(SecAggError::Unverified(
-            "sum length differs from the session's",
+            "sum length differs from the session's committed words",
         ));
     }
     if !strictly_increasing(commitments.iter().map(|c| c.from)) {

@@ -114,11 +114,12 @@ pub struct SessionParams {
     /// `sigma^2 / t`, so with exactly `t` survivors the total variance is at least
     /// `sigma^2`. The weight slot carries no noise.
     pub dp_sigma: Option<f64>,
-    /// Whether every masked input carries its sender's signed commitment
-    /// ([`crate::commit`]): on for sessions whose sum later tasks are derived from,
-    /// so that agents can check it; off where nothing depends on the sum (it costs
-    /// a multi-scalar multiplication per word).
-    pub committed: bool,
+    /// How many leading words of each input (slot 0 included) its sender commits to
+    /// and signs ([`crate::commit`]); 0 for none. Sessions whose sum later tasks are
+    /// derived from commit to the part those tasks derive from, so that agents can
+    /// check it; the rest (an evaluation's histograms riding in the same session) is
+    /// left out, because each committed word costs a multi-scalar multiplication term.
+    pub commit_words: u32,
 }
 
 /// The round a session belongs to, as each side knows it independently.
@@ -189,10 +190,20 @@ impl SessionParams {
         self.vector_len as usize + 1
     }
 
+    /// Whether masked inputs carry signed commitments.
+    pub fn committed(&self) -> bool {
+        self.commit_words > 0
+    }
+
+    /// The leading words of an input its commitment covers (0: not committed).
+    pub fn committed_words(&self) -> usize {
+        self.commit_words as usize
+    }
+
     /// Words of a masked vector: the input's `d + 1`, then the commitment's blinding
     /// ([`crate::commit::RHO_LIMBS`]).
     pub fn masked_words(&self) -> usize {
-        if self.committed {
+        if self.committed() {
             self.words() + crate::commit::RHO_LIMBS
         } else {
             self.words()
@@ -234,6 +245,9 @@ impl SessionParams {
         }
         if self.vector_len == 0 || self.vector_len > MAX_VECTOR_LEN {
             return Err(E("vector length out of range"));
+        }
+        if self.committed_words() > self.words() {
+            return Err(E("commitment longer than the input"));
         }
         let c = self.security.max_colluders() as usize;
         if c >= n {
@@ -344,7 +358,15 @@ impl SessionParams {
                 w.f64(s);
             }
         }
-        w.u8(u8::from(self.committed));
+        // 1: the whole input (the encoding before prefixes); 2: a prefix of that many words.
+        if self.commit_words == 0 {
+            w.u8(0);
+        } else if self.committed_words() == self.words() {
+            w.u8(1);
+        } else {
+            w.u8(2);
+            w.u32(self.commit_words);
+        }
         w.finish()
     }
 
@@ -383,9 +405,10 @@ impl SessionParams {
             1 => Some(r.f64()?),
             _ => return Err(SecAggError::Malformed("bad dp flag")),
         };
-        let committed = match r.u8()? {
-            0 => false,
-            1 => true,
+        let commit_words = match r.u8()? {
+            0 => 0,
+            1 => vector_len.saturating_add(1),
+            2 => r.u32()?,
             _ => return Err(SecAggError::Malformed("bad commitment flag")),
         };
         Ok(SessionParams {
@@ -396,7 +419,7 @@ impl SessionParams {
             graph,
             security,
             dp_sigma,
-            committed,
+            commit_words,
         })
     }
 }

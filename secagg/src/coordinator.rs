@@ -316,7 +316,7 @@ impl CoordinatorSession {
                 "vector length differs from d + 1 and the blinding limbs",
             ));
         }
-        if !self.config.params.committed {
+        if !self.config.params.committed() {
             self.add_masked(from, &msg.vector);
             return Ok(());
         }

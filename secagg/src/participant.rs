@@ -511,9 +511,12 @@ impl ParticipantSession {
         }
         // What is summed is committed to, noise included, so that anyone holding the
         // session's output can check it (crate::commit).
-        let (commitment, signature) = if p.committed {
+        let (commitment, signature) = if p.committed() {
             let blinding = crate::commit::Blinding::random(rng);
-            let commitment = crate::commit::commit(&y, &blinding);
+            let covered = y.get(..p.committed_words()).ok_or(SecAggError::InvalidInput(
+                "input shorter than its committed words",
+            ))?;
+            let commitment = crate::commit::commit(covered, &blinding);
             y.extend_from_slice(blinding.limbs());
             drop(blinding);
             let signature = self

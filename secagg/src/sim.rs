@@ -117,7 +117,7 @@ impl SimConfig {
             graph: self.graph,
             security: self.security,
             dp_sigma: self.dp_sigma,
-            committed: self.committed,
+            commit_words: if self.committed { self.d as u32 + 1 } else { 0 },
         }
     }
 }

@@ -9,7 +9,7 @@ use fedrisk_models::federated::Contribution;
 use serde::{Deserialize, Serialize};
 
 use crate::error::RoundError;
-use crate::kind::{Absorbed, RoundKind, SessionSum, train_constants};
+use crate::kind::{Absorbed, Part, RoundKind, SessionSum, train_constants};
 use crate::local::Rows;
 use crate::task::JobContext;
 
@@ -47,22 +47,23 @@ impl RoundKind for BinCounts {
     fn contribute(
         &self,
         job: &JobContext,
-        _round: u32,
+        round: u32,
         rows: &mut dyn Rows,
-    ) -> Result<Contribution, RoundError> {
+    ) -> Result<Vec<Part>, RoundError> {
         let grid = self.grid(job)?;
         let train = &rows.split(job)?.train;
         let counts = grid.count(train)?;
         // Per row, weight n: the secure sum is the federation's counts.
         let n = train.rows();
         let inv = 1.0 / n.max(1) as f64;
-        Ok(Contribution {
+        let c = Contribution {
             weight: n as u64,
             values: CountGrid::to_vector(&counts)
                 .into_iter()
                 .map(|c| c * inv)
                 .collect(),
-        })
+        };
+        Ok(Part::whole(self, round, c))
     }
 
     fn constants(

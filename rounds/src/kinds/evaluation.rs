@@ -6,7 +6,7 @@ use fedrisk_models::federated::{self, Contribution};
 use serde::{Deserialize, Serialize};
 
 use crate::error::RoundError;
-use crate::kind::{Absorbed, RoundKind, SessionSum, row_constants};
+use crate::kind::{Absorbed, Part, RoundKind, SessionSum, row_constants};
 use crate::local::Rows;
 use crate::task::{GlobalModel, JobContext};
 
@@ -40,9 +40,9 @@ impl RoundKind for Evaluation {
     fn contribute(
         &self,
         job: &JobContext,
-        _round: u32,
+        round: u32,
         rows: &mut dyn Rows,
-    ) -> Result<Contribution, RoundError> {
+    ) -> Result<Vec<Part>, RoundError> {
         let d = rows.design(job, &self.model.preprocessor)?;
         let x = d.eval_x();
         let n = x.nrows();
@@ -53,10 +53,11 @@ impl RoundKind for Evaluation {
             self.bins as usize,
             n,
         )?;
-        Ok(Contribution {
+        let c = Contribution {
             weight: n as u64,
             values,
-        })
+        };
+        Ok(Part::whole(self, round, c))
     }
 
     fn constants(

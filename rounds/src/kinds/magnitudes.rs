@@ -1,11 +1,11 @@
 //! Round 0, first session: which octave each numeric feature's largest |value| falls in
 //! (a one-hot per feature, weight 1), so the statistics session can scale into [-1, 1].
 
-use fedrisk_models::federated::{self, Contribution};
+use fedrisk_models::federated;
 use serde::{Deserialize, Serialize};
 
 use crate::error::RoundError;
-use crate::kind::{Absorbed, RoundKind, SessionSum};
+use crate::kind::{Absorbed, Part, RoundKind, SessionSum};
 use crate::local::Rows;
 use crate::task::JobContext;
 
@@ -34,10 +34,11 @@ impl RoundKind for Magnitudes {
     fn contribute(
         &self,
         job: &JobContext,
-        _round: u32,
+        round: u32,
         rows: &mut dyn Rows,
-    ) -> Result<Contribution, RoundError> {
-        Ok(federated::magnitude_contribution(&rows.split(job)?.train))
+    ) -> Result<Vec<Part>, RoundError> {
+        let c = federated::magnitude_contribution(&rows.split(job)?.train);
+        Ok(Part::whole(self, round, c))
     }
 
     fn absorb(&self, job: &JobContext, sum: &SessionSum) -> Result<Absorbed, RoundError> {

@@ -3,11 +3,11 @@
 //!
 //! [`FeatureStats`]: fedrisk_models::FeatureStats
 
-use fedrisk_models::federated::{self, Contribution};
+use fedrisk_models::federated;
 use serde::{Deserialize, Serialize};
 
 use crate::error::RoundError;
-use crate::kind::{Absorbed, RoundKind, SessionSum, train_constants};
+use crate::kind::{Absorbed, Part, RoundKind, SessionSum, train_constants};
 use crate::local::Rows;
 use crate::task::JobContext;
 
@@ -39,15 +39,12 @@ impl RoundKind for Statistics {
     fn contribute(
         &self,
         job: &JobContext,
-        _round: u32,
+        round: u32,
         rows: &mut dyn Rows,
-    ) -> Result<Contribution, RoundError> {
+    ) -> Result<Vec<Part>, RoundError> {
         let split = rows.split(job)?;
-        Ok(federated::stats_contribution(
-            &job.schema,
-            &split.train,
-            &self.scales,
-        )?)
+        let c = federated::stats_contribution(&job.schema, &split.train, &self.scales)?;
+        Ok(Part::whole(self, round, c))
     }
 
     fn constants(

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::RoundError;
 use crate::fixed::TRAIN_CLIP;
-use crate::kind::{Absorbed, RoundKind, SessionSum};
+use crate::kind::{Absorbed, Part, RoundKind, SessionSum};
 use crate::local::Rows;
 use crate::task::{GlobalModel, JobContext};
 
@@ -46,10 +46,10 @@ impl RoundKind for Update {
         job: &JobContext,
         round: u32,
         rows: &mut dyn Rows,
-    ) -> Result<Contribution, RoundError> {
+    ) -> Result<Vec<Part>, RoundError> {
         let d = rows.design(job, &self.model.preprocessor)?;
         let theta = &self.model.theta;
-        Ok(match job.settings.algorithm {
+        let c = match job.settings.algorithm {
             Algorithm::Newton => {
                 let mut c = federated::newton_contribution(d.x_train.view(), &d.y_train, theta)?;
                 // The step needs only the gradient and Hessian. The loss slot is sent as 0:
@@ -86,7 +86,8 @@ impl RoundKind for Update {
                         .collect(),
                 }
             }
-        })
+        };
+        Ok(Part::whole(self, round, c))
     }
 
     fn absorb(&self, job: &JobContext, sum: &SessionSum) -> Result<Absorbed, RoundError> {

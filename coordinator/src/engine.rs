@@ -254,7 +254,13 @@ impl Engine {
                             continue;
                         }
                         Ok(Progress::WithoutEvaluation(f)) => {
-                            self.drop_evaluation(job_id, &req, current, f.reason(), (&plan, &mut lineage))?;
+                            self.drop_evaluation(
+                                job_id,
+                                &req,
+                                current,
+                                f.reason(),
+                                (&plan, &mut lineage),
+                            )?;
                             continue;
                         }
                         Err(e) => {

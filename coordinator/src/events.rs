@@ -120,8 +120,8 @@ pub enum Event {
         /// Whether another attempt follows.
         retrying: bool,
     },
-    /// A round completed without its evaluation, which could not run over the statistics
-    /// session's participants (the model stands, unevaluated).
+    /// A round's model will not be evaluated: its evaluation could not run over the
+    /// statistics session's participants (the model stands, unevaluated).
     EvaluationSkipped {
         /// The job.
         job: u64,
@@ -323,7 +323,7 @@ impl EventSink for LogSink {
                 "secagg session completed"
             ),
             Event::EvaluationSkipped { job, round, reason } => {
-                warn!(job, round, %reason, "round completed without its evaluation")
+                warn!(job, round, %reason, "the round's model stays unevaluated")
             }
             Event::AttemptFailed {
                 job,

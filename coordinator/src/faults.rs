@@ -49,15 +49,18 @@ pub fn craft_model(
     let wanted = std::env::var("FEDRISK_TEST_CRAFT_MODEL")
         .ok()
         .and_then(|v| v.parse::<u32>().ok());
-    if wanted != Some(req.round) || req.label != "evaluation" {
+    if wanted != Some(req.round) || !matches!(req.label, "evaluation" | "update_eval") {
         return None;
     }
     let mut task = fedrisk_rounds::Task::decode(&req.task, job_id, req.round).ok()?;
-    if let fedrisk_rounds::TaskParams::Evaluation(e) = &mut task.params {
-        e.model.theta.iter_mut().for_each(|t| *t = 0.0);
-        if let Some(t) = e.model.theta.first_mut() {
-            *t = 25.0;
-        }
+    let model = match &mut task.params {
+        fedrisk_rounds::TaskParams::Evaluation(e) => &mut e.model,
+        fedrisk_rounds::TaskParams::UpdateEval(u) => &mut u.model,
+        _ => return None,
+    };
+    model.theta.iter_mut().for_each(|t| *t = 0.0);
+    if let Some(t) = model.theta.first_mut() {
+        *t = 25.0;
     }
     tracing::warn!(
         round = req.round,

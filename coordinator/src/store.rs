@@ -1442,7 +1442,8 @@ mod tests {
         ));
         let rounds = store.rounds(job).expect("rounds");
         assert_eq!(rounds.len(), 4);
-        assert_eq!(rounds[0].metrics.auc, Some(0.7));
+        assert_eq!(rounds[0].metrics.auc, Some(0.65), "filled in by round 2");
+        assert_eq!(rounds[1].metrics.auc, Some(0.7));
     }
 
     #[test]

@@ -758,29 +758,13 @@ fn step(
         // The job-constant counts the sum carries get the same rule on their own: every
         // sum carrying them is over one set.
         let survivors = survivor_identities(&a.identities, &list.survivors)?;
-        // Each part under its own kind and round: an update that rode with an
-        // evaluation is the same input as the update asked for alone.
-        let entry = |kind: &str, round: u32, input: String| Entry {
-            federation: federation.to_string(),
-            job: a.job_id,
-            round,
-            kind: kind.to_string(),
-            input,
-            survivors: survivors.clone(),
-            once_per_job: a.once_per_job,
-        };
-        let mut entries: Vec<Entry> = a
-            .parts
-            .iter()
-            .map(|(kind, round, fp)| entry(kind, *round, hex::encode(fp)))
-            .collect();
-        if let Some(c) = a.constants {
-            entries.push(entry(
-                a.kind,
-                a.round,
-                format!("{CONSTANTS}{}", hex::encode(c)),
-            ));
-        }
+        let entries = ledger_entries(
+            federation,
+            (a.job_id, a.round, a.kind, a.once_per_job),
+            &a.parts,
+            a.constants,
+            &survivors,
+        );
         ledger.allow_all(&entries).map_err(|e| e.to_string())?;
     }
     let hang = |what: &str| fault.is_some_and(|f| f.hits(what, a.round, a.kind));
@@ -797,6 +781,36 @@ fn step(
     a.session
         .handle(&msg, &a.input, &mut rng)
         .map_err(|e| e.to_string())
+}
+
+/// What the ledger records when this agent signs `survivors` for a session of
+/// `(job, round, kind, once per job)`: each part of its input under its own kind and round
+/// (an update that rode with an evaluation is the same input as the update asked for
+/// alone), and the job-constant counts the sum carries under the session's.
+fn ledger_entries(
+    federation: &str,
+    (job, round, kind, once_per_job): (u64, u32, &str, bool),
+    parts: &[(&'static str, u32, [u8; 32])],
+    constants: Option<[u8; 32]>,
+    survivors: &[String],
+) -> Vec<Entry> {
+    let entry = |kind: &str, round: u32, input: String| Entry {
+        federation: federation.to_string(),
+        job,
+        round,
+        kind: kind.to_string(),
+        input,
+        survivors: survivors.to_vec(),
+        once_per_job,
+    };
+    let mut entries: Vec<Entry> = parts
+        .iter()
+        .map(|(kind, round, fp)| entry(kind, *round, hex::encode(fp)))
+        .collect();
+    if let Some(c) = constants {
+        entries.push(entry(kind, round, format!("{CONSTANTS}{}", hex::encode(c))));
+    }
+    entries
 }
 
 fn upload(a: &Active, msg: Message) -> v1::SecAggUpload {
@@ -1047,5 +1061,129 @@ mod tests {
             ..c.clone()
         };
         assert_ne!(input_fingerprint(&c), input_fingerprint(&reweighted));
+    }
+
+    #[test]
+    fn attack_an_update_that_rode_with_an_evaluation_is_not_summed_again_over_fewer() {
+        // The coordinator unmasks round 2's update with round 1's evaluation over A, B, C,
+        // D, claims the session failed, and asks for round 2's update alone over A, B, C:
+        // the difference would be D's update. Through the real kinds, fingerprints, ledger
+        // entries and ledger, D refuses; over the same set it may answer again.
+        use fedrisk_models::synth::{SynthConfig, generate};
+        use fedrisk_rounds::kinds::{Evaluation, Update, UpdateEval};
+        use fedrisk_rounds::{GlobalModel, JobContext, JobSpec, RoundKind};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut cfg = SynthConfig::demo(5, 2000, 10);
+        cfg.institutions.truncate(2);
+        let generated = generate(&cfg);
+        generated.write_dir(dir.path()).expect("data");
+        let schema = fedrisk_models::Schema::load(&dir.path().join("schema.json")).expect("schema");
+        let name = std::fs::read_dir(dir.path().join("participants"))
+            .expect("participants")
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .next()
+            .expect("a file");
+        let mut data = LocalData::new(
+            SourceLoader {
+                source: fedrisk_models::DataSource::Csv(name.clone()),
+            },
+            None,
+        );
+        let spec = JobSpec::new("fed", schema.clone());
+        let job = JobContext {
+            schema: schema.clone(),
+            settings: spec.settings.clone(),
+        };
+        let rows = fedrisk_models::load_csv(&name, &schema, fedrisk_models::LabelMode::Required)
+            .expect("rows");
+        let stats = fedrisk_models::FeatureStats::from_dataset(&schema, &rows);
+        let pre = fedrisk_models::Preprocessor::fit(&schema, &stats, Default::default());
+        let mut theta = vec![0.0; pre.width() + 1];
+        theta[0] = 0.3;
+        let model = GlobalModel {
+            preprocessor: pre,
+            theta,
+        };
+        let record = |k: &dyn RoundKind, data: &mut LocalData<SourceLoader>| {
+            k.contribute(&job, 2, data)
+                .expect("contribution")
+                .iter()
+                .map(|p| (p.label, p.round, input_fingerprint(&p.contribution)))
+                .collect::<Vec<_>>()
+        };
+        let riding = record(
+            &UpdateEval {
+                model: model.clone(),
+                bins: 50,
+            },
+            &mut data,
+        );
+        let alone = record(
+            &Update {
+                model: model.clone(),
+            },
+            &mut data,
+        );
+        assert_eq!(riding.len(), 2);
+        assert_eq!(riding[0], alone[0], "the update part is the update alone");
+        assert_eq!(
+            (riding[1].0, riding[1].1),
+            ("evaluation", 1),
+            "the evaluation is known by the round of the model it scores"
+        );
+        let four: Vec<String> = ["a", "b", "c", "d"].iter().map(|k| k.repeat(64)).collect();
+        let three = four[..3].to_vec();
+        let mut ledger = Ledger::in_memory();
+        ledger
+            .allow_all(&ledger_entries(
+                "fed",
+                (1, 2, "update_eval", false),
+                &riding,
+                None,
+                &four,
+            ))
+            .expect("first signature");
+        let e = ledger
+            .allow_all(&ledger_entries(
+                "fed",
+                (1, 2, "update", false),
+                &alone,
+                None,
+                &three,
+            ))
+            .unwrap_err();
+        assert!(
+            matches!(e, crate::ledger::LedgerError::OtherSurvivors { .. }),
+            "{e}"
+        );
+        ledger
+            .allow_all(&ledger_entries(
+                "fed",
+                (1, 2, "update", false),
+                &alone,
+                None,
+                &four,
+            ))
+            .expect("the same set again");
+        // Nor can round 1's model be evaluated on its own over the smaller set.
+        let evaluated = Evaluation { model, bins: 50 }
+            .contribute(&job, 1, &mut data)
+            .expect("evaluation")
+            .iter()
+            .map(|p| (p.label, p.round, input_fingerprint(&p.contribution)))
+            .collect::<Vec<_>>();
+        assert_eq!(evaluated[0], riding[1]);
+        assert!(
+            ledger
+                .allow_all(&ledger_entries(
+                    "fed",
+                    (1, 1, "evaluation", false),
+                    &evaluated,
+                    None,
+                    &three,
+                ))
+                .is_err()
+        );
     }
 }

@@ -619,7 +619,15 @@ fn attack_row_counts_differenced_across_rounds_are_in_no_sum() {
         ));
         // Round 2's update would carry round 1's evaluation, whose row counts are the same
         // in every evaluation: without institution 4 it is asked for alone.
-        let with_eval = run_until(&mut plan, &spec, 20, &mut agents, &mut rng, 2, "update_eval");
+        let with_eval = run_until(
+            &mut plan,
+            &spec,
+            20,
+            &mut agents,
+            &mut rng,
+            2,
+            "update_eval",
+        );
         assert_eq!(with_eval.only, Some(vec![1, 2, 3, 4]));
         assert!(matches!(
             plan.on_failure(Failure::Transient("institution 4 left".into())),
@@ -704,7 +712,15 @@ fn evaluations_invite_the_statistics_participants_only_and_are_skipped_without_t
     let mut rng = ChaCha20Rng::seed_from_u64(22);
     // Round 2's update carries round 1's evaluation: it runs over the statistics
     // session's survivors only.
-    let req = run_until(&mut plan, &spec, 22, &mut agents, &mut rng, 2, "update_eval");
+    let req = run_until(
+        &mut plan,
+        &spec,
+        22,
+        &mut agents,
+        &mut rng,
+        2,
+        "update_eval",
+    );
     assert_eq!(
         req.only,
         Some(vec![1, 2, 3, 4]),
@@ -1212,4 +1228,121 @@ proptest::proptest! {
             }
         }
     }
+}
+
+#[test]
+fn an_evaluation_riding_with_an_update_equals_the_evaluation_on_its_own() {
+    // The same round-1 model, evaluated in a session of its own (a one-round job) and in
+    // round 2's session beside the update (a two-round job): the same figures. Each part
+    // of the input is scaled by its own row count, so the histograms sum to the same
+    // counts.
+    let (schema, sets) = federation(4);
+    let evaluate = |rounds: u32| {
+        let spec = spec(&schema, rounds);
+        let mut plan = new_plan(&spec, 40);
+        let mut agents = agents(&sets);
+        let mut rng = ChaCha20Rng::seed_from_u64(40);
+        let mut found = None;
+        while let Some(req) = plan.next_session() {
+            let sum = run_session(&spec, 40, &req, &mut agents, &[], &mut rng).expect("session");
+            if let Progress::RoundCompleted(o) = plan.on_output(sum).expect("plan") {
+                if rounds == 1 && o.round == 1 {
+                    found = o.eval.clone();
+                }
+                if let Some((1, e)) = &o.earlier_eval {
+                    found = Some(e.clone());
+                }
+            }
+            if found.is_some() {
+                break;
+            }
+        }
+        found.expect("round 1's evaluation")
+    };
+    let alone = evaluate(1);
+    let riding = evaluate(2);
+    assert_eq!(alone.rows, riding.rows);
+    assert!(alone.rows > 0.0);
+    for (what, a, b) in [
+        ("AUC", alone.auc, riding.auc),
+        ("KS", alone.ks, riding.ks),
+        ("log loss", alone.log_loss, riding.log_loss),
+    ] {
+        assert!((a - b).abs() < 1e-6, "{what}: {a} alone, {b} riding");
+    }
+}
+
+#[test]
+fn a_dropped_evaluation_is_followed_by_agents_and_kept_across_a_restart() {
+    let (schema, sets) = federation(4);
+    let spec = spec(&schema, 3);
+    let ids = || PlanIds {
+        federation_id: FEDERATION.into(),
+        job_id: 41,
+    };
+    let mut plan = JobPlan::new(spec.clone(), ids(), None);
+    let mut replica = Replica::new(spec.clone(), FEDERATION, 41);
+    let mut agents = agents(&sets);
+    let mut rng = ChaCha20Rng::seed_from_u64(41);
+    let mut checkpoint = None;
+    let with_eval = loop {
+        let req = plan.next_session().expect("a session");
+        if (req.round, req.label) == (2, "update_eval") {
+            break req;
+        }
+        let (sum, entry) = run_recorded(
+            &spec,
+            41,
+            &req,
+            &mut agents,
+            &[],
+            &Default::default(),
+            &mut rng,
+        )
+        .expect("session");
+        replica_check(&mut replica, &req, &entry, &agents).expect("honest lineage");
+        if let Progress::RoundCompleted(o) = plan.on_output(sum).expect("plan") {
+            checkpoint = Some((o.checkpoint.clone(), o.round));
+        }
+    };
+    replica
+        .expects(2, &with_eval.binding)
+        .expect("the update with round 1's evaluation");
+    // A member of the statistics set is missing: the coordinator drops the evaluation and
+    // says so in the lineage.
+    assert!(matches!(
+        plan.on_failure(Failure::Transient("institution 4 is not connected".into())),
+        Ok(fedrisk_rounds::AfterFailure::WithoutEvaluation)
+    ));
+    let alone = plan.next_session().expect("the update alone");
+    assert_eq!((alone.round, alone.label), (2, "update"));
+    let skipped = LineageEntry::SkippedEvaluation {
+        round: 2,
+        binding: hex::encode(with_eval.binding),
+    };
+    // Without the entry the agent still expects the update with the evaluation.
+    assert!(replica.expects(2, &alone.binding).is_err());
+    let roster = Roster::new(agents.iter().map(|a| (a.id, a.key.verifying_key())));
+    replica
+        .apply(&skipped, &roster, &ParticipantPolicy::default())
+        .expect("the dropped evaluation");
+    replica
+        .expects(2, &alone.binding)
+        .expect("then the update alone");
+    assert!(
+        replica.expects(2, &with_eval.binding).is_err(),
+        "and no longer the update with the evaluation"
+    );
+    // A skipped-evaluation entry naming another task is refused.
+    let mut other = Replica::new(spec.clone(), FEDERATION, 41);
+    assert!(
+        other
+            .apply(&skipped, &roster, &ParticipantPolicy::default())
+            .is_err()
+    );
+    // A coordinator restarted here asks for the update alone too.
+    let partial = plan.partial().expect("the dropped evaluation is kept");
+    let mut resumed = JobPlan::resume(spec.clone(), ids(), checkpoint, Some(partial));
+    let again = resumed.next_session().expect("a session");
+    assert_eq!(again.binding, alone.binding);
 }

@@ -186,7 +186,9 @@ pub fn verify_sum(
 ) -> Result<()> {
     let params = &config.params;
     if !params.committed() {
-        return Err(SecAggError::Unverified("the session carries no commitments"));
+        return Err(SecAggError::Unverified(
+            "the session carries no commitments",
+        ));
     }
     if sum.len() != params.committed_words() || blinding_sum.len() != RHO_LIMBS {
         return Err(SecAggError::Unverified(

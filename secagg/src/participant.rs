@@ -513,9 +513,11 @@ impl ParticipantSession {
         // session's output can check it (crate::commit).
         let (commitment, signature) = if p.committed() {
             let blinding = crate::commit::Blinding::random(rng);
-            let covered = y.get(..p.committed_words()).ok_or(SecAggError::InvalidInput(
-                "input shorter than its committed words",
-            ))?;
+            let covered = y
+                .get(..p.committed_words())
+                .ok_or(SecAggError::InvalidInput(
+                    "input shorter than its committed words",
+                ))?;
             let commitment = crate::commit::commit(covered, &blinding);
             y.extend_from_slice(blinding.limbs());
             drop(blinding);

@@ -74,6 +74,8 @@ pub struct SimConfig {
     pub dp_sigma: Option<f64>,
     /// Whether masked inputs carry commitments.
     pub committed: bool,
+    /// The leading words the commitments cover (`None`: the whole input).
+    pub commit_prefix: Option<u32>,
     /// Master seed: all keys, secrets and inputs derive from it.
     pub seed: u64,
     /// Worker threads for the participants' work (the outcome does not depend on it).
@@ -98,6 +100,7 @@ impl SimConfig {
             },
             dp_sigma: None,
             committed: true,
+            commit_prefix: None,
             seed: 1,
             threads: 2,
             policy: ParticipantPolicy {
@@ -117,7 +120,11 @@ impl SimConfig {
             graph: self.graph,
             security: self.security,
             dp_sigma: self.dp_sigma,
-            commit_words: if self.committed { self.d as u32 + 1 } else { 0 },
+            commit_words: match (self.committed, self.commit_prefix) {
+                (false, _) => 0,
+                (true, Some(words)) => words,
+                (true, None) => self.d as u32 + 1,
+            },
         }
     }
 }

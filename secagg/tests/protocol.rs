@@ -1307,3 +1307,52 @@ fn g16_the_output_opens_the_signed_commitments_and_nothing_else() {
         ));
     }
 }
+
+/// g16b: commitments over a leading part of the input (an update, with an evaluation's
+/// histograms after it): the output's leading words open them, any change there does not,
+/// and the words after the part are not covered; the configuration carries the length.
+#[test]
+fn g16b_a_commitment_to_a_prefix_opens_to_the_summed_prefix_only() {
+    let mut cfg = SimConfig::new(6, 20);
+    cfg.seed = 1610;
+    cfg.commit_prefix = Some(5);
+    let inputs = random_inputs(&cfg);
+    let mut sim = Sim::new(cfg, inputs).unwrap();
+    assert_eq!(sim.session.params.committed_words(), 5);
+    let decoded = SessionConfig::decode(&sim.session.encode()).unwrap();
+    assert_eq!(decoded.params.commit_words, 5, "the prefix travels");
+    let out = sim.run().output.unwrap();
+    assert_eq!(
+        out.sum,
+        sim.plaintext_sum(&out.survivors),
+        "the whole sum is exact"
+    );
+    let verify = |sum: &[u64]| {
+        commit::verify_sum(
+            &sim.session,
+            &sim.roster,
+            sum,
+            &out.blinding_sum,
+            &out.commitments,
+        )
+    };
+    verify(&out.sum[..5]).unwrap();
+    let mut changed = out.sum[..5].to_vec();
+    changed[4] = changed[4].wrapping_add(1);
+    assert!(matches!(verify(&changed), Err(SecAggError::Unverified(_))));
+    // The whole sum is not what was committed to: its length is refused.
+    assert!(matches!(verify(&out.sum), Err(SecAggError::Unverified(_))));
+    assert!(verify(&out.sum[..4]).is_err());
+}
+
+/// g16c: a configuration whose commitment would be longer than the input is refused.
+#[test]
+fn g16c_a_commitment_longer_than_the_input_is_refused() {
+    let mut cfg = SimConfig::new(4, 8);
+    cfg.commit_prefix = Some(10);
+    let inputs = random_inputs(&cfg);
+    assert!(matches!(
+        Sim::new(cfg, inputs),
+        Err(SecAggError::InvalidConfig(_))
+    ));
+}

@@ -110,7 +110,9 @@ fn chaos_agents_killed_at_random_stages_rejoin_and_every_round_completes() {
             let fault = deaths
                 .iter()
                 .find(|d| d.agent == i)
-                .map(|d| format!("{}@{}:update", d.stage, d.round));
+                // The round's first session: its update (with the previous model's
+                // evaluation from round 2 on).
+                .map(|d| format!("{}@{}", d.stage, d.round));
             let env: Vec<(&str, &str)> = fault
                 .as_deref()
                 .map(|f| vec![("FEDRISK_TEST_FAULT", f)])

@@ -162,11 +162,15 @@ fn metrics_and_status_watch_follow_a_newton_job_that_stops_when_converged() {
     assert_eq!(count("fedrisk_rounds_started_total"), all_rounds);
     assert_eq!(count("fedrisk_rounds_failed_total"), 0.0);
     assert_eq!(count("fedrisk_round_seconds_count"), all_rounds);
+    // One session per training round (round 1's update alone, then each update with the
+    // previous model's evaluation) and the last model's evaluation.
+    assert!(converged >= 2, "{status}");
     for (kind, n) in [
         ("magnitudes", 1.0),
         ("statistics", 1.0),
-        ("update", converged as f64),
-        ("evaluation", converged as f64),
+        ("update", 1.0),
+        ("update_eval", (converged - 1) as f64),
+        ("evaluation", 1.0),
     ] {
         assert_eq!(
             count(&format!(
@@ -176,7 +180,7 @@ fn metrics_and_status_watch_follow_a_newton_job_that_stops_when_converged() {
             "{kind}"
         );
     }
-    let sessions = 2.0 + 2.0 * converged as f64;
+    let sessions = 3.0 + converged as f64;
     // Each session has five stages, each observed once.
     for stage in ["advertised", "shared", "masked", "signed", "unmasked"] {
         assert_eq!(
@@ -393,11 +397,12 @@ fn an_agents_metrics_are_scraped_over_http_during_a_real_job() {
     for a in agents.iter_mut().skip(1) {
         a.wait_exit(Duration::from_secs(30));
     }
-    // The sessions this job ran: magnitudes, statistics, then an update and an evaluation
-    // per trained model version, with no retry.
+    // The sessions this job ran: magnitudes, statistics, one per trained model version
+    // (its update, with the previous version's evaluation from the second on) and the
+    // last version's evaluation, with no retry.
     let trained = fed.models(1).len() as f64;
     assert!(trained >= 1.0, "{status}");
-    let sessions = 2.0 + 2.0 * trained;
+    let sessions = 3.0 + trained;
     // The agent counts the last session once its unmasking response is accepted; wait for it.
     let mut text = String::new();
     let started = Instant::now();

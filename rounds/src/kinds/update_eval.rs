@@ -111,7 +111,9 @@ impl RoundKind for UpdateEval {
             ..sum.clone()
         };
         let Absorbed::Theta(theta) = self.update().absorb(job, &part(0..k))? else {
-            return Err(RoundError::Result("the update part gave no parameters".into()));
+            return Err(RoundError::Result(
+                "the update part gave no parameters".into(),
+            ));
         };
         // The evaluation is information about the previous model, not part of the next:
         // histograms that cannot be read leave it unevaluated and the update stands.

@@ -164,7 +164,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         report.seconds_total
     );
     println!(
-        "  seconds per training round (2 secure sessions: update + evaluation): mean {mean:.3}, median {median:.3}, min {:.3}, max {:.3}",
+        "  seconds per training round (one secure session each; the last also evaluates its model): mean {mean:.3}, median {median:.3}, min {:.3}, max {:.3}",
         sorted.first().unwrap_or(&f64::NAN),
         sorted.last().unwrap_or(&f64::NAN)
     );

@@ -23,6 +23,7 @@ pub mod fixed;
 pub mod kind;
 pub mod kinds;
 pub mod lineage;
+pub mod lineage_codec;
 pub mod local;
 pub mod plan;
 pub mod session;

@@ -151,13 +151,19 @@ impl SessionRecord {
 }
 
 impl LineageEntry {
-    /// The entry's bytes (JSON), published by their hash.
+    /// The entry's bytes, published by their hash: a compact binary form (see
+    /// [`crate::lineage_codec`]), since every agent fetches every entry; a record's
+    /// hundreds of signed commitments as hex in JSON were most of an agent's download.
     pub fn encode(&self) -> Vec<u8> {
-        serde_json::to_vec(self).unwrap_or_default()
+        crate::lineage_codec::encode(self)
     }
 
-    /// Reads an entry; never panics on hostile bytes.
+    /// Reads an entry, binary or (as jobs kept them before) JSON; never panics on hostile
+    /// bytes.
     pub fn decode(bytes: &[u8]) -> Result<Self, LineageError> {
+        if bytes.starts_with(crate::lineage_codec::MAGIC) {
+            return crate::lineage_codec::decode(bytes);
+        }
         serde_json::from_slice(bytes).map_err(|e| LineageError::Malformed(e.to_string()))
     }
 

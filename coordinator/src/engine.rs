@@ -242,7 +242,9 @@ impl Engine {
                             continue;
                         }
                         Ok(Progress::RoundCompleted(o)) => {
-                            if o.eval.is_some() {
+                            // An evaluation ran (the round's own, or the previous
+                            // model's beside this update): the set is back.
+                            if o.eval.is_some() || o.earlier_eval.is_some() {
                                 evaluation_set_missing = false;
                             }
                             lineage.push(&self.hub, &entry, &certificates);

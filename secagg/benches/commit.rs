@@ -1,8 +1,8 @@
 //! What the lineage checks cost (criterion): a participant's commitment to its input per
 //! session (d in {32, 1024}), and an agent's check of one session record
 //! (`commit::verify_sum`: n signature verifications, n point additions and one
-//! multi-scalar multiplication of d + 1 points) for n in {5, 50, 200}. An agent checks two
-//! records per training round (update and evaluation).
+//! multi-scalar multiplication of d + 1 points) for n in {5, 50, 200}. An agent checks one
+//! record per training round (its update's; evaluations carry no commitments).
 
 use std::hint::black_box;
 

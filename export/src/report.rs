@@ -225,8 +225,11 @@ pub fn render(input: &ReportInput<'_>) -> String {
             h.push_str(
                 "<h2>Federated evaluation</h2><p><strong>This model file carries no federated \
                  evaluation</strong> (a locally trained model, a file written before evaluations \
-                 were kept, or a round whose evaluation was skipped): no ROC, KS, calibration or \
-                 score distribution can be drawn from it.</p>",
+                 were kept, a round whose evaluation was skipped, or a version before its job's \
+                 last: those are evaluated in the next round's session, after the version was \
+                 signed, and their AUC, KS and log loss are in the figures by round below, when \
+                 the report comes from the coordinator): no ROC, KS, calibration or score \
+                 distribution can be drawn from it.</p>",
             );
             let rounds = by_round(input);
             if !rounds.is_empty() {

@@ -480,8 +480,9 @@ pub fn psi(model: &Path, data: &DataSource, json: bool) -> Result<()> {
         .as_ref()
         .with_context(|| {
             format!(
-                "{}: the model carries no federated score distribution (a local model, or one \
-                 whose evaluation did not run): PSI needs one",
+                "{}: the model carries no federated score distribution (a local model, one \
+                 whose evaluation did not run, or a version before its job's last, which is \
+                 evaluated after it is signed): PSI needs one; use the job's last version",
                 model.display()
             )
         })?

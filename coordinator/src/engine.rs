@@ -228,17 +228,7 @@ impl Engine {
                             // it instead of asking the participants for it again; its
                             // lineage entry becomes durable with it.
                             lineage.push(&self.hub, &entry, &certificates);
-                            let mut blobs = lineage.take_pending();
-                            if let Some(p) = plan.partial() {
-                                let blob = serde_json::to_vec(&p).map_err(|e| {
-                                    EngineError::Checkpoint {
-                                        job: job_id,
-                                        reason: e.to_string(),
-                                    }
-                                })?;
-                                blobs.push((PARTIAL.into(), blob));
-                            }
-                            self.store.put_checkpoints(job_id, &blobs)?;
+                            self.keep_progress(job_id, &plan, &mut lineage)?;
                             continue;
                         }
                         Ok(Progress::RoundCompleted(o)) => {
@@ -286,14 +276,7 @@ impl Engine {
                 }
                 Ok(AfterFailure::Skipped(o)) => {
                     evaluation_set_missing = true;
-                    lineage.push(
-                        &self.hub,
-                        &LineageEntry::SkippedEvaluation {
-                            round: req.round,
-                            binding: hex::encode(req.binding),
-                        },
-                        &[],
-                    );
+                    self.push_skipped(&req, &mut lineage);
                     self.events.emit(&Event::EvaluationSkipped {
                         job: job_id,
                         round: req.round,
@@ -310,6 +293,39 @@ impl Engine {
         Ok(plan.converged())
     }
 
+    /// The lineage records that `req`'s evaluation did not run (agents' replicas skip it too).
+    fn push_skipped(&self, req: &SessionRequest, lineage: &mut crate::lineage::JobLineage) {
+        lineage.push(
+            &self.hub,
+            &LineageEntry::SkippedEvaluation {
+                round: req.round,
+                binding: hex::encode(req.binding),
+            },
+            &[],
+        );
+    }
+
+    /// Makes the round's progress so far durable (its pending lineage entries and the
+    /// plan's completed sessions), so that a restart resumes after it instead of asking
+    /// the participants again.
+    fn keep_progress(
+        &self,
+        job_id: JobId,
+        plan: &JobPlan,
+        lineage: &mut crate::lineage::JobLineage,
+    ) -> Result<(), EngineError> {
+        let mut blobs = lineage.take_pending();
+        if let Some(p) = plan.partial() {
+            let blob = serde_json::to_vec(&p).map_err(|e| EngineError::Checkpoint {
+                job: job_id,
+                reason: e.to_string(),
+            })?;
+            blobs.push((PARTIAL.into(), blob));
+        }
+        self.store.put_checkpoints(job_id, &blobs)?;
+        Ok(())
+    }
+
     /// An `update_eval` session failed and the plan asks for the round's update alone:
     /// the lineage says so (agents' replicas take the same turn), durably before the next
     /// task, and the previous round's model stays unevaluated.
@@ -321,23 +337,8 @@ impl Engine {
         reason: &str,
         (plan, lineage): (&JobPlan, &mut crate::lineage::JobLineage),
     ) -> Result<(), EngineError> {
-        lineage.push(
-            &self.hub,
-            &LineageEntry::SkippedEvaluation {
-                round: req.round,
-                binding: hex::encode(req.binding),
-            },
-            &[],
-        );
-        let mut blobs = lineage.take_pending();
-        if let Some(p) = plan.partial() {
-            let blob = serde_json::to_vec(&p).map_err(|e| EngineError::Checkpoint {
-                job: job_id,
-                reason: e.to_string(),
-            })?;
-            blobs.push((PARTIAL.into(), blob));
-        }
-        self.store.put_checkpoints(job_id, &blobs)?;
+        self.push_skipped(req, lineage);
+        self.keep_progress(job_id, plan, lineage)?;
         self.events.emit(&Event::EvaluationSkipped {
             job: job_id,
             round: req.round.saturating_sub(1),

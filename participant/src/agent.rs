@@ -964,18 +964,22 @@ mod tests {
         assert!(survivor_identities(&first, &[1, 2, 9]).is_err());
     }
 
-    #[test]
-    fn attack_an_equivalent_statistics_task_over_fewer_survivors_is_refused() {
-        // The coordinator asks for the statistics again with every scale doubled: a new
-        // input (its values are halved) but the same row and default counts, over a set
-        // without institution 4. The counts' ledger entry refuses it, through the real
-        // kinds, fingerprints and ledger.
+    /// One generated institution's rows behind the agent's real loader, with its schema,
+    /// file and the default job context (`seed` and `institutions` as in `SynthConfig`).
+    fn one_institution(
+        seed: u64,
+        institutions: usize,
+    ) -> (
+        tempfile::TempDir,
+        fedrisk_models::Schema,
+        std::path::PathBuf,
+        LocalData<SourceLoader>,
+        fedrisk_rounds::JobContext,
+    ) {
         use fedrisk_models::synth::{SynthConfig, generate};
-        use fedrisk_rounds::kinds::Statistics;
-        use fedrisk_rounds::{JobContext, JobSpec, RoundKind};
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut cfg = SynthConfig::demo(3, 2000, 10);
-        cfg.institutions.truncate(3);
+        let mut cfg = SynthConfig::demo(seed, 2000, 10);
+        cfg.institutions.truncate(institutions);
         generate(&cfg).write_dir(dir.path()).expect("data");
         let schema = fedrisk_models::Schema::load(&dir.path().join("schema.json")).expect("schema");
         let name = std::fs::read_dir(dir.path().join("participants"))
@@ -984,17 +988,29 @@ mod tests {
             .map(|e| e.path())
             .next()
             .expect("a file");
-        let mut data = LocalData::new(
+        let data = LocalData::new(
             SourceLoader {
-                source: fedrisk_models::DataSource::Csv(name),
+                source: fedrisk_models::DataSource::Csv(name.clone()),
             },
             None,
         );
-        let spec = JobSpec::new("fed", schema.clone());
-        let job = JobContext {
+        let spec = fedrisk_rounds::JobSpec::new("fed", schema.clone());
+        let job = fedrisk_rounds::JobContext {
             schema: schema.clone(),
             settings: spec.settings.clone(),
         };
+        (dir, schema, name, data, job)
+    }
+
+    #[test]
+    fn attack_an_equivalent_statistics_task_over_fewer_survivors_is_refused() {
+        // The coordinator asks for the statistics again with every scale doubled: a new
+        // input (its values are halved) but the same row and default counts, over a set
+        // without institution 4. The counts' ledger entry refuses it, through the real
+        // kinds, fingerprints and ledger.
+        use fedrisk_rounds::RoundKind;
+        use fedrisk_rounds::kinds::Statistics;
+        let (_dir, schema, _name, mut data, job) = one_institution(3, 3);
         let numeric = fedrisk_models::federated::magnitude_len(&schema)
             / (fedrisk_models::federated::MAX_OCTAVE - fedrisk_models::federated::MIN_OCTAVE + 1)
                 as usize;
@@ -1069,32 +1085,9 @@ mod tests {
         // D, claims the session failed, and asks for round 2's update alone over A, B, C:
         // the difference would be D's update. Through the real kinds, fingerprints, ledger
         // entries and ledger, D refuses; over the same set it may answer again.
-        use fedrisk_models::synth::{SynthConfig, generate};
         use fedrisk_rounds::kinds::{Evaluation, Update, UpdateEval};
-        use fedrisk_rounds::{GlobalModel, JobContext, JobSpec, RoundKind};
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut cfg = SynthConfig::demo(5, 2000, 10);
-        cfg.institutions.truncate(2);
-        let generated = generate(&cfg);
-        generated.write_dir(dir.path()).expect("data");
-        let schema = fedrisk_models::Schema::load(&dir.path().join("schema.json")).expect("schema");
-        let name = std::fs::read_dir(dir.path().join("participants"))
-            .expect("participants")
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .next()
-            .expect("a file");
-        let mut data = LocalData::new(
-            SourceLoader {
-                source: fedrisk_models::DataSource::Csv(name.clone()),
-            },
-            None,
-        );
-        let spec = JobSpec::new("fed", schema.clone());
-        let job = JobContext {
-            schema: schema.clone(),
-            settings: spec.settings.clone(),
-        };
+        use fedrisk_rounds::{GlobalModel, RoundKind};
+        let (_dir, schema, name, mut data, job) = one_institution(5, 2);
         let rows = fedrisk_models::load_csv(&name, &schema, fedrisk_models::LabelMode::Required)
             .expect("rows");
         let stats = fedrisk_models::FeatureStats::from_dataset(&schema, &rows);

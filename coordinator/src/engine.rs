@@ -200,7 +200,7 @@ impl Engine {
             };
             // After one evaluation was skipped for a missing member, the next ones do not
             // wait for it again: they run at once if the set is back, or are skipped.
-            let patience = if req.only.is_some() && evaluation_set_missing {
+            let patience = if req.only.is_some() && !req.only_needed && evaluation_set_missing {
                 Some(0)
             } else {
                 None
@@ -587,10 +587,14 @@ impl Engine {
         // An evaluation waits for its set's members as long as a stage would (an agent
         // restarting comes back well within it), not as long as a job's start does: each
         // round's evaluation would wait again for a member that left for good.
+        // Round 1's update cannot go on without its set, so it waits for them as a job's
+        // start does.
         let wait = match (&req.only, patience) {
             (_, Some(ms)) => ms,
-            (Some(_), None) => spec.wait_for_participants_ms.min(spec.stage_deadline_ms),
-            (None, None) => spec.wait_for_participants_ms,
+            (Some(_), None) if !req.only_needed => {
+                spec.wait_for_participants_ms.min(spec.stage_deadline_ms)
+            }
+            (_, None) => spec.wait_for_participants_ms,
         };
         let deadline = tokio::time::Instant::now() + Duration::from_millis(wait);
         let want = match &req.only {
@@ -635,10 +639,23 @@ impl Engine {
                                     .map_or_else(|| format!("participant {id}"), |p| p.name.clone())
                             })
                             .collect();
-                        return Err(SessionError::Failed(Failure::Deterministic(format!(
-                            "an evaluation runs over the statistics session's participants only, and {} not available",
-                            if missing.len() == 1 { format!("{} is", missing[0]) } else { format!("{} are", missing.join(", ")) }
-                        ))));
+                        let missing = if missing.len() == 1 {
+                            format!("{} is", missing[0])
+                        } else {
+                            format!("{} are", missing.join(", "))
+                        };
+                        // Round 1's update is tried again (its set may come back); an
+                        // evaluation is dropped or skipped instead.
+                        return Err(SessionError::Failed(if req.only_needed {
+                            Failure::Transient(format!(
+                                "round {}'s update starts from zero coefficients, where its sums carry the training row and default counts, so it runs over the statistics session's participants only, and {missing} not available",
+                                req.round
+                            ))
+                        } else {
+                            Failure::Deterministic(format!(
+                                "an evaluation runs over the statistics session's participants only, and {missing} not available"
+                            ))
+                        }));
                     }
                     if peers.len() >= spec.min_participants as usize {
                         return Ok(peers);

@@ -106,9 +106,9 @@ struct Active {
     /// Each part of this institution's input for the ledger: the kind and round it is
     /// about and its fingerprint (see [`input_fingerprint`]).
     parts: Vec<(&'static str, u32, [u8; 32])>,
-    /// The fingerprint of the job-constant counts the sum carries (see
-    /// [`fedrisk_rounds::RoundKind::constants`]), if any.
-    constants: Option<[u8; 32]>,
+    /// The fingerprints of the job-constant counts the sum carries (see
+    /// [`fedrisk_rounds::RoundKind::constants`]), each tied on its own.
+    constants: Vec<[u8; 32]>,
     /// The identity key of each invited id, checked against the CA: the ledger records who
     /// a survivor set is, not the ids.
     identities: std::collections::BTreeMap<u32, String>,
@@ -516,7 +516,9 @@ fn open_session(
         .kind()
         .constants(&task.job, data)
         .map_err(|e| Refusal::from_round(&e))?
-        .map(|c| constants_fingerprint(&c));
+        .iter()
+        .map(|c| constants_fingerprint(c))
+        .collect();
     let fixed = config.params.fixed_point;
     for part in &parts {
         let c = &part.contribution;
@@ -762,7 +764,7 @@ fn step(
             federation,
             (a.job_id, a.round, a.kind, a.once_per_job),
             &a.parts,
-            a.constants,
+            &a.constants,
             &survivors,
         );
         ledger.allow_all(&entries).map_err(|e| e.to_string())?;
@@ -791,7 +793,7 @@ fn ledger_entries(
     federation: &str,
     (job, round, kind, once_per_job): (u64, u32, &str, bool),
     parts: &[(&'static str, u32, [u8; 32])],
-    constants: Option<[u8; 32]>,
+    constants: &[[u8; 32]],
     survivors: &[String],
 ) -> Vec<Entry> {
     let entry = |kind: &str, round: u32, input: String| Entry {
@@ -807,7 +809,7 @@ fn ledger_entries(
         .iter()
         .map(|(kind, round, fp)| entry(kind, *round, hex::encode(fp)))
         .collect();
-    if let Some(c) = constants {
+    for c in constants {
         entries.push(entry(kind, round, format!("{CONSTANTS}{}", hex::encode(c))));
     }
     entries
@@ -1023,8 +1025,8 @@ mod tests {
         let fingerprints = |k: &Statistics, data: &mut LocalData<SourceLoader>| {
             let parts = k.contribute(&job, 0, data).expect("contribution");
             let c = &parts[0].contribution;
-            let counts = k.constants(&job, data).expect("counts").expect("some");
-            (input_fingerprint(c), constants_fingerprint(&counts))
+            let counts = k.constants(&job, data).expect("counts");
+            (input_fingerprint(c), constants_fingerprint(&counts[0]))
         };
         let (input_a, counts_a) = fingerprints(&plain, &mut data);
         let (input_b, counts_b) = fingerprints(&doubled, &mut data);
@@ -1133,7 +1135,7 @@ mod tests {
                 "fed",
                 (1, 2, "update_eval", false),
                 &riding,
-                None,
+                &[],
                 &four,
             ))
             .expect("first signature");
@@ -1142,7 +1144,7 @@ mod tests {
                 "fed",
                 (1, 2, "update", false),
                 &alone,
-                None,
+                &[],
                 &three,
             ))
             .unwrap_err();
@@ -1155,7 +1157,7 @@ mod tests {
                 "fed",
                 (1, 2, "update", false),
                 &alone,
-                None,
+                &[],
                 &four,
             ))
             .expect("the same set again");
@@ -1173,10 +1175,170 @@ mod tests {
                     "fed",
                     (1, 1, "evaluation", false),
                     &evaluated,
-                    None,
+                    &[],
                     &three,
                 ))
                 .is_err()
         );
+    }
+
+    /// The ledger entries one institution's session of `kind` makes over `survivors`,
+    /// through the real kind, fingerprints and entry builder.
+    fn entries_of(
+        kind: &dyn fedrisk_rounds::RoundKind,
+        job: &fedrisk_rounds::JobContext,
+        (job_id, round): (u64, u32),
+        data: &mut LocalData<SourceLoader>,
+        survivors: &[String],
+    ) -> Vec<Entry> {
+        let parts: Vec<_> = kind
+            .contribute(job, round, data)
+            .expect("contribution")
+            .iter()
+            .map(|p| (p.label, p.round, input_fingerprint(&p.contribution)))
+            .collect();
+        let constants: Vec<_> = kind
+            .constants(job, data)
+            .expect("constants")
+            .iter()
+            .map(|c| constants_fingerprint(c))
+            .collect();
+        ledger_entries(
+            "fed",
+            (job_id, round, kind.label(), kind.once_per_job()),
+            &parts,
+            &constants,
+            survivors,
+        )
+    }
+
+    fn sets() -> (Vec<String>, Vec<String>) {
+        let four: Vec<String> = ["a", "b", "c", "d"].iter().map(|k| k.repeat(64)).collect();
+        let three = four[..3].to_vec();
+        (four, three)
+    }
+
+    /// Statistics under unit scales and the job's preprocessing fitted on this institution
+    /// alone (the tests need a valid model, not the federation's).
+    fn statistics_and_flat_model(
+        schema: &fedrisk_models::Schema,
+        name: &std::path::Path,
+    ) -> (
+        fedrisk_rounds::kinds::Statistics,
+        fedrisk_rounds::GlobalModel,
+    ) {
+        let numeric = fedrisk_models::federated::magnitude_len(schema)
+            / (fedrisk_models::federated::MAX_OCTAVE - fedrisk_models::federated::MIN_OCTAVE + 1)
+                as usize;
+        let rows = fedrisk_models::load_csv(name, schema, fedrisk_models::LabelMode::Required)
+            .expect("rows");
+        let stats = fedrisk_models::FeatureStats::from_dataset(schema, &rows);
+        let pre = fedrisk_models::Preprocessor::fit(schema, &stats, Default::default());
+        let theta = vec![0.0; pre.width() + 1];
+        (
+            fedrisk_rounds::kinds::Statistics {
+                scales: vec![1.0; numeric],
+            },
+            fedrisk_rounds::GlobalModel {
+                preprocessor: pre,
+                theta,
+            },
+        )
+    }
+
+    #[test]
+    fn attack_round_one_at_zero_coefficients_over_fewer_than_the_statistics_is_refused() {
+        // Round 1's Newton update at zero coefficients carries the training rows (4 x the
+        // intercept's Hessian entry) and defaults (rows / 2 - its gradient). After the
+        // statistics over A, B, C, D, a round 1 over A, B, C would give D's counts: D
+        // refuses it. The same round 1 over A, B, C, D is allowed.
+        use fedrisk_rounds::RoundKind;
+        use fedrisk_rounds::kinds::Update;
+        let (_dir, schema, name, mut data, job) = one_institution(6, 2);
+        let (stats, model) = statistics_and_flat_model(&schema, &name);
+        let update = Update { model };
+        // The counts really are in the update's figures.
+        let parts = update.contribute(&job, 1, &mut data).expect("update");
+        let c = &parts[0].contribution;
+        let k = update.model.theta.len();
+        let scaled: Vec<f64> = c.values.iter().map(|v| v * c.weight as f64).collect();
+        let curvature =
+            fedrisk_models::federated::newton_from_sum(&scaled, k).expect("Newton sums");
+        let counts = update.constants(&job, &mut data).expect("counts");
+        let rows = counts[0][0] as f64;
+        let defaults = counts[0][1] as f64;
+        assert!((4.0 * curvature.hess[[k - 1, k - 1]] - rows).abs() < 1e-6);
+        assert!((rows / 2.0 - curvature.grad[k - 1] - defaults).abs() < 1e-6);
+
+        let (four, three) = sets();
+        let mut ledger = Ledger::in_memory();
+        ledger
+            .allow_all(&entries_of(&stats, &job, (1, 0), &mut data, &four))
+            .expect("the statistics session");
+        let e = ledger
+            .allow_all(&entries_of(&update, &job, (1, 1), &mut data, &three))
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                crate::ledger::LedgerError::ConstantsOtherSurvivors { .. }
+            ),
+            "{e}"
+        );
+        ledger
+            .allow_all(&entries_of(&update, &job, (1, 1), &mut data, &four))
+            .expect("round 1 over the statistics set");
+    }
+
+    #[test]
+    fn attack_counts_of_two_jobs_split_differently_are_refused_over_another_set() {
+        // Job 1 holds out 20% of the rows: its statistics carry the training counts and
+        // its evaluations the held-out counts, both over A, B, C, D. Job 2 holds out 30%:
+        // its counts are other figures, but its training plus held-out counts over A, B, C
+        // would, subtracted from job 1's, give D's counts of all rows. D refuses job 2's
+        // statistics over A, B, C; over A, B, C, D they are allowed.
+        use fedrisk_rounds::kinds::Evaluation;
+        let (_dir, schema, name, mut data, job) = one_institution(7, 2);
+        let (stats, model) = statistics_and_flat_model(&schema, &name);
+        let mut job1 = job.clone();
+        job1.settings.validation_fraction = 0.2;
+        let mut job2 = job;
+        job2.settings.validation_fraction = 0.3;
+        let (four, three) = sets();
+        let mut ledger = Ledger::in_memory();
+        let evaluation = Evaluation { model, bins: 20 };
+        ledger
+            .allow_all(&entries_of(&stats, &job1, (1, 0), &mut data, &four))
+            .expect("job 1's statistics");
+        ledger
+            .allow_all(&entries_of(&evaluation, &job1, (1, 1), &mut data, &four))
+            .expect("job 1's evaluation");
+        // The figures differ, so the counts' own entries would not have stopped it.
+        let train1 = stats_counts(&stats, &job1, &mut data);
+        let train2 = stats_counts(&stats, &job2, &mut data);
+        assert_ne!(train1[0], train2[0], "the training counts differ");
+        assert_eq!(train1[1], train2[1], "all rows' counts are the same");
+        let e = ledger
+            .allow_all(&entries_of(&stats, &job2, (2, 0), &mut data, &three))
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                crate::ledger::LedgerError::ConstantsOtherSurvivors { .. }
+            ),
+            "{e}"
+        );
+        ledger
+            .allow_all(&entries_of(&stats, &job2, (2, 0), &mut data, &four))
+            .expect("job 2 over the same set");
+    }
+
+    fn stats_counts(
+        stats: &fedrisk_rounds::kinds::Statistics,
+        job: &fedrisk_rounds::JobContext,
+        data: &mut LocalData<SourceLoader>,
+    ) -> Vec<Vec<u64>> {
+        use fedrisk_rounds::RoundKind;
+        stats.constants(job, data).expect("counts")
     }
 }

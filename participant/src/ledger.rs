@@ -300,7 +300,12 @@ impl Ledger {
         }
         for entry in entries {
             let key = (entry.federation.clone(), entry.input.clone());
-            if self.signed.contains_key(&key) {
+            // An input signed before for another query (the same figures in another job)
+            // is recorded again as this query's answer, so that this query cannot be
+            // answered with a different input later.
+            let answered = entry.input.starts_with(CONSTANTS)
+                || self.answered.get(&query_of(entry)) == Some(&entry.input);
+            if self.signed.contains_key(&key) && answered {
                 continue;
             }
             self.record(entry.clone())?;
@@ -425,6 +430,44 @@ mod tests {
         other.round = 4;
         other.input = "cd".repeat(32);
         reopened.allow(&other).expect("another round's task");
+    }
+
+    #[test]
+    fn attack_an_input_signed_for_another_job_still_fixes_this_queries_answer() {
+        // Job 1 and job 2 have the same settings, so round 3's update is the same figures
+        // in both. Signing it for job 2 over the same set reveals nothing new; but job 2's
+        // round 3 has then been answered, and a second, different update for it (a model
+        // chosen after seeing the first sum) is refused, also after a restart.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("ledger.jsonl");
+        let mut ledger = Ledger::open(&path).expect("open");
+        ledger.allow(&entry(&[1, 2, 3, 4])).expect("job 1");
+        let job2 = |input: &str| Entry {
+            job: 2,
+            input: input.to_string(),
+            ..entry(&[1, 2, 3, 4])
+        };
+        ledger
+            .allow(&job2(&"ab".repeat(32)))
+            .expect("job 2, same figures");
+        let e = ledger.allow(&job2(&"cd".repeat(32))).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                LedgerError::AnotherInput {
+                    job: 2,
+                    round: 3,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        drop(ledger);
+        let mut reopened = Ledger::open(&path).expect("reopen");
+        assert!(matches!(
+            reopened.allow(&job2(&"cd".repeat(32))),
+            Err(LedgerError::AnotherInput { .. })
+        ));
     }
 
     #[test]

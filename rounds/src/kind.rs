@@ -91,16 +91,19 @@ pub trait RoundKind {
     /// What the coordinator learns from the decoded sum.
     fn absorb(&self, job: &JobContext, sum: &SessionSum) -> Result<Absorbed, RoundError>;
     /// Counts that this kind's sum reveals and that are the same in every session that
-    /// reads the same rows (how many rows, how many defaults), or `None`. Whatever else a
-    /// session's vector holds, two sums carrying the same counts over survivor sets that
-    /// differ by one institution give that institution's counts: the agent lets them be
-    /// summed over one survivor set only (runs on the agent).
+    /// reads the same rows (how many rows, how many defaults), one list per set of rows
+    /// (empty when none). Whatever else a session's vector holds, two sums carrying the
+    /// same counts over survivor sets that differ by one institution give that
+    /// institution's counts: the agent lets each list be summed over one survivor set
+    /// only (runs on the agent). A kind that reveals the counts of part of the rows also
+    /// names all rows' counts ([`split_constants`]): the parts of two jobs split another
+    /// way add up to them.
     fn constants(
         &self,
         _job: &JobContext,
         _rows: &mut dyn Rows,
-    ) -> Result<Option<Vec<u64>>, RoundError> {
-        Ok(None)
+    ) -> Result<Vec<Vec<u64>>, RoundError> {
+        Ok(Vec::new())
     }
     /// Whether a job asks this kind once, whatever the round: it describes the job's rows
     /// (magnitudes, statistics, bin counts), not a model. The agent answers it once per job,
@@ -123,15 +126,42 @@ pub trait RoundKind {
     }
 }
 
-/// The row and default counts of the training rows (what statistics and bin-count sums add
-/// up to), as [`RoundKind::constants`] gives them.
-pub fn train_constants(
+/// Which of a job's rows a sum's counts are about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowsCounted {
+    /// The training rows (statistics, bin counts, an update at zero coefficients).
+    Train,
+    /// The rows evaluations score (the held-out rows, else the training rows).
+    Eval,
+}
+
+/// The row and default counts of the rows `which` names, and of all the institution's
+/// rows when those differ, as [`RoundKind::constants`] gives them. Training and held-out
+/// counts of one split add up to all rows' counts, and so do those of a job split with
+/// another validation share or seed: all rows' counts are tied to one survivor set too,
+/// so that no two jobs' sums over different sets can be differenced into them.
+pub fn split_constants(
     job: &JobContext,
     rows: &mut dyn Rows,
-) -> Result<Option<Vec<u64>>, RoundError> {
+    which: RowsCounted,
+) -> Result<Vec<Vec<u64>>, RoundError> {
     let split = rows.split(job)?;
-    let labels = split.train.labels.as_deref().unwrap_or_default();
-    Ok(Some(row_constants(labels.iter())))
+    let train = split.train.labels.as_deref().unwrap_or_default();
+    let held_out = split
+        .held_out
+        .as_ref()
+        .and_then(|d| d.labels.as_deref())
+        .unwrap_or_default();
+    let counted = match which {
+        RowsCounted::Eval if !held_out.is_empty() => row_constants(held_out.iter()),
+        _ => row_constants(train.iter()),
+    };
+    let all = row_constants(train.iter().chain(held_out));
+    Ok(if all == counted {
+        vec![counted]
+    } else {
+        vec![counted, all]
+    })
 }
 
 /// The row and default counts of a set of labelled rows, as [`RoundKind::constants`] gives them.

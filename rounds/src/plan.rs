@@ -154,6 +154,10 @@ pub struct SessionRequest {
     /// Invite exactly these participants and no others; the session fails when one of them
     /// is missing (evaluations: see [`Checkpoint::constants_survivors`]).
     pub only: Option<Vec<u32>>,
+    /// The session cannot go on without `only`'s members (round 1's update, which carries
+    /// the training counts): the driver waits for them as long as for a job's start, and
+    /// their absence is a failure to retry, not a reason to drop or skip anything.
+    pub only_needed: bool,
     /// How many leading words of each input carry a commitment (slot 0 and the values
     /// later tasks derive from: [`crate::RoundKind::committed_len`]); 0 for none.
     pub commit_words: u32,
@@ -453,9 +457,17 @@ impl JobPlan {
             params,
         };
         let kind = task.params.kind();
+        // A flat update (round 1's) carries the training counts: it is tied to the
+        // statistics set like an evaluation, but nothing can be dropped to run without it.
+        let flat = matches!(&task.params, TaskParams::Update(u) if u.starts_flat());
         let only = match (&self.phase, &self.checkpoint) {
             (Phase::Evaluation { .. } | Phase::Update { evaluate: true }, Some(cp))
                 if !cp.constants_survivors.is_empty() =>
+            {
+                Some(cp.constants_survivors.clone())
+            }
+            (Phase::Update { evaluate: false }, Some(cp))
+                if flat && !cp.constants_survivors.is_empty() =>
             {
                 Some(cp.constants_survivors.clone())
             }
@@ -474,6 +486,7 @@ impl JobPlan {
             task: encoded,
             first_of_job: self.first_of_job,
             new_attempt: self.new_attempt,
+            only_needed: flat && only.is_some(),
             only,
             commit_words: kind
                 .committed_len(&self.job)
@@ -492,12 +505,11 @@ impl JobPlan {
             reason: failure.reason().to_string(),
         };
         // The evaluation riding with an update is dropped rather than waited for: the
-        // update alone runs over whoever is there.
-        if matches!(self.phase, Phase::Update { evaluate: true })
-            && self.attempts < self.spec.max_attempts
-        {
+        // update alone runs over whoever is there. That is not another try of the same
+        // session (it happens once per round), so it spends none of the round's attempts:
+        // a job allowed one attempt still trains past a missing member.
+        if matches!(self.phase, Phase::Update { evaluate: true }) {
             self.phase = Phase::Update { evaluate: false };
-            self.attempts += 1;
             self.new_attempt = true;
             return Ok(AfterFailure::WithoutEvaluation);
         }

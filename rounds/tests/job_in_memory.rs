@@ -1346,3 +1346,139 @@ fn a_dropped_evaluation_is_followed_by_agents_and_kept_across_a_restart() {
     let again = resumed.next_session().expect("a session");
     assert_eq!(again.binding, alone.binding);
 }
+
+#[test]
+fn attack_round_one_carries_the_training_counts_so_it_runs_over_the_statistics_set_only() {
+    // Round 1's update starts from zero coefficients: every row scores 1/2, so the
+    // intercept's Hessian entry is a quarter of the rows summed. Summed over the statistics
+    // set less one institution, it gives that institution's row count against the
+    // statistics' total. The kind names those counts, and the plan invites the statistics
+    // set only and retries (never drops) round 1 when a member is missing.
+    let (schema, sets) = federation(4);
+    let mut spec = spec(&schema, 2);
+    spec.max_attempts = 3;
+    let mut plan = new_plan(&spec, 24);
+    let mut agents = agents(&sets);
+    let mut rng = ChaCha20Rng::seed_from_u64(24);
+    let req = run_until(&mut plan, &spec, 24, &mut agents, &mut rng, 1, "update");
+    assert_eq!(req.only, Some(vec![1, 2, 3, 4]), "the statistics set");
+    assert!(req.only_needed, "round 1 cannot be dropped");
+
+    // The attack the tie stops, run on the real kinds and session: the sum over three.
+    let task = Task::decode(&req.task, 24, 1).expect("task");
+    let kind = task.params.kind();
+    let sum = run_session(&spec, 24, &req, &mut agents[..3], &[], &mut rng).expect("session");
+    let k = plan_width(&task);
+    let c = fedrisk_models::federated::newton_from_sum(&sum.sums, k).expect("sums");
+    let three = 4.0 * c.hess[[k - 1, k - 1]];
+    let fourth = (task.job.settings.total_rows - three).round() as u64;
+    let counts = kind
+        .constants(&task.job, &mut agents[3].data)
+        .expect("constants");
+    assert_eq!(
+        counts.first().map(|c| c[0]),
+        Some(fourth),
+        "the difference is the fourth institution's training rows, and the kind names them"
+    );
+    // A later round starts elsewhere and carries no such counts.
+    use fedrisk_rounds::RoundKind;
+    let later = fedrisk_rounds::kinds::Update {
+        model: fedrisk_rounds::GlobalModel {
+            theta: vec![0.1; k],
+            ..match &task.params {
+                fedrisk_rounds::TaskParams::Update(u) => u.model.clone(),
+                _ => panic!("an update"),
+            }
+        },
+    };
+    assert!(
+        later
+            .constants(&task.job, &mut agents[3].data)
+            .expect("constants")
+            .is_empty()
+    );
+
+    // A member missing: round 1 is tried again over the same set, not over whoever is there.
+    assert!(matches!(
+        plan.on_failure(Failure::Transient("agent 4 left".into())),
+        Ok(fedrisk_rounds::AfterFailure::Retry)
+    ));
+    let again = plan.next_session().expect("round 1 again");
+    assert_eq!(
+        (
+            again.round,
+            again.label,
+            again.only.clone(),
+            again.only_needed
+        ),
+        (1, "update", Some(vec![1, 2, 3, 4]), true)
+    );
+    let sum = run_session(&spec, 24, &again, &mut agents, &[], &mut rng).expect("session");
+    assert!(matches!(
+        plan.on_output(sum).expect("plan"),
+        Progress::RoundCompleted(_)
+    ));
+    let next = plan.next_session().expect("round 2");
+    assert_eq!((next.round, next.label), (2, "update_eval"));
+    assert!(!next.only_needed, "round 2's evaluation can be dropped");
+}
+
+/// The number of parameters of an update task's model.
+fn plan_width(task: &Task) -> usize {
+    match &task.params {
+        fedrisk_rounds::TaskParams::Update(u) => u.model.theta.len(),
+        _ => panic!("an update task"),
+    }
+}
+
+#[test]
+fn dropping_an_evaluation_spends_none_of_the_rounds_attempts() {
+    // With one attempt per round, a member missing from round 2's session with round 1's
+    // evaluation still leaves the update alone to run: the drop is not a retry.
+    let (schema, sets) = federation(4);
+    let mut spec = spec(&schema, 2);
+    spec.max_attempts = 1;
+    let mut plan = new_plan(&spec, 25);
+    let mut agents = agents(&sets);
+    let mut rng = ChaCha20Rng::seed_from_u64(25);
+    run_until(
+        &mut plan,
+        &spec,
+        25,
+        &mut agents,
+        &mut rng,
+        2,
+        "update_eval",
+    );
+    assert!(matches!(
+        plan.on_failure(Failure::Transient("agent 4 left".into())),
+        Ok(fedrisk_rounds::AfterFailure::WithoutEvaluation)
+    ));
+    let update = plan.next_session().expect("the update alone");
+    assert_eq!((update.round, update.label), (2, "update"));
+    let sum = run_session(&spec, 25, &update, &mut agents[..3], &[], &mut rng).expect("session");
+    assert!(matches!(
+        plan.on_output(sum).expect("plan"),
+        Progress::Continue
+    ));
+    // The update alone failing is the round's one attempt: the job ends with the reason.
+    let mut plan = new_plan(&spec, 26);
+    run_until(
+        &mut plan,
+        &spec,
+        26,
+        &mut agents,
+        &mut rng,
+        2,
+        "update_eval",
+    );
+    assert!(matches!(
+        plan.on_failure(Failure::Transient("agent 4 left".into())),
+        Ok(fedrisk_rounds::AfterFailure::WithoutEvaluation)
+    ));
+    plan.next_session().expect("the update alone");
+    let e = plan
+        .on_failure(Failure::Transient("agent 3 left too".into()))
+        .expect_err("no attempt left");
+    assert!(e.to_string().contains("agent 3 left too"), "{e}");
+}

@@ -53,7 +53,14 @@ fn plan(rng: &mut Lcg, agents: usize, last: u32) -> Vec<Death> {
             .iter()
             .filter(|d| d.restart && d.round + 1 == round)
             .count();
-        let allowed = budget(agents - gone - returning) as u64;
+        // Round 1 starts from zero coefficients, where its sums carry the training counts:
+        // it runs over the statistics set only and is retried until that set is back, so
+        // a death there is one agent that comes back.
+        let allowed = if round == 1 {
+            1
+        } else {
+            budget(agents - gone - returning) as u64
+        };
         for _ in 0..rng.below(allowed + 1) {
             if free.is_empty() {
                 break;
@@ -63,7 +70,7 @@ fn plan(rng: &mut Lcg, agents: usize, last: u32) -> Vec<Death> {
                 agent,
                 round,
                 stage: STAGES[rng.below(STAGES.len() as u64) as usize],
-                restart: rng.below(2) == 0,
+                restart: round == 1 || rng.below(2) == 0,
             });
         }
     }

@@ -1,20 +1,21 @@
-//! Participants that die in the middle of a secure-aggregation session: the round completes
-//! with the survivors, the job goes on without the dead, and the model is exactly the one
-//! the survivors' data gives.
+//! Participants that die in the middle of a secure-aggregation session: a session that
+//! carries counts tied to the statistics set is refused without them, a plain update
+//! completes with the survivors, the job goes on without the dead, and the model is
+//! exactly the one the survivors' data gives.
 
 use std::time::{Duration, Instant};
 
 use fedrisk_models::federated::{self, Contribution, RoundSettings, validation_split};
 use fedrisk_models::logistic::{Curvature, Penalty, loss_grad_hessian, newton_step};
-use fedrisk_models::{
-    Dataset, FeatureStats, LabelMode, ModelFile, PreprocessOptions, Preprocessor, Schema, load_csv,
-};
+use fedrisk_models::{Dataset, LabelMode, ModelFile, Preprocessor, Schema, load_csv};
 
 use crate::harness::{Fed, JobOpts, Proc, secs, survivors, tail};
 
 const ROUNDS: u32 = 3;
-/// The agent that is killed: bank_b, roster id 2.
+/// The agent killed in round 2's update session: bank_b, roster id 2.
 const VICTIM: usize = 1;
+/// The agent killed in round 2's session with the evaluation, before it shares keys.
+const DROPPER: usize = 3;
 /// On log-odds, against the clear-text computation: the fixed-point encoding of the sums
 /// costs up to ~1e-5 on heavy-tailed rows; a wrong participant set ~0.1.
 const TOLERANCE: f64 = 5e-5;
@@ -42,25 +43,20 @@ fn train_sets(fed: &Fed, schema: &Schema) -> Vec<Dataset> {
         .collect()
 }
 
-/// Round 1 of a federated Newton job, computed in the clear: statistics from everybody
-/// (round 0 had all of them), one Newton step from zero on the `included` institutions' sums.
-fn expected_round1(
-    schema: &Schema,
+/// A federated Newton step computed in the clear: from `theta` under `pre`, on the
+/// `included` institutions' training rows.
+fn expected_step(
+    pre: &Preprocessor,
+    theta: &[f64],
     train: &[Dataset],
     included: &[usize],
-) -> (Preprocessor, Vec<f64>) {
+) -> Vec<f64> {
     let settings = RoundSettings::default();
-    let mut stats = FeatureStats::zeros(schema);
-    for d in train {
-        stats.merge(&FeatureStats::from_dataset(schema, d));
-    }
-    let pre = Preprocessor::fit(schema, &stats, PreprocessOptions::default());
-    let theta0 = vec![0.0; pre.width() + 1];
     let mut total: Option<Curvature> = None;
     for &i in included {
         let x = pre.transform_ref(&train[i]);
         let y = train[i].labels_f64().expect("labels");
-        let c = loss_grad_hessian(x.view(), &y, &theta0).expect("curvature");
+        let c = loss_grad_hessian(x.view(), &y, theta).expect("curvature");
         total = Some(match total {
             None => c,
             Some(mut t) => {
@@ -73,9 +69,7 @@ fn expected_round1(
         });
     }
     let t = total.expect("at least one institution");
-    let theta =
-        newton_step(&theta0, &t.grad, &t.hess, &Penalty::sklearn(settings.c)).expect("Newton step");
-    (pre, theta)
+    newton_step(theta, &t.grad, &t.hess, &Penalty::sklearn(settings.c)).expect("Newton step")
 }
 
 /// Fractional bits of the coordinator's fixed point for `n` participants and a clip bound
@@ -103,36 +97,33 @@ fn secure_sum(contribs: &[Contribution], n: usize, clip: f64) -> Vec<f64> {
     acc.into_iter().map(|a| a as f64 / scale).collect()
 }
 
-/// The same round 1, through the federation's own vectors and the fixed-point encoding of a
-/// 5-party session: the coordinator's result to the last bit, if it summed exactly these.
-fn mirrored_round1(schema: &Schema, train: &[Dataset], included: &[usize]) -> Vec<f64> {
-    let n = train.len();
-    let mags: Vec<_> = train
-        .iter()
-        .map(federated::magnitude_contribution)
-        .collect();
-    let scales =
-        federated::scales_from_magnitudes(schema, &secure_sum(&mags, n, 1.0)).expect("scales");
-    let stats: Vec<_> = train
-        .iter()
-        .map(|d| federated::stats_contribution(schema, d, &scales).expect("stats"))
-        .collect();
-    let stats = federated::stats_from_sum(schema, &secure_sum(&stats, n, 1.0), &scales)
-        .expect("statistics");
-    let pre = Preprocessor::fit(schema, &stats, PreprocessOptions::default());
-    let k = pre.width() + 1;
-    let theta0 = vec![0.0; k];
+/// The same step through the federation's own vectors and the fixed-point encoding of an
+/// `invited`-party session: the coordinator's result to the last bit, if it summed exactly
+/// these.
+fn mirrored_step(
+    pre: &Preprocessor,
+    theta: &[f64],
+    train: &[Dataset],
+    included: &[usize],
+    invited: usize,
+) -> Vec<f64> {
     let contribs: Vec<_> = included
         .iter()
         .map(|&i| {
             let x = pre.transform_ref(&train[i]);
             let y = train[i].labels_f64().expect("labels");
-            federated::newton_contribution(x.view(), &y, &theta0).expect("contribution")
+            let mut c = federated::newton_contribution(x.view(), &y, theta).expect("contribution");
+            // The agent sends the loss slot as 0 (see the update kind).
+            if let Some(loss) = c.values.last_mut() {
+                *loss = 0.0;
+            }
+            c
         })
         .collect();
-    let c = federated::newton_from_sum(&secure_sum(&contribs, n, TRAIN_CLIP), k).expect("sums");
+    let c = federated::newton_from_sum(&secure_sum(&contribs, invited, TRAIN_CLIP), theta.len())
+        .expect("sums");
     newton_step(
-        &theta0,
+        theta,
         &c.grad,
         &c.hess,
         &Penalty::sklearn(RoundSettings::default().c),
@@ -171,9 +162,13 @@ fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
         .fold(0.0, f64::max)
 }
 
-/// Runs a 5-institution job in which the victim's agent stops at `fault` in round 1 and is
-/// SIGKILLed there. `victim_in_round1_sum`: whether its masked input was already in.
-fn scenario(fault: &str, seed: u64, victim_in_round1_sum: bool) {
+/// Runs a 5-institution job through round 2, where two agents stop and are SIGKILLed.
+/// Round 2's session carries round 1's evaluation, whose counts are tied to the statistics
+/// set: when the dropper stops in it, the others refuse a sum without it and the round's
+/// update is asked for alone. In that session the victim stops at `fault`, and the session
+/// completes with whoever is left, without another attempt. `victim_in_sum`: whether the
+/// victim's masked input was already in.
+fn scenario(fault: &str, seed: u64, victim_in_sum: bool) {
     let started = Instant::now();
     let fed = Fed::new(seed, 6000, 5);
     fed.write_config(&JobOpts {
@@ -183,26 +178,30 @@ fn scenario(fault: &str, seed: u64, victim_in_round1_sum: bool) {
         ..JobOpts::default()
     });
     let coord = fed.serve();
-    let fault_env = format!("{fault}@1");
+    let victim_fault = format!("{fault}@2:update");
+    let dropper_fault = "hang-before-share-keys@2:update_eval".to_string();
     let mut agents: Vec<Proc> = fed
         .institutions
         .iter()
         .enumerate()
         .map(|(i, name)| {
-            let env: &[(&str, &str)] = if i == VICTIM {
-                &[("FEDRISK_TEST_FAULT", &fault_env)]
-            } else {
-                &[]
+            let env: Vec<(&str, &str)> = match i {
+                VICTIM => vec![("FEDRISK_TEST_FAULT", victim_fault.as_str())],
+                DROPPER => vec![("FEDRISK_TEST_FAULT", dropper_fault.as_str())],
+                _ => Vec::new(),
             };
-            fed.participant(name, env, &[])
+            fed.participant(name, &env, &[])
         })
         .collect();
 
-    agents[VICTIM].wait_for_log("test fault: this agent stops here", Duration::from_secs(90));
+    let stop = "test fault: this agent stops here";
+    agents[DROPPER].wait_for_log(stop, Duration::from_secs(120));
+    agents[DROPPER].kill();
+    agents[VICTIM].wait_for_log(stop, Duration::from_secs(120));
     agents[VICTIM].kill();
     let killed_at = secs(started);
 
-    let status = fed.wait_job_end(1, Duration::from_secs(120), &coord);
+    let status = fed.wait_job_end(1, Duration::from_secs(180), &coord);
     assert_eq!(
         status["state"],
         "completed",
@@ -210,7 +209,7 @@ fn scenario(fault: &str, seed: u64, victim_in_round1_sum: bool) {
         tail(&coord.stderr(), 40)
     );
     for (i, a) in agents.iter_mut().enumerate() {
-        if i == VICTIM {
+        if i == VICTIM || i == DROPPER {
             continue;
         }
         let s = a.wait_exit(Duration::from_secs(30));
@@ -228,20 +227,40 @@ fn scenario(fault: &str, seed: u64, victim_in_round1_sum: bool) {
         );
     }
 
-    // The session absorbed the death: no attempt was abandoned and retried with fresh keys.
+    // Only sessions that carried an evaluation failed (round 2's, refused without the
+    // dropper; round 3's, without its set): the update session absorbed the victim's death
+    // instead of being abandoned and retried with fresh keys.
     let log = coord.stderr();
+    let failed: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("retrying with fresh keys"))
+        .collect();
     assert!(
-        !log.contains("round attempt failed"),
-        "{fault}: a round was retried instead of completing with the survivors:\n{}",
+        failed.iter().any(|l| l.contains("round=2")),
+        "{fault}: round 2's session with the evaluation did not fail without the dropper:\n{}",
         tail(&log, 40)
     );
+    assert!(
+        failed.iter().all(|l| l.contains("update_eval")),
+        "{fault}: a session without an evaluation was retried instead of completing with the survivors:\n{}",
+        failed.join("\n")
+    );
+    let refused_without_dropper = agents
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != VICTIM && *i != DROPPER)
+        .all(|(_, a)| a.stderr().contains("row and default counts"));
+    assert!(
+        refused_without_dropper,
+        "{fault}: the agents did not refuse round 2's evaluation over a set without the dropper"
+    );
     let by_round = survivors(&status);
-    let round1 = if victim_in_round1_sum { 5 } else { 4 };
+    let round2 = if victim_in_sum { 4 } else { 3 };
     let expected: Vec<(u64, u64)> = (0..=u64::from(ROUNDS))
         .map(|r| match r {
-            0 => (0, 5),
-            1 => (1, round1),
-            r => (r, 4),
+            0 | 1 => (r, 5),
+            2 => (2, round2),
+            r => (r, 3),
         })
         .collect();
     assert_eq!(
@@ -249,53 +268,69 @@ fn scenario(fault: &str, seed: u64, victim_in_round1_sum: bool) {
         "(round, survivors) with {fault}: {status}"
     );
 
-    // Exactness: the exported round-1 model is the Newton step of exactly the parties whose
-    // masked input was in the sum.
+    // Exactness: the exported round-2 model is the Newton step from round 1's model of
+    // exactly the parties whose masked input was in the sum.
     let schema = Schema::load(&fed.path("data/schema.json")).expect("schema");
     let train = train_sets(&fed, &schema);
-    let all: Vec<usize> = (0..5).collect();
-    let without: Vec<usize> = all.iter().copied().filter(|&i| i != VICTIM).collect();
-    let (included, other) = if victim_in_round1_sum {
-        (&all, &without)
+    let alive: Vec<usize> = (0..5).filter(|&i| i != DROPPER).collect();
+    let without: Vec<usize> = alive.iter().copied().filter(|&i| i != VICTIM).collect();
+    let (included, other) = if victim_in_sum {
+        (&alive, &without)
     } else {
-        (&without, &all)
+        (&without, &alive)
     };
-    let exported = ModelFile::load(&fed.export(1, 1)).expect("exported model loads");
-    assert_eq!(exported.provenance.rounds, 1);
+    let round1 = ModelFile::load(&fed.export(1, 1)).expect("round 1's model loads");
+    let rounds = status["rounds"].as_array().cloned().unwrap_or_default();
+    let auc = |r: u64| {
+        rounds
+            .iter()
+            .filter(|x| x["round"] == r)
+            .find_map(|x| x["auc"].as_f64())
+    };
+    assert_eq!(
+        auc(1),
+        None,
+        "round 1's evaluation was dropped with round 2's first session: {status}"
+    );
+    let exported = ModelFile::load(&fed.export(1, 2)).expect("exported model loads");
+    assert_eq!(exported.provenance.rounds, 2);
     assert_eq!(exported.provenance.participants as usize, included.len());
+    let pre = &round1.preprocessing;
+    let from = round1.theta();
     let got = exported.theta();
-    let (pre, want) = expected_round1(&schema, &train, included);
-    let (_, wrong) = expected_round1(&schema, &train, other);
+    let want = expected_step(pre, &from, &train, included);
+    let wrong = expected_step(pre, &from, &train, other);
     let mut scored = train.clone();
     scored.push(
         load_csv(&fed.path("data/test.csv"), &schema, LabelMode::Required).expect("test.csv"),
     );
     let z_got = log_odds(&exported.preprocessing, &got, &scored);
-    let z_diff = max_abs_diff(&z_got, &log_odds(&pre, &want, &scored));
-    let z_diff_wrong = max_abs_diff(&z_got, &log_odds(&pre, &wrong, &scored));
+    let z_diff = max_abs_diff(&z_got, &log_odds(pre, &want, &scored));
+    let z_diff_wrong = max_abs_diff(&z_got, &log_odds(pre, &wrong, &scored));
     let coef_diff = max_rel_diff(&got, &want);
-    let mirrored = mirrored_round1(&schema, &train, included);
+    // The update session invited the four left after the dropper.
+    let mirrored = mirrored_step(pre, &from, &train, included, 4);
     let mirror_diff = max_rel_diff(&got, &mirrored);
     let coef_diff_wrong = max_rel_diff(&got, &wrong);
     println!(
-        "{fault}: killed at {killed_at:.1} s, job done at {:.1} s; round-1 model vs the clear-text Newton step of the parties in the sum: log-odds {z_diff:.1e}, coefficients {coef_diff:.1e}; vs the other party set: log-odds {z_diff_wrong:.1e}, coefficients {coef_diff_wrong:.1e}; vs the same through fixed point: {mirror_diff:.1e}",
+        "{fault}: killed at {killed_at:.1} s, job done at {:.1} s; round-2 model vs the clear-text Newton step of the parties in the sum: log-odds {z_diff:.1e}, coefficients {coef_diff:.1e}; vs the other party set: log-odds {z_diff_wrong:.1e}, coefficients {coef_diff_wrong:.1e}; vs the same through fixed point: {mirror_diff:.1e}",
         secs(started)
     );
     // Every row's score is the survivors' model's, to fixed-point precision.
     assert!(
         z_diff < TOLERANCE,
-        "{fault}: round-1 log-odds differ from the survivors' Newton step by up to {z_diff:e}\n got {got:?}\nwant {want:?}"
+        "{fault}: round-2 log-odds differ from the survivors' Newton step by up to {z_diff:e}\n got {got:?}\nwant {want:?}"
     );
     // Coefficients too, but along the direction the one-hot columns share with the intercept
     // (where only the L2 penalty pins the solution) fixed-point error is amplified ~100x.
     assert!(
         coef_diff < COEF_TOLERANCE,
-        "{fault}: round-1 coefficients differ from the survivors' Newton step by {coef_diff:e}\n got {got:?}\nwant {want:?}"
+        "{fault}: round-2 coefficients differ from the survivors' Newton step by {coef_diff:e}\n got {got:?}\nwant {want:?}"
     );
     // Mirroring the fixed-point encoding leaves only floating-point rounding.
     assert!(
         mirror_diff < 1e-12,
-        "{fault}: round-1 coefficients differ from the fixed-point mirror of the survivors' sums by {mirror_diff:e}\n got {got:?}\nwant {mirrored:?}"
+        "{fault}: round-2 coefficients differ from the fixed-point mirror of the survivors' sums by {mirror_diff:e}\n got {got:?}\nwant {mirrored:?}"
     );
     // The check can fail: the other party set's model is far off.
     assert!(
@@ -304,7 +339,7 @@ fn scenario(fault: &str, seed: u64, victim_in_round1_sum: bool) {
     );
     // The last model is the job's final one.
     let last = ModelFile::load(&fed.export(1, ROUNDS)).expect("final model loads");
-    assert_eq!(last.provenance.participants, 4);
+    assert_eq!(last.provenance.participants, 3);
 }
 
 #[test]

@@ -9,7 +9,7 @@ use fedrisk_models::federated::Contribution;
 use serde::{Deserialize, Serialize};
 
 use crate::error::RoundError;
-use crate::kind::{Absorbed, Part, RoundKind, SessionSum, train_constants};
+use crate::kind::{Absorbed, Part, RoundKind, RowsCounted, SessionSum, split_constants};
 use crate::local::Rows;
 use crate::task::JobContext;
 
@@ -70,10 +70,10 @@ impl RoundKind for BinCounts {
         &self,
         job: &JobContext,
         rows: &mut dyn Rows,
-    ) -> Result<Option<Vec<u64>>, RoundError> {
+    ) -> Result<Vec<Vec<u64>>, RoundError> {
         // The counts sum to the training rows' row and default counts, as the statistics
         // sum does: one survivor set for both.
-        train_constants(job, rows)
+        split_constants(job, rows, RowsCounted::Train)
     }
 
     fn absorb(&self, job: &JobContext, sum: &SessionSum) -> Result<Absorbed, RoundError> {

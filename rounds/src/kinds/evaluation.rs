@@ -6,7 +6,7 @@ use fedrisk_models::federated::{self, Contribution};
 use serde::{Deserialize, Serialize};
 
 use crate::error::RoundError;
-use crate::kind::{Absorbed, Part, RoundKind, SessionSum, row_constants};
+use crate::kind::{Absorbed, Part, RoundKind, RowsCounted, SessionSum, split_constants};
 use crate::local::Rows;
 use crate::task::{GlobalModel, JobContext};
 
@@ -64,9 +64,8 @@ impl RoundKind for Evaluation {
         &self,
         job: &JobContext,
         rows: &mut dyn Rows,
-    ) -> Result<Option<Vec<u64>>, RoundError> {
-        let d = rows.design(job, &self.model.preprocessor)?;
-        Ok(Some(row_constants(d.eval_labels.iter())))
+    ) -> Result<Vec<Vec<u64>>, RoundError> {
+        split_constants(job, rows, RowsCounted::Eval)
     }
 
     fn absorb(&self, _job: &JobContext, sum: &SessionSum) -> Result<Absorbed, RoundError> {

@@ -7,7 +7,7 @@ use fedrisk_models::federated;
 use serde::{Deserialize, Serialize};
 
 use crate::error::RoundError;
-use crate::kind::{Absorbed, Part, RoundKind, SessionSum, train_constants};
+use crate::kind::{Absorbed, Part, RoundKind, RowsCounted, SessionSum, split_constants};
 use crate::local::Rows;
 use crate::task::JobContext;
 
@@ -51,8 +51,8 @@ impl RoundKind for Statistics {
         &self,
         job: &JobContext,
         rows: &mut dyn Rows,
-    ) -> Result<Option<Vec<u64>>, RoundError> {
-        train_constants(job, rows)
+    ) -> Result<Vec<Vec<u64>>, RoundError> {
+        split_constants(job, rows, RowsCounted::Train)
     }
 
     fn absorb(&self, job: &JobContext, sum: &SessionSum) -> Result<Absorbed, RoundError> {

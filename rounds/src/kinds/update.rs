@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::RoundError;
 use crate::fixed::TRAIN_CLIP;
-use crate::kind::{Absorbed, Part, RoundKind, SessionSum};
+use crate::kind::{Absorbed, Part, RoundKind, RowsCounted, SessionSum, split_constants};
 use crate::local::Rows;
 use crate::task::{GlobalModel, JobContext};
 
@@ -22,6 +22,21 @@ use crate::task::{GlobalModel, JobContext};
 pub struct Update {
     /// The model the update starts from.
     pub model: GlobalModel,
+}
+
+impl Update {
+    /// Whether the update starts from a model whose coefficients (all but the intercept)
+    /// are zero, as round 1 does. Every row then has the same score, so a Newton update's
+    /// intercept entries are exactly a quarter of the training rows and half of them less
+    /// the defaults (scaled by the score's slope elsewhere), and its other entries are the
+    /// feature sums a statistics session carries; a FedAvg step from there starts from the
+    /// default rate the same way. Such an update carries the training counts.
+    pub fn starts_flat(&self) -> bool {
+        self.model
+            .theta
+            .split_last()
+            .is_some_and(|(_, coefficients)| coefficients.iter().all(|c| *c == 0.0))
+    }
 }
 
 impl RoundKind for Update {
@@ -88,6 +103,18 @@ impl RoundKind for Update {
             }
         };
         Ok(Part::whole(self, round, c))
+    }
+
+    fn constants(
+        &self,
+        job: &JobContext,
+        rows: &mut dyn Rows,
+    ) -> Result<Vec<Vec<u64>>, RoundError> {
+        if self.starts_flat() {
+            split_constants(job, rows, RowsCounted::Train)
+        } else {
+            Ok(Vec::new())
+        }
     }
 
     fn absorb(&self, job: &JobContext, sum: &SessionSum) -> Result<Absorbed, RoundError> {

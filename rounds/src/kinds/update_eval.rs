@@ -90,8 +90,14 @@ impl RoundKind for UpdateEval {
         &self,
         job: &JobContext,
         rows: &mut dyn Rows,
-    ) -> Result<Option<Vec<u64>>, RoundError> {
-        self.evaluation().constants(job, rows)
+    ) -> Result<Vec<Vec<u64>>, RoundError> {
+        let mut counts = self.evaluation().constants(job, rows)?;
+        for c in self.update().constants(job, rows)? {
+            if !counts.contains(&c) {
+                counts.push(c);
+            }
+        }
+        Ok(counts)
     }
 
     /// A sum of the update part alone (what a lineage record carries: the committed

@@ -56,13 +56,22 @@ fn octave_of(v: f64) -> usize {
 /// the institution's largest |value| (weight 1). Summed, it tells the federation each
 /// feature's global magnitude, hence a scale that keeps phase 2's values within [-1, 1].
 pub fn magnitude_contribution(data: &Dataset) -> Contribution {
-    let cols = data.numeric.ncols();
+    magnitude_contribution_of(&[data])
+}
+
+/// [`magnitude_contribution`] of several parts of one institution's rows taken together
+/// (its training and held-out rows: the input is then the same whatever the split).
+pub fn magnitude_contribution_of(parts: &[&Dataset]) -> Contribution {
+    let cols = parts.first().map_or(0, |d| d.numeric.ncols());
     let mut values = vec![0.0; cols * OCTAVES];
-    for (j, col) in data.numeric.columns().into_iter().enumerate() {
-        let max = col
-            .iter()
-            .filter(|v| !v.is_nan())
-            .fold(0.0f64, |m, v| m.max(v.abs()));
+    for j in 0..cols {
+        let max = parts.iter().fold(0.0f64, |m, d| {
+            d.numeric
+                .column(j)
+                .iter()
+                .filter(|v| !v.is_nan())
+                .fold(m, |m, v| m.max(v.abs()))
+        });
         if max > 0.0 {
             values[j * OCTAVES + octave_of(max)] = 1.0;
         }

@@ -1307,6 +1307,18 @@ mod tests {
         let (four, three) = sets();
         let mut ledger = Ledger::in_memory();
         let evaluation = Evaluation { model, bins: 20 };
+        // The magnitudes are taken over all rows: the same input in both jobs, tied as one.
+        let magnitudes = fedrisk_rounds::kinds::Magnitudes {};
+        ledger
+            .allow_all(&entries_of(&magnitudes, &job1, (1, 0), &mut data, &four))
+            .expect("job 1's magnitudes");
+        let e = ledger
+            .allow_all(&entries_of(&magnitudes, &job2, (2, 0), &mut data, &three))
+            .unwrap_err();
+        assert!(
+            matches!(e, crate::ledger::LedgerError::OtherSurvivors { .. }),
+            "{e}"
+        );
         ledger
             .allow_all(&entries_of(&stats, &job1, (1, 0), &mut data, &four))
             .expect("job 1's statistics");

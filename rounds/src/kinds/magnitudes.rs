@@ -37,7 +37,13 @@ impl RoundKind for Magnitudes {
         round: u32,
         rows: &mut dyn Rows,
     ) -> Result<Vec<Part>, RoundError> {
-        let c = federated::magnitude_contribution(&rows.split(job)?.train);
+        // All rows, not the training rows: the input is then the same in every job over
+        // these rows whatever its validation share or seed, so the ledger ties it to one
+        // set across jobs (a split-dependent maximum could be differenced between two jobs).
+        let split = rows.split(job)?;
+        let mut parts = vec![&split.train];
+        parts.extend(split.held_out.as_ref());
+        let c = federated::magnitude_contribution_of(&parts);
         Ok(Part::whole(self, round, c))
     }
 

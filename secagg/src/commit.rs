@@ -5,7 +5,8 @@
 //! histogram of any model it likes (one with a single non-zero coefficient turns it into a
 //! histogram of one feature). So each participant commits to what it adds, its input
 //! `x_u` (noise included), with fresh blinding `rho_u`:
-//! `C_u = sum_k x_uk * G_k + rho_u * H` over Ristretto, and signs `C_u` with its identity
+//! `C_u = sum_k x_uk * G_k + rho_u * H` over Ristretto (with the words `x_uk` packed three
+//! to a scalar, see [`WORDS_PER_SCALAR`]), and signs `C_u` with its identity
 //! key ([`commitment_transcript`]). `rho_u` travels inside the masked vector as
 //! [`RHO_LIMBS`] limbs of [`LIMB_BITS`] bits, so the session's output carries the sum of
 //! the blindings (never one) next to the sum of the inputs. Commitments add up:
@@ -68,14 +69,42 @@ fn with_generators<T>(n: usize, f: impl FnOnce(&[RistrettoPoint]) -> T) -> T {
     f(&gens[..n])
 }
 
-/// A word as the signed integer it encodes.
+/// A word as the signed integer it encodes, without branching on its sign (the input is
+/// secret).
 fn signed_scalar(word: u64) -> Scalar {
-    let v = word as i64;
-    if v >= 0 {
-        Scalar::from(v as u64)
-    } else {
-        -Scalar::from(v.unsigned_abs())
-    }
+    use subtle::ConditionallyNegatable;
+    let sign = word >> 63;
+    let magnitude = (word ^ sign.wrapping_neg()).wrapping_add(sign);
+    let mut s = Scalar::from(magnitude);
+    s.conditional_negate(subtle::Choice::from(sign as u8));
+    s
+}
+
+/// Words committed under one generator: three signed 64-bit words, packed as
+/// `w_0 + w_1 2^64 + w_2 2^128`, stay below 2^192 in magnitude, far below the group order
+/// (about 2^252), so a packed sum is the same integer as the sum of the packed inputs and
+/// has one unpacking into words. A multi-scalar multiplication costs about the same per
+/// scalar whatever the scalar's size, so packing divides the work of committing and of
+/// opening by three.
+const WORDS_PER_SCALAR: usize = 3;
+
+/// The packed scalars of `words` ([`WORDS_PER_SCALAR`] per scalar, the last one short).
+fn packed_scalars(words: &[u64]) -> Vec<Scalar> {
+    let lane = Scalar::from(1u128 << 64);
+    words
+        .chunks(WORDS_PER_SCALAR)
+        .map(|chunk| {
+            chunk
+                .iter()
+                .rev()
+                .fold(Scalar::ZERO, |acc, w| acc * lane + signed_scalar(*w))
+        })
+        .collect()
+}
+
+/// How many value generators `words` words are committed under.
+fn generators_for(words: usize) -> usize {
+    words.div_ceil(WORDS_PER_SCALAR)
 }
 
 /// `sum_j limbs[j] * 2^(48 j)` mod the group order.
@@ -118,10 +147,10 @@ impl Blinding {
 
 /// `C = sum_k x_k G_k + rho H`, computed in constant time (the input is secret).
 pub fn commit(input: &[u64], blinding: &Blinding) -> [u8; 32] {
-    let mut scalars: Vec<Scalar> = input.iter().map(|w| signed_scalar(*w)).collect();
+    let mut scalars = packed_scalars(input);
     let mut rho = limbs_scalar(&blinding.limbs);
     scalars.push(rho);
-    let point = with_generators(input.len(), |gens| {
+    let point = with_generators(generators_for(input.len()), |gens| {
         RistrettoPoint::multiscalar_mul(
             scalars.iter(),
             gens.iter()
@@ -136,12 +165,9 @@ pub fn commit(input: &[u64], blinding: &Blinding) -> [u8; 32] {
 
 /// The commitment that `(sum, blinding limbs)` opens (public values: variable time).
 fn opening(sum: &[u64], limbs: &[u64]) -> RistrettoPoint {
-    let scalars: Vec<Scalar> = sum
-        .iter()
-        .map(|w| signed_scalar(*w))
-        .chain(std::iter::once(limbs_scalar(limbs)))
-        .collect();
-    with_generators(sum.len(), |gens| {
+    let mut scalars = packed_scalars(sum);
+    scalars.push(limbs_scalar(limbs));
+    with_generators(generators_for(sum.len()), |gens| {
         RistrettoPoint::vartime_multiscalar_mul(
             scalars.iter(),
             gens.iter()
@@ -275,6 +301,47 @@ mod tests {
         let mut swapped = sum.clone();
         swapped.swap(1, 2);
         assert_ne!(open(&swapped, &limbs), total);
+    }
+
+    #[test]
+    fn packed_words_open_only_to_their_own_words() {
+        // Extreme words in every lane, a short last group, and sums that carry between
+        // lanes if packing were wrong: the opening is the sum of the commitments, and any
+        // other words (one lane's unit moved into its neighbour's lane, the largest and
+        // smallest words swapped) open another point.
+        let mut rng = ChaCha20Rng::seed_from_u64(10);
+        let a: Vec<u64> = vec![
+            1,
+            i64::MAX as u64,
+            i64::MIN as u64,
+            (-1i64) as u64,
+            0,
+            7,
+            1 << 40,
+        ];
+        let b: Vec<u64> = vec![1, (-5i64) as u64, 3, 1, (-1i64) as u64, (-7i64) as u64, 9];
+        let (ba, bb) = (Blinding::random(&mut rng), Blinding::random(&mut rng));
+        let total = CompressedRistretto(commit(&a, &ba)).decompress().unwrap()
+            + CompressedRistretto(commit(&b, &bb)).decompress().unwrap();
+        let mut sum = a.clone();
+        add(&mut sum, &b);
+        let mut limbs = [0u64; RHO_LIMBS];
+        add(&mut limbs, ba.limbs());
+        add(&mut limbs, bb.limbs());
+        assert_eq!(opening(&sum, &limbs), total);
+        // A unit moved from one lane to the next is another integer.
+        let mut carried = sum.clone();
+        carried[1] = carried[1].wrapping_add(1);
+        carried[2] = carried[2].wrapping_sub(1);
+        assert_ne!(opening(&carried, &limbs), total);
+        let mut swapped = sum.clone();
+        swapped.swap(1, 2);
+        assert_ne!(opening(&swapped, &limbs), total);
+        // The sign is part of the word: -x is not x.
+        assert_ne!(signed_scalar((-3i64) as u64), signed_scalar(3));
+        assert_eq!(signed_scalar((-3i64) as u64), -Scalar::from(3u64));
+        assert_eq!(signed_scalar(i64::MIN as u64), -Scalar::from(1u64 << 63));
+        assert_eq!(generators_for(7), 3);
     }
 
     #[test]

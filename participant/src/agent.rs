@@ -479,6 +479,7 @@ fn open_session(
         .ok_or_else(|| Refusal::policy("task without secagg parameters".into()))?;
     let config = SessionConfig::decode(&secagg.config)
         .map_err(|e| Refusal::policy(format!("session configuration: {e}")))?;
+    check_fixed_point(&config, task.params.kind().clip())?;
     let peers: Vec<(u32, &[u8])> = peer_certificates
         .iter()
         .map(|(id, hash)| {
@@ -498,7 +499,10 @@ fn open_session(
     )
     .map_err(|e| Refusal::policy(format!("the session's peers: {e}")))?;
     ledger
-        .allow_crl(federation_id, checked.crl_number)
+        .allow_crl(
+            &crate::ledger::ca_domain(&cfg.identity.ca_pem),
+            checked.crl_number,
+        )
         .map_err(|e| Refusal::policy(e.to_string()))?;
     let identities = checked
         .keys
@@ -626,6 +630,27 @@ fn input_fingerprint(c: &fedrisk_models::federated::Contribution) -> [u8; 32] {
         h.update(v.to_bits().to_le_bytes());
     }
     h.finalize().into()
+}
+
+/// Refuses a session whose fixed-point encoding is not the one the protocol derives from
+/// the number invited and the task's clip bound. The encoding's weight limit decides
+/// whether this institution's row count fits, so a coordinator free to set it could ask
+/// "more than 2^b rows?" again and again, refusal by refusal, before any sum.
+fn check_fixed_point(config: &fedrisk_secagg::SessionConfig, clip: f64) -> Result<(), Refusal> {
+    let want = fedrisk_rounds::fixed::fixed_point_for(config.params.participants.len(), clip);
+    if config.params.fixed_point != want {
+        return Err(Refusal::policy(format!(
+            "the session's fixed-point encoding ({} fractional bits, clip {}, weights up to 2^{}) is not the protocol's for {} participants ({} bits, clip {}, 2^{})",
+            config.params.fixed_point.frac_bits,
+            config.params.fixed_point.clip,
+            config.params.fixed_point.max_weight_bits,
+            config.params.participants.len(),
+            want.frac_bits,
+            want.clip,
+            want.max_weight_bits
+        )));
+    }
+    Ok(())
 }
 
 /// What the ledger knows job-constant counts by: SHA-256 of the counts, exactly (in the
@@ -1266,9 +1291,14 @@ mod tests {
             fedrisk_models::federated::newton_from_sum(&scaled, k).expect("Newton sums");
         let counts = update.constants(&job, &mut data).expect("counts");
         let rows = counts[0][0] as f64;
-        let defaults = counts[0][1] as f64;
+        let defaults = rows / 2.0 - curvature.grad[k - 1];
         assert!((4.0 * curvature.hess[[k - 1, k - 1]] - rows).abs() < 1e-6);
-        assert!((rows / 2.0 - curvature.grad[k - 1] - defaults).abs() < 1e-6);
+        assert!(
+            counts[1]
+                .iter()
+                .any(|d| (*d as f64 - defaults).abs() < 1e-6),
+            "the defaults read from the update are among the named counts"
+        );
 
         let (four, three) = sets();
         let mut ledger = Ledger::in_memory();
@@ -1329,7 +1359,11 @@ mod tests {
         let train1 = stats_counts(&stats, &job1, &mut data);
         let train2 = stats_counts(&stats, &job2, &mut data);
         assert_ne!(train1[0], train2[0], "the training counts differ");
-        assert_eq!(train1[1], train2[1], "all rows' counts are the same");
+        assert_eq!(
+            train1[train1.len() - 2..],
+            train2[train2.len() - 2..],
+            "all rows' counts are the same"
+        );
         let e = ledger
             .allow_all(&entries_of(&stats, &job2, (2, 0), &mut data, &three))
             .unwrap_err();
@@ -1352,5 +1386,82 @@ mod tests {
     ) -> Vec<Vec<u64>> {
         use fedrisk_rounds::RoundKind;
         stats.constants(job, data).expect("counts")
+    }
+
+    #[test]
+    fn attack_a_label_read_the_other_way_round_is_refused_over_another_set() {
+        // A job whose schema swaps the label's values has [rows, rows - defaults] where the
+        // first had [rows, defaults]: as one figure these would be new counts, and the
+        // second job's statistics over a set without institution 4 would give 4's rows and
+        // defaults. Each count is tied on its own, so 4's peers refuse.
+        let labels: Vec<u8> = (0..50u8).map(|i| u8::from(i % 7 == 0)).collect();
+        let flipped: Vec<u8> = labels.iter().map(|y| 1 - y).collect();
+        let fingerprints = |labels: &[u8]| -> Vec<[u8; 32]> {
+            fedrisk_rounds::row_constants(labels.iter())
+                .iter()
+                .map(|c| constants_fingerprint(c))
+                .collect()
+        };
+        let (four, three) = sets();
+        let mut ledger = Ledger::in_memory();
+        let stats = |job: u8, labels: &[u8], survivors: &[String]| {
+            ledger_entries(
+                "fed",
+                (u64::from(job), 0, "statistics", true),
+                &[("statistics", 0, [job; 32])],
+                &fingerprints(labels),
+                survivors,
+            )
+        };
+        ledger
+            .allow_all(&stats(1, &labels, &four))
+            .expect("the first job's statistics");
+        let e = ledger.allow_all(&stats(2, &flipped, &three)).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                crate::ledger::LedgerError::ConstantsOtherSurvivors { .. }
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn attack_a_weight_limit_chosen_to_probe_the_row_count_is_refused_before_the_data() {
+        // The coordinator lowers the encoding's weight limit to 2^10 to learn, from whether
+        // the agent refuses, if this institution has more than 1,024 rows; then 2^11, and so
+        // on. The agent refuses any encoding but the protocol's, whatever its row count.
+        let (_dir, schema, _name, _data, _job) = one_institution(8, 2);
+        let spec = fedrisk_rounds::JobSpec::new("fed", schema);
+        let mut plan = fedrisk_rounds::JobPlan::new(
+            spec.clone(),
+            fedrisk_rounds::PlanIds {
+                federation_id: "fed".into(),
+                job_id: 1,
+            },
+            None,
+        );
+        let req = plan.next_session().expect("a session");
+        let params = fedrisk_rounds::session::session_params(&spec, &req, (1..=5).collect());
+        let honest = fedrisk_secagg::SessionConfig {
+            session_id: [0; 32],
+            nonce: [0; 32],
+            params,
+        };
+        assert!(
+            check_fixed_point(&honest, req.clip).is_ok(),
+            "the protocol's encoding"
+        );
+        for bits in [10u8, 23, 25] {
+            let mut probing = honest.clone();
+            probing.params.fixed_point.max_weight_bits = bits;
+            let Err(e) = check_fixed_point(&probing, req.clip) else {
+                panic!("a weight limit of 2^{bits} was accepted");
+            };
+            assert!(e.reason.contains("fixed-point encoding"), "{}", e.reason);
+        }
+        let mut finer = honest.clone();
+        finer.params.fixed_point.frac_bits += 1;
+        assert!(check_fixed_point(&finer, req.clip).is_err());
     }
 }

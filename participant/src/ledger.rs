@@ -146,15 +146,31 @@ pub struct Ledger {
     /// The open file (appended to, locked while this process runs) and its path; `None`
     /// in memory.
     file: Option<(std::fs::File, PathBuf)>,
-    signed: HashMap<(String, String), Vec<String>>,
+    /// By input alone, not by federation: the federation id is the coordinator's to choose
+    /// (a new one must not start an empty record), and the same rows summed in two
+    /// federations could be differenced just the same.
+    signed: HashMap<String, Vec<String>>,
     /// The one input each round's session of each kind may carry: a second, different one
     /// (the same round evaluated for another model, counted over other scales) would be a
     /// second query the coordinator chose after seeing the first sum.
     answered: HashMap<Query, String>,
     /// Each job's preprocessing (hash), fixed by the first task that carried one.
     frozen: HashMap<(String, u64), String>,
-    /// The newest revocation list number seen, per federation.
+    /// The newest revocation list number seen, per CA (see [`ca_domain`]; the federation id
+    /// would let a coordinator start over with none seen).
     crl: HashMap<String, u64>,
+}
+
+/// What revocation list numbers are kept by: the agent's own CA certificate (SHA-256 of its
+/// base64 body, so line breaks do not matter), never a name the coordinator sends.
+pub fn ca_domain(ca_pem: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let body: String = ca_pem
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .flat_map(|l| l.chars().filter(|c| !c.is_whitespace()))
+        .collect();
+    format!("ca:{}", hex::encode(Sha256::digest(body.as_bytes())))
 }
 
 /// Prefix of the entries that record the survivor set of a job-constant count (rows,
@@ -226,7 +242,7 @@ impl Ledger {
             if !e.input.starts_with(CONSTANTS) {
                 self.answered.insert(query_of(&e), e.input.clone());
             }
-            self.signed.insert((e.federation, e.input), e.survivors);
+            self.signed.insert(e.input, e.survivors);
         }
     }
 
@@ -270,10 +286,7 @@ impl Ledger {
             }
         }
         for entry in entries {
-            match self
-                .signed
-                .get(&(entry.federation.clone(), entry.input.clone()))
-            {
+            match self.signed.get(&entry.input) {
                 Some(before) if *before != entry.survivors => {
                     let (job, round, kind) = (entry.job, entry.round, entry.kind.clone());
                     let (before, now) = (before.clone(), entry.survivors.clone());
@@ -299,13 +312,13 @@ impl Ledger {
             }
         }
         for entry in entries {
-            let key = (entry.federation.clone(), entry.input.clone());
+            let key = &entry.input;
             // An input signed before for another query (the same figures in another job)
             // is recorded again as this query's answer, so that this query cannot be
             // answered with a different input later.
             let answered = entry.input.starts_with(CONSTANTS)
                 || self.answered.get(&query_of(entry)) == Some(&entry.input);
-            if self.signed.contains_key(&key) && answered {
+            if self.signed.contains_key(key) && answered {
                 continue;
             }
             self.record(entry.clone())?;
@@ -347,10 +360,11 @@ impl Ledger {
         })
     }
 
-    /// Allows a session whose peers were checked against revocation list `number` unless
-    /// a newer list was seen (a coordinator hiding a revocation by relaying an old list, or
-    /// none); records a newer number.
-    pub fn allow_crl(&mut self, federation: &str, number: Option<u64>) -> Result<(), LedgerError> {
+    /// Allows a session whose peers were checked against revocation list `number` of the
+    /// CA `ca` ([`ca_domain`]) unless a newer list was seen (a coordinator hiding a
+    /// revocation by relaying an old list, or none); records a newer number.
+    pub fn allow_crl(&mut self, ca: &str, number: Option<u64>) -> Result<(), LedgerError> {
+        let federation = ca;
         let seen = self.crl.get(federation).copied().unwrap_or(0);
         let now = number.unwrap_or(0);
         if now < seen {
@@ -468,6 +482,42 @@ mod tests {
             reopened.allow(&job2(&"cd".repeat(32))),
             Err(LedgerError::AnotherInput { .. })
         ));
+    }
+
+    #[test]
+    fn attack_a_new_federation_id_does_not_start_an_empty_record() {
+        // The federation id comes from the coordinator's join reply. Restarted under
+        // another id, it asks for the same statistics (the same input and counts) over a
+        // set without institution 4: refused, as under the old id.
+        let mut ledger = Ledger::in_memory();
+        let counts = |federation: &str, survivors: &[u32]| Entry {
+            federation: federation.into(),
+            input: format!("{CONSTANTS}{}", "77".repeat(32)),
+            ..entry(survivors)
+        };
+        ledger
+            .allow_all(&[entry(&[1, 2, 3, 4]), counts("F", &[1, 2, 3, 4])])
+            .expect("the first sum");
+        let renamed = Entry {
+            federation: "F2".into(),
+            ..entry(&[1, 2, 3])
+        };
+        assert!(matches!(
+            ledger.allow(&renamed),
+            Err(LedgerError::OtherSurvivors { .. })
+        ));
+        assert!(matches!(
+            ledger.allow(&counts("F2", &[1, 2, 3])),
+            Err(LedgerError::ConstantsOtherSurvivors { .. })
+        ));
+        // Revocation list numbers are kept by the agent's CA, which the coordinator does
+        // not name: the same certificate wrapped otherwise is the same CA.
+        let pem = "-----BEGIN CERTIFICATE-----\nAAAA\nBBBB\n-----END CERTIFICATE-----\n";
+        let rewrapped = "-----BEGIN CERTIFICATE-----\r\nAAAABBBB\r\n-----END CERTIFICATE-----";
+        assert_eq!(ca_domain(pem), ca_domain(rewrapped));
+        assert_ne!(ca_domain(pem), ca_domain(&pem.replace("BBBB", "BBBC")));
+        ledger.allow_crl(&ca_domain(pem), Some(4)).expect("a list");
+        assert!(ledger.allow_crl(&ca_domain(rewrapped), Some(3)).is_err());
     }
 
     #[test]

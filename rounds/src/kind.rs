@@ -156,20 +156,26 @@ pub fn split_constants(
         RowsCounted::Eval if !held_out.is_empty() => row_constants(held_out.iter()),
         _ => row_constants(train.iter()),
     };
-    let all = row_constants(train.iter().chain(held_out));
-    Ok(if all == counted {
-        vec![counted]
-    } else {
-        vec![counted, all]
-    })
+    let mut constants = counted;
+    for c in row_constants(train.iter().chain(held_out)) {
+        if !constants.contains(&c) {
+            constants.push(c);
+        }
+    }
+    Ok(constants)
 }
 
-/// The row and default counts of a set of labelled rows, as [`RoundKind::constants`] gives them.
-pub fn row_constants<'a>(labels: impl Iterator<Item = &'a u8>) -> Vec<u64> {
+/// The counts a sum over a set of labelled rows carries, as [`RoundKind::constants`] gives
+/// them: the row count on its own, and the defaults and non-defaults as a pair in either
+/// order. A sum reveals each count by itself, and a job whose label reads the other way
+/// round (or names another 0/1 column) has other default counts over the same rows: tying
+/// `[rows, defaults]` as one figure would let such a job run over another set.
+pub fn row_constants<'a>(labels: impl Iterator<Item = &'a u8>) -> Vec<Vec<u64>> {
     let (mut rows, mut defaults) = (0u64, 0u64);
     for &y in labels {
         rows += 1;
         defaults += u64::from(y > 0);
     }
-    vec![rows, defaults]
+    let others = rows - defaults;
+    vec![vec![rows], vec![defaults.min(others), defaults.max(others)]]
 }

@@ -1482,3 +1482,62 @@ fn dropping_an_evaluation_spends_none_of_the_rounds_attempts() {
         .expect_err("no attempt left");
     assert!(e.to_string().contains("agent 3 left too"), "{e}");
 }
+
+#[test]
+fn attack_a_tiny_c_keeps_the_model_flat_and_the_flat_update_names_the_counts() {
+    // The coordinator submits C = 1e-300: round 1's step leaves every coefficient near
+    // 1e-297 and only the intercept b moves, so every row scores sigma(b). When round 2's
+    // session with round 1's evaluation fails, the update alone over all but institution 4
+    // gives, against the statistics' total, 4's exact row count. Each agent sees its scores
+    // do not spread and names its counts, so its ledger ties the update to the statistics
+    // set; at the default C the same update names none.
+    use fedrisk_rounds::RoundKind;
+    let (schema, sets) = federation(4);
+    for (c, flat) in [(1e-300, true), (1.0, false)] {
+        let mut spec = spec(&schema, 3);
+        spec.settings.c = c;
+        spec.tolerance = 0.0;
+        let mut plan = new_plan(&spec, 27);
+        let mut agents = agents(&sets);
+        let mut rng = ChaCha20Rng::seed_from_u64(27);
+        run_until(
+            &mut plan,
+            &spec,
+            27,
+            &mut agents,
+            &mut rng,
+            2,
+            "update_eval",
+        );
+        assert!(matches!(
+            plan.on_failure(Failure::Transient("agent 4 left".into())),
+            Ok(fedrisk_rounds::AfterFailure::WithoutEvaluation)
+        ));
+        let req = plan.next_session().expect("the update alone");
+        assert_eq!((req.round, req.label), (2, "update"));
+        let task = Task::decode(&req.task, 27, 2).expect("task");
+        let kind = task.params.kind();
+        for a in agents.iter_mut() {
+            let named = kind.constants(&task.job, &mut a.data).expect("constants");
+            assert_eq!(!named.is_empty(), flat, "C = {c}: agent {}", a.id);
+        }
+        if !flat {
+            continue;
+        }
+        // The attack the agents' refusal stops, run through the real session.
+        let sum = run_session(&spec, 27, &req, &mut agents[..3], &[], &mut rng).expect("session");
+        let k = plan_width(&task);
+        let theta = match &task.params {
+            fedrisk_rounds::TaskParams::Update(u) => u.model.theta.clone(),
+            _ => panic!("an update"),
+        };
+        let p0 = 1.0 / (1.0 + (-theta[k - 1]).exp());
+        let curvature = fedrisk_models::federated::newton_from_sum(&sum.sums, k).expect("sums");
+        let three = curvature.hess[[k - 1, k - 1]] / (p0 * (1.0 - p0));
+        let fourth = (task.job.settings.total_rows - three).round() as u64;
+        let named = kind
+            .constants(&task.job, &mut agents[3].data)
+            .expect("constants");
+        assert_eq!(named[0], vec![fourth], "4's rows, exactly");
+    }
+}

@@ -1491,7 +1491,6 @@ fn attack_a_tiny_c_keeps_the_model_flat_and_the_flat_update_names_the_counts() {
     // gives, against the statistics' total, 4's exact row count. Each agent sees its scores
     // do not spread and names its counts, so its ledger ties the update to the statistics
     // set; at the default C the same update names none.
-    use fedrisk_rounds::RoundKind;
     let (schema, sets) = federation(4);
     for (c, flat) in [(1e-300, true), (1.0, false)] {
         let mut spec = spec(&schema, 3);

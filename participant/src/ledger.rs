@@ -360,6 +360,23 @@ impl Ledger {
         })
     }
 
+    /// Carries the newest revocation list number recorded under a federation id (as
+    /// ledgers before `ca_domain` kept them) over to the agent's CA, so an upgrade does not
+    /// start the CA at "none seen".
+    pub fn carry_crl_to(&mut self, ca: &str) -> Result<(), LedgerError> {
+        let older = self
+            .crl
+            .iter()
+            .filter(|(k, _)| !k.starts_with("ca:"))
+            .map(|(_, n)| *n)
+            .max()
+            .unwrap_or(0);
+        if older > self.crl.get(ca).copied().unwrap_or(0) {
+            self.allow_crl(ca, Some(older))?;
+        }
+        Ok(())
+    }
+
     /// Allows a session whose peers were checked against revocation list `number` of the
     /// CA `ca` ([`ca_domain`]) unless a newer list was seen (a coordinator hiding a
     /// revocation by relaying an old list, or none); records a newer number.
@@ -518,6 +535,45 @@ mod tests {
         assert_ne!(ca_domain(pem), ca_domain(&pem.replace("BBBB", "BBBC")));
         ledger.allow_crl(&ca_domain(pem), Some(4)).expect("a list");
         assert!(ledger.allow_crl(&ca_domain(rewrapped), Some(3)).is_err());
+    }
+
+    #[test]
+    fn attack_an_upgrade_does_not_forget_the_newest_revocation_list() {
+        // A ledger written before revocation numbers were kept by CA holds them under the
+        // federation id. After the upgrade the agent carries the newest over to its CA, so
+        // a coordinator relaying an older list (or none) is still refused.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("ledger.jsonl");
+        let old = Entry {
+            federation: "sme-credit".into(),
+            job: 0,
+            round: 0,
+            kind: CRL.into(),
+            input: "7".into(),
+            survivors: Vec::new(),
+            once_per_job: false,
+        };
+        std::fs::write(
+            &path,
+            format!("{}\n", serde_json::to_string(&old).expect("json")),
+        )
+        .expect("write");
+        let ca = ca_domain("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n");
+        let mut ledger = Ledger::open(&path).expect("open");
+        ledger.carry_crl_to(&ca).expect("carried");
+        assert!(matches!(
+            ledger.allow_crl(&ca, Some(3)),
+            Err(LedgerError::OldRevocationList { seen: 7, now: 3 })
+        ));
+        assert!(ledger.allow_crl(&ca, None).is_err());
+        ledger.allow_crl(&ca, Some(7)).expect("the same list");
+        drop(ledger);
+        let mut reopened = Ledger::open(&path).expect("reopen");
+        reopened.carry_crl_to(&ca).expect("again");
+        assert!(
+            reopened.allow_crl(&ca, Some(6)).is_err(),
+            "kept across restarts"
+        );
     }
 
     #[test]

@@ -133,6 +133,8 @@ pub enum RowsCounted {
     Train,
     /// The rows evaluations score (the held-out rows, else the training rows).
     Eval,
+    /// All rows (only all rows' counts).
+    All,
 }
 
 /// The row and default counts of the rows `which` names, and of all the institution's
@@ -154,6 +156,7 @@ pub fn split_constants(
         .unwrap_or_default();
     let counted = match which {
         RowsCounted::Eval if !held_out.is_empty() => row_constants(held_out.iter()),
+        RowsCounted::All => Vec::new(),
         _ => row_constants(train.iter()),
     };
     let mut constants = counted;

@@ -648,7 +648,7 @@ impl Engine {
                         // evaluation is dropped or skipped instead.
                         return Err(SessionError::Failed(if req.only_needed {
                             Failure::Transient(format!(
-                                "round {}'s update starts from zero coefficients, where its sums carry the training row and default counts, so it runs over the statistics session's participants only, and {missing} not available",
+                                "round {}'s update carries the training row and default counts, so it runs over the statistics session's participants only, and {missing} not available",
                                 req.round
                             ))
                         } else {

@@ -457,17 +457,13 @@ impl JobPlan {
             params,
         };
         let kind = task.params.kind();
-        // A flat update (round 1's) carries the training counts: it is tied to the
-        // statistics set like an evaluation, but nothing can be dropped to run without it.
-        let flat = matches!(&task.params, TaskParams::Update(u) if u.starts_flat());
+        // Every update carries the training counts (see `Update::constants`): it is tied
+        // to the statistics set like an evaluation, but nothing can be dropped to run
+        // without it.
+        let update_alone = matches!(self.phase, Phase::Update { evaluate: false });
         let only = match (&self.phase, &self.checkpoint) {
-            (Phase::Evaluation { .. } | Phase::Update { evaluate: true }, Some(cp))
+            (Phase::Evaluation { .. } | Phase::Update { .. }, Some(cp))
                 if !cp.constants_survivors.is_empty() =>
-            {
-                Some(cp.constants_survivors.clone())
-            }
-            (Phase::Update { evaluate: false }, Some(cp))
-                if flat && !cp.constants_survivors.is_empty() =>
             {
                 Some(cp.constants_survivors.clone())
             }
@@ -486,7 +482,7 @@ impl JobPlan {
             task: encoded,
             first_of_job: self.first_of_job,
             new_attempt: self.new_attempt,
-            only_needed: flat && only.is_some(),
+            only_needed: update_alone && only.is_some(),
             only,
             commit_words: kind
                 .committed_len(&self.job)

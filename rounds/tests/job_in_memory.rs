@@ -734,11 +734,16 @@ fn evaluations_invite_the_statistics_participants_only_and_are_skipped_without_t
     ));
     let update = plan.next_session().expect("the update alone");
     assert_eq!(
-        (update.round, update.label, update.only.clone()),
-        (2, "update", None)
+        (
+            update.round,
+            update.label,
+            update.only.clone(),
+            update.only_needed
+        ),
+        (2, "update", Some(vec![1, 2, 3, 4]), true)
     );
     assert!(update.new_attempt, "a new attempt of the round");
-    let sum = run_session(&spec, 22, &update, &mut agents[..3], &[], &mut rng).expect("session");
+    let sum = run_session(&spec, 22, &update, &mut agents, &[], &mut rng).expect("session");
     assert!(matches!(
         plan.on_output(sum).expect("plan"),
         Progress::Continue
@@ -1380,24 +1385,6 @@ fn attack_round_one_carries_the_training_counts_so_it_runs_over_the_statistics_s
         Some(fourth),
         "the difference is the fourth institution's training rows, and the kind names them"
     );
-    // A later round starts elsewhere and carries no such counts.
-    use fedrisk_rounds::RoundKind;
-    let later = fedrisk_rounds::kinds::Update {
-        model: fedrisk_rounds::GlobalModel {
-            theta: vec![0.1; k],
-            ..match &task.params {
-                fedrisk_rounds::TaskParams::Update(u) => u.model.clone(),
-                _ => panic!("an update"),
-            }
-        },
-    };
-    assert!(
-        later
-            .constants(&task.job, &mut agents[3].data)
-            .expect("constants")
-            .is_empty()
-    );
-
     // A member missing: round 1 is tried again over the same set, not over whoever is there.
     assert!(matches!(
         plan.on_failure(Failure::Transient("agent 4 left".into())),
@@ -1456,7 +1443,7 @@ fn dropping_an_evaluation_spends_none_of_the_rounds_attempts() {
     ));
     let update = plan.next_session().expect("the update alone");
     assert_eq!((update.round, update.label), (2, "update"));
-    let sum = run_session(&spec, 25, &update, &mut agents[..3], &[], &mut rng).expect("session");
+    let sum = run_session(&spec, 25, &update, &mut agents, &[], &mut rng).expect("session");
     assert!(matches!(
         plan.on_output(sum).expect("plan"),
         Progress::Continue
@@ -1484,7 +1471,7 @@ fn dropping_an_evaluation_spends_none_of_the_rounds_attempts() {
 }
 
 #[test]
-fn attack_a_tiny_c_keeps_the_model_flat_and_the_flat_update_names_the_counts() {
+fn attack_a_tiny_c_keeps_the_model_flat_so_every_update_names_the_counts() {
     // The coordinator submits C = 1e-300: round 1's step leaves every coefficient near
     // 1e-297 and only the intercept b moves, so every row scores sigma(b). When round 2's
     // session with round 1's evaluation fails, the update alone over all but institution 4
@@ -1514,11 +1501,16 @@ fn attack_a_tiny_c_keeps_the_model_flat_and_the_flat_update_names_the_counts() {
         ));
         let req = plan.next_session().expect("the update alone");
         assert_eq!((req.round, req.label), (2, "update"));
+        assert_eq!(req.only, Some(vec![1, 2, 3, 4]), "C = {c}");
+        assert!(
+            req.only_needed,
+            "C = {c}: the update alone waits for its set"
+        );
         let task = Task::decode(&req.task, 27, 2).expect("task");
         let kind = task.params.kind();
         for a in agents.iter_mut() {
             let named = kind.constants(&task.job, &mut a.data).expect("constants");
-            assert_eq!(!named.is_empty(), flat, "C = {c}: agent {}", a.id);
+            assert!(!named.is_empty(), "C = {c}: agent {}", a.id);
         }
         if !flat {
             continue;

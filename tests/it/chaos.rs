@@ -70,7 +70,10 @@ fn plan(rng: &mut Lcg, agents: usize, last: u32) -> Vec<Death> {
                 agent,
                 round,
                 stage: STAGES[rng.below(STAGES.len() as u64) as usize],
-                restart: round == 1 || rng.below(2) == 0,
+                // Every update carries the training counts and runs over the statistics set
+                // only, so an agent lost for good ends the job (by design): every killed
+                // agent is started again.
+                restart: true,
             });
         }
     }

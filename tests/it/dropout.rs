@@ -1,7 +1,7 @@
-//! Participants that die in the middle of a secure-aggregation session: a session that
-//! carries counts tied to the statistics set is refused without them, a plain update
-//! completes with the survivors, the job goes on without the dead, and the model is
-//! exactly the one the survivors' data gives.
+//! Participants that die in the middle of a secure-aggregation session: every session
+//! carries counts tied to the statistics set, so a sum over fewer is refused and the round
+//! waits for the member to come back; a death after the survivor set is signed is absorbed
+//! by the others' shares; the model is exactly the one the federation's data gives.
 
 use std::time::{Duration, Instant};
 
@@ -12,10 +12,8 @@ use fedrisk_models::{Dataset, LabelMode, ModelFile, Preprocessor, Schema, load_c
 use crate::harness::{Fed, JobOpts, Proc, secs, survivors, tail};
 
 const ROUNDS: u32 = 3;
-/// The agent killed in round 2's update session: bank_b, roster id 2.
+/// The agent killed in round 2's session: bank_b, roster id 2.
 const VICTIM: usize = 1;
-/// The agent killed in round 2's session with the evaluation, before it shares keys.
-const DROPPER: usize = 3;
 /// On log-odds, against the clear-text computation: the fixed-point encoding of the sums
 /// costs up to ~1e-5 on heavy-tailed rows; a wrong participant set ~0.1.
 const TOLERANCE: f64 = 5e-5;
@@ -162,12 +160,13 @@ fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
         .fold(0.0, f64::max)
 }
 
-/// Runs a 5-institution job through round 2, where two agents stop and are SIGKILLed.
-/// Round 2's session carries round 1's evaluation, whose counts are tied to the statistics
-/// set: when the dropper stops in it, the others refuse a sum without it and the round's
-/// update is asked for alone. In that session the victim stops at `fault`, and the session
-/// completes with whoever is left, without another attempt. `victim_in_sum`: whether the
-/// victim's masked input was already in.
+/// Runs a 5-institution job in which the victim stops at `fault` in round 2's session (round
+/// 2's update with round 1's evaluation), is SIGKILLed there and comes back as a new process.
+/// Every sum an institution's rows go into carries its counts and is over the statistics set
+/// only. Before the victim signed the survivor set, the others refuse a sum over the four left;
+/// the update then runs alone and waits for the victim. After it signed, the others' shares
+/// unmask the session with its input in, without another attempt. `victim_in_sum`: whether the
+/// victim's input was already in when it stopped.
 fn scenario(fault: &str, seed: u64, victim_in_sum: bool) {
     let started = Instant::now();
     let fed = Fed::new(seed, 6000, 5);
@@ -178,28 +177,36 @@ fn scenario(fault: &str, seed: u64, victim_in_sum: bool) {
         ..JobOpts::default()
     });
     let coord = fed.serve();
-    let victim_fault = format!("{fault}@2:update");
-    let dropper_fault = "hang-before-share-keys@2:update_eval".to_string();
+    let victim_fault = format!("{fault}@2:update_eval");
     let mut agents: Vec<Proc> = fed
         .institutions
         .iter()
         .enumerate()
         .map(|(i, name)| {
-            let env: Vec<(&str, &str)> = match i {
-                VICTIM => vec![("FEDRISK_TEST_FAULT", victim_fault.as_str())],
-                DROPPER => vec![("FEDRISK_TEST_FAULT", dropper_fault.as_str())],
-                _ => Vec::new(),
+            let env: Vec<(&str, &str)> = if i == VICTIM {
+                vec![("FEDRISK_TEST_FAULT", victim_fault.as_str())]
+            } else {
+                Vec::new()
             };
             fed.participant(name, &env, &[])
         })
         .collect();
 
-    let stop = "test fault: this agent stops here";
-    agents[DROPPER].wait_for_log(stop, Duration::from_secs(120));
-    agents[DROPPER].kill();
-    agents[VICTIM].wait_for_log(stop, Duration::from_secs(120));
+    agents[VICTIM].wait_for_log(
+        "test fault: this agent stops here",
+        Duration::from_secs(120),
+    );
     agents[VICTIM].kill();
     let killed_at = secs(started);
+    let name = &fed.institutions[VICTIM];
+    let mut back = fed.participant_as(
+        &format!("{name}-restarted"),
+        &fed.institution_dir(name),
+        name,
+        &fed.data_file(name),
+        &[],
+        &[],
+    );
 
     let status = fed.wait_job_end(1, Duration::from_secs(180), &coord);
     assert_eq!(
@@ -209,7 +216,7 @@ fn scenario(fault: &str, seed: u64, victim_in_sum: bool) {
         tail(&coord.stderr(), 40)
     );
     for (i, a) in agents.iter_mut().enumerate() {
-        if i == VICTIM || i == DROPPER {
+        if i == VICTIM {
             continue;
         }
         let s = a.wait_exit(Duration::from_secs(30));
@@ -226,60 +233,18 @@ fn scenario(fault: &str, seed: u64, victim_in_sum: bool) {
             a.stdout()
         );
     }
+    let s = back.wait_exit(Duration::from_secs(30));
+    assert!(
+        s.success(),
+        "the restarted victim: {s}\n{}",
+        tail(&back.stderr(), 20)
+    );
 
-    // Only sessions that carried an evaluation failed (round 2's, refused without the
-    // dropper; round 3's, without its set): the update session absorbed the victim's death
-    // instead of being abandoned and retried with fresh keys.
     let log = coord.stderr();
     let failed: Vec<&str> = log
         .lines()
         .filter(|l| l.contains("retrying with fresh keys"))
         .collect();
-    assert!(
-        failed.iter().any(|l| l.contains("round=2")),
-        "{fault}: round 2's session with the evaluation did not fail without the dropper:\n{}",
-        tail(&log, 40)
-    );
-    assert!(
-        failed.iter().all(|l| l.contains("update_eval")),
-        "{fault}: a session without an evaluation was retried instead of completing with the survivors:\n{}",
-        failed.join("\n")
-    );
-    let refused_without_dropper = agents
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i != VICTIM && *i != DROPPER)
-        .all(|(_, a)| a.stderr().contains("row and default counts"));
-    assert!(
-        refused_without_dropper,
-        "{fault}: the agents did not refuse round 2's evaluation over a set without the dropper"
-    );
-    let by_round = survivors(&status);
-    let round2 = if victim_in_sum { 4 } else { 3 };
-    let expected: Vec<(u64, u64)> = (0..=u64::from(ROUNDS))
-        .map(|r| match r {
-            0 | 1 => (r, 5),
-            2 => (2, round2),
-            r => (r, 3),
-        })
-        .collect();
-    assert_eq!(
-        by_round, expected,
-        "(round, survivors) with {fault}: {status}"
-    );
-
-    // Exactness: the exported round-2 model is the Newton step from round 1's model of
-    // exactly the parties whose masked input was in the sum.
-    let schema = Schema::load(&fed.path("data/schema.json")).expect("schema");
-    let train = train_sets(&fed, &schema);
-    let alive: Vec<usize> = (0..5).filter(|&i| i != DROPPER).collect();
-    let without: Vec<usize> = alive.iter().copied().filter(|&i| i != VICTIM).collect();
-    let (included, other) = if victim_in_sum {
-        (&alive, &without)
-    } else {
-        (&without, &alive)
-    };
-    let round1 = ModelFile::load(&fed.export(1, 1)).expect("round 1's model loads");
     let rounds = status["rounds"].as_array().cloned().unwrap_or_default();
     let auc = |r: u64| {
         rounds
@@ -287,19 +252,57 @@ fn scenario(fault: &str, seed: u64, victim_in_sum: bool) {
             .filter(|x| x["round"] == r)
             .find_map(|x| x["auc"].as_f64())
     };
+    if victim_in_sum {
+        // The session absorbed the death: no attempt was abandoned, and round 1's model
+        // was evaluated in it.
+        assert!(
+            failed.is_empty(),
+            "{fault}: a session was retried instead of unmasked by the others:\n{}",
+            failed.join("\n")
+        );
+        assert!(auc(1).is_some(), "{fault}: round 1 unevaluated: {status}");
+    } else {
+        // The others refused a sum over the four left: that one session failed, its
+        // evaluation was dropped, and the update alone waited for the victim.
+        assert!(
+            failed.len() == 1 && failed[0].contains("round=2") && failed[0].contains("update_eval"),
+            "{fault}: expected round 2's session with the evaluation to fail once:\n{}",
+            failed.join("\n")
+        );
+        let refused = agents
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != VICTIM)
+            .all(|(_, a)| a.stderr().contains("row and default counts"));
+        assert!(
+            refused,
+            "{fault}: the agents did not refuse a sum over the four left"
+        );
+        assert_eq!(auc(1), None, "{fault}: {status}");
+    }
+    // No sum over fewer than the five.
+    let by_round = survivors(&status);
+    let expected: Vec<(u64, u64)> = (0..=u64::from(ROUNDS)).map(|r| (r, 5)).collect();
     assert_eq!(
-        auc(1),
-        None,
-        "round 1's evaluation was dropped with round 2's first session: {status}"
+        by_round, expected,
+        "(round, survivors) with {fault}: {status}"
     );
+
+    // Exactness: the exported round-2 model is the Newton step from round 1's model over
+    // all five, to the last bit through the fixed-point mirror.
+    let schema = Schema::load(&fed.path("data/schema.json")).expect("schema");
+    let train = train_sets(&fed, &schema);
+    let all: Vec<usize> = (0..5).collect();
+    let without: Vec<usize> = all.iter().copied().filter(|&i| i != VICTIM).collect();
+    let round1 = ModelFile::load(&fed.export(1, 1)).expect("round 1's model loads");
     let exported = ModelFile::load(&fed.export(1, 2)).expect("exported model loads");
     assert_eq!(exported.provenance.rounds, 2);
-    assert_eq!(exported.provenance.participants as usize, included.len());
+    assert_eq!(exported.provenance.participants, 5);
     let pre = &round1.preprocessing;
     let from = round1.theta();
     let got = exported.theta();
-    let want = expected_step(pre, &from, &train, included);
-    let wrong = expected_step(pre, &from, &train, other);
+    let want = expected_step(pre, &from, &train, &all);
+    let wrong = expected_step(pre, &from, &train, &without);
     let mut scored = train.clone();
     scored.push(
         load_csv(&fed.path("data/test.csv"), &schema, LabelMode::Required).expect("test.csv"),
@@ -308,38 +311,34 @@ fn scenario(fault: &str, seed: u64, victim_in_sum: bool) {
     let z_diff = max_abs_diff(&z_got, &log_odds(pre, &want, &scored));
     let z_diff_wrong = max_abs_diff(&z_got, &log_odds(pre, &wrong, &scored));
     let coef_diff = max_rel_diff(&got, &want);
-    // The update session invited the four left after the dropper.
-    let mirrored = mirrored_step(pre, &from, &train, included, 4);
+    let mirrored = mirrored_step(pre, &from, &train, &all, 5);
     let mirror_diff = max_rel_diff(&got, &mirrored);
     let coef_diff_wrong = max_rel_diff(&got, &wrong);
     println!(
-        "{fault}: killed at {killed_at:.1} s, job done at {:.1} s; round-2 model vs the clear-text Newton step of the parties in the sum: log-odds {z_diff:.1e}, coefficients {coef_diff:.1e}; vs the other party set: log-odds {z_diff_wrong:.1e}, coefficients {coef_diff_wrong:.1e}; vs the same through fixed point: {mirror_diff:.1e}",
+        "{fault}: killed at {killed_at:.1} s, job done at {:.1} s; round-2 model vs the clear-text Newton step of all five: log-odds {z_diff:.1e}, coefficients {coef_diff:.1e}; vs the four without the victim: log-odds {z_diff_wrong:.1e}, coefficients {coef_diff_wrong:.1e}; vs the same through fixed point: {mirror_diff:.1e}",
         secs(started)
     );
-    // Every row's score is the survivors' model's, to fixed-point precision.
     assert!(
         z_diff < TOLERANCE,
-        "{fault}: round-2 log-odds differ from the survivors' Newton step by up to {z_diff:e}\n got {got:?}\nwant {want:?}"
+        "{fault}: round-2 log-odds differ from the Newton step by up to {z_diff:e}\n got {got:?}\nwant {want:?}"
     );
-    // Coefficients too, but along the direction the one-hot columns share with the intercept
-    // (where only the L2 penalty pins the solution) fixed-point error is amplified ~100x.
+    // Along the direction the one-hot columns share with the intercept (where only the L2
+    // penalty pins the solution) fixed-point error is amplified ~100x.
     assert!(
         coef_diff < COEF_TOLERANCE,
-        "{fault}: round-2 coefficients differ from the survivors' Newton step by {coef_diff:e}\n got {got:?}\nwant {want:?}"
+        "{fault}: round-2 coefficients differ from the Newton step by {coef_diff:e}\n got {got:?}\nwant {want:?}"
     );
-    // Mirroring the fixed-point encoding leaves only floating-point rounding.
     assert!(
         mirror_diff < 1e-12,
-        "{fault}: round-2 coefficients differ from the fixed-point mirror of the survivors' sums by {mirror_diff:e}\n got {got:?}\nwant {mirrored:?}"
+        "{fault}: round-2 coefficients differ from the fixed-point mirror by {mirror_diff:e}\n got {got:?}\nwant {mirrored:?}"
     );
-    // The check can fail: the other party set's model is far off.
+    // The check can fail: the four's model is far off.
     assert!(
         z_diff_wrong > 100.0 * TOLERANCE && coef_diff_wrong > 10.0 * COEF_TOLERANCE,
         "{fault}: the check cannot tell party sets apart (log-odds {z_diff_wrong:e}, coefficients {coef_diff_wrong:e})"
     );
-    // The last model is the job's final one.
     let last = ModelFile::load(&fed.export(1, ROUNDS)).expect("final model loads");
-    assert_eq!(last.provenance.participants, 3);
+    assert_eq!(last.provenance.participants, 5);
 }
 
 #[test]

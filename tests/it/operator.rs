@@ -116,13 +116,14 @@ fn a_second_agent_of_a_connected_identity_is_refused_with_the_reason_and_backs_o
 }
 
 #[test]
-fn a_participant_revoked_while_connected_is_dropped_at_once_and_told_why() {
+fn a_participant_revoked_while_connected_is_dropped_at_once_and_the_job_ends_naming_it() {
     let fed = Fed::new(43, 3000, 4);
     fed.write_config(&JobOpts {
         name: "revoke",
         rounds: 6,
         min_participants: 3,
         expected_participants: Some(4),
+        wait_for_participants_ms: Some(2000),
         ..JobOpts::default()
     });
     let coord = fed.serve();
@@ -142,23 +143,28 @@ fn a_participant_revoked_while_connected_is_dropped_at_once_and_told_why() {
         tail(&err, 20)
     );
     let status = fed.wait_job_end(1, Duration::from_secs(150), &coord);
-    assert_eq!(status["state"], "completed", "{status}");
     let log = coord.stderr();
     assert!(
         log.contains("participant disconnected by the coordinator"),
         "{}",
         tail(&log, 40)
     );
-    // No session waited for it until a deadline, and the last rounds are over three.
+    // Every update carries the training counts and runs over the statistics set only: the
+    // job cannot train on without the revoked member, and ends saying who is missing.
+    assert_eq!(status["state"], "failed", "{status}");
+    let message = status["message"].as_str().unwrap_or_default();
     assert!(
-        !log.contains("stage deadline passed"),
-        "a session waited for the revoked peer:\n{}",
-        tail(&log, 40)
+        message.contains(&format!("{revoked} is not available")),
+        "{message}"
     );
     let rounds = survivors(&status);
-    assert_eq!(rounds.last().map(|r| r.1), Some(3), "{rounds:?}");
+    assert!(
+        rounds.iter().all(|r| r.1 == 4),
+        "no sum over fewer: {rounds:?}"
+    );
     for a in &mut agents[..3] {
-        assert!(a.wait_exit(Duration::from_secs(30)).success(), "{}", a.name);
+        let s = a.wait_exit(Duration::from_secs(30));
+        assert!(!s.success(), "{} should report the failed job", a.name);
     }
 }
 

@@ -35,6 +35,16 @@ fn a_failed_evaluation_is_retried_alone_and_no_update_is_summed_twice() {
     let mut others: Vec<Proc> = fed.agents(&fed.institutions[1..]);
     victim.wait_for_log("test fault: this agent stops here", Duration::from_secs(60));
     victim.kill();
+    // The update carries the training counts, so it runs over the statistics set only and
+    // waits for the victim, which comes back as a new process (same key and ledger).
+    let mut back = fed.participant_as(
+        &format!("{victim_name}-restarted"),
+        &fed.institution_dir(&victim_name),
+        &victim_name,
+        &fed.data_file(&victim_name),
+        &[],
+        &[],
+    );
     let status = fed.wait_job_end(1, Duration::from_secs(120), &coord);
     assert_eq!(status["state"], "completed", "{status}");
     let log = coord.stderr();
@@ -54,7 +64,7 @@ fn a_failed_evaluation_is_retried_alone_and_no_update_is_summed_twice() {
         "{}",
         tail(&log, 40)
     );
-    // The update was then asked for alone, once, over the three left.
+    // The update was then asked for alone, once, over all four (the victim back).
     assert_eq!(
         count("secagg session completed job=1 round=2 session=\"update\""),
         1,
@@ -100,10 +110,17 @@ fn a_failed_evaluation_is_retried_alone_and_no_update_is_summed_twice() {
             );
         }
     }
-    for a in &mut others {
+    for a in others.iter_mut().chain(std::iter::once(&mut back)) {
         let s = a.wait_exit(Duration::from_secs(30));
         assert!(s.success(), "{}: {s}\n{}", a.name, tail(&a.stderr(), 20));
     }
+    // Round 2's update is over all four: no sum over fewer than the statistics set.
+    assert!(
+        crate::harness::survivors(&status)
+            .iter()
+            .all(|(_, n)| *n == 4),
+        "{status}"
+    );
 }
 
 /// Runs a job whose coordinator pads every session with `extra` (a certificate file) as

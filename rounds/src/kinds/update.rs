@@ -24,48 +24,6 @@ pub struct Update {
     pub model: GlobalModel,
 }
 
-impl Update {
-    /// Whether the update starts from a model whose coefficients (all but the intercept)
-    /// are zero, as round 1 does. Every row then has the same score, so a Newton update's
-    /// intercept entries are exactly a quarter of the training rows and half of them less
-    /// the defaults (scaled by the score's slope elsewhere), and its other entries are the
-    /// feature sums a statistics session carries; a FedAvg step from there starts from the
-    /// default rate the same way. Such an update carries the training counts.
-    pub fn starts_flat(&self) -> bool {
-        self.model
-            .theta
-            .split_last()
-            .is_some_and(|(_, coefficients)| coefficients.iter().all(|c| *c == 0.0))
-    }
-}
-
-/// The standard deviation of an institution's scores (log-odds, before the intercept)
-/// below which an update counts as flat (see [`Update::constants`]). After the coordinator
-/// corrects what the Hessian gives back, about `n s^4 / 8` of the row count `n` stays
-/// unknown; below 0.25 that is under half a row for federations of a few thousand rows,
-/// so the count would come out exact. Useful credit models spread their scores wider
-/// (about 0.5 on the generated data, at an AUC near 0.77); a job whose model stays below
-/// runs its updates over the statistics set only. Above it the counts still come out
-/// approximately: SECURITY.md, "approximate differencing".
-pub const FLAT_SPREAD: f64 = 0.25;
-
-impl Update {
-    /// The standard deviation of `x . coefficients` over this institution's training rows.
-    pub fn score_spread(&self, job: &JobContext, rows: &mut dyn Rows) -> Result<f64, RoundError> {
-        let Some((_, coefficients)) = self.model.theta.split_last() else {
-            return Ok(0.0);
-        };
-        let d = rows.design(job, &self.model.preprocessor)?;
-        if d.x_train.ncols() != coefficients.len() || d.x_train.nrows() < 2 {
-            return Ok(0.0);
-        }
-        let z = d.x_train.dot(&ndarray::ArrayView1::from(coefficients));
-        let n = z.len() as f64;
-        let mean = z.sum() / n;
-        Ok((z.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt())
-    }
-}
-
 impl RoundKind for Update {
     fn label(&self) -> &'static str {
         "update"
@@ -132,22 +90,19 @@ impl RoundKind for Update {
         Ok(Part::whole(self, round, c))
     }
 
-    /// Also when the model is only nearly flat on this institution's rows: the job's
-    /// settings are the coordinator's (a tiny `C` or learning rate keeps every later model
-    /// within a hair of flat), and at a small spread of scores `s` the intercept entries
-    /// differ from the flat ones by about `s^2 / 16` per row, most of which the session's
-    /// own Hessian lets the coordinator take back out. Below [`FLAT_SPREAD`] the update
-    /// therefore counts as carrying the counts.
+    /// Every update carries the training counts, exactly or nearly. At round 1's zero
+    /// coefficients every row scores 1/2, so a Newton update's intercept entries are a
+    /// quarter of the rows and half of them less the defaults. Later, a design of 0/1
+    /// columns (indicators, one-hot levels) gives each cell's rows in its Hessian entries
+    /// divided by a `p(1 - p)` the coordinator knows from the model; a nearly flat model
+    /// gives the counts to within a row; and in general the intercept entries approximate
+    /// them. So every update names them and runs over the statistics set only.
     fn constants(
         &self,
         job: &JobContext,
         rows: &mut dyn Rows,
     ) -> Result<Vec<Vec<u64>>, RoundError> {
-        if self.starts_flat() || self.score_spread(job, rows)? < FLAT_SPREAD {
-            split_constants(job, rows, RowsCounted::Train)
-        } else {
-            Ok(Vec::new())
-        }
+        split_constants(job, rows, RowsCounted::Train)
     }
 
     fn absorb(&self, job: &JobContext, sum: &SessionSum) -> Result<Absorbed, RoundError> {

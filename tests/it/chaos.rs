@@ -143,15 +143,7 @@ fn chaos_agents_killed_at_random_stages_rejoin_and_every_round_completes() {
                 a.kill();
                 killed.insert(d.agent, secs(started));
                 if d.restart {
-                    let name = &fed.institutions[d.agent];
-                    restarted.push(fed.participant_as(
-                        &format!("{name}-restarted"),
-                        &fed.institution_dir(name),
-                        name,
-                        &fed.data_file(name),
-                        &[],
-                        &[],
-                    ));
+                    restarted.push(fed.restart(&fed.institutions[d.agent]));
                 }
             }
         }

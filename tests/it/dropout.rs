@@ -198,15 +198,7 @@ fn scenario(fault: &str, seed: u64, victim_in_sum: bool) {
     );
     agents[VICTIM].kill();
     let killed_at = secs(started);
-    let name = &fed.institutions[VICTIM];
-    let mut back = fed.participant_as(
-        &format!("{name}-restarted"),
-        &fed.institution_dir(name),
-        name,
-        &fed.data_file(name),
-        &[],
-        &[],
-    );
+    let mut back = fed.restart(&fed.institutions[VICTIM]);
 
     let status = fed.wait_job_end(1, Duration::from_secs(180), &coord);
     assert_eq!(

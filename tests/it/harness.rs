@@ -563,6 +563,18 @@ impl Fed {
         }
         Proc::spawn(log_name, cmd, &self.path("logs"))
     }
+    /// A new process of `institution`'s agent after its death: the same key and ledger,
+    /// logged as `<institution>-restarted`.
+    pub fn restart(&self, institution: &str) -> Proc {
+        self.participant_as(
+            &format!("{institution}-restarted"),
+            &self.institution_dir(institution),
+            institution,
+            &self.data_file(institution),
+            &[],
+            &[],
+        )
+    }
 
     /// The institution's own agent with its own certificate and data.
     pub fn participant(&self, institution: &str, env: &[(&str, &str)], extra: &[&str]) -> Proc {

@@ -37,14 +37,7 @@ fn a_failed_evaluation_is_retried_alone_and_no_update_is_summed_twice() {
     victim.kill();
     // The update carries the training counts, so it runs over the statistics set only and
     // waits for the victim, which comes back as a new process (same key and ledger).
-    let mut back = fed.participant_as(
-        &format!("{victim_name}-restarted"),
-        &fed.institution_dir(&victim_name),
-        &victim_name,
-        &fed.data_file(&victim_name),
-        &[],
-        &[],
-    );
+    let mut back = fed.restart(&victim_name);
     let status = fed.wait_job_end(1, Duration::from_secs(120), &coord);
     assert_eq!(status["state"], "completed", "{status}");
     let log = coord.stderr();

@@ -1,5 +1,5 @@
 //! Seeded chaos with the real binaries on loopback: agents SIGKILLed at random secure-
-//! aggregation stages and some restarted; the coordinator SIGKILLed again and again in one
+//! aggregation stages and started again; the coordinator SIGKILLed again and again in one
 //! job. The schedules come from a fixed seed, so a failure replays; `FEDRISK_CHAOS_SEED`
 //! picks another schedule (RELIABILITY.md says how many were run).
 

@@ -648,8 +648,8 @@ impl Engine {
                         // evaluation is dropped or skipped instead.
                         return Err(SessionError::Failed(if req.only_needed {
                             Failure::Transient(format!(
-                                "round {}'s update carries the training row and default counts, so it runs over the statistics session's participants only, and {missing} not available",
-                                req.round
+                                "round {}'s {} session carries the training row and default counts, so it runs over the statistics session's participants only, and {missing} not available",
+                                req.round, req.label
                             ))
                         } else {
                             Failure::Deterministic(format!(

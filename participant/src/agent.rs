@@ -1479,47 +1479,4 @@ mod tests {
         finer.params.fixed_point.frac_bits += 1;
         assert!(check_fixed_point(&finer, req.clip).is_err());
     }
-
-    #[test]
-    fn attack_magnitudes_of_another_schema_over_fewer_are_refused() {
-        // An agent without `--schema` takes the job's: a schema with one column more gives
-        // other magnitudes (a new input), and those over a set without institution 4 beside
-        // the first job's would give 4's largest octave per feature. The magnitudes name
-        // all rows' counts, which the first job's sums tied to the four.
-        use fedrisk_rounds::RoundKind;
-        use fedrisk_rounds::kinds::Magnitudes;
-        let (_dir, schema, name, mut data, job) = one_institution(9, 2);
-        let (stats, _) = statistics_and_flat_model(&schema, &name);
-        let magnitudes = Magnitudes {};
-        let named = magnitudes.constants(&job, &mut data).expect("constants");
-        let in_stats = stats.constants(&job, &mut data).expect("constants");
-        assert!(!named.is_empty());
-        assert!(
-            named.iter().all(|c| in_stats.contains(c)),
-            "all rows' counts, as the statistics name them"
-        );
-        let (four, three) = sets();
-        let mut ledger = Ledger::in_memory();
-        ledger
-            .allow_all(&entries_of(&stats, &job, (1, 0), &mut data, &four))
-            .expect("job 1's statistics");
-        // Job 2's magnitudes under another schema: another input, the same counts.
-        let constants: Vec<_> = named.iter().map(|c| constants_fingerprint(c)).collect();
-        let e = ledger
-            .allow_all(&ledger_entries(
-                "fed",
-                (2, 0, "magnitudes", true),
-                &[("magnitudes", 0, [42; 32])],
-                &constants,
-                &three,
-            ))
-            .unwrap_err();
-        assert!(
-            matches!(
-                e,
-                crate::ledger::LedgerError::ConstantsOtherSurvivors { .. }
-            ),
-            "{e}"
-        );
-    }
 }

@@ -343,8 +343,8 @@ impl Ledger {
                 return Err(LedgerError::PreprocessingChanged {
                     job,
                     round,
-                    fixed: fixed[..16.min(fixed.len())].to_string(),
-                    now: pre[..16.min(pre.len())].to_string(),
+                    fixed: fixed.chars().take(16).collect(),
+                    now: pre.chars().take(16).collect(),
                 });
             }
             None => {}
@@ -364,6 +364,11 @@ impl Ledger {
     /// ledgers before `ca_domain` kept them) over to the agent's CA, so an upgrade does not
     /// start the CA at "none seen".
     pub fn carry_crl_to(&mut self, ca: &str) -> Result<(), LedgerError> {
+        // Once any CA has its own number, the ledger was upgraded before: numbers under
+        // federation ids may be another CA's and are not carried again.
+        if self.crl.keys().any(|k| k.starts_with("ca:")) {
+            return Ok(());
+        }
         let older = self
             .crl
             .iter()

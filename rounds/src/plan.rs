@@ -482,7 +482,8 @@ impl JobPlan {
             task: encoded,
             first_of_job: self.first_of_job,
             new_attempt: self.new_attempt,
-            only_needed: update_alone && only.is_some(),
+            only_needed: (update_alone || matches!(self.phase, Phase::BinCounts { .. }))
+                && only.is_some(),
             only,
             commit_words: kind
                 .committed_len(&self.job)

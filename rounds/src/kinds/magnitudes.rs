@@ -5,7 +5,7 @@ use fedrisk_models::federated;
 use serde::{Deserialize, Serialize};
 
 use crate::error::RoundError;
-use crate::kind::{Absorbed, Part, RoundKind, RowsCounted, SessionSum, split_constants};
+use crate::kind::{Absorbed, Part, RoundKind, SessionSum};
 use crate::local::Rows;
 use crate::task::JobContext;
 
@@ -45,17 +45,6 @@ impl RoundKind for Magnitudes {
         parts.extend(split.held_out.as_ref());
         let c = federated::magnitude_contribution_of(&parts);
         Ok(Part::whole(self, round, c))
-    }
-
-    /// The magnitudes carry no count, but they are tied like the sums that do: a job whose
-    /// schema differs by one column (an agent without `--schema`) has other magnitudes, and
-    /// those over one institution fewer would give its largest octave per feature.
-    fn constants(
-        &self,
-        job: &JobContext,
-        rows: &mut dyn Rows,
-    ) -> Result<Vec<Vec<u64>>, RoundError> {
-        split_constants(job, rows, RowsCounted::All)
     }
 
     fn absorb(&self, job: &JobContext, sum: &SessionSum) -> Result<Absorbed, RoundError> {

@@ -587,8 +587,8 @@ impl Engine {
         // An evaluation waits for its set's members as long as a stage would (an agent
         // restarting comes back well within it), not as long as a job's start does: each
         // round's evaluation would wait again for a member that left for good.
-        // Round 1's update cannot go on without its set, so it waits for them as a job's
-        // start does.
+        // A session that cannot go on without its set (an update, the bin counts) waits
+        // for it as a job's start does.
         let wait = match (&req.only, patience) {
             (_, Some(ms)) => ms,
             (Some(_), None) if !req.only_needed => {
@@ -644,7 +644,7 @@ impl Engine {
                         } else {
                             format!("{} are", missing.join(", "))
                         };
-                        // Round 1's update is tried again (its set may come back); an
+                        // Such a session is tried again (its set may come back); an
                         // evaluation is dropped or skipped instead.
                         return Err(SessionError::Failed(if req.only_needed {
                             Failure::Transient(format!(

@@ -1315,13 +1315,26 @@ mod tests {
             "the defaults read from the update are among the named counts"
         );
 
-        let (four, three) = sets();
+        let (four, _) = sets();
         let mut ledger = Ledger::in_memory();
         ledger
             .allow_all(&entries_of(&stats, &job, (1, 0), &mut data, &four))
             .expect("the statistics session");
+        counts_refused_over_three_allowed_over_four(&mut ledger, &update, &job, (1, 1), &mut data);
+    }
+
+    /// `kind`'s session `(job, round)` over A, B, C is refused for the counts it carries,
+    /// and allowed over A, B, C, D.
+    fn counts_refused_over_three_allowed_over_four(
+        ledger: &mut Ledger,
+        kind: &dyn fedrisk_rounds::RoundKind,
+        job: &fedrisk_rounds::JobContext,
+        at: (u64, u32),
+        data: &mut LocalData<SourceLoader>,
+    ) {
+        let (four, three) = sets();
         let e = ledger
-            .allow_all(&entries_of(&update, &job, (1, 1), &mut data, &three))
+            .allow_all(&entries_of(kind, job, at, data, &three))
             .unwrap_err();
         assert!(
             matches!(
@@ -1331,8 +1344,8 @@ mod tests {
             "{e}"
         );
         ledger
-            .allow_all(&entries_of(&update, &job, (1, 1), &mut data, &four))
-            .expect("round 1 over the statistics set");
+            .allow_all(&entries_of(kind, job, at, data, &four))
+            .expect("the same session over the statistics set");
     }
 
     #[test]
@@ -1379,19 +1392,7 @@ mod tests {
             train2[train2.len() - 2..],
             "all rows' counts are the same"
         );
-        let e = ledger
-            .allow_all(&entries_of(&stats, &job2, (2, 0), &mut data, &three))
-            .unwrap_err();
-        assert!(
-            matches!(
-                e,
-                crate::ledger::LedgerError::ConstantsOtherSurvivors { .. }
-            ),
-            "{e}"
-        );
-        ledger
-            .allow_all(&entries_of(&stats, &job2, (2, 0), &mut data, &four))
-            .expect("job 2 over the same set");
+        counts_refused_over_three_allowed_over_four(&mut ledger, &stats, &job2, (2, 0), &mut data);
     }
 
     fn stats_counts(

@@ -129,7 +129,7 @@ pub trait RoundKind {
 /// Which of a job's rows a sum's counts are about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RowsCounted {
-    /// The training rows (statistics, bin counts, an update at zero coefficients).
+    /// The training rows (statistics, bin counts, updates).
     Train,
     /// The rows evaluations score (the held-out rows, else the training rows).
     Eval,
@@ -159,13 +159,21 @@ pub fn split_constants(
         RowsCounted::All => Vec::new(),
         _ => row_constants(train.iter()),
     };
-    let mut constants = counted;
-    for c in row_constants(train.iter().chain(held_out)) {
-        if !constants.contains(&c) {
-            constants.push(c);
+    Ok(union_constants(
+        counted,
+        row_constants(train.iter().chain(held_out)),
+    ))
+}
+
+/// `a` followed by the lists of `b` it does not already hold: one entry per count, however
+/// many parts of a session name it.
+pub fn union_constants(mut a: Vec<Vec<u64>>, b: Vec<Vec<u64>>) -> Vec<Vec<u64>> {
+    for c in b {
+        if !a.contains(&c) {
+            a.push(c);
         }
     }
-    Ok(constants)
+    a
 }
 
 /// The counts a sum over a set of labelled rows carries, as [`RoundKind::constants`] gives

@@ -154,9 +154,10 @@ pub struct SessionRequest {
     /// Invite exactly these participants and no others; the session fails when one of them
     /// is missing (evaluations: see [`Checkpoint::constants_survivors`]).
     pub only: Option<Vec<u32>>,
-    /// The session cannot go on without `only`'s members (round 1's update, which carries
-    /// the training counts): the driver waits for them as long as for a job's start, and
-    /// their absence is a failure to retry, not a reason to drop or skip anything.
+    /// The session cannot go on without `only`'s members (an update alone or the bin
+    /// counts, which carry the training counts): the driver waits for them as long as for
+    /// a job's start, and their absence is a failure to retry, not a reason to drop or skip
+    /// anything.
     pub only_needed: bool,
     /// How many leading words of each input carry a commitment (slot 0 and the values
     /// later tasks derive from: [`crate::RoundKind::committed_len`]); 0 for none.
@@ -502,9 +503,9 @@ impl JobPlan {
             reason: failure.reason().to_string(),
         };
         // The evaluation riding with an update is dropped rather than waited for: the
-        // update alone runs over whoever is there. That is not another try of the same
-        // session (it happens once per round), so it spends none of the round's attempts:
-        // a job allowed one attempt still trains past a missing member.
+        // update runs alone (over the same set, which it waits for). That is not another
+        // try of the same session (it happens once per round), so it spends none of the
+        // round's attempts: a job allowed one attempt still runs the update.
         if matches!(self.phase, Phase::Update { evaluate: true }) {
             self.phase = Phase::Update { evaluate: false };
             self.new_attempt = true;

@@ -9,7 +9,7 @@ use fedrisk_models::federated::{self, Contribution, RoundSettings, validation_sp
 use fedrisk_models::logistic::{Curvature, Penalty, loss_grad_hessian, newton_step};
 use fedrisk_models::{Dataset, LabelMode, ModelFile, Preprocessor, Schema, load_csv};
 
-use crate::harness::{Fed, JobOpts, Proc, secs, survivors, tail};
+use crate::harness::{Fed, JobOpts, Proc, round_auc, secs, survivors, tail};
 
 const ROUNDS: u32 = 3;
 /// The agent killed in round 2's session: bank_b, roster id 2.
@@ -237,13 +237,7 @@ fn scenario(fault: &str, seed: u64, victim_in_sum: bool) {
         .lines()
         .filter(|l| l.contains("retrying with fresh keys"))
         .collect();
-    let rounds = status["rounds"].as_array().cloned().unwrap_or_default();
-    let auc = |r: u64| {
-        rounds
-            .iter()
-            .filter(|x| x["round"] == r)
-            .find_map(|x| x["auc"].as_f64())
-    };
+    let auc = |r: u64| round_auc(&status, r);
     if victim_in_sum {
         // The session absorbed the death: no attempt was abandoned, and round 1's model
         // was evaluated in it.

@@ -763,6 +763,15 @@ impl Drop for Fed {
     }
 }
 
+/// A round's federated test AUC from `job status --json`, if its model was evaluated.
+pub fn round_auc(status: &Value, round: u64) -> Option<f64> {
+    status["rounds"]
+        .as_array()?
+        .iter()
+        .filter(|x| x["round"] == round)
+        .find_map(|x| x["auc"].as_f64())
+}
+
 /// Rounds of a status JSON as (round, survivors).
 pub fn survivors(status: &Value) -> Vec<(u64, u64)> {
     status["rounds"]

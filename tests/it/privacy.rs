@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::harness::{Fed, JobOpts, Proc, refusals as refusals_of, tail};
+use crate::harness::{Fed, JobOpts, Proc, refusals as refusals_of, round_auc, tail};
 
 #[test]
 fn a_failed_evaluation_is_retried_alone_and_no_update_is_summed_twice() {
@@ -70,13 +70,7 @@ fn a_failed_evaluation_is_retried_alone_and_no_update_is_summed_twice() {
         "{}",
         tail(&log, 40)
     );
-    let rounds = status["rounds"].as_array().cloned().unwrap_or_default();
-    let auc = |r: u64| {
-        rounds
-            .iter()
-            .filter(|x| x["round"] == r)
-            .find_map(|x| x["auc"].as_f64())
-    };
+    let auc = |r: u64| round_auc(&status, r);
     assert_eq!(auc(1), None, "round 1's model is not evaluated: {status}");
     // Every agent signed each task over one survivor set only.
     for name in &fed.institutions {
@@ -215,13 +209,7 @@ fn attack_a_coordinator_crafting_an_evaluation_model_is_refused_by_every_agent()
         "the operator does not see why: {status}"
     );
     // Round 1's model stands unevaluated; rounds 2 and 3 were evaluated as usual.
-    let rounds = status["rounds"].as_array().cloned().unwrap_or_default();
-    let auc = |r: u64| {
-        rounds
-            .iter()
-            .filter(|x| x["round"] == r)
-            .find_map(|x| x["auc"].as_f64())
-    };
+    let auc = |r: u64| round_auc(&status, r);
     assert_eq!(auc(1), None, "{status}");
     assert!(auc(2).is_some_and(|a| a > 0.6), "{status}");
     assert!(auc(3).is_some_and(|a| a > 0.6), "{status}");

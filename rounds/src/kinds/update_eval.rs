@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::RoundError;
 use crate::fixed::TRAIN_CLIP;
-use crate::kind::{Absorbed, Part, RoundKind, SessionSum};
+use crate::kind::{Absorbed, Part, RoundKind, SessionSum, union_constants};
 use crate::kinds::{Evaluation, Update};
 use crate::local::Rows;
 use crate::task::{GlobalModel, JobContext};
@@ -91,13 +91,10 @@ impl RoundKind for UpdateEval {
         job: &JobContext,
         rows: &mut dyn Rows,
     ) -> Result<Vec<Vec<u64>>, RoundError> {
-        let mut counts = self.evaluation().constants(job, rows)?;
-        for c in self.update().constants(job, rows)? {
-            if !counts.contains(&c) {
-                counts.push(c);
-            }
-        }
-        Ok(counts)
+        Ok(union_constants(
+            self.evaluation().constants(job, rows)?,
+            self.update().constants(job, rows)?,
+        ))
     }
 
     /// A sum of the update part alone (what a lineage record carries: the committed

@@ -18,10 +18,16 @@ fn main() -> Result<(), Box<dyn Error>> {
         Some(protoc) => config.protoc_executable(protoc),
         None => config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?),
     };
-    // A session's certificates are queued to every stream, and its task bytes to every
-    // invited agent: as `Bytes`, every queue shares one buffer instead of holding a copy.
+    // A session's certificates are queued to every stream, its task bytes and broadcast
+    // secagg messages to every invited agent, and a lineage record is served to every agent:
+    // as `Bytes`, every queue and reply shares one buffer instead of holding a copy.
     tonic_prost_build::configure()
         .bytes(".fedrisk.v1.PeerIdentity.certificate_der")
+        .bytes(".fedrisk.v1.SecAggDelivery.payload")
+        .bytes(".fedrisk.v1.Content.content")
+        // Uploads wait in the session's inbox until the engine takes them: as `Bytes` they
+        // stay slices of the request's buffer instead of a copy of it.
+        .bytes(".fedrisk.v1.SecAggUpload.payload")
         .bytes(".fedrisk.v1.ComputeTask.task")
         .bytes(".fedrisk.v1.SecAggParams.crl")
         .build_client(true)

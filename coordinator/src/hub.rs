@@ -24,7 +24,7 @@ const TASK_QUEUE: usize = 1024;
 #[derive(Debug)]
 pub struct Upload {
     pub from: u32,
-    pub payload: Vec<u8>,
+    pub payload: prost::bytes::Bytes,
     pub reply: oneshot::Sender<Result<(), String>>,
 }
 
@@ -102,7 +102,7 @@ struct Inner {
     refusals: Vec<Refusal>,
     activity: String,
     /// Job-wide task contents by hash, for `FetchContent`.
-    contents: BTreeMap<String, Arc<Vec<u8>>>,
+    contents: BTreeMap<String, prost::bytes::Bytes>,
     /// Bytes served by `FetchContent` so far.
     fetched: u64,
 }
@@ -312,7 +312,7 @@ impl Hub {
             inner
                 .contents
                 .entry(hash.clone())
-                .or_insert_with(|| Arc::new(bytes.clone()));
+                .or_insert_with(|| prost::bytes::Bytes::copy_from_slice(bytes));
         }
     }
 
@@ -322,7 +322,7 @@ impl Hub {
     }
 
     /// A published content, counted as served.
-    pub fn content(&self, hash: &str) -> Option<Arc<Vec<u8>>> {
+    pub fn content(&self, hash: &str) -> Option<prost::bytes::Bytes> {
         let mut inner = self.lock();
         let c = inner.contents.get(hash).cloned()?;
         inner.fetched += c.len() as u64;
@@ -470,8 +470,13 @@ impl Hub {
                 }
                 size += p.certificate_der.len();
                 if let Some(part) = parts.last_mut() {
-                    // `Bytes`: every stream's part shares the session's one copy.
-                    part.push(p.clone());
+                    // `Bytes`: every stream's part shares the session's one copy. No hash:
+                    // the agent hashes what it keeps.
+                    part.push(fedrisk_proto::v1::PeerIdentity {
+                        participant_id: p.participant_id,
+                        certificate_der: p.certificate_der.clone(),
+                        certificate_sha256: String::new(),
+                    });
                 }
             }
         }
@@ -520,7 +525,7 @@ impl Hub {
         job_id: u64,
         round: u32,
         session_id: &[u8],
-        payload: Vec<u8>,
+        payload: prost::bytes::Bytes,
     ) -> Result<(), Status> {
         let tx = {
             let inner = self.lock();
@@ -572,16 +577,28 @@ mod tests {
         let mut inbox = hub.open_session(7, 3, b"session-3");
         let engine = tokio::spawn(async move {
             let up = inbox.recv().await.expect("one upload");
-            assert_eq!((up.from, up.payload.as_slice()), (1, &b"ok"[..]));
+            assert_eq!((up.from, &up.payload[..]), (1, &b"ok"[..]));
             let _ = up.reply.send(Ok(()));
             let up = inbox.recv().await.expect("second upload");
             let _ = up.reply.send(Err("wrong length".into()));
         });
-        hub.route(1, 7, 3, b"session-3", b"ok".to_vec())
-            .await
-            .expect("accepted");
+        hub.route(
+            1,
+            7,
+            3,
+            b"session-3",
+            prost::bytes::Bytes::from_static(b"ok"),
+        )
+        .await
+        .expect("accepted");
         let rejected = hub
-            .route(1, 7, 3, b"session-3", b"bad".to_vec())
+            .route(
+                1,
+                7,
+                3,
+                b"session-3",
+                prost::bytes::Bytes::from_static(b"bad"),
+            )
             .await
             .unwrap_err();
         assert_eq!(rejected.code(), tonic::Code::InvalidArgument);
@@ -589,19 +606,37 @@ mod tests {
         engine.await.expect("engine task");
         // A message of an earlier round (a replay) and one naming another session never reach it.
         let old = hub
-            .route(1, 7, 2, b"session-2", b"x".to_vec())
+            .route(
+                1,
+                7,
+                2,
+                b"session-2",
+                prost::bytes::Bytes::from_static(b"x"),
+            )
             .await
             .unwrap_err();
         assert_eq!(old.code(), tonic::Code::FailedPrecondition);
         assert!(old.message().contains("stale or replayed"));
         let other = hub
-            .route(1, 7, 3, b"session-x", b"x".to_vec())
+            .route(
+                1,
+                7,
+                3,
+                b"session-x",
+                prost::bytes::Bytes::from_static(b"x"),
+            )
             .await
             .unwrap_err();
         assert_eq!(other.code(), tonic::Code::FailedPrecondition);
         hub.close_session(b"session-3");
         let none = hub
-            .route(1, 7, 3, b"session-3", b"x".to_vec())
+            .route(
+                1,
+                7,
+                3,
+                b"session-3",
+                prost::bytes::Bytes::from_static(b"x"),
+            )
             .await
             .unwrap_err();
         assert!(none.message().contains("no secagg session"));

@@ -198,9 +198,7 @@ impl fedrisk_proto::Participant for ParticipantService {
             .hub
             .content(hash)
             .ok_or_else(|| Status::not_found(format!("no task content {hash}")))?;
-        Ok(Response::new(v1::Content {
-            content: content.as_ref().clone(),
-        }))
+        Ok(Response::new(v1::Content { content }))
     }
 
     async fn heartbeat(

@@ -7,11 +7,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use fedrisk_coordinator::server::{self, ServeOptions};
-use fedrisk_coordinator::store::{JobState, RoundRecord, RoundState};
-use fedrisk_identity::client::ClientIdentity;
+use fedrisk_coordinator::store::{JobState, RoundRecord, RoundState, Store};
+use fedrisk_identity::client::{self as tls, ClientIdentity};
 use fedrisk_identity::pki::{self, Role};
 use fedrisk_models::ModelFile;
 use fedrisk_participant::agent::{self, AgentConfig};
+use fedrisk_proto::v1;
 use fedrisk_rounds::JobSpec;
 use fedrisk_secagg::ParticipantPolicy;
 
@@ -30,6 +31,17 @@ pub struct Federation {
     pub participants: Vec<(String, PathBuf)>,
     pub spec: JobSpec,
     pub agents: Agents,
+    pub coordinator: Coordinator,
+}
+
+/// How the coordinator runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Coordinator {
+    /// In this process (its peak memory is then the whole process's).
+    InProcess,
+    /// `fedrisk-coordinator serve` as a process of its own, as an operator runs it; jobs go
+    /// in over the operator API with a certificate of the operator role.
+    Process(PathBuf),
 }
 
 pub struct FederationRun {
@@ -39,8 +51,8 @@ pub struct FederationRun {
     /// Model of each training round, in order.
     pub models: Vec<(u32, ModelFile)>,
     pub seconds: f64,
-    /// Peak resident memory of the coordinator process, kB (the whole process when agents
-    /// run in-process).
+    /// Peak resident memory of the coordinator, kB: its own process's, or this whole
+    /// process's when it runs in-process.
     pub coordinator_peak_kb: u64,
     /// Peak resident memory of each agent process, kB (empty for in-process agents).
     pub agent_peak_kb: Vec<(String, u64)>,
@@ -78,11 +90,14 @@ pub fn peak_rss_kb(status: &str) -> u64 {
 
 pub async fn run(f: Federation) -> Result<FederationRun> {
     let pki_dir = f.work.join("pki");
+    let ca_dir = f.work.join("ca");
+    let ids_dir = f.work.join("identities");
     // Each run is a new federation: the CA, database and agents' ledgers of an earlier run
     // in this folder belong to another one.
-    if pki_dir.exists() {
-        std::fs::remove_dir_all(&pki_dir)
-            .with_context(|| format!("clearing {}", pki_dir.display()))?;
+    for dir in [&pki_dir, &ca_dir, &ids_dir] {
+        if dir.exists() {
+            std::fs::remove_dir_all(dir).with_context(|| format!("clearing {}", dir.display()))?;
+        }
     }
     for db in ["coordinator.db", "coordinator.db-wal", "coordinator.db-shm"] {
         let _ = std::fs::remove_file(f.work.join(db));
@@ -90,31 +105,216 @@ pub async fn run(f: Federation) -> Result<FederationRun> {
     for (name, _) in &f.participants {
         let _ = std::fs::remove_file(f.work.join(format!("{name}.ledger.jsonl")));
     }
-    pki::init(&pki_dir, "fedrisk-local").context("creating the federation CA")?;
-    for (name, _) in &f.participants {
-        pki::issue(&pki_dir, name, Role::Participant, 30)
-            .with_context(|| format!("issuing a certificate for {name}"))?;
+    match &f.coordinator {
+        Coordinator::InProcess => {
+            pki::init(&pki_dir, "fedrisk-local").context("creating the federation CA")?;
+            for (name, _) in &f.participants {
+                pki::issue(&pki_dir, name, Role::Participant, 30)
+                    .with_context(|| format!("issuing a certificate for {name}"))?;
+            }
+            let running = server::start(ServeOptions {
+                listen: "127.0.0.1:0".parse()?,
+                pki_dir: pki_dir.clone(),
+                database: f.work.join("coordinator.db"),
+                federation_id: None,
+                events: None,
+                metrics: None,
+            })
+            .await?;
+            let url = format!("https://127.0.0.1:{}", running.addr.port());
+            let started = Instant::now();
+            let agents = start_agents(&f, &url, &pki_dir, &pki_dir)?;
+            let job_id = running.scheduler.submit(&f.spec)?;
+            let job = loop {
+                let job = running.store.job(job_id)?;
+                if job.state.is_terminal() {
+                    break job;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            };
+            let seconds = started.elapsed().as_secs_f64();
+            let coordinator_peak_kb =
+                peak_rss_kb(&std::fs::read_to_string("/proc/self/status").unwrap_or_default());
+            let agent_peak_kb = wait_for_agents(&f, agents).await;
+            let out = collect(
+                &running.store,
+                job,
+                seconds,
+                coordinator_peak_kb,
+                agent_peak_kb,
+            );
+            running.stop().await;
+            out
+        }
+        Coordinator::Process(bin) => {
+            // The layout `certs init --ca-dir` makes: `serve` refuses a folder holding the
+            // CA's key or any key but its own.
+            pki::init_separate(&ca_dir, &pki_dir, &pki::InitOptions::new("fedrisk-local"))
+                .context("creating the federation CA")?;
+            let authority = pki::Authority::new(&ca_dir, &pki_dir);
+            std::fs::create_dir_all(&ids_dir)
+                .with_context(|| format!("creating {}", ids_dir.display()))?;
+            for (name, _) in &f.participants {
+                pki::issue_to(&authority, &ids_dir, name, Role::Participant, 30)
+                    .with_context(|| format!("issuing a certificate for {name}"))?;
+            }
+            pki::issue_to(&authority, &ids_dir, OPERATOR, Role::Operator, 30)
+                .context("issuing the operator's certificate")?;
+            let (mut server, url) = start_coordinator(bin, &f.work).await?;
+            let started = Instant::now();
+            let agents = start_agents(&f, &url, &pki_dir, &ids_dir)?;
+            let operator = ClientIdentity::from_files(
+                &pki_dir.join("ca.pem"),
+                &ids_dir.join(format!("{OPERATOR}.pem")),
+                &ids_dir.join(format!("{OPERATOR}.key")),
+            )?;
+            let channel = tls::connect(&url, "localhost", &operator, tls::CONNECT_TIMEOUT).await?;
+            let mut ops = fedrisk_proto::operator_client(channel);
+            let job_id = ops
+                .submit_job(v1::JobSpec {
+                    spec_json: f.spec.to_json(),
+                })
+                .await
+                .map_err(|s| anyhow::anyhow!("submitting the job: {}", s.message()))?
+                .into_inner()
+                .job_id;
+            loop {
+                let s = ops
+                    .get_status(v1::JobRef { job_id })
+                    .await
+                    .map_err(|s| anyhow::anyhow!("the job's status: {}", s.message()))?
+                    .into_inner();
+                if matches!(
+                    v1::JobState::try_from(s.state),
+                    Ok(v1::JobState::Completed | v1::JobState::Failed | v1::JobState::Cancelled)
+                ) {
+                    break;
+                }
+                if let Some(status) = server.try_wait()? {
+                    bail!(
+                        "the coordinator exited ({status}) during the job; see {}",
+                        f.work.join("logs").join("coordinator.log").display()
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let seconds = started.elapsed().as_secs_f64();
+            let coordinator_peak_kb = server
+                .id()
+                .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
+                .map_or(0, |s| peak_rss_kb(&s));
+            let agent_peak_kb = wait_for_agents(&f, agents).await;
+            stop_coordinator(&mut server).await;
+            let store = Store::open(&f.work.join("coordinator.db"))?;
+            let job = store.job(job_id)?;
+            collect(&store, job, seconds, coordinator_peak_kb, agent_peak_kb)
+        }
     }
-    let running = server::start(ServeOptions {
-        listen: "127.0.0.1:0".parse()?,
-        pki_dir: pki_dir.clone(),
-        database: f.work.join("coordinator.db"),
-        federation_id: None,
-        events: None,
-        metrics: None,
-    })
-    .await?;
-    let url = format!("https://127.0.0.1:{}", running.addr.port());
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    let mut children = Vec::new();
+}
+
+/// The operator identity the lab submits jobs with when the coordinator is a process.
+const OPERATOR: &str = "lab-operator";
+
+/// Starts `bin serve` on a free loopback port with the federation in `work`, and waits until
+/// it accepts connections.
+async fn start_coordinator(
+    bin: &std::path::Path,
+    work: &std::path::Path,
+) -> Result<(tokio::process::Child, String)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let config = work.join("coordinator.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\npki_dir = \"pki\"\ndatabase = \"coordinator.db\"\n"
+        ),
+    )
+    .with_context(|| format!("writing {}", config.display()))?;
+    let logs = work.join("logs");
+    std::fs::create_dir_all(&logs)?;
+    let log_path = logs.join("coordinator.log");
+    let log = std::fs::File::create(&log_path)?;
+    let mut child = tokio::process::Command::new(bin)
+        .arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {} serve", bin.display()))?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait()? {
+            bail!(
+                "the coordinator exited ({status}) before it listened; see {}",
+                log_path.display()
+            );
+        }
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return Ok((child, format!("https://127.0.0.1:{port}")));
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the coordinator did not listen on port {port} within 30 s; see {}",
+                log_path.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Stops `serve` as an operator does (Ctrl-C, so it closes its database), or kills it after
+/// 10 s.
+async fn stop_coordinator(server: &mut tokio::process::Child) {
+    if let Some(pid) = server.id().and_then(|p| i32::try_from(p).ok()) {
+        // SAFETY: `kill` with a child's pid that is still ours (not yet waited for).
+        unsafe {
+            libc::kill(pid, libc::SIGINT);
+        }
+    }
+    if tokio::time::timeout(Duration::from_secs(10), server.wait())
+        .await
+        .is_err()
+    {
+        let _ = server.kill().await;
+    }
+}
+
+/// Agents started for a run: in-process tasks or processes.
+struct Started {
+    tasks: Vec<tokio::task::JoinHandle<Result<agent::JobOutcome, agent::AgentError>>>,
+    children: Vec<(String, tokio::process::Child)>,
+}
+
+/// Starts one agent per institution; `ca_dir` holds `ca.pem`, `ids_dir` each one's
+/// certificate and key.
+fn start_agents(
+    f: &Federation,
+    url: &str,
+    ca_dir: &std::path::Path,
+    ids_dir: &std::path::Path,
+) -> Result<Started> {
+    let mut started = Started {
+        tasks: Vec::new(),
+        children: Vec::new(),
+    };
     for (name, csv) in &f.participants {
         match &f.agents {
             Agents::InProcess => {
                 let cfg = AgentConfig {
-                    url: url.clone(),
+                    url: url.to_owned(),
                     domain: "localhost".into(),
-                    identity: ClientIdentity::from_dir(&pki_dir, name)?,
+                    identity: ClientIdentity::from_files(
+                        &ca_dir.join("ca.pem"),
+                        &ids_dir.join(format!("{name}.pem")),
+                        &ids_dir.join(format!("{name}.key")),
+                    )?,
                     data: fedrisk_models::DataSource::Csv(csv.clone()),
                     schema: None,
                     policy: ParticipantPolicy::default(),
@@ -124,7 +324,7 @@ pub async fn run(f: Federation) -> Result<FederationRun> {
                     limits: fedrisk_rounds::TaskLimits::default(),
                     key_list_window: agent::DEFAULT_KEY_LIST_WINDOW,
                 };
-                tasks.push(tokio::spawn(agent::run(cfg)));
+                started.tasks.push(tokio::spawn(agent::run(cfg)));
             }
             Agents::Processes(bin) => {
                 let logs = f.work.join("logs");
@@ -133,13 +333,13 @@ pub async fn run(f: Federation) -> Result<FederationRun> {
                 let child = tokio::process::Command::new(bin)
                     .arg("run")
                     .arg("--coordinator")
-                    .arg(&url)
+                    .arg(url)
                     .arg("--ca")
-                    .arg(pki_dir.join("ca.pem"))
+                    .arg(ca_dir.join("ca.pem"))
                     .arg("--cert")
-                    .arg(pki_dir.join(format!("{name}.pem")))
+                    .arg(ids_dir.join(format!("{name}.pem")))
                     .arg("--key")
-                    .arg(pki_dir.join(format!("{name}.key")))
+                    .arg(ids_dir.join(format!("{name}.key")))
                     .arg("--data")
                     .arg(csv)
                     .arg("--report-peak-memory")
@@ -148,23 +348,17 @@ pub async fn run(f: Federation) -> Result<FederationRun> {
                     .kill_on_drop(true)
                     .spawn()
                     .with_context(|| format!("starting {}", bin.display()))?;
-                children.push((name.clone(), child));
+                started.children.push((name.clone(), child));
             }
         }
     }
-    let job_id = running.scheduler.submit(&f.spec)?;
-    let job = loop {
-        let job = running.store.job(job_id)?;
-        if job.state.is_terminal() {
-            break job;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    let seconds = started.elapsed().as_secs_f64();
-    let coordinator_peak_kb =
-        peak_rss_kb(&std::fs::read_to_string("/proc/self/status").unwrap_or_default());
+    Ok(started)
+}
+
+/// Waits for the agents to end and reads each process's peak memory from its log.
+async fn wait_for_agents(f: &Federation, started: Started) -> Vec<(String, u64)> {
     let mut agent_peak_kb = Vec::new();
-    for (name, mut child) in children {
+    for (name, mut child) in started.children {
         let status = tokio::time::timeout(Duration::from_secs(20), child.wait()).await;
         if status.is_err() {
             let _ = child.kill().await;
@@ -179,18 +373,28 @@ pub async fn run(f: Federation) -> Result<FederationRun> {
             .unwrap_or(0);
         agent_peak_kb.push((name, peak));
     }
-    for t in tasks {
+    for t in started.tasks {
         let _ = tokio::time::timeout(Duration::from_secs(20), t).await;
     }
-    let rounds: Vec<RoundRecord> = running
-        .store
-        .rounds(job_id)?
+    agent_peak_kb
+}
+
+/// The run's rounds and models, from the coordinator's database.
+fn collect(
+    store: &Store,
+    job: fedrisk_coordinator::store::JobRecord,
+    seconds: f64,
+    coordinator_peak_kb: u64,
+    agent_peak_kb: Vec<(String, u64)>,
+) -> Result<FederationRun> {
+    let rounds: Vec<RoundRecord> = store
+        .rounds(job.id)?
         .into_iter()
         .filter(|r| r.state == RoundState::Completed)
         .collect();
     let mut models = Vec::new();
-    for v in running.store.model_versions(Some(job_id))? {
-        let Some(mv) = running.store.model_version(job_id, v.round)? else {
+    for v in store.model_versions(Some(job.id))? {
+        let Some(mv) = store.model_version(job.id, v.round)? else {
             continue;
         };
         let json = mv.model_json.unwrap_or_default();
@@ -201,7 +405,6 @@ pub async fn run(f: Federation) -> Result<FederationRun> {
         }
         models.push((v.round, model));
     }
-    running.stop().await;
     Ok(FederationRun {
         job_state: job.state,
         job_message: job.message,
@@ -218,4 +421,10 @@ pub fn sibling_participant_binary() -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
     let p = exe.parent()?.join("fedrisk-participant");
     p.is_file().then_some(p)
+}
+
+/// This binary, when it is `fedrisk-coordinator` (whose `serve` a run can start).
+pub fn coordinator_binary() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    (exe.file_name()? == "fedrisk-coordinator").then_some(exe)
 }

@@ -13,7 +13,7 @@ use fedrisk_models::{LabelMode, ModelFile, Schema, load_csv, metrics};
 use fedrisk_rounds::{Binning, JobSpec};
 use serde::Serialize;
 
-use crate::federation::{self, Agents, Federation, FederationRun};
+use crate::federation::{self, Agents, Coordinator, Federation, FederationRun};
 
 #[derive(Args, Debug, Clone)]
 pub struct SimulateArgs {
@@ -390,11 +390,18 @@ pub async fn simulate(args: &SimulateArgs, work: &Path) -> Result<(Report, Optio
     } else {
         Agents::InProcess
     };
+    // With agents as processes, the coordinator is one too (`serve`, as operators run it),
+    // so its peak memory is its own.
+    let coordinator = match (&agents, federation::coordinator_binary()) {
+        (Agents::Processes(_), Some(bin)) => Coordinator::Process(bin),
+        _ => Coordinator::InProcess,
+    };
     let run = federation::run(Federation {
         work: work.to_owned(),
         participants: files.clone(),
         spec,
         agents,
+        coordinator,
     })
     .await?;
     let final_model = run.models.last().map(|(_, m)| m.clone());

@@ -721,7 +721,7 @@ async fn fetch_contents(
             contents.parts.clear();
         }
         crate::metrics::content_received(got.len());
-        contents.parts.insert(hash, got);
+        contents.parts.insert(hash, got.to_vec());
     }
     Ok(())
 }
@@ -739,7 +739,7 @@ async fn flood(client: &ParticipantClient<Channel>, count: usize, bytes: usize) 
         sends.spawn(async move {
             client
                 .send_sec_agg(v1::SecAggUpload {
-                    payload: vec![0x5a; bytes],
+                    payload: vec![0x5a; bytes].into(),
                     ..v1::SecAggUpload::default()
                 })
                 .await
@@ -861,7 +861,7 @@ fn upload(a: &Active, msg: Message) -> v1::SecAggUpload {
         round: a.round,
         session_id: a.session_id.clone(),
         stage: msg.stage().wire_number(),
-        payload: msg.encode(),
+        payload: msg.encode().into(),
     }
 }
 
@@ -913,7 +913,7 @@ async fn inject_before_masked(
                 round: a.round,
                 session_id: a.session_id.clone(),
                 stage: v1::SecAggStage::MaskedInput as i32,
-                payload,
+                payload: payload.into(),
             };
             warn!("test fault: sending a wrong-length masked input");
             send(client, bad).await;

@@ -173,7 +173,7 @@ async fn fetch_one(
             "content that does not match its hash".into(),
         ));
     }
-    Ok(got)
+    Ok(got.to_vec())
 }
 
 /// The task's peers as `(id, certificate hash)`, every certificate now held by `lineage`:

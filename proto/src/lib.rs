@@ -89,7 +89,7 @@ mod tests {
             session_id: vec![0xab; SESSION_ID_LEN],
             kind: Some(task::Kind::Secagg(SecAggDelivery {
                 stage: SecAggStage::ShareKeys as i32,
-                payload: vec![1, 2, 3, 255],
+                payload: vec![1, 2, 3, 255].into(),
             })),
         };
         let bytes = task.encode_to_vec();

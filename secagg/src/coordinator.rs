@@ -525,10 +525,13 @@ impl CoordinatorSession {
                 };
                 let all: Vec<(u32, [u8; 64])> =
                     self.signatures.iter().map(|(&k, &v)| (k, v)).collect();
+                // A participant counts the first quorum of its group's signers (all of whom
+                // are in U3) and no more: those are all it is sent.
+                let quorum = self.config.params.share_threshold() as usize;
                 let out = match self.config.params.graph {
                     crate::GraphKind::Complete => vec![Outgoing::Broadcast {
                         recipients: self.u4.clone(),
-                        message: request(all),
+                        message: request(all.into_iter().take(quorum).collect()),
                     }],
                     crate::GraphKind::Harary { .. } => self
                         .u4
@@ -538,6 +541,7 @@ impl CoordinatorSession {
                             let sigs = all
                                 .iter()
                                 .filter(|s| g.binary_search(&s.0).is_ok())
+                                .take(quorum)
                                 .copied()
                                 .collect();
                             Outgoing::Unicast {

@@ -1356,3 +1356,46 @@ fn g16c_a_commitment_longer_than_the_input_is_refused() {
         Err(SecAggError::InvalidConfig(_))
     ));
 }
+
+/// Each unmask request carries the quorum of signatures its recipient counts and no more
+/// (the rest are bytes it would not read), and the session still completes with them.
+#[test]
+fn unmask_requests_carry_exactly_the_quorum_each_recipient_counts() {
+    let complete = SimConfig::new(12, 4);
+    let mut harary = SimConfig::new(120, 4);
+    harary.graph = GraphKind::Harary {
+        degree: 40,
+        share_threshold: 28,
+    };
+    harary.policy.min_threshold_fraction = 0.5;
+    harary.policy.harary_colluder_fraction = 0.02;
+    for cfg in [complete, harary] {
+        let n = cfg.n;
+        let quorum = cfg.params().share_threshold() as usize;
+        let mut sim = Sim::new(cfg.clone(), random_inputs(&cfg)).unwrap();
+        sim.advertise().unwrap();
+        sim.share_keys().unwrap();
+        sim.masked_input().unwrap();
+        sim.consistency().unwrap();
+        let mut seen = 0;
+        for o in &sim.outbox {
+            let (recipients, message) = match o {
+                Outgoing::Broadcast {
+                    recipients,
+                    message,
+                } => (recipients.clone(), message),
+                Outgoing::Unicast { recipient, message } => (vec![*recipient], message),
+            };
+            let Message::UnmaskRequest(req) = message else {
+                panic!("expected unmask requests, got {message:?}");
+            };
+            assert_eq!(req.signatures.len(), quorum, "n = {n}");
+            assert!(req.signatures.len() < n, "n = {n}: fewer than every signer");
+            seen += recipients.len();
+        }
+        assert_eq!(seen, n, "every signer gets a request");
+        let out = sim.unmask().expect("the session completes");
+        assert_eq!(out.survivors.len(), n);
+        assert_eq!(out.sum, sim.plaintext_sum(&out.survivors));
+    }
+}

@@ -54,6 +54,20 @@ fn fifty_agents_finish_a_secure_round() {
             tail(&log, 10)
         );
     }
+    // The coordinator was a process of its own (`serve`, as operators run it), and the
+    // peak memory reported is that process's.
+    let coordinator_log =
+        std::fs::read_to_string(out.join("federation/logs/coordinator.log")).unwrap_or_default();
+    assert!(
+        coordinator_log.contains("coordinator listening"),
+        "no serve process logged:\n{}",
+        tail(&coordinator_log, 10)
+    );
+    let coordinator_mb = report["coordinator_peak_rss_mb"].as_f64().unwrap_or(0.0);
+    assert!(
+        coordinator_mb > 1.0,
+        "the coordinator process's peak memory: {report}"
+    );
     let auc = rounds[0]["auc"].as_f64().expect("auc");
     assert!(auc > 0.6, "one Newton step should already rank: AUC {auc}");
     println!(

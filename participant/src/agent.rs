@@ -450,6 +450,7 @@ fn open_session(
         .map_err(|e| Refusal::from_round(&e))?;
     // The task must be what the job's plan asks for after the job's verified sums.
     let check_started = Instant::now();
+    lineage.adopt_checked_peers(&cfg.identity.ca_pem, &contents.peers);
     lineage
         .check(
             fetched,

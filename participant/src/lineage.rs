@@ -235,6 +235,12 @@ impl Lineage {
     /// Keeps peer certificates the stream sent ahead of a task (`PeerCertificates`), by
     /// participant, as the certificates it carried last for each. They are checked when a
     /// task names them.
+    /// Trusts, for lineage checks, the peer certificates `checked` already passed under the
+    /// same CA with the revocation list (see [`PeerCache::adopt_without_crl`]).
+    pub fn adopt_checked_peers(&mut self, ca_pem: &str, checked: &PeerCache) {
+        self.checked.adopt_without_crl(ca_pem, checked);
+    }
+
     pub fn keep_certificates(&mut self, peers: &[v1::PeerIdentity]) {
         if self.certificates.len() >= MAX_CERTIFICATES {
             self.certificates.clear();

@@ -187,3 +187,53 @@ fn attack_a_cached_peer_revoked_since_is_refused_at_the_next_session() {
         "{e}"
     );
 }
+
+/// A lineage check (no revocation list) trusts the certificates its session cache passed
+/// with the list under the same CA, and nothing checked under another CA.
+#[test]
+fn attack_a_certificate_checked_under_another_ca_is_not_adopted_for_lineage_checks() {
+    use fedrisk_identity::client::{PeerCache, verify_session_peers_cached};
+    use fedrisk_identity::pki::PkiDir;
+    use rustls_pki_types::{CertificateRevocationListDer, pem::PemObject};
+    let crl = |dir: &std::path::Path| {
+        CertificateRevocationListDer::from_pem_file(PkiDir::new(dir).crl())
+            .expect("revocation list")
+            .to_vec()
+    };
+    let ours = ca();
+    let theirs = ca();
+    for n in ["bank_a", "bank_b"] {
+        pki::issue(&ours.dir, n, Role::Participant, 30).expect("issue");
+    }
+    pki::issue(&theirs.dir, "minted", Role::Participant, 30).expect("issue");
+    let our_pem = std::fs::read_to_string(ours.dir.join("ca.pem")).expect("ca");
+    let their_pem = std::fs::read_to_string(theirs.dir.join("ca.pem")).expect("ca");
+    let (a, b, minted) = (
+        der(&ours.dir, "bank_a"),
+        der(&ours.dir, "bank_b"),
+        der(&theirs.dir, "minted"),
+    );
+    // Sessions checked our two peers under our list; a cache of the other CA's holds the
+    // minted one.
+    let mut sessions = PeerCache::default();
+    verify_session_peers_cached(
+        &our_pem,
+        &crl(&ours.dir),
+        &[(1, &a), (2, &b)],
+        &mut sessions,
+    )
+    .expect("our peers");
+    let mut foreign = PeerCache::default();
+    verify_session_peers_cached(&their_pem, &crl(&theirs.dir), &[(3, &minted)], &mut foreign)
+        .expect("their peer, under their CA");
+    let mut lineage = PeerCache::default();
+    lineage.adopt_without_crl(&our_pem, &sessions);
+    assert_eq!(lineage.len(), 2, "both of our checked peers are taken");
+    lineage.adopt_without_crl(&our_pem, &foreign);
+    assert_eq!(lineage.len(), 2, "nothing of another CA's is taken");
+    verify_session_peers_cached(&our_pem, &[], &[(1, &a), (2, &b)], &mut lineage)
+        .expect("adopted peers pass");
+    let e = verify_session_peers_cached(&our_pem, &[], &[(1, &a), (3, &minted)], &mut lineage)
+        .unwrap_err();
+    assert!(matches!(e, PeerCertError::Peer { id: 3, .. }), "{e}");
+}

@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use fedrisk_proto::v1::{Task, task};
+use prost::bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 use tonic::Status;
 
@@ -24,7 +25,7 @@ const TASK_QUEUE: usize = 1024;
 #[derive(Debug)]
 pub struct Upload {
     pub from: u32,
-    pub payload: prost::bytes::Bytes,
+    pub payload: Bytes,
     pub reply: oneshot::Sender<Result<(), String>>,
 }
 
@@ -102,7 +103,7 @@ struct Inner {
     refusals: Vec<Refusal>,
     activity: String,
     /// Job-wide task contents by hash, for `FetchContent`.
-    contents: BTreeMap<String, prost::bytes::Bytes>,
+    contents: BTreeMap<String, Bytes>,
     /// Bytes served by `FetchContent` so far.
     fetched: u64,
 }
@@ -312,7 +313,7 @@ impl Hub {
             inner
                 .contents
                 .entry(hash.clone())
-                .or_insert_with(|| prost::bytes::Bytes::copy_from_slice(bytes));
+                .or_insert_with(|| Bytes::copy_from_slice(bytes));
         }
     }
 
@@ -322,7 +323,7 @@ impl Hub {
     }
 
     /// A published content, counted as served.
-    pub fn content(&self, hash: &str) -> Option<prost::bytes::Bytes> {
+    pub fn content(&self, hash: &str) -> Option<Bytes> {
         let mut inner = self.lock();
         let c = inner.contents.get(hash).cloned()?;
         inner.fetched += c.len() as u64;
@@ -525,7 +526,7 @@ impl Hub {
         job_id: u64,
         round: u32,
         session_id: &[u8],
-        payload: prost::bytes::Bytes,
+        payload: Bytes,
     ) -> Result<(), Status> {
         let tx = {
             let inner = self.lock();
@@ -582,23 +583,11 @@ mod tests {
             let up = inbox.recv().await.expect("second upload");
             let _ = up.reply.send(Err("wrong length".into()));
         });
-        hub.route(
-            1,
-            7,
-            3,
-            b"session-3",
-            prost::bytes::Bytes::from_static(b"ok"),
-        )
-        .await
-        .expect("accepted");
+        hub.route(1, 7, 3, b"session-3", Bytes::from_static(b"ok"))
+            .await
+            .expect("accepted");
         let rejected = hub
-            .route(
-                1,
-                7,
-                3,
-                b"session-3",
-                prost::bytes::Bytes::from_static(b"bad"),
-            )
+            .route(1, 7, 3, b"session-3", Bytes::from_static(b"bad"))
             .await
             .unwrap_err();
         assert_eq!(rejected.code(), tonic::Code::InvalidArgument);
@@ -606,37 +595,19 @@ mod tests {
         engine.await.expect("engine task");
         // A message of an earlier round (a replay) and one naming another session never reach it.
         let old = hub
-            .route(
-                1,
-                7,
-                2,
-                b"session-2",
-                prost::bytes::Bytes::from_static(b"x"),
-            )
+            .route(1, 7, 2, b"session-2", Bytes::from_static(b"x"))
             .await
             .unwrap_err();
         assert_eq!(old.code(), tonic::Code::FailedPrecondition);
         assert!(old.message().contains("stale or replayed"));
         let other = hub
-            .route(
-                1,
-                7,
-                3,
-                b"session-x",
-                prost::bytes::Bytes::from_static(b"x"),
-            )
+            .route(1, 7, 3, b"session-x", Bytes::from_static(b"x"))
             .await
             .unwrap_err();
         assert_eq!(other.code(), tonic::Code::FailedPrecondition);
         hub.close_session(b"session-3");
         let none = hub
-            .route(
-                1,
-                7,
-                3,
-                b"session-3",
-                prost::bytes::Bytes::from_static(b"x"),
-            )
+            .route(1, 7, 3, b"session-3", Bytes::from_static(b"x"))
             .await
             .unwrap_err();
         assert!(none.message().contains("no secagg session"));

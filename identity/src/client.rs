@@ -486,12 +486,7 @@ impl PeerCache {
     /// peer twice, once for the session and once for the lineage record that names it (at
     /// n = 200, 200 P-256 signatures per agent).
     pub fn adopt_without_crl(&mut self, ca_pem: &str, checked: &PeerCache) {
-        let context = sha256(&[ca_pem.as_bytes(), &[]]);
-        if self.context != context {
-            self.context = context;
-            self.ca = sha256(&[ca_pem.as_bytes()]);
-            self.checked.clear();
-        }
+        self.enter(ca_pem, &[]);
         if checked.ca != self.ca || checked.checked.is_empty() {
             return;
         }
@@ -499,6 +494,17 @@ impl PeerCache {
             self.checked
                 .entry(*fingerprint)
                 .or_insert_with(|| entry.clone());
+        }
+    }
+
+    /// Holds checks under `ca_pem` and `crl_der` from now on: entries of another CA or list
+    /// are dropped.
+    fn enter(&mut self, ca_pem: &str, crl_der: &[u8]) {
+        let context = sha256(&[ca_pem.as_bytes(), crl_der]);
+        if self.context != context {
+            self.context = context;
+            self.ca = sha256(&[ca_pem.as_bytes()]);
+            self.checked.clear();
         }
     }
 }
@@ -527,12 +533,7 @@ pub fn verify_session_peers_cached(
     } else {
         Some(crl_number(crl_der)?)
     };
-    let context = sha256(&[ca_pem.as_bytes(), crl_der]);
-    if cache.context != context {
-        cache.context = context;
-        cache.ca = sha256(&[ca_pem.as_bytes()]);
-        cache.checked.clear();
-    }
+    cache.enter(ca_pem, crl_der);
     let mut verifier = None;
     let mut seen_ids = std::collections::BTreeSet::new();
     let mut by_key: std::collections::BTreeMap<[u8; 32], u32> = Default::default();

@@ -106,110 +106,120 @@ pub async fn run(f: Federation) -> Result<FederationRun> {
         let _ = std::fs::remove_file(f.work.join(format!("{name}.ledger.jsonl")));
     }
     match &f.coordinator {
-        Coordinator::InProcess => {
-            pki::init(&pki_dir, "fedrisk-local").context("creating the federation CA")?;
-            for (name, _) in &f.participants {
-                pki::issue(&pki_dir, name, Role::Participant, 30)
-                    .with_context(|| format!("issuing a certificate for {name}"))?;
-            }
-            let running = server::start(ServeOptions {
-                listen: "127.0.0.1:0".parse()?,
-                pki_dir: pki_dir.clone(),
-                database: f.work.join("coordinator.db"),
-                federation_id: None,
-                events: None,
-                metrics: None,
-            })
-            .await?;
-            let url = format!("https://127.0.0.1:{}", running.addr.port());
-            let started = Instant::now();
-            let agents = start_agents(&f, &url, &pki_dir, &pki_dir)?;
-            let job_id = running.scheduler.submit(&f.spec)?;
-            let job = loop {
-                let job = running.store.job(job_id)?;
-                if job.state.is_terminal() {
-                    break job;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            };
-            let seconds = started.elapsed().as_secs_f64();
-            let coordinator_peak_kb =
-                peak_rss_kb(&std::fs::read_to_string("/proc/self/status").unwrap_or_default());
-            let agent_peak_kb = wait_for_agents(&f, agents).await;
-            let out = collect(
-                &running.store,
-                job,
-                seconds,
-                coordinator_peak_kb,
-                agent_peak_kb,
-            );
-            running.stop().await;
-            out
-        }
-        Coordinator::Process(bin) => {
-            // The layout `certs init --ca-dir` makes: `serve` refuses a folder holding the
-            // CA's key or any key but its own.
-            pki::init_separate(&ca_dir, &pki_dir, &pki::InitOptions::new("fedrisk-local"))
-                .context("creating the federation CA")?;
-            let authority = pki::Authority::new(&ca_dir, &pki_dir);
-            std::fs::create_dir_all(&ids_dir)
-                .with_context(|| format!("creating {}", ids_dir.display()))?;
-            for (name, _) in &f.participants {
-                pki::issue_to(&authority, &ids_dir, name, Role::Participant, 30)
-                    .with_context(|| format!("issuing a certificate for {name}"))?;
-            }
-            pki::issue_to(&authority, &ids_dir, OPERATOR, Role::Operator, 30)
-                .context("issuing the operator's certificate")?;
-            let (mut server, url) = start_coordinator(bin, &f.work).await?;
-            let started = Instant::now();
-            let agents = start_agents(&f, &url, &pki_dir, &ids_dir)?;
-            let operator = ClientIdentity::from_files(
-                &pki_dir.join("ca.pem"),
-                &ids_dir.join(format!("{OPERATOR}.pem")),
-                &ids_dir.join(format!("{OPERATOR}.key")),
-            )?;
-            let channel = tls::connect(&url, "localhost", &operator, tls::CONNECT_TIMEOUT).await?;
-            let mut ops = fedrisk_proto::operator_client(channel);
-            let job_id = ops
-                .submit_job(v1::JobSpec {
-                    spec_json: f.spec.to_json(),
-                })
-                .await
-                .map_err(|s| anyhow::anyhow!("submitting the job: {}", s.message()))?
-                .into_inner()
-                .job_id;
-            loop {
-                let s = ops
-                    .get_status(v1::JobRef { job_id })
-                    .await
-                    .map_err(|s| anyhow::anyhow!("the job's status: {}", s.message()))?
-                    .into_inner();
-                if matches!(
-                    v1::JobState::try_from(s.state),
-                    Ok(v1::JobState::Completed | v1::JobState::Failed | v1::JobState::Cancelled)
-                ) {
-                    break;
-                }
-                if let Some(status) = server.try_wait()? {
-                    bail!(
-                        "the coordinator exited ({status}) during the job; see {}",
-                        f.work.join("logs").join("coordinator.log").display()
-                    );
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            let seconds = started.elapsed().as_secs_f64();
-            let coordinator_peak_kb = server
-                .id()
-                .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
-                .map_or(0, |s| peak_rss_kb(&s));
-            let agent_peak_kb = wait_for_agents(&f, agents).await;
-            stop_coordinator(&mut server).await;
-            let store = Store::open(&f.work.join("coordinator.db"))?;
-            let job = store.job(job_id)?;
-            collect(&store, job, seconds, coordinator_peak_kb, agent_peak_kb)
-        }
+        Coordinator::InProcess => run_in_process(&f, &pki_dir).await,
+        Coordinator::Process(bin) => run_serve(&f, bin, &pki_dir, &ca_dir, &ids_dir).await,
     }
+}
+
+/// The coordinator as a server in this process, the CA in its folder.
+async fn run_in_process(f: &Federation, pki_dir: &std::path::Path) -> Result<FederationRun> {
+    pki::init(pki_dir, "fedrisk-local").context("creating the federation CA")?;
+    for (name, _) in &f.participants {
+        pki::issue(pki_dir, name, Role::Participant, 30)
+            .with_context(|| format!("issuing a certificate for {name}"))?;
+    }
+    let running = server::start(ServeOptions {
+        listen: "127.0.0.1:0".parse()?,
+        pki_dir: pki_dir.to_owned(),
+        database: f.work.join("coordinator.db"),
+        federation_id: None,
+        events: None,
+        metrics: None,
+    })
+    .await?;
+    let url = format!("https://127.0.0.1:{}", running.addr.port());
+    let started = Instant::now();
+    let agents = start_agents(f, &url, pki_dir)?;
+    let job_id = running.scheduler.submit(&f.spec)?;
+    let job = loop {
+        let job = running.store.job(job_id)?;
+        if job.state.is_terminal() {
+            break job;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    let coordinator_peak_kb =
+        peak_rss_kb(&std::fs::read_to_string("/proc/self/status").unwrap_or_default());
+    let agent_peak_kb = wait_for_agents(f, agents).await;
+    let out = collect(
+        &running.store,
+        job,
+        seconds,
+        coordinator_peak_kb,
+        agent_peak_kb,
+    );
+    running.stop().await;
+    out
+}
+
+/// The coordinator as `bin serve`, with the layout `certs init --ca-dir` makes (`serve`
+/// refuses a folder holding the CA's key or any key but its own): the CA in `ca_dir`, the
+/// served folder `pki_dir`, and every identity's key and certificate, with `ca.pem`, in
+/// `ids_dir`. The job goes in and is watched over the operator API.
+async fn run_serve(
+    f: &Federation,
+    bin: &std::path::Path,
+    pki_dir: &std::path::Path,
+    ca_dir: &std::path::Path,
+    ids_dir: &std::path::Path,
+) -> Result<FederationRun> {
+    pki::init_separate(ca_dir, pki_dir, &pki::InitOptions::new("fedrisk-local"))
+        .context("creating the federation CA")?;
+    let authority = pki::Authority::new(ca_dir, pki_dir);
+    std::fs::create_dir_all(ids_dir).with_context(|| format!("creating {}", ids_dir.display()))?;
+    std::fs::copy(pki_dir.join("ca.pem"), ids_dir.join("ca.pem"))
+        .with_context(|| format!("copying ca.pem to {}", ids_dir.display()))?;
+    for (name, _) in &f.participants {
+        pki::issue_to(&authority, ids_dir, name, Role::Participant, 30)
+            .with_context(|| format!("issuing a certificate for {name}"))?;
+    }
+    pki::issue_to(&authority, ids_dir, OPERATOR, Role::Operator, 30)
+        .context("issuing the operator's certificate")?;
+    let (mut server, url) = start_coordinator(bin, &f.work).await?;
+    let started = Instant::now();
+    let agents = start_agents(f, &url, ids_dir)?;
+    let operator = ClientIdentity::from_dir(ids_dir, OPERATOR)?;
+    let channel = tls::connect(&url, "localhost", &operator, tls::CONNECT_TIMEOUT).await?;
+    let mut ops = fedrisk_proto::operator_client(channel);
+    let job_id = ops
+        .submit_job(v1::JobSpec {
+            spec_json: f.spec.to_json(),
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("submitting the job: {}", s.message()))?
+        .into_inner()
+        .job_id;
+    loop {
+        let s = ops
+            .get_status(v1::JobRef { job_id })
+            .await
+            .map_err(|s| anyhow::anyhow!("the job's status: {}", s.message()))?
+            .into_inner();
+        if matches!(
+            v1::JobState::try_from(s.state),
+            Ok(v1::JobState::Completed | v1::JobState::Failed | v1::JobState::Cancelled)
+        ) {
+            break;
+        }
+        if let Some(status) = server.try_wait()? {
+            bail!(
+                "the coordinator exited ({status}) during the job; see {}",
+                f.work.join("logs").join("coordinator.log").display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let coordinator_peak_kb = server
+        .id()
+        .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
+        .map_or(0, |s| peak_rss_kb(&s));
+    let agent_peak_kb = wait_for_agents(f, agents).await;
+    stop_coordinator(&mut server).await;
+    let store = Store::open(&f.work.join("coordinator.db"))?;
+    let job = store.job(job_id)?;
+    collect(&store, job, seconds, coordinator_peak_kb, agent_peak_kb)
 }
 
 /// The operator identity the lab submits jobs with when the coordinator is a process.
@@ -292,14 +302,9 @@ struct Started {
     children: Vec<(String, tokio::process::Child)>,
 }
 
-/// Starts one agent per institution; `ca_dir` holds `ca.pem`, `ids_dir` each one's
-/// certificate and key.
-fn start_agents(
-    f: &Federation,
-    url: &str,
-    ca_dir: &std::path::Path,
-    ids_dir: &std::path::Path,
-) -> Result<Started> {
+/// Starts one agent per institution; `ids_dir` holds `ca.pem` and each one's certificate
+/// and key.
+fn start_agents(f: &Federation, url: &str, ids_dir: &std::path::Path) -> Result<Started> {
     let mut started = Started {
         tasks: Vec::new(),
         children: Vec::new(),
@@ -310,11 +315,7 @@ fn start_agents(
                 let cfg = AgentConfig {
                     url: url.to_owned(),
                     domain: "localhost".into(),
-                    identity: ClientIdentity::from_files(
-                        &ca_dir.join("ca.pem"),
-                        &ids_dir.join(format!("{name}.pem")),
-                        &ids_dir.join(format!("{name}.key")),
-                    )?,
+                    identity: ClientIdentity::from_dir(ids_dir, name)?,
                     data: fedrisk_models::DataSource::Csv(csv.clone()),
                     schema: None,
                     policy: ParticipantPolicy::default(),
@@ -335,7 +336,7 @@ fn start_agents(
                     .arg("--coordinator")
                     .arg(url)
                     .arg("--ca")
-                    .arg(ca_dir.join("ca.pem"))
+                    .arg(ids_dir.join("ca.pem"))
                     .arg("--cert")
                     .arg(ids_dir.join(format!("{name}.pem")))
                     .arg("--key")

@@ -147,17 +147,23 @@ fn g02_dropouts_after_each_round_and_mixed() {
     assert_eq!(out.unwrap().survivors, expected_u3(n, &mixed));
 }
 
-#[test]
-fn g02_dropouts_harary_n300() {
-    let mut cfg = SimConfig::new(300, 8);
+/// A SecAgg+ session whose participants accept the graph: its privacy bound holds for a 2%
+/// colluder share, not the default 10% (the bound is tested in `attacks.rs`; these tests'
+/// subjects are dropouts and messages).
+fn harary(n: usize, d: usize, degree: u32, share_threshold: u32) -> SimConfig {
+    let mut cfg = SimConfig::new(n, d);
     cfg.graph = GraphKind::Harary {
-        degree: 60,
-        share_threshold: 41,
+        degree,
+        share_threshold,
     };
     cfg.policy.min_threshold_fraction = 0.5;
-    // Dropouts are this test's subject; the graph's privacy bound holds for a 2% colluder
-    // share, not the default 10% (the bound is tested in `attacks.rs`).
     cfg.policy.harary_colluder_fraction = 0.02;
+    cfg
+}
+
+#[test]
+fn g02_dropouts_harary_n300() {
+    let cfg = harary(300, 8, 60, 41);
     let drops: Vec<(u32, DropPoint)> = (0..30)
         .map(|i| (i * 10 + 3, DropPoint::AfterShareKeys))
         .collect();
@@ -1361,15 +1367,7 @@ fn g16c_a_commitment_longer_than_the_input_is_refused() {
 /// (the rest are bytes it would not read), and the session still completes with them.
 #[test]
 fn unmask_requests_carry_exactly_the_quorum_each_recipient_counts() {
-    let complete = SimConfig::new(12, 4);
-    let mut harary = SimConfig::new(120, 4);
-    harary.graph = GraphKind::Harary {
-        degree: 40,
-        share_threshold: 28,
-    };
-    harary.policy.min_threshold_fraction = 0.5;
-    harary.policy.harary_colluder_fraction = 0.02;
-    for cfg in [complete, harary] {
+    for cfg in [SimConfig::new(12, 4), harary(120, 4, 40, 28)] {
         let n = cfg.n;
         let quorum = cfg.params().share_threshold() as usize;
         let mut sim = Sim::new(cfg.clone(), random_inputs(&cfg)).unwrap();

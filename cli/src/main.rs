@@ -70,8 +70,8 @@ enum Command {
     /// Write the model report of a job's model version (from the coordinator's database) or
     /// of a model file: one self-contained HTML file with SVG plots.
     Report(report::ReportArgs),
-    /// Time a federation (separate participant processes) and print seconds and bytes per
-    /// round and peak memory.
+    /// Time a federation (a `serve` process and one process per participant, as an operator
+    /// runs them) and print seconds and bytes per round and each process's peak memory.
     Bench(bench::BenchArgs),
 }
 

@@ -1,20 +1,30 @@
-//! `fedrisk-coordinator bench`: a federation of separate participant processes over loopback
-//! mTLS for N rounds, printing seconds per round, bytes per participant per round and peak
-//! memory of the coordinator and of each participant.
+//! `fedrisk-coordinator bench`: a federation over loopback mTLS for N rounds (the coordinator
+//! as a `serve` process fed over the operator API, each participant a process of its own),
+//! printing seconds per round, bytes per participant per round and the peak memory of the
+//! coordinator's process and of each participant's.
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
 use fedrisk_models::federated::Algorithm;
+use fedrisk_models::synth::{SynthConfig, generate};
 
 use crate::simulate::{SimulateArgs, simulate};
 
 #[derive(Args)]
 pub struct BenchArgs {
     /// Folder with `participants/*.csv` and optionally `test.csv` (e.g. ../shared/data/taiwan).
+    /// Without it, credit data is generated (the demo's five institutions, `--rows` rows),
+    /// written under `--out` with its schema, and benched.
     #[arg(long)]
-    data: PathBuf,
+    data: Option<PathBuf>,
+    /// Training rows of the generated data (without `--data`); a quarter as many test rows.
+    #[arg(long, default_value_t = 24_000)]
+    rows: usize,
+    /// Seed of the generated data (without `--data`).
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
     /// Training rounds.
     #[arg(long, default_value_t = 20)]
     rounds: u32,
@@ -24,7 +34,8 @@ pub struct BenchArgs {
     /// Where to keep logs and the report.
     #[arg(long, default_value = "bench-out")]
     out: PathBuf,
-    /// Run agents in this process instead of as separate processes.
+    /// Run the coordinator and the agents in this process instead of as separate processes
+    /// (needed for a thousand agents; the memory figure is then the whole process's).
     #[arg(long)]
     in_process: bool,
     /// Another system's figures measured on the same data, printed side by side: JSON with
@@ -32,8 +43,9 @@ pub struct BenchArgs {
     /// (per participant per round). Ignored, with a note, when `data` names other data.
     #[arg(long)]
     peer: Option<PathBuf>,
-    /// Deal the rows of `--data`'s institutions round-robin over this many institutions
-    /// (written under `--out`) and bench those: the cost per round as the federation grows.
+    /// Deal the rows of the institutions (`--data`'s or the generated ones) round-robin over
+    /// this many institutions (written under `--out`) and bench those: the cost per round as
+    /// the federation grows.
     #[arg(long)]
     participants: Option<usize>,
 }
@@ -108,15 +120,56 @@ struct PeerFigures {
     bytes_down: f64,
 }
 
+/// The data `bench` runs on: `--data`, or data generated under `out`.
+struct Source {
+    dir: PathBuf,
+    /// The generated data's schema (`--data` folders have theirs inferred).
+    schema: Option<PathBuf>,
+    /// How the header line names it.
+    label: String,
+}
+
+fn source(args: &BenchArgs) -> Result<Source> {
+    if let Some(dir) = &args.data {
+        return Ok(Source {
+            dir: dir.clone(),
+            schema: None,
+            label: dir.display().to_string(),
+        });
+    }
+    anyhow::ensure!(
+        args.rows >= 100,
+        "--rows {}: too few rows to generate a federation's data",
+        args.rows
+    );
+    let dir = args.out.join("generated");
+    let cfg = SynthConfig::demo(args.seed, args.rows, (args.rows / 4).max(1));
+    generate(&cfg)
+        .write_dir(&dir)
+        .with_context(|| format!("writing generated data under {}", dir.display()))?;
+    Ok(Source {
+        schema: Some(dir.join("schema.json")),
+        label: format!(
+            "generated credit data ({} training rows, seed {}, {})",
+            args.rows,
+            args.seed,
+            dir.display()
+        ),
+        dir,
+    })
+}
+
 pub async fn run(args: BenchArgs) -> Result<()> {
+    let source = source(&args)?;
     let data = match args.participants {
-        Some(n) => split(&args.data, n, &args.out)?,
-        None => args.data.clone(),
+        Some(n) => split(&source.dir, n, &args.out)?,
+        None => source.dir.clone(),
     };
     let sim = SimulateArgs {
         rounds: args.rounds,
         algorithm: args.algorithm,
         processes: !args.in_process,
+        schema: source.schema.clone(),
         ..SimulateArgs::with_defaults(&data, &args.out)?
     };
     let (report, model) = simulate(&sim, &args.out.join("federation")).await?;
@@ -144,7 +197,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         / n;
     println!(
         "fedrisk bench: {}{} ({} participants, {} rounds of {}, {})",
-        args.data.display(),
+        source.label,
         if args.participants.is_some() {
             " (rows dealt evenly)"
         } else {
@@ -197,7 +250,12 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             last.auc, last.ks, report.evaluated_on
         );
     }
-    if let (Some(path), Some(n)) = (&args.peer, args.participants) {
+    if let (Some(path), None) = (&args.peer, &args.data) {
+        println!(
+            "  {} not compared: its figures are for a data set, not generated data",
+            path.display()
+        );
+    } else if let (Some(path), Some(n)) = (&args.peer, args.participants) {
         println!(
             "  {} not compared: its figures are for the data's own institutions, not {n}",
             path.display()
@@ -207,8 +265,8 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let peer: PeerFigures =
             serde_json::from_str(&text).with_context(|| format!("{}", path.display()))?;
-        let ours = args
-            .data
+        let ours = source
+            .dir
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
@@ -279,6 +337,47 @@ mod tests {
             split(src.path(), rows, out.path()).is_err(),
             "one row each is refused"
         );
+    }
+
+    fn parsed(args: &[&str]) -> BenchArgs {
+        use clap::{Args, FromArgMatches};
+        let matches = BenchArgs::augment_args(clap::Command::new("bench"))
+            .try_get_matches_from(std::iter::once("bench").chain(args.iter().copied()))
+            .expect("arguments");
+        BenchArgs::from_arg_matches(&matches).expect("bench arguments")
+    }
+
+    #[test]
+    fn without_data_a_federation_is_generated_with_its_schema_and_dealt() {
+        let out = tempfile::tempdir().expect("tempdir");
+        let dir = out.path().to_str().expect("utf-8 path");
+        let args = parsed(&["--out", dir, "--rows", "600", "--participants", "9"]);
+        let src = source(&args).expect("generated");
+        let schema = src.schema.as_ref().expect("the generated data's schema");
+        fedrisk_models::schema::Schema::load(schema).expect("a schema that loads");
+        let files = crate::simulate::participant_files(&src.dir).expect("files");
+        assert_eq!(files.len(), 5, "the demo's five institutions");
+        let rows: usize = files
+            .iter()
+            .map(|(_, p)| csv::Reader::from_path(p).expect("csv").records().count())
+            .sum();
+        assert_eq!(rows, 600);
+        assert!(src.label.contains("600 training rows"), "{}", src.label);
+        let dealt = split(&src.dir, 9, out.path()).expect("split");
+        assert_eq!(
+            crate::simulate::participant_files(&dealt)
+                .expect("files")
+                .len(),
+            9
+        );
+        let few = parsed(&["--out", dir, "--rows", "10"]);
+        let err = source(&few).err().expect("too few rows are refused");
+        assert!(err.to_string().contains("--rows 10"), "{err}");
+        // With --data nothing is generated and the folder is named as given.
+        let given = parsed(&["--out", dir, "--data", "/some/where/taiwan"]);
+        let src = source(&given).expect("given");
+        assert!(src.schema.is_none());
+        assert_eq!(src.label, "/some/where/taiwan");
     }
 
     #[test]

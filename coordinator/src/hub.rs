@@ -104,6 +104,8 @@ struct Inner {
     activity: String,
     /// Job-wide task contents by hash, for `FetchContent`.
     contents: BTreeMap<String, Bytes>,
+    /// The compact forms of the lineage records among `contents`, made when first asked for.
+    compact: BTreeMap<String, Bytes>,
     /// Bytes served by `FetchContent` so far.
     fetched: u64,
 }
@@ -319,13 +321,34 @@ impl Hub {
 
     /// Forgets every published content (a new job starts).
     pub fn clear_contents(&self) {
-        self.lock().contents.clear();
+        let mut inner = self.lock();
+        inner.contents.clear();
+        inner.compact.clear();
     }
 
     /// A published content, counted as served.
     pub fn content(&self, hash: &str) -> Option<Bytes> {
         let mut inner = self.lock();
         let c = inner.contents.get(hash).cloned()?;
+        inner.fetched += c.len() as u64;
+        Some(c)
+    }
+
+    /// A published content in its compact form if it is a session's lineage record
+    /// ([`fedrisk_rounds::lineage_codec::compact`]), else whole; counted as served.
+    pub fn content_compact(&self, hash: &str) -> Option<Bytes> {
+        let mut inner = self.lock();
+        let c = match inner.compact.get(hash) {
+            Some(c) => c.clone(),
+            None => {
+                let whole = inner.contents.get(hash).cloned()?;
+                let c = fedrisk_rounds::lineage_codec::compact(&whole)
+                    .map(Bytes::from)
+                    .unwrap_or(whole);
+                inner.compact.insert(hash.to_string(), c.clone());
+                c
+            }
+        };
         inner.fetched += c.len() as u64;
         Some(c)
     }

@@ -193,11 +193,14 @@ impl fedrisk_proto::Participant for ParticipantService {
         request: Request<v1::ContentRequest>,
     ) -> Result<Response<v1::Content>, Status> {
         Authenticated::from_request(&request, &self.roster)?.require(Role::Participant)?;
-        let hash = &request.get_ref().sha256;
-        let content = self
-            .hub
-            .content(hash)
-            .ok_or_else(|| Status::not_found(format!("no task content {hash}")))?;
+        let req = request.get_ref();
+        let hash = &req.sha256;
+        let content = if req.compact {
+            self.hub.content_compact(hash)
+        } else {
+            self.hub.content(hash)
+        }
+        .ok_or_else(|| Status::not_found(format!("no task content {hash}")))?;
         Ok(Response::new(v1::Content { content }))
     }
 

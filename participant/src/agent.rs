@@ -121,7 +121,14 @@ struct Active {
     session_id: Vec<u8>,
     config: SessionConfig,
     session: ParticipantSession,
+    /// The encoded input (what the session committed to; kept for test faults).
     input: Vec<u64>,
+    /// Each invited participant's certificate hash, as the task named it: what a later
+    /// lineage record of this session names it by.
+    certificates: std::collections::BTreeMap<u32, String>,
+    /// The key list this session accepted (every entry's signature checked), until the
+    /// caller hands it to the lineage to keep.
+    accepted_key_list: Option<fedrisk_secagg::KeyList>,
 }
 
 type Data = LocalData<SourceLoader>;
@@ -338,6 +345,9 @@ async fn connect_and_serve(
                 }
                 match step(a, &d.payload, &join.federation_id, ledger, fault) {
                     Ok(msg) => {
+                        if let Some(k) = a.accepted_key_list.take() {
+                            lineage.hold_key_list(&a.config, &k, &a.certificates);
+                        }
                         let is_masked = matches!(msg, Message::MaskedInput(_));
                         let up = upload(a, msg);
                         if let Some(d) = faults::stage_delay() {
@@ -579,6 +589,7 @@ fn open_session(
         signing.clone(),
         Roster::new(keys),
         &cfg.policy,
+        &input,
         &mut rng,
     )
     .map_err(|e| Refusal::policy(e.to_string()))?;
@@ -607,6 +618,8 @@ fn open_session(
             config,
             session,
             input,
+            certificates: peer_certificates.iter().cloned().collect(),
+            accepted_key_list: None,
         },
         adv,
     ))
@@ -708,6 +721,7 @@ async fn fetch_contents(
         let got = client
             .fetch_content(v1::ContentRequest {
                 sha256: hash.clone(),
+                compact: false,
             })
             .await
             .map_err(|s| Refusal::policy(format!("fetching task content: {}", s.message())))?
@@ -821,9 +835,11 @@ fn step(
         faults::hang_forever();
     }
     let mut rng = rand::rng();
-    a.session
-        .handle(&msg, &a.input, &mut rng)
-        .map_err(|e| e.to_string())
+    let reply = a.session.handle(&msg, &mut rng).map_err(|e| e.to_string())?;
+    if let Message::KeyList(k) = msg {
+        a.accepted_key_list = Some(k);
+    }
+    Ok(reply)
 }
 
 /// What the ledger records when this agent signs `survivors` for a session of
@@ -905,8 +921,6 @@ async fn inject_before_masked(
                 session_id: a.config.session_id,
                 from: a.session.id(),
                 vector: input,
-                commitment: [0; 32],
-                signature: [0; 64],
             })
             .encode();
             let bad = v1::SecAggUpload {

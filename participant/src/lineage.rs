@@ -9,11 +9,12 @@
 //! entries and certificates come by hash with `FetchContent`, and only the entries this
 //! agent has not applied yet are fetched; the replica lives as long as the connection.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use fedrisk_identity::client::{self as tls, PeerCache};
 use fedrisk_proto::ParticipantClient;
 use fedrisk_proto::v1;
+use fedrisk_rounds::lineage_codec::{self, HeldEntry};
 use fedrisk_rounds::task::content_hash;
 use fedrisk_rounds::{JobSpec, LineageEntry, Replica};
 use fedrisk_secagg::{ParticipantPolicy, Roster};
@@ -21,6 +22,10 @@ use tonic::transport::Channel;
 
 /// At most this many certificates are kept (a federation's participants, reissues included).
 const MAX_CERTIFICATES: usize = 20_000;
+
+/// Key lists kept from the latest committed sessions this agent took part in: a task names
+/// the record of the session before it, so the last few cover every record it fetches.
+const HELD_SESSIONS: usize = 4;
 
 /// What this agent has verified of the job in progress.
 #[derive(Default)]
@@ -38,6 +43,11 @@ pub struct Lineage {
     /// Certificates already checked against the CA (lineage checks use no revocation list:
     /// a sum signed before a revocation stays the sum it was).
     checked: PeerCache,
+    /// The signed advertisements of the latest committed sessions this agent took part in,
+    /// by session id: every entry of an accepted key list, whose signature the session
+    /// checked. A record of such a session is fetched compact and rebuilt from them, and
+    /// their signatures are not checked again.
+    held: VecDeque<([u8; 32], BTreeMap<u32, HeldEntry>)>,
 }
 
 /// What [`fetch`] brought for one task.
@@ -45,6 +55,7 @@ pub struct Fetched {
     spec: Option<Vec<u8>>,
     entries: Vec<(String, LineageEntry)>,
 }
+
 
 /// Why a task's lineage does not check.
 #[derive(Debug, thiserror::Error)]
@@ -147,8 +158,9 @@ impl Lineage {
                     .map_err(|e| LineageRefusal::Check(format!("a lineage session's peers: {e}")))?
                     .keys
             };
+            let checked = checked_as_a_member(&self.held, &entry);
             replica
-                .apply(&entry, &Roster::new(keys), policy)
+                .apply_checked(&entry, &Roster::new(keys), policy, &checked)
                 .map_err(|e| LineageRefusal::Check(e.to_string()))?;
             self.applied.push(hash);
         }
@@ -156,18 +168,55 @@ impl Lineage {
     }
 }
 
-async fn fetch_one(
+/// A lineage entry by hash: asked for compact when this agent holds key lists (see
+/// [`lineage_codec::expand`]) and rebuilt from them; whole when it was served whole, when
+/// this agent cannot rebuild it, or when the rebuilt bytes do not match the hash.
+async fn fetch_entry(
     client: &mut ParticipantClient<Channel>,
+    lineage: &Lineage,
     hash: &str,
 ) -> Result<Vec<u8>, LineageRefusal> {
-    let got = client
+    if lineage.held.is_empty() {
+        return fetch_one(client, hash).await;
+    }
+    let got = fetch_raw(client, hash, true).await?;
+    if content_hash(&got) == hash {
+        return Ok(got.to_vec());
+    }
+    match lineage_codec::expand(&got, |sid, id| lineage.held_entry(sid, id)) {
+        Ok(full) if content_hash(&full) == hash => Ok(full),
+        Ok(_) => {
+            tracing::debug!("a compact lineage record did not rebuild to its hash; fetching it whole");
+            fetch_one(client, hash).await
+        }
+        Err(e) => {
+            tracing::debug!(reason = %e, "a compact lineage record could not be rebuilt; fetching it whole");
+            fetch_one(client, hash).await
+        }
+    }
+}
+
+async fn fetch_raw(
+    client: &mut ParticipantClient<Channel>,
+    hash: &str,
+    compact: bool,
+) -> Result<prost::bytes::Bytes, LineageRefusal> {
+    Ok(client
         .fetch_content(v1::ContentRequest {
             sha256: hash.to_string(),
+            compact,
         })
         .await
         .map_err(|s| LineageRefusal::Fetch(s.message().to_string()))?
         .into_inner()
-        .content;
+        .content)
+}
+
+async fn fetch_one(
+    client: &mut ParticipantClient<Channel>,
+    hash: &str,
+) -> Result<Vec<u8>, LineageRefusal> {
+    let got = fetch_raw(client, hash, false).await?;
     if content_hash(&got) != hash {
         return Err(LineageRefusal::Fetch(
             "content that does not match its hash".into(),
@@ -267,7 +316,74 @@ impl Lineage {
     pub fn certificate(&self, hash: &str) -> Option<&[u8]> {
         self.certificates.get(hash).map(Vec::as_slice)
     }
+
+    /// Keeps the key list a committed session of this agent accepted (each entry's
+    /// signature checked under the certificate `certificates` names for its id).
+    pub fn hold_key_list(
+        &mut self,
+        config: &fedrisk_secagg::SessionConfig,
+        keys: &fedrisk_secagg::KeyList,
+        certificates: &BTreeMap<u32, String>,
+    ) {
+        if !config.params.committed() || keys.session_id != config.session_id {
+            return;
+        }
+        let entries = keys
+            .entries
+            .iter()
+            .filter_map(|e| {
+                let mut certificate = [0u8; 32];
+                hex::decode_to_slice(certificates.get(&e.id)?, &mut certificate).ok()?;
+                Some((
+                    e.id,
+                    HeldEntry {
+                        certificate,
+                        c_pk: e.c_pk,
+                        s_pk: e.s_pk,
+                        commitment: e.commitment,
+                        signature: e.signature,
+                    },
+                ))
+            })
+            .collect();
+        self.held.retain(|(sid, _)| *sid != config.session_id);
+        if self.held.len() >= HELD_SESSIONS {
+            self.held.pop_front();
+        }
+        self.held.push_back((config.session_id, entries));
+    }
+
+    fn held_entry(&self, session_id: &[u8; 32], id: u32) -> Option<HeldEntry> {
+        self.held
+            .iter()
+            .find(|(sid, _)| sid == session_id)
+            .and_then(|(_, m)| m.get(&id).cloned())
+    }
 }
+
+/// The survivors of a session record whose signed advertisement this agent checked, byte
+/// for byte and under the same certificate, as a member of that session (`held`).
+fn checked_as_a_member(
+    held: &VecDeque<([u8; 32], BTreeMap<u32, HeldEntry>)>,
+    entry: &LineageEntry,
+) -> BTreeSet<u32> {
+    let LineageEntry::Session(record) = entry else {
+        return BTreeSet::new();
+    };
+    let Ok(config) = record.session_config() else {
+        return BTreeSet::new();
+    };
+    let Some((_, held)) = held.iter().find(|(sid, _)| *sid == config.session_id) else {
+        return BTreeSet::new();
+    };
+    record
+        .commitments
+        .iter()
+        .filter(|c| held.get(&c.id).is_some_and(|h| h.matches(c)))
+        .map(|c| c.id)
+        .collect()
+}
+
 
 /// Fetches what `compute` names that `lineage` does not hold: the job's specification (for
 /// a new replica), the entries after the applied ones and the certificates they name.
@@ -285,7 +401,7 @@ pub async fn fetch(
     };
     let mut entries = Vec::new();
     for hash in &compute.lineage[known.unwrap_or(0)..] {
-        let bytes = fetch_one(client, hash).await?;
+        let bytes = fetch_entry(client, lineage, hash).await?;
         let entry =
             LineageEntry::decode(&bytes).map_err(|e| LineageRefusal::Fetch(e.to_string()))?;
         for (_, h) in entry.certificates() {

@@ -16,9 +16,9 @@
 //! What this does not stop: colluding participants' own inputs are their choice, so
 //! colluders inside a session can steer its sum (poisoning); see SECURITY.md.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use fedrisk_secagg::commit::{SignedCommitment, verify_sum};
+use fedrisk_secagg::commit::{SignedCommitment, verify_sum_with_checked};
 use fedrisk_secagg::{Output, ParticipantPolicy, Roster, SessionConfig};
 use serde::{Deserialize, Serialize};
 
@@ -61,7 +61,8 @@ pub struct SessionRecord {
     pub commitments: Vec<CommitmentRecord>,
 }
 
-/// One survivor's signed commitment and the certificate whose key signed it.
+/// One survivor's signed commitment and the certificate whose key signed it. The
+/// signature is the survivor's advertisement's, so it covers its session keys too.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CommitmentRecord {
@@ -69,9 +70,17 @@ pub struct CommitmentRecord {
     pub id: u32,
     /// Hex SHA-256 of its certificate (DER), fetched by that hash.
     pub certificate: String,
+    /// Hex of the session keys it advertised with the commitment (empty in records kept
+    /// before commitments were advertised: those no longer check).
+    #[serde(default)]
+    pub c_pk: String,
+    /// See `c_pk`.
+    #[serde(default)]
+    pub s_pk: String,
     /// Hex of the compressed point.
     pub commitment: String,
-    /// Hex of the Ed25519 signature.
+    /// Hex of the Ed25519 signature over its advertisement
+    /// ([`fedrisk_secagg::crypto::advertise_transcript`]).
     pub signature: String,
 }
 
@@ -122,6 +131,8 @@ impl SessionRecord {
                 .map(|c| CommitmentRecord {
                     id: c.from,
                     certificate: certificates.get(&c.from).cloned().unwrap_or_default(),
+                    c_pk: hex::encode(c.c_pk),
+                    s_pk: hex::encode(c.s_pk),
                     commitment: hex::encode(c.commitment),
                     signature: hex::encode(c.signature),
                 })
@@ -136,12 +147,15 @@ impl SessionRecord {
         SessionConfig::decode(&bytes).map_err(|e| LineageError::Malformed(format!("config: {e}")))
     }
 
-    fn signed(&self) -> Result<Vec<SignedCommitment>, LineageError> {
+    /// The survivors' signed commitments as the secure-aggregation layer checks them.
+    pub fn signed(&self) -> Result<Vec<SignedCommitment>, LineageError> {
         self.commitments
             .iter()
             .map(|c| {
                 Ok(SignedCommitment {
                     from: c.id,
+                    c_pk: unhex(&c.c_pk, "c_pk")?,
+                    s_pk: unhex(&c.s_pk, "s_pk")?,
                     commitment: unhex(&c.commitment, "commitment")?,
                     signature: unhex(&c.signature, "signature")?,
                 })
@@ -227,6 +241,20 @@ impl Replica {
         roster: &Roster,
         policy: &ParticipantPolicy,
     ) -> Result<(), LineageError> {
+        self.apply_checked(entry, roster, policy, &BTreeSet::new())
+    }
+
+    /// [`Replica::apply`], taking as verified the signatures of the survivors in
+    /// `checked`: the caller checked exactly those signed advertisements, under the keys
+    /// of the same certificates, as a member of that session (see
+    /// [`fedrisk_secagg::commit::verify_sum_with_checked`]).
+    pub fn apply_checked(
+        &mut self,
+        entry: &LineageEntry,
+        roster: &Roster,
+        policy: &ParticipantPolicy,
+        checked: &BTreeSet<u32>,
+    ) -> Result<(), LineageError> {
         let Some(req) = self.plan.next_session() else {
             return Err(LineageError::NotThePlan(
                 "a lineage entry after the job's last session".into(),
@@ -255,7 +283,7 @@ impl Replica {
                     )));
                 }
                 if req.commit_words > 0 {
-                    self.absorb_verified(&req, &config, record, roster, policy)?;
+                    self.absorb_verified(&req, &config, record, roster, policy, checked)?;
                 } else {
                     // Nothing later derives from this sum (an evaluation): the plan goes
                     // on exactly as if it had been skipped.
@@ -291,6 +319,7 @@ impl Replica {
         record: &SessionRecord,
         roster: &Roster,
         policy: &ParticipantPolicy,
+        checked: &BTreeSet<u32>,
     ) -> Result<(), LineageError> {
         if config.params.vector_len as usize != req.vector_len {
             return Err(unverified(
@@ -318,8 +347,15 @@ impl Replica {
                 ),
             ));
         }
-        verify_sum(config, roster, &record.sum, &record.blinding_sum, &signed)
-            .map_err(|e| unverified(req, e.to_string()))?;
+        verify_sum_with_checked(
+            config,
+            roster,
+            &record.sum,
+            &record.blinding_sum,
+            &signed,
+            checked,
+        )
+        .map_err(|e| unverified(req, e.to_string()))?;
         let survivors: Vec<u32> = signed.iter().map(|c| c.from).collect();
         let sum = decode_output(&record.sum, survivors, &config.params.fixed_point)
             .map_err(|e| unverified(req, e.to_string()))?;

@@ -126,6 +126,7 @@ fn run_recorded(
             a.key.clone(),
             roster.clone(),
             policy,
+            &input,
             rng,
         )
         .map_err(|e| Failure::Transient(e.to_string()))?;
@@ -135,7 +136,7 @@ fn run_recorded(
         coord
             .handle(a.id, &msg)
             .map_err(|e| Failure::Transient(e.to_string()))?;
-        sessions.push((a.id, s, input));
+        sessions.push((a.id, s));
     }
     let (mut up, mut down) = (0u64, 0u64);
     let output = loop {
@@ -150,7 +151,7 @@ fn run_recorded(
             let (recipients, message) = o.into_parts();
             let bytes = message.encode();
             for r in recipients {
-                let Some((_, s, input)) = sessions.iter_mut().find(|(id, _, _)| *id == r) else {
+                let Some((_, s)) = sessions.iter_mut().find(|(id, _)| *id == r) else {
                     continue;
                 };
                 let msg = Message::decode_for(&bytes, s.config())
@@ -162,7 +163,7 @@ fn run_recorded(
                 }
                 down += bytes.len() as u64;
                 let reply = s
-                    .handle(&msg, input, rng)
+                    .handle(&msg, rng)
                     .map_err(|e| Failure::Transient(e.to_string()))?;
                 let reply_bytes = reply.encode();
                 up += reply_bytes.len() as u64;

@@ -13,8 +13,10 @@ use crate::error::{Result, SecAggError};
 /// ([`crate::ShareKeys`]), and [`crate::ShareBundle`] lists the senders whose
 /// shares the recipient derives itself. Version 3: a [`crate::MaskedInput`] carries the
 /// sender's signed commitment to its input and the blinding's limbs
-/// ([`crate::commit`]). Earlier versions are rejected.
-pub const WIRE_VERSION: u8 = 3;
+/// ([`crate::commit`]). Version 4: the commitment moves into the signed
+/// [`crate::Advertise`] (and the key list); a masked input carries only the vector.
+/// Earlier versions are rejected.
+pub const WIRE_VERSION: u8 = 4;
 
 #[derive(Default)]
 pub(crate) struct Writer {

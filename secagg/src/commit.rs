@@ -7,7 +7,8 @@
 //! `x_u` (noise included), with fresh blinding `rho_u`:
 //! `C_u = sum_k x_uk * G_k + rho_u * H` over Ristretto (with the words `x_uk` packed three
 //! to a scalar, see [`WORDS_PER_SCALAR`]), and signs `C_u` with its identity
-//! key ([`commitment_transcript`]). `rho_u` travels inside the masked vector as
+//! key inside its advertisement, with its session keys
+//! ([`crate::crypto::advertise_transcript`]). `rho_u` travels inside the masked vector as
 //! [`RHO_LIMBS`] limbs of [`LIMB_BITS`] bits, so the session's output carries the sum of
 //! the blindings (never one) next to the sum of the inputs. Commitments add up:
 //! `sum_u C_u` opens to `(sum_u x_u, sum_u rho_u)` and, unless someone knows discrete logs
@@ -17,6 +18,7 @@
 //! Values are committed as the signed integers their words encode; the fixed-point rule
 //! keeps every honest sum far from wrapping, so the integer sum and the word sum agree.
 
+use std::collections::BTreeSet;
 use std::sync::{LazyLock, RwLock};
 
 use curve25519_dalek::Scalar;
@@ -177,24 +179,18 @@ fn opening(sum: &[u64], limbs: &[u64]) -> RistrettoPoint {
     })
 }
 
-/// Bytes a commitment signature covers.
-pub fn commitment_transcript(session_id: &[u8; 32], id: u32, commitment: &[u8; 32]) -> Vec<u8> {
-    let mut m = Vec::with_capacity(100);
-    m.extend_from_slice(b"fedrisk-secagg/v1/commitment\0");
-    m.extend_from_slice(session_id);
-    m.extend_from_slice(&id.to_le_bytes());
-    m.extend_from_slice(commitment);
-    m
-}
-
-/// A participant's commitment to its input, signed with its identity key.
+/// A participant's commitment to its input, as its signed advertisement carried it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignedCommitment {
     /// The participant.
     pub from: u32,
+    /// The session keys advertised with it (the signature covers them).
+    pub c_pk: [u8; 32],
+    /// See `c_pk`.
+    pub s_pk: [u8; 32],
     /// Its compressed Ristretto point.
     pub commitment: [u8; 32],
-    /// Ed25519 signature over [`commitment_transcript`].
+    /// Ed25519 signature over [`crate::crypto::advertise_transcript`].
     pub signature: [u8; 64],
 }
 
@@ -209,6 +205,28 @@ pub fn verify_sum(
     sum: &[u64],
     blinding_sum: &[u64],
     commitments: &[SignedCommitment],
+) -> Result<()> {
+    verify_sum_with_checked(
+        config,
+        roster,
+        sum,
+        blinding_sum,
+        commitments,
+        &BTreeSet::new(),
+    )
+}
+
+/// [`verify_sum`], without verifying again the signatures of the participants in
+/// `checked`: the caller verified, under the same keys, exactly these signed
+/// advertisements of this session (an agent that took part in the session checked every
+/// entry of its key list). Everything else is checked as by [`verify_sum`].
+pub fn verify_sum_with_checked(
+    config: &SessionConfig,
+    roster: &Roster,
+    sum: &[u64],
+    blinding_sum: &[u64],
+    commitments: &[SignedCommitment],
+    checked: &BTreeSet<u32>,
 ) -> Result<()> {
     let params = &config.params;
     if !params.committed() {
@@ -237,12 +255,24 @@ pub fn verify_sum(
     {
         return Err(SecAggError::NotInvited(c.from));
     }
+    if let Some(c) = commitments.iter().find(|c| roster.get(c.from).is_none()) {
+        return Err(SecAggError::BadSignature(c.from));
+    }
     verify_all(
         roster,
-        commitments.iter().map(|c| {
-            let t = commitment_transcript(&config.session_id, c.from, &c.commitment);
-            (c.from, t, &c.signature)
-        }),
+        commitments
+            .iter()
+            .filter(|c| !checked.contains(&c.from))
+            .map(|c| {
+                let t = crate::crypto::advertise_transcript(
+                    &config.session_id,
+                    c.from,
+                    &c.c_pk,
+                    &c.s_pk,
+                    &c.commitment,
+                );
+                (c.from, t, &c.signature)
+            }),
     )
     .map_err(SecAggError::BadSignature)?;
     let mut total = RistrettoPoint::identity();

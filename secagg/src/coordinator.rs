@@ -249,7 +249,18 @@ impl CoordinatorSession {
         if self.advertised.contains_key(&from) {
             return Err(SecAggError::Duplicate(from));
         }
-        let t = crypto::advertise_transcript(&msg.session_id, from, &msg.c_pk, &msg.s_pk);
+        if !self.config.params.committed() && msg.commitment != [0; 32] {
+            return Err(SecAggError::InvalidInput(
+                "a commitment in a session without commitments",
+            ));
+        }
+        let t = crypto::advertise_transcript(
+            &msg.session_id,
+            from,
+            &msg.c_pk,
+            &msg.s_pk,
+            &msg.commitment,
+        );
         if !verify_signature(&self.roster, from, &t, &msg.signature) {
             return Err(SecAggError::BadSignature(from));
         }
@@ -270,6 +281,7 @@ impl CoordinatorSession {
                 id: from,
                 c_pk: msg.c_pk,
                 s_pk: msg.s_pk,
+                commitment: msg.commitment,
                 signature: msg.signature,
             },
         );
@@ -316,23 +328,22 @@ impl CoordinatorSession {
                 "vector length differs from d + 1 and the blinding limbs",
             ));
         }
-        if !self.config.params.committed() {
-            self.add_masked(from, &msg.vector);
-            return Ok(());
-        }
-        let transcript =
-            crate::commit::commitment_transcript(&self.config.session_id, from, &msg.commitment);
-        if !verify_signature(&self.roster, from, &transcript, &msg.signature) {
-            return Err(SecAggError::BadSignature(from));
-        }
-        self.commitments.insert(
-            from,
-            crate::commit::SignedCommitment {
+        if self.config.params.committed() {
+            // Its commitment came signed with its keys (checked at the advertisement).
+            let Some(a) = self.advertised.get(&from) else {
+                return Err(SecAggError::NotASurvivor(from));
+            };
+            self.commitments.insert(
                 from,
-                commitment: msg.commitment,
-                signature: msg.signature,
-            },
-        );
+                crate::commit::SignedCommitment {
+                    from,
+                    c_pk: a.c_pk,
+                    s_pk: a.s_pk,
+                    commitment: a.commitment,
+                    signature: a.signature,
+                },
+            );
+        }
         self.add_masked(from, &msg.vector);
         Ok(())
     }

@@ -401,19 +401,22 @@ pub fn is_contributory_key(pk: &[u8; 32]) -> bool {
         .was_contributory()
 }
 
-/// Bytes an advertise signature covers.
+/// Bytes an advertise signature covers: the session, the sender, its two keys and its
+/// commitment to what it will add (zeros in a session without commitments).
 pub fn advertise_transcript(
     session_id: &[u8; 32],
     id: u32,
     c_pk: &[u8; 32],
     s_pk: &[u8; 32],
+    commitment: &[u8; 32],
 ) -> Vec<u8> {
-    let mut m = Vec::with_capacity(32 + 100);
-    m.extend_from_slice(b"fedrisk-secagg/v1/advertise\0");
+    let mut m = Vec::with_capacity(32 + 140);
+    m.extend_from_slice(b"fedrisk-secagg/v2/advertise\0");
     m.extend_from_slice(session_id);
     m.extend_from_slice(&id.to_le_bytes());
     m.extend_from_slice(c_pk);
     m.extend_from_slice(s_pk);
+    m.extend_from_slice(commitment);
     m
 }
 

@@ -1,6 +1,6 @@
 //! Protocol messages and their compact binary encoding.
 //!
-//! Layout: `version: u8 = 2` ([`crate::WIRE_VERSION`]), `tag: u8`, `session_id: [u8; 32]`, then the fields
+//! Layout: `version: u8` ([`crate::WIRE_VERSION`]), `tag: u8`, `session_id: [u8; 32]`, then the fields
 //! in order; integers little-endian. Lists of participant ids (alone, or keying
 //! a list of fixed-size items, which then follow in the same order) are written
 //! as an id list: a form byte, then a `u32` count and every id, or, for
@@ -35,7 +35,10 @@ pub struct Advertise {
     pub c_pk: [u8; 32],
     /// Public key for pairwise masks (`s_u^PK`).
     pub s_pk: [u8; 32],
-    /// Ed25519 signature over the advertise transcript.
+    /// The commitment to what the sender will add ([`crate::commit`]); zeros in a
+    /// session without commitments.
+    pub commitment: [u8; 32],
+    /// Ed25519 signature over [`crate::crypto::advertise_transcript`].
     pub signature: SignatureBytes,
 }
 
@@ -48,6 +51,8 @@ pub struct AdvertisedKeys {
     pub c_pk: [u8; 32],
     /// `s_u^PK`.
     pub s_pk: [u8; 32],
+    /// Its commitment (zeros in a session without commitments).
+    pub commitment: [u8; 32],
     /// The participant's signature (verifiable by everyone against the roster).
     pub signature: SignatureBytes,
 }
@@ -101,12 +106,8 @@ pub struct MaskedInput {
     /// Sender.
     pub from: u32,
     /// `y_u = (x_u, rho_u) + PRG(b_u) + sum_v +-PRG(s_uv)` mod 2^64: the input, then
-    /// the limbs of the commitment's blinding.
+    /// the limbs of the blinding of the commitment the sender advertised.
     pub vector: Vec<u64>,
-    /// The commitment to `(x_u, rho_u)` ([`crate::commit`]).
-    pub commitment: [u8; 32],
-    /// The sender's signature over [`crate::commit::commitment_transcript`].
-    pub signature: SignatureBytes,
 }
 
 /// End of stage 2, coordinator -> each member of U3: the survivor set U3.
@@ -233,6 +234,7 @@ codec!(
         w.u32(s.from);
         w.bytes(&s.c_pk);
         w.bytes(&s.s_pk);
+        w.bytes(&s.commitment);
         w.bytes(&s.signature);
     },
     |r| {
@@ -241,26 +243,41 @@ codec!(
             from: r.u32()?,
             c_pk: r.array()?,
             s_pk: r.array()?,
+            commitment: r.array()?,
             signature: r.array()?,
         }
     }
 );
 
+/// Whether a key list's entries carry commitments: a byte after the session id (0 or 1),
+/// so a session without commitments does not send 32 zero bytes per entry.
+const WITH_COMMITMENTS: u8 = 1;
+
 codec!(
     KeyList,
     TAG_KEY_LIST,
     |s, w| {
+        let committed = s.entries.iter().any(|e| e.commitment != [0; 32]);
+        w.u8(if committed { WITH_COMMITMENTS } else { 0 });
         let ids: Vec<u32> = s.entries.iter().map(|e| e.id).collect();
         w.id_list(&ids);
         for e in &s.entries {
             w.bytes(&e.c_pk);
             w.bytes(&e.s_pk);
+            if committed {
+                w.bytes(&e.commitment);
+            }
             w.bytes(&e.signature);
         }
     },
     |r| {
         let session_id = r.array()?;
-        let ids = r.id_list(32 + 32 + 64)?;
+        let committed = match r.u8()? {
+            0 => false,
+            WITH_COMMITMENTS => true,
+            _ => return Err(SecAggError::Malformed("key list commitment flag")),
+        };
+        let ids = r.id_list(32 + 32 + if committed { 32 } else { 0 } + 64)?;
         let entries = ids
             .into_iter()
             .map(|id| {
@@ -268,6 +285,7 @@ codec!(
                     id,
                     c_pk: r.array()?,
                     s_pk: r.array()?,
+                    commitment: if committed { r.array()? } else { [0; 32] },
                     signature: r.array()?,
                 })
             })
@@ -318,8 +336,6 @@ codec!(
     TAG_MASKED_INPUT,
     |s, w| {
         w.u32(s.from);
-        w.bytes(&s.commitment);
-        w.bytes(&s.signature);
         w.len(s.vector.len());
         w.buf.reserve(8 * s.vector.len());
         for v in &s.vector {
@@ -329,16 +345,12 @@ codec!(
     |r| {
         let session_id = r.array()?;
         let from = r.u32()?;
-        let commitment = r.array()?;
-        let signature = r.array()?;
         let n = r.count(8)?;
         let vector = (0..n).map(|_| r.u64()).collect::<Result<Vec<_>>>()?;
         MaskedInput {
             session_id,
             from,
             vector,
-            commitment,
-            signature,
         }
     }
 );
@@ -454,8 +466,9 @@ impl Message {
     pub fn decode_for(bytes: &[u8], config: &SessionConfig) -> Result<Self> {
         let n = config.params.n();
         let words = config.params.masked_words();
-        // Upper bound on any well-formed message of this session.
-        let max_len = 2 + 32 + 12 + n.saturating_mul(8 + 64 + 64) + 8 * words + 96 + 64;
+        // Upper bound on any well-formed message of this session (the largest item per
+        // participant is a key-list entry: id, two keys, commitment, signature).
+        let max_len = 2 + 32 + 13 + n.saturating_mul(8 + 96 + 64) + 8 * words + 96 + 64;
         if bytes.len() > max_len {
             return Err(SecAggError::Malformed(
                 "message larger than the session allows",
@@ -525,6 +538,7 @@ mod tests {
                 from: 1,
                 c_pk: [1; 32],
                 s_pk: [2; 32],
+                commitment: [10; 32],
                 signature: [3; 64],
             }),
             Message::KeyList(KeyList {
@@ -533,8 +547,28 @@ mod tests {
                     id: 4,
                     c_pk: [5; 32],
                     s_pk: [6; 32],
+                    commitment: [11; 32],
                     signature: [7; 64],
                 }],
+            }),
+            Message::KeyList(KeyList {
+                session_id: sid,
+                entries: vec![
+                    AdvertisedKeys {
+                        id: 4,
+                        c_pk: [5; 32],
+                        s_pk: [6; 32],
+                        commitment: [0; 32],
+                        signature: [7; 64],
+                    },
+                    AdvertisedKeys {
+                        id: 6,
+                        c_pk: [8; 32],
+                        s_pk: [9; 32],
+                        commitment: [0; 32],
+                        signature: [1; 64],
+                    },
+                ],
             }),
             Message::ShareKeys(ShareKeys {
                 session_id: sid,
@@ -551,8 +585,6 @@ mod tests {
                 session_id: sid,
                 from: 5,
                 vector: vec![1, u64::MAX, 3],
-                commitment: [10; 32],
-                signature: [11; 64],
             }),
             Message::SurvivorList(SurvivorList {
                 session_id: sid,

@@ -50,6 +50,12 @@ pub struct ParticipantSession {
     c_pk: [u8; 32],
     s_pk: [u8; 32],
     b: Zeroizing<Scalar>,
+    /// What this participant adds before masking: its input, the noise drawn for it and,
+    /// in a committed session, the blinding limbs. Fixed when the session starts, because
+    /// the commitment to it is part of the signed advertisement.
+    unmasked: Zeroizing<Vec<u64>>,
+    /// The commitment in our advertisement (zeros in a session without commitments).
+    commitment: [u8; 32],
     graph: Option<Graph>,
     group: Vec<u32>,
     peers: BTreeMap<u32, Peer>,
@@ -82,8 +88,16 @@ impl Drop for ParticipantSession {
 impl ParticipantSession {
     /// Starts a session: validates the coordinator's configuration, checks it
     /// against `policy` and against the participant's own `binding` (a different
-    /// global model gives a different session id), then draws the two X25519 key
-    /// pairs and returns the signed [`Advertise`].
+    /// global model gives a different session id), checks `input` (`d + 1` words,
+    /// slot 0 the weight, e.g. from [`crate::encode_weighted`]), draws its noise
+    /// and, in a committed session, commits to it ([`crate::commit`]), then draws
+    /// the two X25519 key pairs and returns the signed [`Advertise`].
+    ///
+    /// Why the commitment rides in the advertisement: one signature then covers the
+    /// keys and the commitment, and every member checks it with the key list, so an
+    /// agent that took part in a session holds every survivor's signed commitment
+    /// already when a later task asks it to check that session's sum.
+    #[allow(clippy::too_many_arguments)]
     pub fn new<R: CryptoRng + ?Sized>(
         config: SessionConfig,
         binding: &SessionBinding,
@@ -91,6 +105,7 @@ impl ParticipantSession {
         identity: SigningKey,
         roster: Roster,
         policy: &ParticipantPolicy,
+        input: &[u64],
         rng: &mut R,
     ) -> Result<(Self, Advertise)> {
         config.validate()?;
@@ -102,17 +117,20 @@ impl ParticipantSession {
         if roster.get(id) != Some(&identity.verifying_key()) {
             return Err(SecAggError::NotInvited(id));
         }
+        let (unmasked, commitment) = Self::commit_input(&config, input, rng)?;
         let c_sk = StaticSecret::random_from_rng(rng);
         let s_sk = Zeroizing::new(Scalar::random(rng));
         let c_pk = PublicKey::from(&c_sk).to_bytes();
         let s_pk = PublicKey::from(&crypto::x25519_secret(&s_sk)).to_bytes();
-        let transcript = crypto::advertise_transcript(&config.session_id, id, &c_pk, &s_pk);
+        let transcript =
+            crypto::advertise_transcript(&config.session_id, id, &c_pk, &s_pk, &commitment);
         let signature = identity.sign(&transcript).to_bytes();
         let adv = Advertise {
             session_id: config.session_id,
             from: id,
             c_pk,
             s_pk,
+            commitment,
             signature,
         };
         let session = ParticipantSession {
@@ -126,6 +144,8 @@ impl ParticipantSession {
             c_pk,
             s_pk,
             b: Zeroizing::new(Scalar::ZERO),
+            unmasked,
+            commitment,
             graph: None,
             group: Vec::new(),
             peers: BTreeMap::new(),
@@ -153,6 +173,8 @@ impl ParticipantSession {
             c_pk: self.c_pk,
             s_pk: self.s_pk,
             b: self.b.clone(),
+            unmasked: self.unmasked.clone(),
+            commitment: self.commitment,
             graph: self.graph.clone(),
             group: self.group.clone(),
             peers: self.peers.clone(),
@@ -379,7 +401,10 @@ impl ParticipantSession {
             });
         }
         match msg.entries.iter().find(|e| e.id == self.id) {
-            Some(e) if e.c_pk == self.c_pk && e.s_pk == self.s_pk => {}
+            Some(e)
+                if e.c_pk == self.c_pk
+                    && e.s_pk == self.s_pk
+                    && e.commitment == self.commitment => {}
             _ => return Err(SecAggError::ForgedOwnKeys),
         }
         let mut seen: HashSet<[u8; 32]> = HashSet::with_capacity(2 * msg.entries.len());
@@ -396,8 +421,13 @@ impl ParticipantSession {
         verify_all(
             &self.roster,
             msg.entries.iter().map(|e| {
-                let t =
-                    crypto::advertise_transcript(&self.config.session_id, e.id, &e.c_pk, &e.s_pk);
+                let t = crypto::advertise_transcript(
+                    &self.config.session_id,
+                    e.id,
+                    &e.c_pk,
+                    &e.s_pk,
+                    &e.commitment,
+                );
                 (e.id, t, &e.signature)
             }),
         )
@@ -408,9 +438,8 @@ impl ParticipantSession {
     /// takes the derived shares of the senders the bundle lists as derived
     /// (both sender sets form our view of U2; a ciphertext from a sender whose
     /// share we derive, or a derived entry for one that must send, aborts),
-    /// then masks `input` (`d + 1` words, slot 0 the
-    /// weight, e.g. from [`crate::encode_weighted`]) with the self mask and the
-    /// pairwise masks of U2, adding distributed-DP noise if configured.
+    /// then masks what [`ParticipantSession::new`] fixed (the input, its noise and
+    /// blinding limbs) with the self mask and the pairwise masks of U2.
     ///
     /// A derived entry is not authenticated by the dealer: a lying coordinator
     /// can list a dealer `u` whose `ShareKeys` never arrived. That only adds a
@@ -418,25 +447,8 @@ impl ParticipantSession {
     /// shares alone do not determine `s_u^SK`): a denial of service, which it
     /// can cause anyway, and never a second share release, since U3 and the
     /// dead list are checked as before.
-    ///
-    /// An invalid `input` is the caller's mistake: it is reported and the
-    /// session stays where it is.
-    pub fn on_shares<R: CryptoRng + ?Sized>(
-        &mut self,
-        msg: &ShareBundle,
-        input: &[u64],
-        rng: &mut R,
-    ) -> Result<MaskedInput> {
+    pub fn on_shares(&mut self, msg: &ShareBundle) -> Result<MaskedInput> {
         self.expect(Stage::ShareKeys, &msg.session_id)?;
-        let p = &self.config.params;
-        if input.len() != p.words() {
-            return Err(SecAggError::InvalidInput(
-                "vector length differs from d + 1",
-            ));
-        }
-        if input[0] > p.fixed_point.max_weight() {
-            return Err(SecAggError::InvalidInput("weight above the configured cap"));
-        }
         if msg.to != self.id {
             return self.abort(SecAggError::InvalidList(
                 "share bundle addressed to someone else",
@@ -504,35 +516,7 @@ impl ParticipantSession {
         for peer in self.peers.values_mut() {
             peer.derived = None;
         }
-        let mut y = Vec::with_capacity(p.masked_words());
-        y.extend_from_slice(input);
-        if let Some(sigma) = p.dp_sigma {
-            add_dp_noise(&mut y, sigma, p.threshold, rng);
-        }
-        // What is summed is committed to, noise included, so that anyone holding the
-        // session's output can check it (crate::commit).
-        let (commitment, signature) = if p.committed() {
-            let blinding = crate::commit::Blinding::random(rng);
-            let covered = y
-                .get(..p.committed_words())
-                .ok_or(SecAggError::InvalidInput(
-                    "input shorter than its committed words",
-                ))?;
-            let commitment = crate::commit::commit(covered, &blinding);
-            y.extend_from_slice(blinding.limbs());
-            drop(blinding);
-            let signature = self
-                .identity
-                .sign(&crate::commit::commitment_transcript(
-                    &sid,
-                    self.id,
-                    &commitment,
-                ))
-                .to_bytes();
-            (commitment, signature)
-        } else {
-            ([0; 32], [0; 64])
-        };
+        let mut y = self.unmasked.to_vec();
         let seed = Zeroizing::new(crypto::self_mask_seed(&self.b, &sid, self.id));
         crypto::prg_accumulate(&seed, &mut y, false);
         for &v in &u2 {
@@ -549,24 +533,60 @@ impl ParticipantSession {
             session_id: sid,
             from: self.id,
             vector: y,
-            commitment,
-            signature,
         })
     }
 
+    /// What is summed, noise included, and the commitment to it (zeros in a session
+    /// without commitments), so that anyone holding the session's output can check it.
+    fn commit_input<R: CryptoRng + ?Sized>(
+        config: &SessionConfig,
+        input: &[u64],
+        rng: &mut R,
+    ) -> Result<(Zeroizing<Vec<u64>>, [u8; 32])> {
+        let p = &config.params;
+        if input.len() != p.words() {
+            return Err(SecAggError::InvalidInput(
+                "vector length differs from d + 1",
+            ));
+        }
+        if input[0] > p.fixed_point.max_weight() {
+            return Err(SecAggError::InvalidInput("weight above the configured cap"));
+        }
+        let mut y = Zeroizing::new(Vec::with_capacity(p.masked_words()));
+        y.extend_from_slice(input);
+        if let Some(sigma) = p.dp_sigma {
+            add_dp_noise(&mut y, sigma, p.threshold, rng);
+        }
+        if !p.committed() {
+            return Ok((y, [0; 32]));
+        }
+        let blinding = crate::commit::Blinding::random(rng);
+        let covered = y
+            .get(..p.committed_words())
+            .ok_or(SecAggError::InvalidInput(
+                "input shorter than its committed words",
+            ))?;
+        let commitment = crate::commit::commit(covered, &blinding);
+        y.extend_from_slice(blinding.limbs());
+        Ok((y, commitment))
+    }
+
+    /// The commitment in this participant's advertisement (zeros without commitments).
+    pub fn commitment(&self) -> &[u8; 32] {
+        &self.commitment
+    }
+
     /// Hands one decoded coordinator message to the matching stage handler and returns
-    /// the reply to send; `input` is this participant's encoded vector (read only at the
-    /// masked-input stage).
+    /// the reply to send.
     pub fn handle<R: CryptoRng + ?Sized>(
         &mut self,
         msg: &crate::messages::Message,
-        input: &[u64],
         rng: &mut R,
     ) -> Result<crate::messages::Message> {
         use crate::messages::Message;
         Ok(match msg {
             Message::KeyList(m) => Message::ShareKeys(self.on_key_list(m, rng)?),
-            Message::ShareBundle(m) => Message::MaskedInput(self.on_shares(m, input, rng)?),
+            Message::ShareBundle(m) => Message::MaskedInput(self.on_shares(m)?),
             Message::SurvivorList(m) => Message::ConsistencySignature(self.on_survivors(m)?),
             Message::UnmaskRequest(m) => Message::UnmaskResponse(self.on_unmask_request(m)?),
             _ => return Err(SecAggError::Malformed("not a coordinator message")),

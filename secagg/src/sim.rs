@@ -475,6 +475,11 @@ impl Sim {
                 continue;
             }
             let slot = &mut self.slots[id as usize];
+            let input = self
+                .inputs
+                .get(id as usize)
+                .map(Vec::as_slice)
+                .unwrap_or_default();
             let start = Instant::now();
             let r = ParticipantSession::new(
                 session.clone(),
@@ -483,6 +488,7 @@ impl Sim {
                 self.identities[id as usize].clone(),
                 self.roster.clone(),
                 &self.cfg.policy,
+                input,
                 &mut slot.rng,
             );
             slot.time += start.elapsed();
@@ -511,8 +517,8 @@ impl Sim {
 
     /// Stage 2 (late masked inputs are delivered after the deadline).
     pub fn masked_input(&mut self) -> Result<()> {
-        let replies = self.step(Stage::MaskedInput, |p, rng, m, input| match m {
-            Message::ShareBundle(b) => p.on_shares(&b, input, rng).map(Message::MaskedInput),
+        let replies = self.step(Stage::MaskedInput, |p, _, m, _| match m {
+            Message::ShareBundle(b) => p.on_shares(&b).map(Message::MaskedInput),
             _ => Err(SecAggError::Malformed("unexpected message")),
         });
         let mut late = Vec::new();

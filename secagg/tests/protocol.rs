@@ -61,6 +61,14 @@ fn run_exact(cfg: SimConfig) {
     }
 }
 
+
+/// An input of the session's length: one contributor, zero values.
+fn unit_input(session: &SessionConfig) -> Vec<u64> {
+    let mut v = vec![0; session.params.words()];
+    v[0] = 1;
+    v
+}
+
 #[test]
 fn g01_exact_sums_small_n() {
     for n in [3, 4, 10, 50] {
@@ -617,6 +625,7 @@ fn g10_forged_swapped_low_order_duplicate_unknown_keys() {
             4,
             &low,
             &k.entries[4].s_pk,
+            &k.entries[4].commitment,
         ))
         .to_bytes();
     k.entries[4].c_pk = low;
@@ -638,8 +647,9 @@ fn g10_forged_swapped_low_order_duplicate_unknown_keys() {
         from: id,
         c_pk: c,
         s_pk: s,
+        commitment: [0; 32],
         signature: key
-            .sign(&crypto::advertise_transcript(&sid, id, &c, &s))
+            .sign(&crypto::advertise_transcript(&sid, id, &c, &s, &[0; 32]))
             .to_bytes(),
     };
     let pk = |b: u8| {
@@ -856,6 +866,7 @@ fn g12_invalid_configurations_are_rejected() {
         sim.identities[0].clone(),
         sim.roster.clone(),
         &ParticipantPolicy::default(),
+        &unit_input(&sim.session),
         &mut rng,
     );
     assert!(matches!(r, Err(SecAggError::PolicyViolation(_))));
@@ -872,6 +883,7 @@ fn g12_invalid_configurations_are_rejected() {
         sim.identities[0].clone(),
         sim.roster.clone(),
         &ParticipantPolicy::default(),
+        &unit_input(&sim.session),
         &mut rng,
     );
     assert!(matches!(r, Err(SecAggError::PolicyViolation(_))));
@@ -885,6 +897,7 @@ fn g12_invalid_configurations_are_rejected() {
         sim.identities[0].clone(),
         sim.roster.clone(),
         &ParticipantPolicy::default(),
+        &unit_input(&sim.session),
         &mut rng,
     );
     assert_eq!(r.err(), Some(SecAggError::BindingMismatch));
@@ -904,6 +917,7 @@ fn g13_different_model_hashes_cannot_complete() {
         sim.identities[1].clone(),
         sim.roster.clone(),
         &ParticipantPolicy::default(),
+        &unit_input(&sim.session),
         &mut rng,
     );
     assert_eq!(r.err(), Some(SecAggError::BindingMismatch));
@@ -918,6 +932,7 @@ fn g13_different_model_hashes_cannot_complete() {
         sim.identities[1].clone(),
         sim.roster.clone(),
         &ParticipantPolicy::default(),
+        &unit_input(&sim.session),
         &mut rng,
     )
     .unwrap();
@@ -943,8 +958,6 @@ fn g14_malformed_and_out_of_order_messages_are_errors() {
         session_id: sid,
         from: 0,
         vector: vec![0; 4],
-        commitment: [0; 32],
-        signature: [0; 64],
     };
     assert!(matches!(
         coord.on_masked_input(0, &mi),
@@ -1023,8 +1036,8 @@ fn g14_malformed_and_out_of_order_messages_are_errors() {
         Message::decode(&long),
         Err(SecAggError::Malformed("trailing bytes"))
     );
-    assert_eq!(WIRE_VERSION, 3);
-    for v in [1u8, 2, 4] {
+    assert_eq!(WIRE_VERSION, 4);
+    for v in [1u8, 2, 3, 5] {
         let mut other = bytes.clone();
         other[0] = v;
         assert_eq!(
@@ -1036,18 +1049,14 @@ fn g14_malformed_and_out_of_order_messages_are_errors() {
         session_id: sid,
         from: 0,
         vector: vec![1, 2, 3, 4],
-        commitment: [0; 32],
-        signature: [0; 64],
     }
     .encode();
-    huge[2 + 32 + 4 + 96..2 + 32 + 8 + 96].copy_from_slice(&u32::MAX.to_le_bytes());
+    huge[2 + 32 + 4..2 + 32 + 8].copy_from_slice(&u32::MAX.to_le_bytes());
     assert!(MaskedInput::decode(&huge).is_err());
     let five = MaskedInput {
         session_id: sid,
         from: 0,
         vector: vec![0; 5],
-        commitment: [0; 32],
-        signature: [0; 64],
     }
     .encode();
     assert!(MaskedInput::decode(&five).is_ok());
@@ -1059,8 +1068,6 @@ fn g14_malformed_and_out_of_order_messages_are_errors() {
         session_id: [7; 32],
         from: 0,
         vector: vec![0; 4],
-        commitment: [0; 32],
-        signature: [0; 64],
     }
     .encode();
     assert_eq!(

@@ -835,7 +835,10 @@ fn step(
         faults::hang_forever();
     }
     let mut rng = rand::rng();
-    let reply = a.session.handle(&msg, &mut rng).map_err(|e| e.to_string())?;
+    let reply = a
+        .session
+        .handle(&msg, &mut rng)
+        .map_err(|e| e.to_string())?;
     if let Message::KeyList(k) = msg {
         a.accepted_key_list = Some(k);
     }

@@ -56,7 +56,6 @@ pub struct Fetched {
     entries: Vec<(String, LineageEntry)>,
 }
 
-
 /// Why a task's lineage does not check.
 #[derive(Debug, thiserror::Error)]
 pub enum LineageRefusal {
@@ -186,7 +185,9 @@ async fn fetch_entry(
     match lineage_codec::expand(&got, |sid, id| lineage.held_entry(sid, id)) {
         Ok(full) if content_hash(&full) == hash => Ok(full),
         Ok(_) => {
-            tracing::debug!("a compact lineage record did not rebuild to its hash; fetching it whole");
+            tracing::debug!(
+                "a compact lineage record did not rebuild to its hash; fetching it whole"
+            );
             fetch_one(client, hash).await
         }
         Err(e) => {
@@ -384,7 +385,6 @@ fn checked_as_a_member(
         .collect()
 }
 
-
 /// Fetches what `compute` names that `lineage` does not hold: the job's specification (for
 /// a new replica), the entries after the applied ones and the certificates they name.
 pub async fn fetch(
@@ -413,4 +413,115 @@ pub async fn fetch(
         entries.push((hash.clone(), entry));
     }
     Ok(Fetched { spec, entries })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fedrisk_rounds::{CommitmentRecord, SessionRecord};
+    use fedrisk_secagg::sim::{Sim, SimConfig, random_inputs};
+    use fedrisk_secagg::{KeyList, Message, Outgoing};
+
+    /// A committed session's key list as the coordinator broadcasts it, and a certificate
+    /// hash per member.
+    fn session() -> (Sim, KeyList, BTreeMap<u32, String>) {
+        let cfg = SimConfig::new(5, 3);
+        let mut sim = Sim::new(cfg.clone(), random_inputs(&cfg)).expect("sim");
+        sim.advertise().expect("advertise");
+        let Some(Outgoing::Broadcast {
+            message: Message::KeyList(keys),
+            ..
+        }) = sim.outbox.first().cloned()
+        else {
+            panic!("the key list is the coordinator's next message")
+        };
+        let certs = keys
+            .entries
+            .iter()
+            .map(|e| (e.id, hex::encode([e.id as u8; 32])))
+            .collect();
+        (sim, keys, certs)
+    }
+
+    fn record_of(sim: &Sim, keys: &KeyList, certs: &BTreeMap<u32, String>) -> SessionRecord {
+        SessionRecord {
+            config: hex::encode(sim.session.encode()),
+            sum: vec![0; 3],
+            blinding_sum: vec![0; 7],
+            commitments: keys
+                .entries
+                .iter()
+                .map(|e| CommitmentRecord {
+                    id: e.id,
+                    certificate: certs[&e.id].clone(),
+                    c_pk: hex::encode(e.c_pk),
+                    s_pk: hex::encode(e.s_pk),
+                    commitment: hex::encode(e.commitment),
+                    signature: hex::encode(e.signature),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn attack_a_record_that_differs_from_the_checked_key_list_is_checked_in_full() {
+        let (sim, keys, certs) = session();
+        let mut lineage = Lineage::default();
+        lineage.hold_key_list(&sim.session, &keys, &certs);
+        let honest = record_of(&sim, &keys, &certs);
+        let all: BTreeSet<u32> = keys.entries.iter().map(|e| e.id).collect();
+        assert_eq!(
+            checked_as_a_member(&lineage.held, &LineageEntry::Session(honest.clone())),
+            all
+        );
+        // The coordinator swaps one survivor's commitment, or names another certificate
+        // for another: those two lose the shortcut, so their signatures are checked again
+        // (and fail, or are checked under the other certificate's key).
+        let mut lying = honest.clone();
+        lying.commitments[1].commitment = lying.commitments[2].commitment.clone();
+        lying.commitments[3].certificate = hex::encode([0xAAu8; 32]);
+        let checked = checked_as_a_member(&lineage.held, &LineageEntry::Session(lying));
+        let expected: BTreeSet<u32> = all
+            .iter()
+            .copied()
+            .filter(|id| *id != keys.entries[1].id && *id != keys.entries[3].id)
+            .collect();
+        assert_eq!(checked, expected);
+        // A record of a session this agent did not take part in: nothing is taken as checked.
+        let mut elsewhere = sim.session.clone();
+        elsewhere.session_id[0] ^= 1;
+        let mut other = honest.clone();
+        other.config = hex::encode(elsewhere.encode());
+        assert!(checked_as_a_member(&lineage.held, &LineageEntry::Session(other)).is_empty());
+        // The compact form rebuilds the record for a member, and only from what it held.
+        let full = LineageEntry::Session(honest).encode();
+        let small = lineage_codec::compact(&full).expect("compact");
+        let rebuilt =
+            lineage_codec::expand(&small, |sid, id| lineage.held_entry(sid, id)).expect("rebuilt");
+        assert_eq!(content_hash(&rebuilt), content_hash(&full));
+        let stranger = Lineage::default();
+        assert!(lineage_codec::expand(&small, |sid, id| stranger.held_entry(sid, id)).is_err());
+    }
+
+    #[test]
+    fn only_committed_sessions_key_lists_are_held_and_only_a_few() {
+        let (sim, keys, certs) = session();
+        let mut lineage = Lineage::default();
+        let mut uncommitted = sim.session.clone();
+        uncommitted.params.commit_words = 0;
+        lineage.hold_key_list(&uncommitted, &keys, &certs);
+        assert!(lineage.held.is_empty(), "nothing later checks that session");
+        for i in 0..(HELD_SESSIONS as u8 + 3) {
+            let mut cfg = sim.session.clone();
+            cfg.session_id = [i; 32];
+            let mut k = keys.clone();
+            k.session_id = cfg.session_id;
+            lineage.hold_key_list(&cfg, &k, &certs);
+        }
+        assert_eq!(lineage.held.len(), HELD_SESSIONS);
+        assert_eq!(
+            lineage.held.back().map(|(sid, _)| sid[0]),
+            Some(HELD_SESSIONS as u8 + 2)
+        );
+    }
 }

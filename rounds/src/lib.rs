@@ -35,7 +35,7 @@ pub use fixed::{
     TRAIN_CLIP, WEIGHT_BITS, decode_output, encode_input, encode_parts, fixed_point_for,
 };
 pub use kind::{Absorbed, Part, RoundKind, SessionSum, row_constants};
-pub use lineage::{LineageEntry, LineageError, Replica, SessionRecord};
+pub use lineage::{CommitmentRecord, LineageEntry, LineageError, Replica, SessionRecord};
 pub use local::{Loader, LocalData, Rows};
 pub use plan::{
     AfterFailure, Checkpoint, Convergence, JobPlan, Partial, PartialResult, PlanError, PlanIds,

@@ -412,7 +412,12 @@ mod tests {
     fn a_member_rebuilds_a_record_from_its_compact_form_and_nothing_else_matches() {
         let (full, sid, held) = held_record(40);
         let small = compact(&full).expect("a session record compacts");
-        assert!(small.len() * 10 < full.len(), "{} of {}", small.len(), full.len());
+        assert!(
+            small.len() * 10 < full.len(),
+            "{} of {}",
+            small.len(),
+            full.len()
+        );
         let lookup = |s: &[u8; 32], id: u32| (s == &sid).then(|| held.get(&id).cloned()).flatten();
         assert_eq!(expand(&small, lookup).expect("rebuilt"), full);
         // Every held field counts: one changed byte anywhere gives other bytes.
@@ -434,12 +439,14 @@ mod tests {
         }
         // Held for another session, or not held at all: nothing to rebuild from.
         assert_eq!(
-            expand(&small, |_: &[u8; 32], id: u32| (id != 9).then(|| held[&id].clone())),
+            expand(&small, |_: &[u8; 32], id: u32| (id != 9)
+                .then(|| held[&id].clone())),
             Err(ExpandError::NotHeld(9))
         );
         let elsewhere = [0xEEu8; 32];
         assert!(matches!(
-            expand(&small, |s: &[u8; 32], id: u32| (s == &elsewhere).then(|| held[&id].clone())),
+            expand(&small, |s: &[u8; 32], id: u32| (s == &elsewhere)
+                .then(|| held[&id].clone())),
             Err(ExpandError::NotHeld(_))
         ));
         // The full bytes and other entries are not compact, and a compact record is never

@@ -61,7 +61,6 @@ fn run_exact(cfg: SimConfig) {
     }
 }
 
-
 /// An input of the session's length: one contributor, zero values.
 fn unit_input(session: &SessionConfig) -> Vec<u64> {
     let mut v = vec![0; session.params.words()];
@@ -1319,6 +1318,88 @@ fn g16_the_output_opens_the_signed_commitments_and_nothing_else() {
             Err(SecAggError::Unverified(_))
         ));
     }
+}
+
+/// g16d: the commitments are the ones the survivors advertised (each member's key list
+/// carries them under the advertisement's signature), and a caller that checked some of
+/// those signatures as a member skips only those: a commitment swapped in the record, a
+/// key changed, or a sum that does not open still fail.
+#[test]
+fn g16d_commitments_are_the_advertised_ones_and_checked_members_skip_only_their_own() {
+    let mut cfg = SimConfig::new(8, 6);
+    cfg.seed = 1620;
+    let inputs = random_inputs(&cfg);
+    let mut sim = Sim::new(cfg, inputs).unwrap();
+    sim.advertise().unwrap();
+    let Some(Outgoing::Broadcast {
+        message: Message::KeyList(keys),
+        ..
+    }) = sim.outbox.first().cloned()
+    else {
+        panic!("the key list is the coordinator's next message")
+    };
+    assert!(keys.entries.iter().all(|e| e.commitment != [0; 32]));
+    sim.share_keys().unwrap();
+    sim.masked_input().unwrap();
+    sim.consistency().unwrap();
+    let out = sim.unmask().unwrap();
+    for c in &out.commitments {
+        let e = keys.entries.iter().find(|e| e.id == c.from).unwrap();
+        assert_eq!(
+            (e.c_pk, e.s_pk, e.commitment, e.signature),
+            (c.c_pk, c.s_pk, c.commitment, c.signature)
+        );
+    }
+    let all: std::collections::BTreeSet<u32> = out.survivors.iter().copied().collect();
+    let verify = |cs: &[commit::SignedCommitment], checked: &std::collections::BTreeSet<u32>| {
+        commit::verify_sum_with_checked(
+            &sim.session,
+            &sim.roster,
+            &out.sum,
+            &out.blinding_sum,
+            cs,
+            checked,
+        )
+    };
+    verify(&out.commitments, &all).unwrap();
+    // Survivor 0's commitment swapped for another point: with its signature unchecked the
+    // swap is caught; even taken as checked, the sum no longer opens.
+    let mut swapped = out.commitments.clone();
+    swapped[0].commitment = swapped[1].commitment;
+    let others: std::collections::BTreeSet<u32> = all.iter().copied().skip(1).collect();
+    assert!(matches!(
+        verify(&swapped, &others),
+        Err(SecAggError::BadSignature(id)) if id == swapped[0].from
+    ));
+    assert!(matches!(
+        verify(&swapped, &all),
+        Err(SecAggError::Unverified(_))
+    ));
+    // A changed key is another advertisement: refused unless the caller checked it.
+    let mut rekeyed = out.commitments.clone();
+    rekeyed[2].s_pk[0] ^= 1;
+    let without_2: std::collections::BTreeSet<u32> = all
+        .iter()
+        .copied()
+        .filter(|id| *id != rekeyed[2].from)
+        .collect();
+    assert!(matches!(
+        verify(&rekeyed, &without_2),
+        Err(SecAggError::BadSignature(_))
+    ));
+    // A commitment advertised in one session does not verify in another.
+    let mut other = sim.session.clone();
+    other.session_id[0] ^= 1;
+    assert!(matches!(
+        commit::verify_sum(
+            &other,
+            &sim.roster,
+            &out.sum,
+            &out.blinding_sum,
+            &out.commitments
+        ),
+        Err(SecAggError::BadSignature(_))
+    ));
 }
 
 /// g16b: commitments over a leading part of the input (an update, with an evaluation's

@@ -905,13 +905,22 @@ impl Engine {
                 spec.stage_deadline_ms
             };
             first = false;
-            let deadline = tokio::time::Instant::now() + Duration::from_millis(wait);
+            let mut deadline = tokio::time::Instant::now() + Duration::from_millis(wait);
             let stage = coord.stage();
             let opened = Instant::now();
             let expected = stage_pool(coord);
+            let secagg_plus = matches!(
+                coord.config().params.graph,
+                fedrisk_secagg::GraphKind::Harary { .. }
+            );
+            let mut first_in: Option<tokio::time::Instant> = None;
             loop {
                 changes.borrow_and_update();
                 let awaiting = coord.awaiting();
+                if awaiting.len() < expected && first_in.is_none() {
+                    first_in = Some(tokio::time::Instant::now());
+                }
+                deadline = advertise_deadline(deadline, stage, secagg_plus, first_in);
                 self.live.stage(
                     (job_id, req.round),
                     stage,
@@ -1049,4 +1058,53 @@ fn stage_pool(coord: &CoordinatorSession) -> usize {
 struct Traffic {
     up: u64,
     down: u64,
+}
+
+/// How long a SecAgg+ advertise stage waits after its first advertisement: agents refuse a
+/// key list that comes more than their window (120 s by default,
+/// `fedrisk_participant::agent::DEFAULT_KEY_LIST_WINDOW`) after they advertised, so one
+/// participant that never advertises must not hold the list back past it.
+pub const SECAGG_PLUS_ADVERTISE_WAIT: Duration = Duration::from_secs(90);
+
+/// The deadline of a stage: an advertise stage of a SecAgg+ session closes at most
+/// [`SECAGG_PLUS_ADVERTISE_WAIT`] after its first advertisement.
+fn advertise_deadline(
+    deadline: tokio::time::Instant,
+    stage: fedrisk_secagg::Stage,
+    secagg_plus: bool,
+    first_in: Option<tokio::time::Instant>,
+) -> tokio::time::Instant {
+    match first_in {
+        Some(t) if secagg_plus && stage == fedrisk_secagg::Stage::Advertise => {
+            deadline.min(t + SECAGG_PLUS_ADVERTISE_WAIT)
+        }
+        _ => deadline,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_secagg_plus_advertise_stage_closes_well_inside_the_agents_key_list_window() {
+        let now = tokio::time::Instant::now();
+        let long = now + Duration::from_secs(600);
+        let first = Some(now + Duration::from_secs(5));
+        let capped = advertise_deadline(long, fedrisk_secagg::Stage::Advertise, true, first);
+        assert_eq!(
+            capped,
+            now + Duration::from_secs(5) + SECAGG_PLUS_ADVERTISE_WAIT
+        );
+        assert!(SECAGG_PLUS_ADVERTISE_WAIT < Duration::from_secs(120));
+        // Before any advertisement, for the complete graph and for later stages: unchanged.
+        let stage = fedrisk_secagg::Stage::Advertise;
+        assert_eq!(advertise_deadline(long, stage, true, None), long);
+        assert_eq!(advertise_deadline(long, stage, false, first), long);
+        let later = fedrisk_secagg::Stage::ShareKeys;
+        assert_eq!(advertise_deadline(long, later, true, first), long);
+        // A shorter deadline stays.
+        let short = now + Duration::from_secs(10);
+        assert_eq!(advertise_deadline(short, stage, true, first), short);
+    }
 }

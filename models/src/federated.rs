@@ -25,7 +25,9 @@ pub const MIN_OCTAVE: i32 = -20;
 pub const MAX_OCTAVE: i32 = 63;
 const OCTAVES: usize = (MAX_OCTAVE - MIN_OCTAVE + 1) as usize;
 
-/// One institution's vector for a round.
+/// One institution's vector for a round: its sums over its `weight` rows (counts stay
+/// whole numbers, so the secure sum encodes them exactly: see
+/// `fedrisk_secagg::encode_scaled`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Contribution {
     pub weight: u64,
@@ -33,17 +35,18 @@ pub struct Contribution {
 }
 
 impl Contribution {
-    fn per_row(values: Vec<f64>, n: usize) -> Self {
-        let inv = 1.0 / n.max(1) as f64;
+    fn summed(values: Vec<f64>, n: usize) -> Self {
         Self {
             weight: n as u64,
-            values: values.into_iter().map(|v| v * inv).collect(),
+            values,
         }
     }
 
-    /// Largest absolute value: the participant checks it against the session's clip bound.
+    /// Largest absolute value per row: the participant checks it against the session's
+    /// clip bound.
     pub fn max_abs(&self) -> f64 {
-        self.values.iter().fold(0.0, |m, v| m.max(v.abs()))
+        let w = self.weight.max(1) as f64;
+        self.values.iter().fold(0.0, |m, v| m.max(v.abs() / w))
     }
 }
 
@@ -115,8 +118,8 @@ fn check_scales(schema: &Schema, scales: &[f64]) -> Result<(), FitError> {
     Ok(())
 }
 
-/// Phase 2: the institution's [`FeatureStats`], numeric sums divided by the agreed scales and
-/// everything per row, so every value lies in [-1, 1].
+/// Phase 2: the institution's [`FeatureStats`], numeric sums divided by the agreed scales, so
+/// every value lies in [-1, 1] per row.
 pub fn stats_contribution(
     schema: &Schema,
     data: &Dataset,
@@ -128,7 +131,7 @@ pub fn stats_contribution(
         n.sum /= scale;
         n.sum_sq /= scale * scale;
     }
-    Ok(Contribution::per_row(s.to_vector(), data.rows()))
+    Ok(Contribution::summed(s.to_vector(), data.rows()))
 }
 
 pub fn stats_len(schema: &Schema) -> usize {
@@ -169,7 +172,7 @@ fn upper_len(k: usize) -> usize {
     k * (k + 1) / 2
 }
 
-/// A Newton round: gradient, Hessian (upper triangle) and loss sums at `theta`, per row.
+/// A Newton round: gradient, Hessian (upper triangle) and loss sums at `theta`.
 pub fn newton_contribution(
     x: ArrayView2<f64>,
     y: &[f64],
@@ -185,7 +188,7 @@ pub fn newton_contribution(
         }
     }
     values.push(loss);
-    Ok(Contribution::per_row(values, x.nrows()))
+    Ok(Contribution::summed(values, x.nrows()))
 }
 
 pub fn newton_len(k: usize) -> usize {
@@ -225,7 +228,6 @@ pub fn eval_contribution(
     labels: &[u8],
     theta: &[f64],
     bins: usize,
-    n_weight: usize,
 ) -> Result<Vec<f64>, FitError> {
     let probs = predict(x, theta)?;
     let hist = ScoreHistogram::from_scores(&probs, labels, bins);
@@ -235,14 +237,9 @@ pub fn eval_contribution(
         let z = row.iter().zip(&theta[..p]).map(|(a, b)| a * b).sum::<f64>() + theta[p];
         loss += softplus(z) - f64::from(l) * z;
     }
-    let inv = 1.0 / n_weight.max(1) as f64;
-    let mut v: Vec<f64> = hist
-        .to_counts()
-        .into_iter()
-        .map(|c| c as f64 * inv)
-        .collect();
-    v.push(loss * inv);
-    v.push(labels.len() as f64 * inv);
+    let mut v: Vec<f64> = hist.to_counts().into_iter().map(|c| c as f64).collect();
+    v.push(loss);
+    v.push(labels.len() as f64);
     Ok(v)
 }
 
@@ -358,7 +355,7 @@ mod tests {
         let mut s = vec![0.0; contribs[0].values.len()];
         for c in contribs {
             for (a, v) in s.iter_mut().zip(&c.values) {
-                *a += c.weight as f64 * v;
+                *a += v;
             }
         }
         s
@@ -431,9 +428,9 @@ mod tests {
         for d in &sets {
             let x = pre.transform_ref(d);
             let l = d.labels.clone().unwrap();
-            let v = eval_contribution(x.view(), &l, &theta, bins, d.rows()).unwrap();
+            let v = eval_contribution(x.view(), &l, &theta, bins).unwrap();
             for (a, b) in sum.iter_mut().zip(&v) {
-                *a += b * d.rows() as f64;
+                *a += b;
             }
             probs.extend(predict(x.view(), &theta).unwrap());
             labels.extend(l);
@@ -537,16 +534,15 @@ impl Default for RoundSettings {
     }
 }
 
-/// A FedAvg / FedProx round: local epochs from the global `theta`; the contribution is the
-/// resulting parameters per row (weighted by the row count, their sum over the federation
-/// divided by the total weight is the FedAvg average).
-pub fn local_update_contribution(
+/// A FedAvg / FedProx round: local epochs from the global `theta`; the parameters they end
+/// at (the caller weighs them by its row count's share of the federation's).
+pub fn local_update(
     x: ArrayView2<f64>,
     y: &[f64],
     theta: &[f64],
     settings: &RoundSettings,
     round: u32,
-) -> Result<Contribution, FitError> {
+) -> Result<Vec<f64>, FitError> {
     use crate::logistic::{Penalty, SgdOptions, fit_sgd};
     let prox = (settings.algorithm == Algorithm::FedProx).then(|| (settings.mu, theta.to_vec()));
     let opts = SgdOptions {
@@ -561,9 +557,5 @@ pub fn local_update_contribution(
         penalty_rows: settings.total_rows,
         seed: settings.seed ^ u64::from(round).wrapping_mul(0x9E37_79B9_7F4A_7C15),
     };
-    let local = fit_sgd(x, y, theta, &opts)?;
-    Ok(Contribution {
-        weight: x.nrows() as u64,
-        values: local,
-    })
+    fit_sgd(x, y, theta, &opts)
 }

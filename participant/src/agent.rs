@@ -46,8 +46,9 @@ pub struct AgentConfig {
     pub key_list_window: Duration,
 }
 
-/// Default of [`AgentConfig::key_list_window`]: well above an honest coordinator's stage
-/// deadline (20 s by default), far below what a search of 2^40 redrawn rings needs.
+/// Default of [`AgentConfig::key_list_window`]: above the longest an honest coordinator
+/// holds a SecAgg+ advertise stage open after its first advertisement (90 s, whatever the
+/// job's deadlines), far below what a search of 2^40 redrawn rings needs.
 pub const DEFAULT_KEY_LIST_WINDOW: Duration = Duration::from_secs(120);
 
 /// Refuses a SecAgg+ key list that came more than `window` after this agent advertised its
@@ -813,7 +814,10 @@ fn step(
         // The signature on U3 is what lets the coordinator unmask a sum over U3: record
         // the set first (as identities), and let an input be summed only over one set.
         // The job-constant counts the sum carries get the same rule on their own: every
-        // sum carrying them is over one set.
+        // sum carrying them is over one set. Only a list this session would sign is
+        // recorded: a list it refuses (one leaving this agent out, say) would otherwise tie
+        // its input to a set that never summed it, and bar every later sum of it.
+        a.session.check_survivors(list).map_err(|e| e.to_string())?;
         let survivors = survivor_identities(&a.identities, &list.survivors)?;
         let entries = ledger_entries(
             federation,
@@ -1319,9 +1323,8 @@ mod tests {
         let parts = update.contribute(&job, 1, &mut data).expect("update");
         let c = &parts[0].contribution;
         let k = update.model.theta.len();
-        let scaled: Vec<f64> = c.values.iter().map(|v| v * c.weight as f64).collect();
         let curvature =
-            fedrisk_models::federated::newton_from_sum(&scaled, k).expect("Newton sums");
+            fedrisk_models::federated::newton_from_sum(&c.values, k).expect("Newton sums");
         let counts = update.constants(&job, &mut data).expect("counts");
         let rows = counts[0][0] as f64;
         let defaults = rows / 2.0 - curvature.grad[k - 1];

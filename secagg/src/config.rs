@@ -655,10 +655,31 @@ pub fn harary_privacy_failure(
     (n as f64 * binom_tail_ge(m, bad, colluder_fraction, &ln_fact)).min(1.0)
 }
 
+/// [`harary_privacy_failure`] of a ring over the `listed` members of a key list, when
+/// `colluder_fraction` of the `invited` participants collude and the coordinator lists
+/// every one of them: leaving honest members out (or inviting absent ones) raises the
+/// colluders' share of the ring, so a participant checks the bound at the key list, not
+/// only at the invitation.
+pub fn key_list_privacy_failure(
+    invited: usize,
+    listed: usize,
+    degree: u32,
+    share_threshold: u32,
+    colluder_fraction: f64,
+) -> f64 {
+    if listed == 0 {
+        return 1.0;
+    }
+    let share = (colluder_fraction * invited as f64 / listed as f64).min(1.0);
+    harary_privacy_failure(listed, degree, share_threshold, share)
+}
+
 /// Picks the communication graph for `n` participants, a dropout fraction and a
 /// colluder fraction, in the manner of Bell et al. 2020 (SecAgg+): the smallest
 /// even degree `k` and neighbourhood threshold `t_k` such that
-/// - [`harary_privacy_failure`] is at most `2^-privacy_bits`,
+/// - [`key_list_privacy_failure`] is at most `2^-privacy_bits` for a key list that lists
+///   all but `dropout_fraction` of the participants (so members who are offline at the
+///   advertisement do not make the participants refuse the key list),
 /// - the survivors of some neighbourhood fall below `t_k` with probability at most
 ///   `2^-20` (correctness, union over the `n` neighbourhoods), and
 /// - `t_k` is at least `min_threshold_fraction` of the neighbourhood and more than half
@@ -688,8 +709,9 @@ pub fn recommended_graph(
         let lowest = ((min_threshold_fraction * m as f64).ceil() as usize).max(k / 2 + 2);
         // The privacy failure falls as t_k grows and the survivors' side gets worse: take
         // the smallest private t_k (binary search) and check that enough survive it.
+        let listed = n - (dropout_fraction * n as f64).floor() as usize;
         let private = |tk: usize| {
-            harary_privacy_failure(n, k as u32, tk as u32, colluder_fraction) <= privacy
+            key_list_privacy_failure(n, listed, k as u32, tk as u32, colluder_fraction) <= privacy
         };
         if lowest <= m && private(m) {
             let (mut lo, mut hi) = (lowest, m);

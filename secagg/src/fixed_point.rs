@@ -37,13 +37,33 @@ pub fn encode_weighted(values: &[f64], weight: u64, params: &FixedPointParams) -
     Ok(out)
 }
 
-/// Encodes `values` scaled by `weight` as `[1, w*q(x_1), ...]`: the weight multiplies the
-/// values inside the masked vector but is not itself sent, and slot 0 counts contributors.
-/// Row counts are constant over a job; a weight slot summed in every session would give one
+/// Encodes an institution's sums over its `weight` rows as `[1, r(s_1), ...]`, with
+/// `r(s) = round(clip(s) * 2^f)` and `clip` bounding each sum at `weight` times the
+/// per-row clip. The weight is not itself sent, and slot 0 counts contributors: row counts
+/// are constant over a job, and a weight slot summed in every session would give one
 /// institution's count as the difference of two sessions whose survivors differ by it.
-pub fn encode_scaled(values: &[f64], weight: u64, params: &FixedPointParams) -> Result<Vec<u64>> {
-    let mut out = encode_weighted(values, weight, params)?;
-    out[0] = 1;
+///
+/// Why the sum is rounded, not `weight` times a rounded mean: `w * round(s / w * 2^f)`
+/// differs from `s * 2^f` by an error that depends on `w`, and where the true sum is known
+/// to be an integer (a count, half a count at round 1's zero coefficients) the coordinator
+/// reads the total error off the summed word and from it, slot by slot, the row count of
+/// an institution alone in a rare slot. A sum with at most `f` binary places (every count,
+/// half and quarter count) is encoded exactly, so that error is zero.
+pub fn encode_scaled(sums: &[f64], weight: u64, params: &FixedPointParams) -> Result<Vec<u64>> {
+    let bound = params.clip * weight.clamp(1, params.max_weight()) as f64;
+    let scale = (params.frac_bits as f64).exp2();
+    let mut out = Vec::with_capacity(sums.len() + 1);
+    out.push(1);
+    for &s in sums {
+        if !s.is_finite() {
+            return Err(SecAggError::FixedPoint("non-finite value"));
+        }
+        let scaled = (s.clamp(-bound, bound) * scale).round();
+        if scaled.abs() >= 9.2e18 {
+            return Err(SecAggError::FixedPoint("weighted value overflows"));
+        }
+        out.push(scaled as i64 as u64);
+    }
     Ok(out)
 }
 
@@ -146,15 +166,55 @@ mod tests {
     }
 
     #[test]
-    fn scaled_inputs_hide_the_weight_and_keep_the_weighted_sum() {
+    fn scaled_inputs_hide_the_weight_and_keep_the_sum() {
         let p = params();
-        let a = encode_scaled(&[0.5, -0.25], 3, &p).unwrap();
-        let b = encode_scaled(&[0.25, 1.0], 5, &p).unwrap();
+        let a = encode_scaled(&[3.0 * 0.5, 3.0 * -0.25], 3, &p).unwrap();
+        let b = encode_scaled(&[5.0 * 0.25, 5.0 * 1.0], 5, &p).unwrap();
         let sum: Vec<u64> = a.iter().zip(&b).map(|(x, y)| x.wrapping_add(*y)).collect();
         let (contributors, s) = decode_sum(&sum, &p).unwrap();
         assert_eq!(contributors, 2);
         assert!((s[0] - (3.0 * 0.5 + 5.0 * 0.25)).abs() < 1e-6);
         assert!((s[1] - (3.0 * -0.25 + 5.0 * 1.0)).abs() < 1e-6);
+        // The per-row clip bounds each sum at weight x clip.
+        let big = encode_scaled(&[1e9, -1e9], 3, &p).unwrap();
+        let (_, s) = decode_sum(&big, &p).unwrap();
+        assert_eq!(s, vec![24.0, -24.0]);
+        assert!(encode_scaled(&[f64::NAN], 3, &p).is_err());
+    }
+
+    #[test]
+    fn attack_the_rounding_error_of_a_sum_of_counts_does_not_depend_on_the_row_count() {
+        // A rare cell held by one institution: c = 3 of its n rows (a missing count, a
+        // default count, half the rows less the defaults at round 1). Rounding `c / n` and
+        // multiplying by n leaves an error that depends on n, which the coordinator reads
+        // off the summed word because it knows the true total is an integer; the sum
+        // itself is encoded with no error at all, whatever n is.
+        let p = FixedPointParams {
+            frac_bits: 36,
+            clip: 1.0,
+            max_weight_bits: 24,
+        };
+        let scale = 36f64.exp2();
+        // The true totals are multiples of a quarter: what the word holds beyond one.
+        let quarter = 34f64.exp2();
+        let residual = |word: u64| {
+            let v = word as i64;
+            v - ((v as f64 / quarter).round() * quarter) as i64
+        };
+        let mut leaked = std::collections::BTreeSet::new();
+        for n in [12_345u64, 50_000, 777_777, 3_000_000] {
+            for c in [3.0, 3.5, 0.25, 1234.0] {
+                let old = encode_weighted(&[c / n as f64], n, &p).unwrap();
+                leaked.insert(residual(old[1]));
+                let new = encode_scaled(&[c], n, &p).unwrap();
+                assert_eq!(residual(new[1]), 0, "n = {n}, c = {c}");
+                assert_eq!(new[1] as i64, (c * scale) as i64);
+            }
+        }
+        assert!(
+            leaked.len() > 4,
+            "the old encoding's error varied with n: {leaked:?}"
+        );
     }
 
     #[test]

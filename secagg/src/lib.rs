@@ -72,7 +72,7 @@ pub use codec::WIRE_VERSION;
 pub use config::{
     FixedPointParams, GraphKind, HARARY_COLLUDER_FRACTION, HARARY_PRIVACY_BITS, ParticipantPolicy,
     SecurityMode, SessionBinding, SessionConfig, SessionParams, default_threshold,
-    harary_privacy_failure, recommended_graph, session_id,
+    harary_privacy_failure, key_list_privacy_failure, recommended_graph, session_id,
 };
 pub use coordinator::{CoordinatorSession, Outgoing, Output, Step, SurvivorSignatures};
 pub use error::{Result, SecAggError};

@@ -67,6 +67,10 @@ pub struct ParticipantSession {
     u3: Vec<u32>,
     /// The policy's floor on |U3|.
     min_distinct: u32,
+    /// The policy's colluder share and privacy bound for SecAgg+ graphs, checked again
+    /// against the key list's size.
+    harary_colluder_fraction: f64,
+    harary_privacy_bits: u32,
 }
 
 impl fmt::Debug for ParticipantSession {
@@ -153,6 +157,8 @@ impl ParticipantSession {
             u2: Vec::new(),
             u3: Vec::new(),
             min_distinct: policy.min_distinct,
+            harary_colluder_fraction: policy.harary_colluder_fraction,
+            harary_privacy_bits: policy.harary_privacy_bits,
         };
         Ok((session, adv))
     }
@@ -182,6 +188,8 @@ impl ParticipantSession {
             u2: self.u2.clone(),
             u3: self.u3.clone(),
             min_distinct: self.min_distinct,
+            harary_colluder_fraction: self.harary_colluder_fraction,
+            harary_privacy_bits: self.harary_privacy_bits,
         }
     }
 
@@ -400,6 +408,24 @@ impl ParticipantSession {
                 need: p.threshold as usize,
             });
         }
+        if let crate::config::GraphKind::Harary {
+            degree,
+            share_threshold,
+        } = p.graph
+        {
+            let failure = crate::config::key_list_privacy_failure(
+                p.n(),
+                msg.entries.len(),
+                degree,
+                share_threshold,
+                self.harary_colluder_fraction,
+            );
+            if failure.is_nan() || failure > (-f64::from(self.harary_privacy_bits)).exp2() {
+                return Err(SecAggError::PolicyViolation(
+                    "the key list leaves out so many invited members that the SecAgg+ graph fails this participant's privacy bound",
+                ));
+            }
+        }
         match msg.entries.iter().find(|e| e.id == self.id) {
             Some(e)
                 if e.c_pk == self.c_pk
@@ -593,17 +619,27 @@ impl ParticipantSession {
         })
     }
 
-    /// Stage 3: checks U3 (strictly increasing, at least `t`, includes us, a
-    /// subset of U1 and, within our group, of our U2) and signs `(session, U3)`.
-    pub fn on_survivors(&mut self, msg: &SurvivorList) -> Result<ConsistencySignature> {
+    /// Checks a survivor list as [`ParticipantSession::on_survivors`] would, without
+    /// signing it or changing state: a caller that records the set before signing (the
+    /// agent's ledger) records only a list this session would sign.
+    pub fn check_survivors(&self, msg: &SurvivorList) -> Result<()> {
         self.expect(Stage::MaskedInput, &msg.session_id)?;
+        match self.survivor_list_error(&msg.survivors) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Why this participant would not sign `u3`: it must be a strictly increasing subset of
+    /// U1 that includes us, meets our minimum and the threshold, and within our group is a
+    /// subset of our U2 with at least the group's threshold.
+    fn survivor_list_error(&self, u3: &[u32]) -> Option<SecAggError> {
         let p = &self.config.params;
-        let u3 = &msg.survivors;
         let graph_ok = self
             .graph
             .as_ref()
             .is_some_and(|g| u3.iter().all(|&v| g.contains(v)));
-        let err = if !strictly_increasing(u3.iter().copied()) || !graph_ok {
+        if !strictly_increasing(u3.iter().copied()) || !graph_ok {
             Some(SecAggError::InvalidList(
                 "survivors not a strictly increasing subset of U1",
             ))
@@ -638,7 +674,15 @@ impl ParticipantSession {
                 have: in_group,
                 need: self.share_threshold(),
             })
-        };
+        }
+    }
+
+    /// Stage 3: checks U3 (strictly increasing, at least `t`, includes us, a
+    /// subset of U1 and, within our group, of our U2) and signs `(session, U3)`.
+    pub fn on_survivors(&mut self, msg: &SurvivorList) -> Result<ConsistencySignature> {
+        self.expect(Stage::MaskedInput, &msg.session_id)?;
+        let u3 = &msg.survivors;
+        let err = self.survivor_list_error(u3);
         if let Some(e) = err {
             return self.abort(e);
         }

@@ -185,3 +185,63 @@ fn attack_a_graph_passing_the_structural_rules_but_not_the_privacy_bound_is_refu
         .check(&cfg.params())
         .expect("the recommended graph passes the default policy");
 }
+
+#[test]
+fn attack_a_key_list_leaving_out_honest_members_to_raise_the_colluders_share_is_refused() {
+    // The ring is drawn over the key list, not over the invitation: a coordinator that
+    // lists every colluder but leaves honest advertisers out (or invites institutions it
+    // knows are offline) raises the colluders' share of the ring. Each member recomputes
+    // the privacy bound for the list it got. A graph the coordinator recommends survives
+    // the dropouts it was planned for; a list a third shorter is refused.
+    let n = 150;
+    let mut cfg = SimConfig::new(n, 5);
+    cfg.threshold = 100;
+    cfg.graph = recommended_graph(
+        n,
+        0.05,
+        HARARY_COLLUDER_FRACTION,
+        ParticipantPolicy::default().min_threshold_fraction,
+        HARARY_PRIVACY_BITS,
+    );
+    let GraphKind::Harary {
+        degree,
+        share_threshold,
+    } = cfg.graph
+    else {
+        panic!("a Harary graph at n = {n}")
+    };
+    cfg.policy = ParticipantPolicy::default();
+    cfg.policy.min_threshold_fraction = 0.6;
+    // What the member computes, for the planned and for the shortened list.
+    let bound = (-f64::from(HARARY_PRIVACY_BITS)).exp2();
+    let planned = key_list_privacy_failure(n, n - 7, degree, share_threshold, 0.1);
+    let shortened = key_list_privacy_failure(n, 100, degree, share_threshold, 0.1);
+    assert!(planned <= bound, "{planned}");
+    assert!(shortened > bound * 1e3, "{shortened}");
+
+    let run = |left_out: usize| {
+        let mut sim = Sim::new(cfg.clone(), random_inputs(&cfg)).expect("sim");
+        for id in 0..left_out as u32 {
+            sim.drops.insert(id * 3, DropPoint::BeforeAdvertise);
+        }
+        let report = sim.run();
+        (sim, report)
+    };
+    let (_, honest) = run(7);
+    let out = honest
+        .output
+        .expect("a list missing the planned dropouts is accepted");
+    assert_eq!(Some(out.sum), honest.expected);
+    let (sim, attacked) = run(50);
+    assert!(attacked.output.is_err());
+    let refused = (0..n as u32)
+        .filter(|id| {
+            matches!(sim.error_of(*id), Some(SecAggError::PolicyViolation(m)) if m.contains("leaves out"))
+        })
+        .count();
+    assert_eq!(
+        refused,
+        n - 50,
+        "every listed member refuses the shortened list"
+    );
+}

@@ -1402,6 +1402,36 @@ fn g16d_commitments_are_the_advertised_ones_and_checked_members_skip_only_their_
     ));
 }
 
+/// A survivor list is checked as signing would check it, without signing or changing
+/// state: the agent records a set in its ledger only once this passes.
+#[test]
+fn a_survivor_list_is_checked_without_signing_or_changing_state() {
+    let cfg = SimConfig::new(6, 4);
+    let mut sim = Sim::new(cfg.clone(), random_inputs(&cfg)).unwrap();
+    sim.advertise().unwrap();
+    sim.share_keys().unwrap();
+    sim.masked_input().unwrap();
+    let sid = sim.session.session_id;
+    let p = sim.participant(0).unwrap();
+    let list = |survivors: Vec<u32>| SurvivorList {
+        session_id: sid,
+        survivors,
+    };
+    assert!(matches!(
+        p.check_survivors(&list(vec![1, 2, 3, 4, 5])),
+        Err(SecAggError::InvalidList(_))
+    ));
+    assert!(matches!(
+        p.check_survivors(&list(vec![0, 1])),
+        Err(SecAggError::PolicyViolation(_) | SecAggError::TooFewParticipants { .. })
+    ));
+    assert_eq!(p.stage(), Stage::MaskedInput, "nothing changed");
+    p.check_survivors(&list(vec![0, 1, 2, 3, 4, 5])).unwrap();
+    // The session still signs the list it accepts.
+    sim.consistency().unwrap();
+    sim.unmask().unwrap();
+}
+
 /// g16b: commitments over a leading part of the input (an update, with an evaluation's
 /// histograms after it): the output's leading words open them, any change there does not,
 /// and the words after the part are not covered; the configuration carries the length.

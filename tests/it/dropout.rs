@@ -82,14 +82,17 @@ fn frac_bits(n: usize, clip: f64) -> i32 {
     (62 - log2n - 24 - clip_bits).min(40)
 }
 
-/// What secure aggregation returns: `sum_i w_i * round(clip(v_i) * 2^f) / 2^f`, exactly.
+/// What secure aggregation returns: `sum_i round(clip(s_i) * 2^f) / 2^f`, exactly.
 fn secure_sum(contribs: &[Contribution], n: usize, clip: f64) -> Vec<f64> {
     let f = frac_bits(n, clip);
     let scale = f64::from(f).exp2();
     let mut acc = vec![0i128; contribs[0].values.len()];
     for c in contribs {
+        // Each sum over the institution's rows, clipped at its rows x the per-row clip,
+        // rounded once.
+        let bound = clip * c.weight as f64;
         for (a, v) in acc.iter_mut().zip(&c.values) {
-            *a += i128::from(c.weight) * (v.clamp(-clip, clip) * scale).round() as i128;
+            *a += (v.clamp(-bound, bound) * scale).round() as i128;
         }
     }
     acc.into_iter().map(|a| a as f64 / scale).collect()

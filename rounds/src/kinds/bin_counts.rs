@@ -53,15 +53,10 @@ impl RoundKind for BinCounts {
         let grid = self.grid(job)?;
         let train = &rows.split(job)?.train;
         let counts = grid.count(train)?;
-        // Per row, weight n: the secure sum is the federation's counts.
-        let n = train.rows();
-        let inv = 1.0 / n.max(1) as f64;
+        // The counts themselves, weight n: the secure sum is the federation's counts.
         let c = Contribution {
-            weight: n as u64,
-            values: CountGrid::to_vector(&counts)
-                .into_iter()
-                .map(|c| c * inv)
-                .collect(),
+            weight: train.rows() as u64,
+            values: CountGrid::to_vector(&counts),
         };
         Ok(Part::whole(self, round, c))
     }

@@ -51,7 +51,6 @@ impl RoundKind for Evaluation {
             &d.eval_labels,
             &self.model.theta,
             self.bins as usize,
-            n,
         )?;
         let c = Contribution {
             weight: n as u64,

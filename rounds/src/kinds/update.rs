@@ -68,18 +68,17 @@ impl RoundKind for Update {
                         "a fedavg update without the federation's row count from the statistics session".into(),
                     ));
                 }
-                let local = federated::local_update_contribution(
+                let local = federated::local_update(
                     d.x_train.view(),
                     &d.y_train,
                     theta,
                     &job.settings,
                     round,
                 )?;
-                let share = local.weight as f64 / total;
+                let share = d.x_train.nrows() as f64 / total;
                 Contribution {
                     weight: 1,
                     values: local
-                        .values
                         .iter()
                         .zip(theta)
                         .map(|(l, g)| share * (l - g))

@@ -1,5 +1,7 @@
-//! Fixed-point vectors in Z_2^64: `[w, w*q(x_1), ..., w*q(x_d)]`, with
-//! `q(x) = round(clip(x) * 2^f)`, and their decoding as two's-complement sums.
+//! Fixed-point vectors in Z_2^64 and their decoding as two's-complement sums: weighted
+//! means `[w, w*q(x_1), ..., w*q(x_d)]` with `q(x) = round(clip(x) * 2^f)`
+//! ([`encode_weighted`], for simulations), and what the federation sends, an institution's
+//! sums rounded once with no weight slot ([`encode_scaled`]).
 //!
 //! The weight `w` (a sample count) travels inside the masked vector, so the
 //! coordinator learns only the summed weight, never an individual count.

@@ -853,7 +853,9 @@ impl Engine {
                 });
                 let mut sum =
                     decode_output(&output.sum, output.survivors, &fixed).map_err(|e| {
-                        SessionError::Failed(Failure::Transient(format!("decoding the sum: {e}")))
+                        SessionError::Failed(Failure::Deterministic(format!(
+                            "decoding the sum: {e}"
+                        )))
                     })?;
                 sum.bytes_up = traffic.up;
                 sum.bytes_down = traffic.down;

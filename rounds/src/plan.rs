@@ -549,7 +549,15 @@ impl JobPlan {
         let absorbed = match params.kind().absorb(&self.job, &sum) {
             Ok(a) => a,
             Err(e) => {
-                let failure = Failure::from(e);
+                // The sum is unmasked already: asking the same inputs again would give the
+                // coordinator a second sum of them (over another set, unless every ledger
+                // stops it). A sum that does not absorb ends the attempt for good: the job
+                // fails, or an evaluation is skipped, or an update that rode with one is
+                // asked for alone over the same set (the same sum of the update again).
+                let failure = Failure::Deterministic(format!(
+                    "the sum does not absorb: {}",
+                    Failure::from(e).reason()
+                ));
                 return Ok(match self.on_failure(failure.clone())? {
                     AfterFailure::Retry => Progress::Retrying(failure),
                     AfterFailure::WithoutEvaluation => Progress::WithoutEvaluation(failure),

@@ -494,6 +494,27 @@ fn retries_stop_at_max_attempts_and_deterministic_failures_stop_at_once() {
 }
 
 #[test]
+fn attack_a_sum_that_does_not_absorb_is_never_asked_for_again() {
+    // A participant makes the statistics sum unusable (a value the plan cannot read). The
+    // sum is unmasked already: the plan ends the attempt for good instead of asking the
+    // same inputs again, which would hand the coordinator a second sum of them.
+    let (schema, sets) = federation(3);
+    let mut spec = spec(&schema, 1);
+    spec.max_attempts = 3;
+    let mut plan = new_plan(&spec, 6);
+    let mut agents = agents(&sets);
+    let mut rng = ChaCha20Rng::seed_from_u64(66);
+    let req = plan.next_session().expect("magnitudes");
+    let mut sum = run_session(&spec, 6, &req, &mut agents, &[], &mut rng).expect("session");
+    sum.sums.truncate(1);
+    let e = plan
+        .on_output(sum)
+        .expect_err("the job fails, nothing is retried");
+    assert!(e.reason.contains("does not absorb"), "{}", e.reason);
+    assert_eq!(e.attempts, 1, "no second attempt");
+}
+
+#[test]
 fn a_restarted_agent_computes_from_the_task_alone() {
     // An agent whose cache is empty (it restarted mid-job) receives round 3's update task:
     // it needs nothing from the statistics round it never saw.

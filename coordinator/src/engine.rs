@@ -828,7 +828,34 @@ impl Engine {
                         survivors_certificates.push(cert.clone());
                     }
                 }
-                let entry = LineageEntry::Session(SessionRecord::new(&config, &output, &hashes));
+                let record = SessionRecord::new(&config, &output, &hashes);
+                // Checked here as every agent will check it: a sum that does not open the
+                // survivors' commitments (an input that does not match its commitment, a
+                // wrong share) would make every agent refuse the job's next task. It is
+                // unmasked already, so it is not asked for again: the attempt ends, saying why.
+                if config.params.committed() {
+                    let roster =
+                        fedrisk_secagg::Roster::new(peers.iter().map(|p| (p.id, p.verifying_key)));
+                    let opened = record
+                        .signed()
+                        .map_err(|e| e.to_string())
+                        .and_then(|signed| {
+                            fedrisk_secagg::commit::verify_sum(
+                                &config,
+                                &roster,
+                                &record.sum,
+                                &record.blinding_sum,
+                                &signed,
+                            )
+                            .map_err(|e| e.to_string())
+                        });
+                    if let Err(reason) = opened {
+                        return Err(SessionError::Failed(Failure::Deterministic(format!(
+                            "the sum does not check against the survivors' commitments ({reason}): a participant sent an input that does not match its commitment, or a wrong share"
+                        ))));
+                    }
+                }
+                let entry = LineageEntry::Session(record);
                 let keys: std::collections::BTreeMap<u32, String> = peers
                     .iter()
                     .map(|p| (p.id, hex::encode(p.verifying_key.to_bytes())))

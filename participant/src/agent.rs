@@ -345,10 +345,11 @@ async fn connect_and_serve(
                     continue;
                 }
                 match step(a, &d.payload, &join.federation_id, ledger, fault) {
-                    Ok(msg) => {
+                    Ok(mut msg) => {
                         if let Some(k) = a.accepted_key_list.take() {
                             lineage.hold_key_list(&a.config, &k, &a.certificates);
                         }
+                        faults::off_commitment(&mut msg, fault, a.round, a.kind);
                         let is_masked = matches!(msg, Message::MaskedInput(_));
                         let up = upload(a, msg);
                         if let Some(d) = faults::stage_delay() {

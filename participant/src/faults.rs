@@ -5,8 +5,9 @@
 //! `evaluation`; any session of the round without it): `hang-before-share-keys`,
 //! `hang-before-masked-input`,
 //! `hang-before-unmask` (the agent stops answering, so a test can kill it at that point),
-//! `wrong-length` (a truncated masked input before the real one) or `replay` (its previous
-//! round's masked input before the real one). `FEDRISK_TEST_DELAY_MS` slows every
+//! `wrong-length` (a truncated masked input before the real one), `replay` (its previous
+//! round's masked input before the real one) or `off-commitment` (a masked input one unit
+//! off in its first value word, so it no longer opens its commitment). `FEDRISK_TEST_DELAY_MS` slows every
 //! contribution, so a test can stop the coordinator in the middle of a job; `FEDRISK_TEST_STAGE_DELAY_MS`
 //! slows every later secure-aggregation reply.
 
@@ -27,6 +28,23 @@ impl Fault {
     /// Whether this fault is `what` in the session of `round` and `kind`.
     pub fn hits(&self, what: &str, round: u32, kind: &str) -> bool {
         self.what == what && self.round == round && self.kind.as_deref().is_none_or(|k| k == kind)
+    }
+}
+
+/// With `off-commitment`, the masked input is one unit off in its first value word: what it
+/// adds no longer opens the commitment its advertisement signed.
+pub fn off_commitment(
+    msg: &mut fedrisk_secagg::Message,
+    fault: Option<&Fault>,
+    round: u32,
+    kind: &str,
+) {
+    if let fedrisk_secagg::Message::MaskedInput(m) = msg
+        && fault.is_some_and(|f| f.hits("off-commitment", round, kind))
+        && let Some(w) = m.vector.get_mut(1)
+    {
+        tracing::warn!("test fault: a masked input that does not open its commitment");
+        *w = w.wrapping_add(1);
     }
 }
 

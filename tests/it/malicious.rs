@@ -239,3 +239,41 @@ fn attack_a_participant_flooding_large_uploads_cannot_exhaust_the_coordinators_m
     );
     eprintln!("coordinator peak RSS {before:.1} MiB before the flood, {peak:.1} MiB after");
 }
+
+#[test]
+fn attack_an_input_that_does_not_open_its_commitment_fails_the_job_with_the_reason() {
+    // inst_01 adds one unit more than its signed commitment covers in round 1. The sum is
+    // unmasked, so it is not asked for again; the coordinator checks it against the
+    // survivors' commitments as every agent would and ends the job saying why, instead of
+    // publishing a record every agent would refuse.
+    let fed = Fed::new(43, 3000, 4);
+    fed.write_config(&JobOpts {
+        name: "off-commitment-test",
+        rounds: 2,
+        min_participants: 4,
+        ..JobOpts::default()
+    });
+    let coord = fed.serve();
+    let _agents: Vec<Proc> = fed
+        .institutions
+        .iter()
+        .enumerate()
+        .map(|(i, n)| match i {
+            1 => fed.participant(n, &[("FEDRISK_TEST_FAULT", "off-commitment@1")], &[]),
+            _ => fed.participant(n, &[], &[]),
+        })
+        .collect();
+    let status = fed.wait_job_end(1, Duration::from_secs(150), &coord);
+    assert_eq!(status["state"], "failed", "{status}");
+    let text = status.to_string();
+    assert!(
+        text.contains("does not check against the survivors' commitments"),
+        "{status}\n{}",
+        tail(&coord.stderr(), 30)
+    );
+    // Round 1 never completed: nothing was absorbed from the unusable sum.
+    assert!(
+        survivors(&status).iter().all(|(round, _)| *round == 0),
+        "{status}"
+    );
+}

@@ -836,16 +836,20 @@ impl Engine {
                 if config.params.committed() {
                     let roster =
                         fedrisk_secagg::Roster::new(peers.iter().map(|p| (p.id, p.verifying_key)));
+                    // Every survivor's advertisement was verified when it arrived.
+                    let verified: std::collections::BTreeSet<u32> =
+                        output.survivors.iter().copied().collect();
                     let opened = record
                         .signed()
                         .map_err(|e| e.to_string())
                         .and_then(|signed| {
-                            fedrisk_secagg::commit::verify_sum(
+                            fedrisk_secagg::commit::verify_sum_with_checked(
                                 &config,
                                 &roster,
                                 &record.sum,
                                 &record.blinding_sum,
                                 &signed,
+                                &verified,
                             )
                             .map_err(|e| e.to_string())
                         });
@@ -1017,6 +1021,10 @@ impl Engine {
                 expected,
                 seconds,
             });
+            if let Some(reason) = short_secagg_plus_list(coord, stage, received) {
+                coord.abort();
+                return Err(SessionError::Failed(Failure::Transient(reason)));
+            }
             match coord.close_stage() {
                 Ok(Step::Send(out)) => {
                     for o in out {
@@ -1095,6 +1103,43 @@ struct Traffic {
 /// participant that never advertises must not hold the list back past it.
 pub const SECAGG_PLUS_ADVERTISE_WAIT: Duration = Duration::from_secs(90);
 
+/// Why a SecAgg+ key list of `listed` members would be refused by default agents (its ring
+/// fails their privacy bound when every colluder is on it: `key_list_privacy_failure`), or
+/// `None`. The session then ends at once, saying so, instead of sending a list every member
+/// refuses and waiting out the next stage.
+fn short_secagg_plus_list(
+    coord: &fedrisk_secagg::CoordinatorSession,
+    stage: fedrisk_secagg::Stage,
+    listed: usize,
+) -> Option<String> {
+    let params = &coord.config().params;
+    let fedrisk_secagg::GraphKind::Harary {
+        degree,
+        share_threshold,
+    } = params.graph
+    else {
+        return None;
+    };
+    if stage != fedrisk_secagg::Stage::Advertise {
+        return None;
+    }
+    let failure = fedrisk_secagg::key_list_privacy_failure(
+        params.n(),
+        listed,
+        degree,
+        share_threshold,
+        fedrisk_secagg::HARARY_COLLUDER_FRACTION,
+    );
+    (failure.is_nan() || failure > (-f64::from(fedrisk_secagg::HARARY_PRIVACY_BITS)).exp2()).then(
+        || {
+            format!(
+                "only {listed} of {} invited advertised: a SecAgg+ key list this short fails the participants' privacy bound, so none would take part",
+                params.n()
+            )
+        },
+    )
+}
+
 /// The deadline of a stage: an advertise stage of a SecAgg+ session closes at most
 /// [`SECAGG_PLUS_ADVERTISE_WAIT`] after its first advertisement.
 fn advertise_deadline(
@@ -1135,5 +1180,41 @@ mod tests {
         // A shorter deadline stays.
         let short = now + Duration::from_secs(10);
         assert_eq!(advertise_deadline(short, stage, true, first), short);
+    }
+
+    #[test]
+    fn a_secagg_plus_key_list_the_agents_would_refuse_is_not_sent() {
+        use fedrisk_secagg::sim::{Sim, SimConfig};
+        let n = 150;
+        let mut cfg = SimConfig::new(n, 2);
+        cfg.threshold = 100;
+        cfg.graph = fedrisk_secagg::recommended_graph(
+            n,
+            0.05,
+            fedrisk_secagg::HARARY_COLLUDER_FRACTION,
+            2.0 / 3.0,
+            fedrisk_secagg::HARARY_PRIVACY_BITS,
+        );
+        assert!(matches!(
+            cfg.graph,
+            fedrisk_secagg::GraphKind::Harary { .. }
+        ));
+        let sim = Sim::new(cfg.clone(), vec![]).expect("sim");
+        let advertise = fedrisk_secagg::Stage::Advertise;
+        let reason = short_secagg_plus_list(&sim.coordinator, advertise, 100)
+            .expect("a third missing is refused");
+        assert!(reason.contains("only 100 of 150"), "{reason}");
+        assert_eq!(
+            short_secagg_plus_list(&sim.coordinator, advertise, 143),
+            None
+        );
+        let later = fedrisk_secagg::Stage::ShareKeys;
+        assert_eq!(short_secagg_plus_list(&sim.coordinator, later, 100), None);
+        cfg.graph = fedrisk_secagg::GraphKind::Complete;
+        let complete = Sim::new(cfg, vec![]).expect("sim");
+        assert_eq!(
+            short_secagg_plus_list(&complete.coordinator, advertise, 100),
+            None
+        );
     }
 }

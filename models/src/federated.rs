@@ -1,11 +1,11 @@
 //! What each institution contributes to one federated round, as a plain real vector, and how
 //! the coordinator reads the sum of those vectors.
 //!
-//! Every contribution is `(weight, values)` where `values` are *per-row* figures (a sum over
-//! the institution's rows divided by its row count `n`) and `weight = n`. Secure aggregation
-//! returns `sum_i n_i * values_i`, i.e. the federation-wide sums, plus the total row count,
-//! without revealing any institution's count. Keeping values per-row bounds their magnitude,
-//! which is what fixed-point encoding needs.
+//! Every contribution is `(weight, values)` where `values` are sums over the institution's
+//! rows and `weight = n`, its row count. Secure aggregation returns `sum_i values_i`, the
+//! federation-wide sums, without revealing any institution's count; the weight only bounds
+//! each sum (the per-row clip times `n`) for the fixed-point encoding, which rounds each sum
+//! once so that counts stay exact.
 //!
 //! Architecture invariant: this module knows nothing of the secure-aggregation protocol or of
 //! the network; it only fixes vector layouts, so both sides share them by construction.
@@ -221,8 +221,8 @@ pub fn newton_from_sum(sums: &[f64], k: usize) -> Result<Curvature, FitError> {
     })
 }
 
-/// Evaluation figures of a model on one institution's held-out rows, as per-row values:
-/// score histograms by label, then the log-loss sum, then the row count.
+/// Evaluation figures of a model on one institution's held-out rows, as sums: score
+/// histograms by label, then the log-loss sum, then the row count.
 pub fn eval_contribution(
     x: ArrayView2<f64>,
     labels: &[u8],

@@ -34,14 +34,14 @@ pub fn fixed_point_for(n: usize, clip: f64) -> FixedPointParams {
     }
 }
 
-/// A contribution as a session input. The row count scales the values inside the masked
-/// vector and is never a slot of its own: see [`fedrisk_secagg::encode_scaled`].
+/// A contribution as a session input: its sums, each rounded once; the row count only bounds
+/// them and is never a slot of its own (see [`fedrisk_secagg::encode_scaled`]).
 pub fn encode_input(c: &Contribution, fixed: &FixedPointParams) -> Result<Vec<u64>, SecAggError> {
     encode_scaled(&c.values, c.weight, fixed)
 }
 
-/// A session input made of parts: slot 0 (one contributor), then each part's values
-/// scaled by that part's own row count, in order. Each part sums as it would in a session
+/// A session input made of parts: slot 0 (one contributor), then each part's sums (bounded
+/// by that part's own row count), in order. Each part sums as it would in a session
 /// of its own.
 pub fn encode_parts(parts: &[Part], fixed: &FixedPointParams) -> Result<Vec<u64>, SecAggError> {
     let mut out = vec![1u64];

@@ -48,8 +48,8 @@ pub enum Absorbed {
 }
 
 /// One part of what an agent adds to a session: the contribution one kind makes for the
-/// model of one round. A session's input is its parts one after the other, each scaled by
-/// its own row count ([`crate::fixed::encode_parts`]); the agent's ledger knows each part
+/// model of one round. A session's input is its parts one after the other, each its own
+/// sums ([`crate::fixed::encode_parts`]); the agent's ledger knows each part
 /// on its own, by kind, round and figures.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Part {

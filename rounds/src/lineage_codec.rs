@@ -297,7 +297,6 @@ pub fn expand(
         ));
     }
     out.extend_from_slice(&(n as u32).to_le_bytes());
-    out.reserve(n * COMMITMENT_BYTES);
     for raw in r.rest.chunks_exact(4) {
         let id = u32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]]);
         let h = held(&session_id, id).ok_or(ExpandError::NotHeld(id))?;

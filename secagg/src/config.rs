@@ -18,7 +18,8 @@ pub const MAX_PARTICIPANTS: usize = 1 << 16;
 /// Largest vector length `d` (number of value slots, weight slot excluded).
 pub const MAX_VECTOR_LEN: u32 = 1 << 24;
 
-/// Fixed-point parameters for `[w, w*q(x_1), ..., w*q(x_d)]` in Z_2^64.
+/// Fixed-point parameters: `f` fractional bits, a per-row clip and a weight cap (see
+/// [`crate::fixed_point`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct FixedPointParams {
     /// Fractional bits `f`: `q(x) = round(clip(x) * 2^f)`.

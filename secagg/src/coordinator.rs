@@ -254,6 +254,17 @@ impl CoordinatorSession {
                 "a commitment in a session without commitments",
             ));
         }
+        // A commitment that is not a group element could never open: refused here, naming
+        // its sender, rather than after the sum is unmasked.
+        if self.config.params.committed()
+            && curve25519_dalek::ristretto::CompressedRistretto(msg.commitment)
+                .decompress()
+                .is_none()
+        {
+            return Err(SecAggError::InvalidInput(
+                "the commitment is not a group element",
+            ));
+        }
         let t = crypto::advertise_transcript(
             &msg.session_id,
             from,

@@ -14,7 +14,7 @@
 //!
 //! | stage ([`Stage`]) | participant ([`ParticipantSession`]) | coordinator ([`CoordinatorSession`]) |
 //! |---|---|---|
-//! | 0 `Advertise` | `new` -> [`Advertise`] (two fresh X25519 keys, signed with the Ed25519 identity) | `on_advertise`; `close_stage` broadcasts [`KeyList`] (U1) |
+//! | 0 `Advertise` | `new` -> [`Advertise`] (two fresh X25519 keys and the commitment to the input, signed with the Ed25519 identity) | `on_advertise`; `close_stage` broadcasts [`KeyList`] (U1) |
 //! | 1 `ShareKeys` | `on_key_list` -> [`ShareKeys`] (Shamir shares of `b_u` and `s_u^SK`: `t - 1` derived from pairwise keys, the rest ChaCha20-Poly1305 per recipient) | `on_share_keys`; `close_stage` routes a [`ShareBundle`] (ciphertexts plus the senders whose shares the recipient derives) to each member of U2 |
 //! | 2 `MaskedInput` | `on_shares` -> [`MaskedInput`] (`y_u = x_u + PRG(b_u) + sum +-PRG(s_uv)`) | `on_masked_input`; `close_stage` broadcasts [`SurvivorList`] (U3) |
 //! | 3 `ConsistencyCheck` | `on_survivors` -> [`ConsistencySignature`] over (session, U3) | `on_consistency`; `close_stage` sends [`UnmaskRequest`] with the signatures |
@@ -35,7 +35,7 @@
 //! field. [`SessionConfig`] is validated by both sides; a participant also
 //! applies its own [`ParticipantPolicy`] and recomputes the session id from its
 //! own [`SessionBinding`]. [`fixed_point`] turns real vectors into
-//! `[w, w*q(x_1), ...]` in Z_2^64 and back; [`sim`] runs whole sessions in
+//! Z_2^64 (an institution's sums rounded once, or weighted means) and back; [`sim`] runs whole sessions in
 //! memory for tests and benchmarks.
 //!
 //! # Invariants

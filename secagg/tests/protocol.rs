@@ -1387,6 +1387,40 @@ fn g16d_commitments_are_the_advertised_ones_and_checked_members_skip_only_their_
         verify(&rekeyed, &without_2),
         Err(SecAggError::BadSignature(_))
     ));
+    // A commitment that is not a group element is refused at the advertisement, naming
+    // its sender, before anything is summed; the same advertisement with a real point is
+    // taken.
+    let fresh = Sim::new(SimConfig::new(8, 6), vec![]).unwrap();
+    let sid = fresh.session.session_id;
+    let pk = |b: u8| {
+        x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from([b; 32])).to_bytes()
+    };
+    let (c, s_key) = (pk(7), pk(8));
+    let advertise = |commitment: [u8; 32]| Advertise {
+        session_id: sid,
+        from: 0,
+        c_pk: c,
+        s_pk: s_key,
+        commitment,
+        signature: fresh.identities[0]
+            .sign(&crypto::advertise_transcript(
+                &sid,
+                0,
+                &c,
+                &s_key,
+                &commitment,
+            ))
+            .to_bytes(),
+    };
+    let mut coord = fresh.coordinator.clone();
+    assert_eq!(
+        coord.on_advertise(0, &advertise([0xFF; 32])),
+        Err(SecAggError::InvalidInput(
+            "the commitment is not a group element"
+        ))
+    );
+    let point = keys.entries[0].commitment;
+    assert_eq!(coord.on_advertise(0, &advertise(point)), Ok(()));
     // A commitment advertised in one session does not verify in another.
     let mut other = sim.session.clone();
     other.session_id[0] ^= 1;

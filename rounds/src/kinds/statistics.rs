@@ -1,5 +1,5 @@
-//! Round 0, second session: per-row sums (divided by the agreed scales), squares, missing
-//! and level counts, weighted by row count: the federation's [`FeatureStats`].
+//! Round 0, second session: sums (divided by the agreed scales), squares, missing and level
+//! counts over each institution's rows: the federation's [`FeatureStats`].
 //!
 //! [`FeatureStats`]: fedrisk_models::FeatureStats
 

@@ -1,4 +1,4 @@
-//! A training round's update. Newton: per-row gradient, Hessian (upper triangle) and loss
+//! A training round's update. Newton: the gradient, Hessian (upper triangle) and loss sums
 //! at the global model, from which the coordinator takes one Newton step on the pooled
 //! objective. FedAvg / FedProx: each institution's step after local epochs, scaled by its
 //! share of the federation's rows (`n_k / N`, `N` from the statistics session), summed and

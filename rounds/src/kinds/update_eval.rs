@@ -5,8 +5,7 @@
 //!
 //! The two parts keep their own meaning: each is the contribution its own kind would make
 //! (so the agent's ledger knows each part by the same fingerprint, and the evaluation part
-//! under the round of the model it scores), each scaled by its own row count inside the
-//! masked vector. Only the update part is committed to: later tasks derive from it, while
+//! under the round of the model it scores), each its own sums inside the masked vector. Only the update part is committed to: later tasks derive from it, while
 //! nothing derives from the evaluation's histograms, and committing to their thousands of
 //! words would cost a term of the multi-scalar multiplication each.
 //!

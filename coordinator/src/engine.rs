@@ -1103,41 +1103,28 @@ struct Traffic {
 /// participant that never advertises must not hold the list back past it.
 pub const SECAGG_PLUS_ADVERTISE_WAIT: Duration = Duration::from_secs(90);
 
-/// Why a SecAgg+ key list of `listed` members would be refused by default agents (its ring
-/// fails their privacy bound when every colluder is on it: `key_list_privacy_failure`), or
-/// `None`. The session then ends at once, saying so, instead of sending a list every member
+/// Why default agents would refuse the key list of an advertise stage that `listed`
+/// members answered ([`fedrisk_secagg::ParticipantPolicy::check_key_list`]), or `None`.
+/// The session then ends at once, saying so, instead of sending a list every member
 /// refuses and waiting out the next stage.
 fn short_secagg_plus_list(
     coord: &fedrisk_secagg::CoordinatorSession,
     stage: fedrisk_secagg::Stage,
     listed: usize,
 ) -> Option<String> {
-    let params = &coord.config().params;
-    let fedrisk_secagg::GraphKind::Harary {
-        degree,
-        share_threshold,
-    } = params.graph
-    else {
-        return None;
-    };
     if stage != fedrisk_secagg::Stage::Advertise {
         return None;
     }
-    let failure = fedrisk_secagg::key_list_privacy_failure(
-        params.n(),
-        listed,
-        degree,
-        share_threshold,
-        fedrisk_secagg::HARARY_COLLUDER_FRACTION,
-    );
-    (failure.is_nan() || failure > (-f64::from(fedrisk_secagg::HARARY_PRIVACY_BITS)).exp2()).then(
-        || {
+    let params = &coord.config().params;
+    fedrisk_secagg::ParticipantPolicy::default()
+        .check_key_list(params, listed)
+        .err()
+        .map(|_| {
             format!(
                 "only {listed} of {} invited advertised: a SecAgg+ key list this short fails the participants' privacy bound, so none would take part",
                 params.n()
             )
-        },
-    )
+        })
 }
 
 /// The deadline of a stage: an advertise stage of a SecAgg+ session closes at most

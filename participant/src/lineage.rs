@@ -184,14 +184,11 @@ async fn fetch_entry(
     }
     match lineage_codec::expand(&got, |sid, id| lineage.held_entry(sid, id)) {
         Ok(full) if content_hash(&full) == hash => Ok(full),
-        Ok(_) => {
-            tracing::debug!(
-                "a compact lineage record did not rebuild to its hash; fetching it whole"
-            );
-            fetch_one(client, hash).await
-        }
-        Err(e) => {
-            tracing::debug!(reason = %e, "a compact lineage record could not be rebuilt; fetching it whole");
+        rebuilt => {
+            let reason = rebuilt
+                .err()
+                .map_or("another hash".into(), |e| e.to_string());
+            tracing::debug!(%reason, "a compact lineage record did not rebuild; fetching it whole");
             fetch_one(client, hash).await
         }
     }
@@ -282,15 +279,15 @@ pub async fn peer_certificates(
 }
 
 impl Lineage {
-    /// Keeps peer certificates the stream sent ahead of a task (`PeerCertificates`), by
-    /// participant, as the certificates it carried last for each. They are checked when a
-    /// task names them.
     /// Trusts, for lineage checks, the peer certificates `checked` already passed under the
     /// same CA with the revocation list (see [`PeerCache::adopt_without_crl`]).
     pub fn adopt_checked_peers(&mut self, ca_pem: &str, checked: &PeerCache) {
         self.checked.adopt_without_crl(ca_pem, checked);
     }
 
+    /// Keeps peer certificates the stream sent ahead of a task (`PeerCertificates`), by
+    /// participant, as the certificates it carried last for each. They are checked when a
+    /// task names them.
     pub fn keep_certificates(&mut self, peers: &[v1::PeerIdentity]) {
         if self.certificates.len() >= MAX_CERTIFICATES {
             self.certificates.clear();
@@ -355,11 +352,18 @@ impl Lineage {
     }
 
     fn held_entry(&self, session_id: &[u8; 32], id: u32) -> Option<HeldEntry> {
-        self.held
-            .iter()
-            .find(|(sid, _)| sid == session_id)
-            .and_then(|(_, m)| m.get(&id).cloned())
+        held_session(&self.held, session_id).and_then(|m| m.get(&id).cloned())
     }
+}
+
+/// The advertisements held for `session_id`, if this agent took part in it.
+fn held_session<'a>(
+    held: &'a VecDeque<([u8; 32], BTreeMap<u32, HeldEntry>)>,
+    session_id: &[u8; 32],
+) -> Option<&'a BTreeMap<u32, HeldEntry>> {
+    held.iter()
+        .find(|(sid, _)| sid == session_id)
+        .map(|(_, m)| m)
 }
 
 /// The survivors of a session record whose signed advertisement this agent checked, byte
@@ -374,7 +378,7 @@ fn checked_as_a_member(
     let Ok(config) = record.session_config() else {
         return BTreeSet::new();
     };
-    let Some((_, held)) = held.iter().find(|(sid, _)| *sid == config.session_id) else {
+    let Some(held) = held_session(held, &config.session_id) else {
         return BTreeSet::new();
     };
     record

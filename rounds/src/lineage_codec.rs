@@ -221,26 +221,40 @@ impl HeldEntry {
     }
 }
 
-/// The head of a session record (configuration, sum, blinding sum) and where its
-/// commitments start, or `None` for bytes that are not a binary session record of `tag`.
-fn session_head(bytes: &[u8], tag: u8) -> Option<(Vec<u8>, &[u8])> {
+/// The parts of a binary session record of one tag.
+struct SessionHead<'a> {
+    /// Its bytes up to the commitments (magic, tag, configuration, sum, blinding sum).
+    head: Vec<u8>,
+    /// The encoded session configuration.
+    config: &'a [u8],
+    /// What follows the head: the commitments.
+    rest: &'a [u8],
+}
+
+/// The head of a session record, or `None` for bytes that are not a binary session record
+/// of `tag`.
+fn session_head(bytes: &[u8], tag: u8) -> Option<SessionHead<'_>> {
     let rest = bytes.strip_prefix(MAGIC)?;
     if rest.first() != Some(&tag) {
         return None;
     }
     let mut r = Reader { rest: &rest[1..] };
     let n = r.count(1, "configuration").ok()?;
-    r.take(n, "configuration").ok()?;
+    let config = r.take(n, "configuration").ok()?;
     r.words("sum").ok()?;
     r.words("blinding sum").ok()?;
     let head_len = bytes.len() - r.rest.len();
-    Some((bytes[..head_len].to_vec(), r.rest))
+    Some(SessionHead {
+        head: bytes[..head_len].to_vec(),
+        config,
+        rest: r.rest,
+    })
 }
 
 /// The compact form of a session record's bytes (see the module documentation); `None`
 /// when `full` is anything else, which is then served as it is.
 pub fn compact(full: &[u8]) -> Option<Vec<u8>> {
-    let (mut head, rest) = session_head(full, SESSION)?;
+    let SessionHead { mut head, rest, .. } = session_head(full, SESSION)?;
     head[MAGIC.len()] = COMPACT;
     let mut r = Reader { rest };
     let n = r.count(COMMITMENT_BYTES, "commitments").ok()?;
@@ -275,16 +289,13 @@ pub fn expand(
     compact_bytes: &[u8],
     held: impl Fn(&[u8; 32], u32) -> Option<HeldEntry>,
 ) -> Result<Vec<u8>, ExpandError> {
-    let (mut out, rest) = session_head(compact_bytes, COMPACT).ok_or(ExpandError::NotCompact)?;
+    let SessionHead {
+        head: mut out,
+        config,
+        rest,
+    } = session_head(compact_bytes, COMPACT).ok_or(ExpandError::NotCompact)?;
     out[MAGIC.len()] = SESSION;
-    let config_len = u32::from_le_bytes([
-        out[MAGIC.len() + 1],
-        out[MAGIC.len() + 2],
-        out[MAGIC.len() + 3],
-        out[MAGIC.len() + 4],
-    ]) as usize;
-    let config_bytes = &out[MAGIC.len() + 5..MAGIC.len() + 5 + config_len];
-    let session_id = fedrisk_secagg::SessionConfig::decode(config_bytes)
+    let session_id = fedrisk_secagg::SessionConfig::decode(config)
         .map_err(|e| ExpandError::Malformed(format!("configuration: {e}")))?
         .session_id;
     let mut r = Reader { rest };

@@ -541,6 +541,42 @@ impl Default for ParticipantPolicy {
 }
 
 impl ParticipantPolicy {
+    /// Whether a SecAgg+ ring over `listed` of `invited` members keeps this policy's privacy
+    /// bound at its assumed colluder share ([`key_list_privacy_failure`]).
+    fn harary_private(
+        &self,
+        invited: usize,
+        listed: usize,
+        degree: u32,
+        share_threshold: u32,
+    ) -> bool {
+        let failure = key_list_privacy_failure(
+            invited,
+            listed,
+            degree,
+            share_threshold,
+            self.harary_colluder_fraction,
+        );
+        !failure.is_nan() && failure <= (-f64::from(self.harary_privacy_bits)).exp2()
+    }
+
+    /// Checks that a key list of `listed` members still keeps a SecAgg+ session's privacy
+    /// bound: the ring is drawn over the list, and leaving invited members out raises the
+    /// colluders' share of it. Nothing to check for the complete graph.
+    pub fn check_key_list(&self, params: &SessionParams, listed: usize) -> Result<()> {
+        match params.graph {
+            GraphKind::Harary {
+                degree,
+                share_threshold,
+            } if !self.harary_private(params.n(), listed, degree, share_threshold) => {
+                Err(SecAggError::PolicyViolation(
+                    "the key list leaves out so many invited members that the SecAgg+ graph fails this participant's privacy bound",
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Checks a (validated) configuration against this policy.
     pub fn check(&self, params: &SessionParams) -> Result<()> {
         use SecAggError::PolicyViolation as P;
@@ -582,9 +618,7 @@ impl ParticipantPolicy {
             if (share_threshold as f64) < (self.min_threshold_fraction * group).ceil() {
                 return Err(P("neighbourhood threshold below participant minimum"));
             }
-            let failure =
-                harary_privacy_failure(n, degree, share_threshold, self.harary_colluder_fraction);
-            if failure.is_nan() || failure > (-f64::from(self.harary_privacy_bits)).exp2() {
+            if !self.harary_private(n, n, degree, share_threshold) {
                 return Err(P(
                     "SecAgg+ graph too sparse for this participant's privacy bound at its assumed colluder share",
                 ));

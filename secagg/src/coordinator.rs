@@ -249,20 +249,20 @@ impl CoordinatorSession {
         if self.advertised.contains_key(&from) {
             return Err(SecAggError::Duplicate(from));
         }
-        if !self.config.params.committed() && msg.commitment != [0; 32] {
-            return Err(SecAggError::InvalidInput(
-                "a commitment in a session without commitments",
-            ));
-        }
         // A commitment that is not a group element could never open: refused here, naming
         // its sender, rather than after the sum is unmasked.
-        if self.config.params.committed()
-            && curve25519_dalek::ristretto::CompressedRistretto(msg.commitment)
+        if self.config.params.committed() {
+            if curve25519_dalek::ristretto::CompressedRistretto(msg.commitment)
                 .decompress()
                 .is_none()
-        {
+            {
+                return Err(SecAggError::InvalidInput(
+                    "the commitment is not a group element",
+                ));
+            }
+        } else if msg.commitment != [0; 32] {
             return Err(SecAggError::InvalidInput(
-                "the commitment is not a group element",
+                "a commitment in a session without commitments",
             ));
         }
         let t = crypto::advertise_transcript(

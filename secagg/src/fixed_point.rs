@@ -13,11 +13,15 @@ use crate::error::{Result, SecAggError};
 
 /// `q(x)`: clip to `[-clip, clip]`, scale by `2^f`, round to nearest.
 pub fn quantize(x: f64, params: &FixedPointParams) -> Result<i64> {
+    quantize_within(x, params.clip, params)
+}
+
+/// `x` clipped to `[-bound, bound]`, scaled by `2^f` and rounded to nearest.
+fn quantize_within(x: f64, bound: f64, params: &FixedPointParams) -> Result<i64> {
     if !x.is_finite() {
         return Err(SecAggError::FixedPoint("non-finite value"));
     }
-    let c = x.clamp(-params.clip, params.clip);
-    let scaled = (c * (params.frac_bits as f64).exp2()).round();
+    let scaled = (x.clamp(-bound, bound) * (params.frac_bits as f64).exp2()).round();
     if scaled.abs() >= 9.2e18 {
         return Err(SecAggError::FixedPoint("value does not fit in 63 bits"));
     }
@@ -53,18 +57,10 @@ pub fn encode_weighted(values: &[f64], weight: u64, params: &FixedPointParams) -
 /// half and quarter count) is encoded exactly, so that error is zero.
 pub fn encode_scaled(sums: &[f64], weight: u64, params: &FixedPointParams) -> Result<Vec<u64>> {
     let bound = params.clip * weight.clamp(1, params.max_weight()) as f64;
-    let scale = (params.frac_bits as f64).exp2();
     let mut out = Vec::with_capacity(sums.len() + 1);
     out.push(1);
     for &s in sums {
-        if !s.is_finite() {
-            return Err(SecAggError::FixedPoint("non-finite value"));
-        }
-        let scaled = (s.clamp(-bound, bound) * scale).round();
-        if scaled.abs() >= 9.2e18 {
-            return Err(SecAggError::FixedPoint("weighted value overflows"));
-        }
-        out.push(scaled as i64 as u64);
+        out.push(quantize_within(s, bound, params)? as u64);
     }
     Ok(out)
 }

@@ -65,12 +65,9 @@ pub struct ParticipantSession {
     u2: Vec<u32>,
     /// The U3 we signed.
     u3: Vec<u32>,
-    /// The policy's floor on |U3|.
-    min_distinct: u32,
-    /// The policy's colluder share and privacy bound for SecAgg+ graphs, checked again
-    /// against the key list's size.
-    harary_colluder_fraction: f64,
-    harary_privacy_bits: u32,
+    /// This participant's policy: its floor on |U3|, and the SecAgg+ privacy bound it
+    /// checks again against the key list's size.
+    policy: ParticipantPolicy,
 }
 
 impl fmt::Debug for ParticipantSession {
@@ -156,9 +153,7 @@ impl ParticipantSession {
             held: BTreeMap::new(),
             u2: Vec::new(),
             u3: Vec::new(),
-            min_distinct: policy.min_distinct,
-            harary_colluder_fraction: policy.harary_colluder_fraction,
-            harary_privacy_bits: policy.harary_privacy_bits,
+            policy: policy.clone(),
         };
         Ok((session, adv))
     }
@@ -187,9 +182,7 @@ impl ParticipantSession {
             held: self.held.clone(),
             u2: self.u2.clone(),
             u3: self.u3.clone(),
-            min_distinct: self.min_distinct,
-            harary_colluder_fraction: self.harary_colluder_fraction,
-            harary_privacy_bits: self.harary_privacy_bits,
+            policy: self.policy.clone(),
         }
     }
 
@@ -408,24 +401,7 @@ impl ParticipantSession {
                 need: p.threshold as usize,
             });
         }
-        if let crate::config::GraphKind::Harary {
-            degree,
-            share_threshold,
-        } = p.graph
-        {
-            let failure = crate::config::key_list_privacy_failure(
-                p.n(),
-                msg.entries.len(),
-                degree,
-                share_threshold,
-                self.harary_colluder_fraction,
-            );
-            if failure.is_nan() || failure > (-f64::from(self.harary_privacy_bits)).exp2() {
-                return Err(SecAggError::PolicyViolation(
-                    "the key list leaves out so many invited members that the SecAgg+ graph fails this participant's privacy bound",
-                ));
-            }
-        }
+        self.policy.check_key_list(p, msg.entries.len())?;
         match msg.entries.iter().find(|e| e.id == self.id) {
             Some(e)
                 if e.c_pk == self.c_pk
@@ -647,7 +623,7 @@ impl ParticipantSession {
             Some(SecAggError::InvalidList(
                 "survivor list omits this participant",
             ))
-        } else if u3.len() < self.min_distinct as usize {
+        } else if u3.len() < self.policy.min_distinct as usize {
             Some(SecAggError::PolicyViolation(
                 "survivor set smaller than this participant's minimum",
             ))

@@ -110,6 +110,30 @@ fn split(data: &std::path::Path, n: usize, out: &std::path::Path) -> Result<Path
     Ok(dir)
 }
 
+/// Mean, median and range of some timings.
+struct Spread {
+    mean: f64,
+    median: f64,
+    min: f64,
+    max: f64,
+}
+
+impl Spread {
+    fn of(values: &[f64]) -> Option<Self> {
+        if values.is_empty() {
+            return None;
+        }
+        let mut sorted = values.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        Some(Spread {
+            mean: values.iter().sum::<f64>() / values.len() as f64,
+            median: sorted[sorted.len() / 2],
+            min: sorted[0],
+            max: sorted[sorted.len() - 1],
+        })
+    }
+}
+
 /// A peer system's measured figures (see `--peer`).
 #[derive(Debug, serde::Deserialize)]
 struct PeerFigures {
@@ -183,10 +207,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     let n = report.participants.len().max(1) as f64;
     let rounds = report.rounds.len().max(1) as f64;
     let secs: Vec<f64> = report.rounds.iter().map(|r| r.seconds).collect();
-    let mean = secs.iter().sum::<f64>() / rounds;
-    let mut sorted = secs.clone();
-    sorted.sort_by(f64::total_cmp);
-    let median = sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN);
+    let per_round = Spread::of(&secs).context("no round timings")?;
     let up = report.rounds.iter().map(|r| r.bytes_up as f64).sum::<f64>() / rounds / n;
     let down = report
         .rounds
@@ -217,10 +238,36 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         report.seconds_total
     );
     println!(
-        "  seconds per training round (one secure session each; the last also evaluates its model): mean {mean:.3}, median {median:.3}, min {:.3}, max {:.3}",
-        sorted.first().unwrap_or(&f64::NAN),
-        sorted.last().unwrap_or(&f64::NAN)
+        "  seconds per training round (one secure session each; the last round's time includes the final evaluation session): mean {:.3}, median {:.3}, min {:.3}, max {:.3}",
+        per_round.mean, per_round.median, per_round.min, per_round.max
     );
+    // The same rounds by session: a training session each, and the final evaluation
+    // (the last model's, alone in its session) apart.
+    let training: Vec<f64> = report
+        .sessions
+        .iter()
+        .filter(|s| s.round >= 1 && s.kind != "evaluation")
+        .map(|s| s.seconds)
+        .collect();
+    if let Some(stats) = Spread::of(&training) {
+        println!(
+            "  seconds per training session ({} of them; from the audit trail): mean {:.3}, median {:.3}, min {:.3}, max {:.3}",
+            training.len(),
+            stats.mean,
+            stats.median,
+            stats.min,
+            stats.max
+        );
+    }
+    let apart: Vec<String> = report
+        .sessions
+        .iter()
+        .filter(|s| s.round == 0 || s.kind == "evaluation")
+        .map(|s| format!("{} (round {}) {:.3}", s.kind, s.round, s.seconds))
+        .collect();
+    if !apart.is_empty() {
+        println!("  other sessions, seconds: {}", apart.join(", "));
+    }
     println!("  bytes per participant per round: up {up:.0}, down {down:.0}");
     println!(
         "  peak RSS: coordinator process {:.1} MB",
@@ -270,7 +317,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        for line in peer_comparison(&peer, path, &ours, mean) {
+        for line in peer_comparison(&peer, path, &ours, per_round.mean) {
             println!("{line}");
         }
     }

@@ -56,6 +56,55 @@ pub struct FederationRun {
     pub coordinator_peak_kb: u64,
     /// Peak resident memory of each agent process, kB (empty for in-process agents).
     pub agent_peak_kb: Vec<(String, u64)>,
+    /// Every completed secure session of the job, in order, timed from its audit records.
+    pub sessions: Vec<SessionTiming>,
+}
+
+/// One completed secure session: from its `session_started` audit record to its
+/// `session_completed` one (millisecond clock).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct SessionTiming {
+    /// The round.
+    pub round: u32,
+    /// The round kind's label (`update`, `update_eval`, `evaluation`, `statistics`, ...).
+    pub kind: String,
+    /// Seconds from start to completion.
+    pub seconds: f64,
+}
+
+/// The completed sessions of `job` in the audit trail: each completion paired with the
+/// latest start of the same round and kind before it (a failed attempt's start is
+/// superseded by its retry's).
+fn session_timings(rows: &[fedrisk_coordinator::store::AuditRow], job: u64) -> Vec<SessionTiming> {
+    let mut started: std::collections::HashMap<(u32, String), i64> = Default::default();
+    let mut out = Vec::new();
+    for row in rows {
+        if row.kind != "session_started" && row.kind != "session_completed" {
+            continue;
+        }
+        let Ok(body) = serde_json::from_str::<serde_json::Value>(&row.body) else {
+            continue;
+        };
+        if body.get("job").and_then(|j| j.as_u64()) != Some(job) {
+            continue;
+        }
+        let round = body.get("round").and_then(|r| r.as_u64()).unwrap_or(0) as u32;
+        let kind = body
+            .get("kind")
+            .and_then(|k| k.as_str())
+            .unwrap_or_default()
+            .to_string();
+        if row.kind == "session_started" {
+            started.insert((round, kind), row.at_ms);
+        } else if let Some(at) = started.remove(&(round, kind.clone())) {
+            out.push(SessionTiming {
+                round,
+                kind,
+                seconds: (row.at_ms - at) as f64 / 1e3,
+            });
+        }
+    }
+    out
 }
 
 /// A certificate name for an institution's file stem: lower case, `[a-z0-9_-]`.
@@ -406,6 +455,7 @@ fn collect(
         }
         models.push((v.round, model));
     }
+    let sessions = session_timings(&store.audit_rows()?, job.id);
     Ok(FederationRun {
         job_state: job.state,
         job_message: job.message,
@@ -414,6 +464,7 @@ fn collect(
         seconds,
         coordinator_peak_kb,
         agent_peak_kb,
+        sessions,
     })
 }
 

@@ -170,6 +170,8 @@ pub struct Report {
     pub seconds_total: f64,
     pub coordinator_peak_rss_mb: f64,
     pub participant_peak_rss_mb: Vec<(String, f64)>,
+    /// Every completed secure session, timed from the audit trail.
+    pub sessions: Vec<crate::federation::SessionTiming>,
 }
 
 /// One schema for all institutions' files: kinds must agree, levels and missing flags merge.
@@ -524,6 +526,7 @@ fn build_report(
         rounds,
         participants,
         seconds_total: run.seconds,
+        sessions: run.sessions.clone(),
         coordinator_peak_rss_mb: run.coordinator_peak_kb as f64 / 1024.0,
         participant_peak_rss_mb: run
             .agent_peak_kb

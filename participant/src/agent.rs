@@ -8,6 +8,7 @@
 //! the operator, never data values) and heartbeats. It logs sizes, never values.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fedrisk_identity::client::{self as tls, ClientIdentity, TlsRefusal};
@@ -15,6 +16,7 @@ use fedrisk_models::Schema;
 use fedrisk_proto::v1::{self, task};
 use fedrisk_proto::{PROTOCOL_VERSION, ParticipantClient};
 use fedrisk_rounds::{LocalData, RoundError, Task, encode_parts, session_binding};
+use fedrisk_secagg::channel::ChannelKey;
 use fedrisk_secagg::{Message, ParticipantPolicy, ParticipantSession, Roster, SessionConfig};
 use tonic::transport::Channel;
 use tracing::{error, info, warn};
@@ -252,6 +254,8 @@ async fn connect_and_serve(
     let mut active: Option<Active> = None;
     let mut contents = Contents::default();
     let mut lineage = crate::lineage::Lineage::default();
+    // The channel key of the job in progress, kept for its sessions.
+    let mut channel: Option<(u64, Arc<ChannelKey>)> = None;
     let result = loop {
         let task = match stream.message().await {
             Ok(Some(t)) => t,
@@ -311,6 +315,7 @@ async fn connect_and_serve(
                         ledger,
                         &mut contents,
                         (&mut lineage, fetched),
+                        &mut channel,
                         &peer_certificates,
                         &join.federation_id,
                         me,
@@ -446,6 +451,7 @@ fn open_session(
     ledger: &mut Ledger,
     contents: &mut Contents,
     (lineage, fetched): (&mut crate::lineage::Lineage, crate::lineage::Fetched),
+    channel: &mut Option<(u64, Arc<ChannelKey>)>,
     peer_certificates: &[(u32, String)],
     federation_id: &str,
     me: u32,
@@ -584,7 +590,17 @@ fn open_session(
         fedrisk_rounds::task::binding(&compute.task),
     );
     let mut rng = rand::rng();
-    let (session, adv) = ParticipantSession::new(
+    // One channel key for the job's sessions: a pair's agreement is then made once per
+    // job (see fedrisk_secagg::channel); another job gets a fresh key.
+    let key = match channel {
+        Some((job, key)) if *job == envelope.job_id => key.clone(),
+        _ => {
+            let key = Arc::new(ChannelKey::generate(&mut rng));
+            *channel = Some((envelope.job_id, key.clone()));
+            key
+        }
+    };
+    let (session, adv) = ParticipantSession::with_channel(
         config.clone(),
         &binding,
         me,
@@ -592,6 +608,7 @@ fn open_session(
         Roster::new(keys),
         &cfg.policy,
         &input,
+        Some(key),
         &mut rng,
     )
     .map_err(|e| Refusal::policy(e.to_string()))?;

@@ -15,8 +15,10 @@ use crate::error::{Result, SecAggError};
 /// sender's signed commitment to its input and the blinding's limbs
 /// ([`crate::commit`]). Version 4: the commitment moves into the signed
 /// [`crate::Advertise`] (and the key list); a masked input carries only the vector.
-/// Earlier versions are rejected.
-pub const WIRE_VERSION: u8 = 4;
+/// Version 5: the messages are version 4's, but share keys and derived shares come from
+/// [`crate::crypto::session_channel_secret`] (channel keys may be kept for a job), so a
+/// version-4 peer could not read them. Earlier versions are rejected.
+pub const WIRE_VERSION: u8 = 5;
 
 #[derive(Default)]
 pub(crate) struct Writer {

@@ -47,6 +47,27 @@ pub fn pairwise_mask_seed(dh: &[u8; 32], session_id: &[u8; 32], u: u32, v: u32) 
     )
 }
 
+/// The secret a pair's share keys and derived shares come from in one session: their
+/// `c`-key agreement `dh` bound to the session id and to both parties' `s` keys of that
+/// session (`(id, s_pk)` each, in either order). Channel keys are kept for a job
+/// ([`crate::channel`]); the `s` keys are drawn afresh for every session, so even a
+/// session configuration run twice gives an honest pair fresh keys and derived shares.
+pub fn session_channel_secret(
+    dh: &[u8; 32],
+    session_id: &[u8; 32],
+    a: (u32, &[u8; 32]),
+    b: (u32, &[u8; 32]),
+) -> Zeroizing<[u8; 32]> {
+    let (lo, hi) = if a.0 < b.0 { (a, b) } else { (b, a) };
+    let mut info = Vec::with_capacity(40 + 8 + 64);
+    info.extend_from_slice(b"fedrisk-secagg/v1/session-channel");
+    info.extend_from_slice(&lo.0.to_be_bytes());
+    info.extend_from_slice(lo.1);
+    info.extend_from_slice(&hi.0.to_be_bytes());
+    info.extend_from_slice(hi.1);
+    Zeroizing::new(hkdf32(session_id, dh, &info))
+}
+
 /// Key encrypting the shares that `from` sends to `to` (directional).
 pub fn share_key(dh: &[u8; 32], session_id: &[u8; 32], from: u32, to: u32) -> [u8; 32] {
     hkdf32(

@@ -2,13 +2,15 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
+use std::sync::Arc;
 
 use curve25519_dalek::Scalar;
 use ed25519_dalek::{Signer, SigningKey};
 use rand_core::CryptoRng;
-use x25519_dalek::{PublicKey, StaticSecret};
+use x25519_dalek::PublicKey;
 use zeroize::{Zeroize, Zeroizing};
 
+use crate::channel::ChannelKey;
 use crate::config::{ParticipantPolicy, SessionBinding, SessionConfig};
 use crate::crypto::{self, SHARE_PLAINTEXT_LEN};
 use crate::error::{Result, SecAggError};
@@ -45,7 +47,8 @@ pub struct ParticipantSession {
     identity: SigningKey,
     roster: Roster,
     stage: Stage,
-    c_sk: StaticSecret,
+    /// The channel key, this session's own or the job's ([`crate::channel`]).
+    channel: Arc<ChannelKey>,
     s_sk: Zeroizing<Scalar>,
     c_pk: [u8; 32],
     s_pk: [u8; 32],
@@ -109,6 +112,26 @@ impl ParticipantSession {
         input: &[u64],
         rng: &mut R,
     ) -> Result<(Self, Advertise)> {
+        Self::with_channel(
+            config, binding, id, identity, roster, policy, input, None, rng,
+        )
+    }
+
+    /// [`Self::new`] with the job's channel key (`None`: a fresh one for this session
+    /// only), so that the agreements it remembers from the job's earlier sessions are not
+    /// made again ([`crate::channel`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn with_channel<R: CryptoRng + ?Sized>(
+        config: SessionConfig,
+        binding: &SessionBinding,
+        id: u32,
+        identity: SigningKey,
+        roster: Roster,
+        policy: &ParticipantPolicy,
+        input: &[u64],
+        channel: Option<Arc<ChannelKey>>,
+        rng: &mut R,
+    ) -> Result<(Self, Advertise)> {
         config.validate()?;
         policy.check(&config.params)?;
         config.check_binding(binding)?;
@@ -119,9 +142,12 @@ impl ParticipantSession {
             return Err(SecAggError::NotInvited(id));
         }
         let (unmasked, commitment) = Self::commit_input(&config, input, rng)?;
-        let c_sk = StaticSecret::random_from_rng(rng);
+        let channel = match channel {
+            Some(c) => c,
+            None => Arc::new(ChannelKey::generate(rng)),
+        };
         let s_sk = Zeroizing::new(Scalar::random(rng));
-        let c_pk = PublicKey::from(&c_sk).to_bytes();
+        let c_pk = channel.public();
         let s_pk = PublicKey::from(&crypto::x25519_secret(&s_sk)).to_bytes();
         let transcript =
             crypto::advertise_transcript(&config.session_id, id, &c_pk, &s_pk, &commitment);
@@ -140,7 +166,7 @@ impl ParticipantSession {
             identity,
             roster,
             stage: Stage::Advertise,
-            c_sk,
+            channel,
             s_sk,
             c_pk,
             s_pk,
@@ -169,7 +195,7 @@ impl ParticipantSession {
             identity: self.identity.clone(),
             roster: self.roster.clone(),
             stage: self.stage,
-            c_sk: self.c_sk.clone(),
+            channel: self.channel.clone(),
             s_sk: self.s_sk.clone(),
             c_pk: self.c_pk,
             s_pk: self.s_pk,
@@ -298,8 +324,8 @@ impl ParticipantSession {
                 need: self.share_threshold(),
             });
         }
-        // Both secrets prepared once for all the agreements below.
-        let c_secret = crypto::PreparedSecret::new(self.c_sk.as_bytes());
+        // The masking secret prepared once for all the agreements below (the channel key
+        // is prepared, and remembers its agreements, for the whole job).
         let s_secret = crypto::PreparedSecret::new(crypto::x25519_secret(&self.s_sk).as_bytes());
         let t = self.share_threshold();
         // D_self (sorted), and our derived shares for them in the same order.
@@ -315,11 +341,13 @@ impl ParticipantSession {
                 continue;
             }
             let (Some(c_dh), Some(s_dh)) = (
-                crypto::x25519_prepared(&c_secret, &crypto::PreparedKey::new(&e.c_pk)),
+                self.channel.agree(&e.c_pk),
                 crypto::x25519_prepared(&s_secret, &crypto::PreparedKey::new(&e.s_pk)),
             ) else {
                 return self.abort(SecAggError::NonContributoryKey(e.id));
             };
+            let c_dh =
+                crypto::session_channel_secret(&c_dh, &sid, (self.id, &self.s_pk), (e.id, &e.s_pk));
             if derived_to.binary_search(&e.id).is_ok() {
                 let (rb, rs) = crypto::derived_shares(&c_dh, &sid, self.id, e.id);
                 fixed_b.push(rb);
@@ -851,7 +879,7 @@ mod tests {
         let p = sim.participant(0).unwrap();
         let text = format!("{p:?}");
         assert!(text.contains("ParticipantSession"));
-        for secret in [p.b.to_bytes(), p.s_sk.to_bytes(), p.c_sk.to_bytes()] {
+        for secret in [p.b.to_bytes(), p.s_sk.to_bytes()] {
             let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
             assert!(!text.contains(&hex[..16]));
             assert!(!text.contains(&format!("{:?}", &secret[..4])));

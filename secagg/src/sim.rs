@@ -197,6 +197,9 @@ pub struct Sim {
     pub unmask_time: Duration,
     /// A byte to change in flight; `None` once applied.
     pub tamper: Option<Tamper>,
+    /// Channel keys participants keep from earlier sessions, by id (none: a fresh one
+    /// per session), as agents keep one per job.
+    pub channels: BTreeMap<u32, std::sync::Arc<crate::channel::ChannelKey>>,
 }
 
 /// The outcome of [`Sim::run`].
@@ -278,6 +281,7 @@ impl Sim {
             coordinator_time: Duration::ZERO,
             unmask_time: Duration::ZERO,
             tamper: None,
+            channels: BTreeMap::new(),
         })
     }
 
@@ -321,6 +325,7 @@ impl Sim {
             coordinator_time: self.coordinator_time,
             unmask_time: self.unmask_time,
             tamper: self.tamper,
+            channels: self.channels.clone(),
         }
     }
 
@@ -481,7 +486,7 @@ impl Sim {
                 .map(Vec::as_slice)
                 .unwrap_or_default();
             let start = Instant::now();
-            let r = ParticipantSession::new(
+            let r = ParticipantSession::with_channel(
                 session.clone(),
                 &binding,
                 id,
@@ -489,6 +494,7 @@ impl Sim {
                 self.roster.clone(),
                 &self.cfg.policy,
                 input,
+                self.channels.get(&id).cloned(),
                 &mut slot.rng,
             );
             slot.time += start.elapsed();

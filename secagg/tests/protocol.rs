@@ -1035,8 +1035,8 @@ fn g14_malformed_and_out_of_order_messages_are_errors() {
         Message::decode(&long),
         Err(SecAggError::Malformed("trailing bytes"))
     );
-    assert_eq!(WIRE_VERSION, 4);
-    for v in [1u8, 2, 3, 5] {
+    assert_eq!(WIRE_VERSION, 5);
+    for v in [1u8, 2, 3, 4, 6] {
         let mut other = bytes.clone();
         other[0] = v;
         assert_eq!(

@@ -839,20 +839,15 @@ impl Engine {
                     // Every survivor's advertisement was verified when it arrived.
                     let verified: std::collections::BTreeSet<u32> =
                         output.survivors.iter().copied().collect();
-                    let opened = record
-                        .signed()
-                        .map_err(|e| e.to_string())
-                        .and_then(|signed| {
-                            fedrisk_secagg::commit::verify_sum_with_checked(
-                                &config,
-                                &roster,
-                                &record.sum,
-                                &record.blinding_sum,
-                                &signed,
-                                &verified,
-                            )
-                            .map_err(|e| e.to_string())
-                        });
+                    let opened = fedrisk_secagg::commit::verify_sum_with_checked(
+                        &config,
+                        &roster,
+                        &record.sum,
+                        &record.blinding_sum,
+                        &record.signed(),
+                        &verified,
+                    )
+                    .map_err(|e| e.to_string());
                     if let Err(reason) = opened {
                         return Err(SessionError::Failed(Failure::Deterministic(format!(
                             "the sum does not check against the survivors' commitments ({reason}): a participant sent an input that does not match its commitment, or a wrong share"

@@ -458,10 +458,10 @@ mod tests {
                 .map(|e| CommitmentRecord {
                     id: e.id,
                     certificate: certs[&e.id].clone(),
-                    c_pk: hex::encode(e.c_pk),
-                    s_pk: hex::encode(e.s_pk),
-                    commitment: hex::encode(e.commitment),
-                    signature: hex::encode(e.signature),
+                    c_pk: e.c_pk,
+                    s_pk: e.s_pk,
+                    commitment: e.commitment,
+                    signature: e.signature,
                 })
                 .collect(),
         }
@@ -482,7 +482,7 @@ mod tests {
         // for another: those two lose the shortcut, so their signatures are checked again
         // (and fail, or are checked under the other certificate's key).
         let mut lying = honest.clone();
-        lying.commitments[1].commitment = lying.commitments[2].commitment.clone();
+        lying.commitments[1].commitment = lying.commitments[2].commitment;
         lying.commitments[3].certificate = hex::encode([0xAAu8; 32]);
         let checked = checked_as_a_member(&lineage.held, &LineageEntry::Session(lying));
         let expected: BTreeSet<u32> = all

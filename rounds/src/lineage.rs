@@ -70,18 +70,46 @@ pub struct CommitmentRecord {
     pub id: u32,
     /// Hex SHA-256 of its certificate (DER), fetched by that hash.
     pub certificate: String,
-    /// Hex of the session keys it advertised with the commitment (empty in records kept
-    /// before commitments were advertised: those no longer check).
-    #[serde(default)]
-    pub c_pk: String,
+    /// The session keys it advertised with the commitment (hex in JSON; zeros in records
+    /// kept before commitments were advertised: those no longer check). Bytes, not hex
+    /// text, in memory: every agent reads every survivor's entry of every record.
+    #[serde(default, with = "hex_array")]
+    pub c_pk: [u8; 32],
     /// See `c_pk`.
-    #[serde(default)]
-    pub s_pk: String,
-    /// Hex of the compressed point.
-    pub commitment: String,
-    /// Hex of the Ed25519 signature over its advertisement
+    #[serde(default, with = "hex_array")]
+    pub s_pk: [u8; 32],
+    /// The compressed point.
+    #[serde(with = "hex_array")]
+    pub commitment: [u8; 32],
+    /// The Ed25519 signature over its advertisement
     /// ([`fedrisk_secagg::crypto::advertise_transcript`]).
-    pub signature: String,
+    #[serde(with = "hex_array")]
+    pub signature: [u8; 64],
+}
+
+/// A fixed-size byte array as hex text in JSON; the empty text reads as zeros (records
+/// kept before keys were recorded).
+mod hex_array {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer, const N: usize>(
+        bytes: &[u8; N],
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>, const N: usize>(
+        d: D,
+    ) -> Result<[u8; N], D::Error> {
+        let text = String::deserialize(d)?;
+        let mut out = [0u8; N];
+        if !text.is_empty() {
+            hex::decode_to_slice(&text, &mut out)
+                .map_err(|e| serde::de::Error::custom(format!("not {N} bytes of hex: {e}")))?;
+        }
+        Ok(out)
+    }
 }
 
 /// A lineage record that cannot be read or does not check.
@@ -105,12 +133,6 @@ pub enum LineageError {
     },
 }
 
-fn unhex<const N: usize>(s: &str, what: &str) -> Result<[u8; N], LineageError> {
-    let v = hex::decode(s).map_err(|e| LineageError::Malformed(format!("{what}: {e}")))?;
-    v.try_into()
-        .map_err(|_| LineageError::Malformed(format!("{what}: not {N} bytes")))
-}
-
 impl SessionRecord {
     /// The record of a finished session; `certificates` maps each survivor's id to the
     /// hex SHA-256 of its certificate. A session without commitments (nothing later
@@ -131,10 +153,10 @@ impl SessionRecord {
                 .map(|c| CommitmentRecord {
                     id: c.from,
                     certificate: certificates.get(&c.from).cloned().unwrap_or_default(),
-                    c_pk: hex::encode(c.c_pk),
-                    s_pk: hex::encode(c.s_pk),
-                    commitment: hex::encode(c.commitment),
-                    signature: hex::encode(c.signature),
+                    c_pk: c.c_pk,
+                    s_pk: c.s_pk,
+                    commitment: c.commitment,
+                    signature: c.signature,
                 })
                 .collect(),
         }
@@ -148,17 +170,15 @@ impl SessionRecord {
     }
 
     /// The survivors' signed commitments as the secure-aggregation layer checks them.
-    pub fn signed(&self) -> Result<Vec<SignedCommitment>, LineageError> {
+    pub fn signed(&self) -> Vec<SignedCommitment> {
         self.commitments
             .iter()
-            .map(|c| {
-                Ok(SignedCommitment {
-                    from: c.id,
-                    c_pk: unhex(&c.c_pk, "c_pk")?,
-                    s_pk: unhex(&c.s_pk, "s_pk")?,
-                    commitment: unhex(&c.commitment, "commitment")?,
-                    signature: unhex(&c.signature, "signature")?,
-                })
+            .map(|c| SignedCommitment {
+                from: c.id,
+                c_pk: c.c_pk,
+                s_pk: c.s_pk,
+                commitment: c.commitment,
+                signature: c.signature,
             })
             .collect()
     }
@@ -336,7 +356,7 @@ impl Replica {
         policy
             .check(&config.params)
             .map_err(|e| unverified(req, e.to_string()))?;
-        let signed = record.signed()?;
+        let signed = record.signed();
         if signed.len() < policy.min_distinct as usize {
             return Err(unverified(
                 req,

@@ -66,10 +66,10 @@ pub fn encode(entry: &LineageEntry) -> Vec<u8> {
             for c in &r.commitments {
                 out.extend_from_slice(&c.id.to_le_bytes());
                 out.extend_from_slice(&bytes_of::<32>(&c.certificate));
-                out.extend_from_slice(&bytes_of::<32>(&c.c_pk));
-                out.extend_from_slice(&bytes_of::<32>(&c.s_pk));
-                out.extend_from_slice(&bytes_of::<32>(&c.commitment));
-                out.extend_from_slice(&bytes_of::<64>(&c.signature));
+                out.extend_from_slice(&c.c_pk);
+                out.extend_from_slice(&c.s_pk);
+                out.extend_from_slice(&c.commitment);
+                out.extend_from_slice(&c.signature);
             }
         }
         LineageEntry::SkippedEvaluation { round, binding } => {
@@ -97,6 +97,12 @@ impl<'a> Reader<'a> {
         let (head, tail) = self.rest.split_at(n);
         self.rest = tail;
         Ok(head)
+    }
+
+    fn array<const N: usize>(&mut self, what: &str) -> Result<[u8; N], LineageError> {
+        let mut out = [0u8; N];
+        out.copy_from_slice(self.take(N, what)?);
+        Ok(out)
     }
 
     fn u32(&mut self, what: &str) -> Result<u32, LineageError> {
@@ -150,20 +156,17 @@ pub fn decode(bytes: &[u8]) -> Result<LineageEntry, LineageError> {
                 let id = r.u32("commitment id")?;
                 let certificate = hex::encode(r.take(32, "certificate hash")?);
                 let (c_pk, s_pk) = if keyed {
-                    (
-                        hex::encode(r.take(32, "c_pk")?),
-                        hex::encode(r.take(32, "s_pk")?),
-                    )
+                    (r.array("c_pk")?, r.array("s_pk")?)
                 } else {
-                    (String::new(), String::new())
+                    ([0u8; 32], [0u8; 32])
                 };
                 commitments.push(CommitmentRecord {
                     id,
                     certificate,
                     c_pk,
                     s_pk,
-                    commitment: hex::encode(r.take(32, "commitment")?),
-                    signature: hex::encode(r.take(64, "signature")?),
+                    commitment: r.array("commitment")?,
+                    signature: r.array("signature")?,
                 });
             }
             LineageEntry::Session(SessionRecord {
@@ -212,12 +215,12 @@ pub struct HeldEntry {
 impl HeldEntry {
     /// Whether `c` records exactly this entry.
     pub fn matches(&self, c: &CommitmentRecord) -> bool {
-        bytes_of::<32>(&c.certificate) == self.certificate
-            && bytes_of::<32>(&c.c_pk) == self.c_pk
-            && bytes_of::<32>(&c.s_pk) == self.s_pk
-            && bytes_of::<32>(&c.commitment) == self.commitment
-            && bytes_of::<64>(&c.signature) == self.signature
+        c.c_pk == self.c_pk
+            && c.s_pk == self.s_pk
+            && c.commitment == self.commitment
+            && c.signature == self.signature
             && !c.certificate.is_empty()
+            && bytes_of::<32>(&c.certificate) == self.certificate
     }
 }
 
@@ -336,10 +339,10 @@ mod tests {
                 .map(|i| CommitmentRecord {
                     id: i * 3 + 1,
                     certificate: hex::encode([i as u8; 32]),
-                    c_pk: hex::encode([i as u8 ^ 0x11; 32]),
-                    s_pk: hex::encode([i as u8 ^ 0x22; 32]),
-                    commitment: hex::encode([i as u8 ^ 0x5a; 32]),
-                    signature: hex::encode([i as u8 ^ 0xa5; 64]),
+                    c_pk: [i as u8 ^ 0x11; 32],
+                    s_pk: [i as u8 ^ 0x22; 32],
+                    commitment: [i as u8 ^ 0x5a; 32],
+                    signature: [i as u8 ^ 0xa5; 64],
                 })
                 .collect(),
         })
@@ -408,10 +411,10 @@ mod tests {
                 .map(|(id, h)| CommitmentRecord {
                     id: *id,
                     certificate: hex::encode(h.certificate),
-                    c_pk: hex::encode(h.c_pk),
-                    s_pk: hex::encode(h.s_pk),
-                    commitment: hex::encode(h.commitment),
-                    signature: hex::encode(h.signature),
+                    c_pk: h.c_pk,
+                    s_pk: h.s_pk,
+                    commitment: h.commitment,
+                    signature: h.signature,
                 })
                 .collect(),
         });

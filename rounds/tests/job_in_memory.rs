@@ -1209,8 +1209,8 @@ proptest::proptest! {
                         .map(|c| {
                             (
                                 c.id,
-                                c.commitment.to_ascii_lowercase(),
-                                c.signature.to_ascii_lowercase(),
+                                c.commitment,
+                                c.signature,
                             )
                         })
                         .collect::<Vec<_>>(),

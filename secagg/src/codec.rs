@@ -16,8 +16,9 @@ use crate::error::{Result, SecAggError};
 /// ([`crate::commit`]). Version 4: the commitment moves into the signed
 /// [`crate::Advertise`] (and the key list); a masked input carries only the vector.
 /// Version 5: the messages are version 4's, but share keys and derived shares come from
-/// [`crate::crypto::session_channel_secret`] (channel keys may be kept for a job), so a
-/// version-4 peer could not read them. Earlier versions are rejected.
+/// [`crate::crypto::session_channel_secret`] (channel keys may be kept for a job) and the
+/// mask PRG is AES-256-CTR ([`crate::crypto::prg_accumulate`]), so a version-4 peer could
+/// neither read the shares nor cancel the masks. Earlier versions are rejected.
 pub const WIRE_VERSION: u8 = 5;
 
 #[derive(Default)]

@@ -16,7 +16,7 @@
 //! |---|---|---|
 //! | 0 `Advertise` | `new` -> [`Advertise`] (a fresh X25519 masking key, the channel key (fresh, or the job's: [`channel`]) and the commitment to the input, signed with the Ed25519 identity) | `on_advertise`; `close_stage` broadcasts [`KeyList`] (U1) |
 //! | 1 `ShareKeys` | `on_key_list` -> [`ShareKeys`] (Shamir shares of `b_u` and `s_u^SK`: `t - 1` derived from pairwise keys, the rest ChaCha20-Poly1305 per recipient) | `on_share_keys`; `close_stage` routes a [`ShareBundle`] (ciphertexts plus the senders whose shares the recipient derives) to each member of U2 |
-//! | 2 `MaskedInput` | `on_shares` -> [`MaskedInput`] (`y_u = x_u + PRG(b_u) + sum +-PRG(s_uv)`) | `on_masked_input`; `close_stage` broadcasts [`SurvivorList`] (U3) |
+//! | 2 `MaskedInput` | `on_shares` -> [`MaskedInput`] (`y_u = x_u + PRG(b_u) + sum +-PRG(s_uv)`, PRG = AES-256-CTR) | `on_masked_input`; `close_stage` broadcasts [`SurvivorList`] (U3) |
 //! | 3 `ConsistencyCheck` | `on_survivors` -> [`ConsistencySignature`] over (session, U3) | `on_consistency`; `close_stage` sends [`UnmaskRequest`] with the signatures |
 //! | 4 `Unmask` | `on_unmask_request` -> [`UnmaskResponse`] (at most once) | `on_unmask`; `close_stage` returns [`Output`] |
 //!

@@ -349,7 +349,17 @@ async fn connect_and_serve(
                     );
                     continue;
                 }
-                match step(a, &d.payload, &join.federation_id, ledger, fault) {
+                // A stage's work grows with the vector: past a size where it could hold the
+                // one runtime worker for long, it leaves the worker to the connection's driver
+                // (heartbeats, pings), as opening a session does.
+                let stepped = if a.input.len() > INLINE_STEP_WORDS {
+                    tokio::task::block_in_place(|| {
+                        step(a, &d.payload, &join.federation_id, ledger, fault)
+                    })
+                } else {
+                    step(a, &d.payload, &join.federation_id, ledger, fault)
+                };
+                match stepped {
                     Ok(mut msg) => {
                         if let Some(k) = a.accepted_key_list.take() {
                             lineage.hold_key_list(&a.config, &k, &a.certificates);
@@ -383,6 +393,10 @@ async fn connect_and_serve(
                 active = None;
             }
             task::Kind::Finished(f) => {
+                // The job's channel key goes with the job (wiped on drop).
+                if channel.as_ref().is_some_and(|(job, _)| *job == task.job_id) {
+                    channel = None;
+                }
                 let completed = f.state == v1::JobState::Completed as i32;
                 info!(job = task.job_id, completed, message = %f.message, "job finished");
                 if !cfg.keep_serving {
@@ -970,6 +984,11 @@ async fn inject_before_masked(
         _ => {}
     }
 }
+
+/// Input words up to which a secure-aggregation stage runs inline on the runtime's worker:
+/// at this size the largest stage (masking with every neighbour) takes a few tens of
+/// milliseconds; a larger vector's stages leave the worker to the connection's driver.
+const INLINE_STEP_WORDS: usize = 1 << 16;
 
 async fn heartbeats(mut client: ParticipantClient<Channel>, me: u32) {
     loop {

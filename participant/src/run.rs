@@ -98,8 +98,9 @@ pub fn run_agent(a: crate::RunArgs) -> Result<()> {
     // One worker, and the agent's loop runs on it (spawned, not on this thread), next to
     // the connection's driver: a message then moves between them without waking another
     // thread (on 200 agents sharing two cores that was a few percent of each session).
-    // Opening a session, whose work grows with the institution's rows, leaves the worker to
-    // the driver meanwhile (`block_in_place`), so pings and heartbeats are still answered.
+    // Opening a session, whose work grows with the institution's rows, and the stages of a
+    // large vector leave the worker to the driver meanwhile (`block_in_place`), so pings and
+    // heartbeats are still answered.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()

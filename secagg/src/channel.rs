@@ -88,10 +88,10 @@ impl ChannelKey {
                 grown.extend_from_slice(&agreed);
                 *agreed = grown;
             }
-            let mut entry = Zeroizing::new([0u8; 64]);
-            entry[..32].copy_from_slice(peer);
-            entry[32..].copy_from_slice(&dh[..]);
-            agreed.insert(i, *entry);
+            // Filled in place, so no copy of the agreement is left outside the vector.
+            agreed.insert(i, [0u8; 64]);
+            agreed[i][..32].copy_from_slice(peer);
+            agreed[i][32..].copy_from_slice(&dh[..]);
         }
         Some(dh)
     }

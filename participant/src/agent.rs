@@ -352,12 +352,12 @@ async fn connect_and_serve(
                 // A stage's work grows with the vector: past a size where it could hold the
                 // one runtime worker for long, it leaves the worker to the connection's driver
                 // (heartbeats, pings), as opening a session does.
-                let stepped = if a.input.len() > INLINE_STEP_WORDS {
-                    tokio::task::block_in_place(|| {
-                        step(a, &d.payload, &join.federation_id, ledger, fault)
-                    })
+                let large = a.input.len() > INLINE_STEP_WORDS;
+                let mut run = || step(a, &d.payload, &join.federation_id, ledger, fault);
+                let stepped = if large {
+                    tokio::task::block_in_place(run)
                 } else {
-                    step(a, &d.payload, &join.federation_id, ledger, fault)
+                    run()
                 };
                 match stepped {
                     Ok(mut msg) => {

@@ -538,21 +538,26 @@ mod tests {
         assert!(acc.iter().all(|&v| v == 7));
     }
 
+    /// A peer key of kind `kind`: 1, a mixed-order point (an honest key plus the torsion
+    /// point `1 + i % 7`); 2, arbitrary bytes (often on the twist); otherwise an honest key.
+    fn varied_peer_key(rng: &mut ChaCha20Rng, kind: usize, i: usize) -> [u8; 32] {
+        let b = StaticSecret::random_from_rng(&mut *rng);
+        let mut pk = PublicKey::from(&b).to_bytes();
+        if kind == 1 {
+            let e = MontgomeryPoint(pk).to_edwards(0).unwrap() + EIGHT_TORSION[1 + i % 7];
+            pk = e.to_montgomery().to_bytes();
+        } else if kind == 2 {
+            rng.fill_bytes(&mut pk);
+        }
+        pk
+    }
+
     #[test]
     fn fast_x25519_matches_ladder_including_torsion() {
         let mut rng = ChaCha20Rng::seed_from_u64(3);
         for i in 0..40 {
             let a = StaticSecret::random_from_rng(&mut rng);
-            let b = StaticSecret::random_from_rng(&mut rng);
-            let mut pk = PublicKey::from(&b).to_bytes();
-            if i % 4 == 1 {
-                // Mixed-order point: add a torsion component.
-                let e = MontgomeryPoint(pk).to_edwards(0).unwrap() + EIGHT_TORSION[1 + i % 7];
-                pk = e.to_montgomery().to_bytes();
-            } else if i % 4 == 2 {
-                // Arbitrary u (often on the twist): exercises the fallback.
-                rng.fill_bytes(&mut pk);
-            }
+            let pk = varied_peer_key(&mut rng, i % 4, i);
             let ladder = x25519_dalek::x25519(a.to_bytes(), pk);
             match x25519_fast(a.as_bytes(), &pk) {
                 Some(f) => assert_eq!(*f, ladder),
@@ -603,15 +608,7 @@ mod tests {
             keys.push(top);
         }
         for i in 0..200 {
-            let b = StaticSecret::random_from_rng(&mut rng);
-            let mut pk = PublicKey::from(&b).to_bytes();
-            if i % 3 == 1 {
-                let e = MontgomeryPoint(pk).to_edwards(0).unwrap() + EIGHT_TORSION[1 + i % 7];
-                pk = e.to_montgomery().to_bytes();
-            } else if i % 3 == 2 {
-                rng.fill_bytes(&mut pk);
-            }
-            keys.push(pk);
+            keys.push(varied_peer_key(&mut rng, i % 3, i));
         }
         let mut refused = 0;
         for pk in &keys {
@@ -641,15 +638,7 @@ mod tests {
         let secrets: Vec<PreparedSecret> = raw_secrets.iter().map(PreparedSecret::new).collect();
         let mut peers: Vec<[u8; 32]> = Vec::new();
         for i in 0..24 {
-            let b = StaticSecret::random_from_rng(&mut rng);
-            let mut pk = PublicKey::from(&b).to_bytes();
-            if i % 4 == 1 {
-                let e = MontgomeryPoint(pk).to_edwards(0).unwrap() + EIGHT_TORSION[1 + i % 7];
-                pk = e.to_montgomery().to_bytes();
-            } else if i % 4 == 2 {
-                rng.fill_bytes(&mut pk);
-            }
-            peers.push(pk);
+            peers.push(varied_peer_key(&mut rng, i % 4, i));
         }
         for t in EIGHT_TORSION.iter() {
             peers.push(t.to_montgomery().to_bytes());

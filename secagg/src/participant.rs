@@ -142,10 +142,7 @@ impl ParticipantSession {
             return Err(SecAggError::NotInvited(id));
         }
         let (unmasked, commitment) = Self::commit_input(&config, input, rng)?;
-        let channel = match channel {
-            Some(c) => c,
-            None => Arc::new(ChannelKey::generate(rng)),
-        };
+        let channel = channel.unwrap_or_else(|| Arc::new(ChannelKey::generate(rng)));
         let s_sk = Zeroizing::new(Scalar::random(rng));
         let c_pk = channel.public();
         let s_pk = PublicKey::from(&crypto::x25519_secret(&s_sk)).to_bytes();
@@ -628,10 +625,7 @@ impl ParticipantSession {
     /// agent's ledger) records only a list this session would sign.
     pub fn check_survivors(&self, msg: &SurvivorList) -> Result<()> {
         self.expect(Stage::MaskedInput, &msg.session_id)?;
-        match self.survivor_list_error(&msg.survivors) {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+        self.survivor_list_error(&msg.survivors).map_or(Ok(()), Err)
     }
 
     /// Why this participant would not sign `u3`: it must be a strictly increasing subset of

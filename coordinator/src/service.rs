@@ -385,7 +385,32 @@ impl OperatorService {
             self.store.model_version(job, round)
         }
         .map_err(internal)?
-        .ok_or_else(|| Status::not_found(format!("no model for job {job} round {round}")))
+        .map_or_else(|| Err(self.no_model(job, round)), Ok)
+    }
+
+    /// Why there is no model to give: no such job, no round completed yet, or not this
+    /// round (with the rounds that have one), so the operator knows what to ask instead.
+    fn no_model(&self, job: u64, round: u32) -> Status {
+        let record = match self.store.job(job) {
+            Ok(record) => record,
+            Err(crate::store::StoreError::NoSuchJob(_)) => {
+                return Status::not_found(format!("no job {job}"));
+            }
+            Err(e) => return internal(e),
+        };
+        let rounds: Vec<u32> = match self.store.model_versions(Some(job)) {
+            Ok(versions) => versions.iter().map(|v| v.round).collect(),
+            Err(e) => return internal(e),
+        };
+        match (rounds.first(), rounds.last()) {
+            (Some(first), Some(last)) => Status::not_found(format!(
+                "job {job} has no model for round {round}; its model versions are rounds {first} to {last}"
+            )),
+            _ => Status::not_found(format!(
+                "job {job} has no model yet (it is {}: no training round has completed)",
+                record.state
+            )),
+        }
     }
 }
 

@@ -109,7 +109,7 @@ fn opt(v: Option<f64>, decimals: usize) -> String {
 }
 
 /// `YYYY-MM-DD hh:mm:ss UTC` of Unix milliseconds (proleptic Gregorian calendar).
-fn utc(ms: u64) -> String {
+pub fn utc(ms: u64) -> String {
     let secs = ms / 1000;
     let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
     // Civil date from days since 1970-01-01 (the era algorithm of H. Hinnant's date notes).

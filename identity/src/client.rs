@@ -460,8 +460,6 @@ pub fn verify_session_peers(
 pub struct PeerCache {
     /// SHA-256 over the CA and the revocation list the entries were checked under.
     context: [u8; 32],
-    /// SHA-256 over the CA alone.
-    ca: [u8; 32],
     checked: std::collections::HashMap<[u8; 32], (Holder, std::time::Instant)>,
 }
 
@@ -479,15 +477,14 @@ impl PeerCache {
         self.checked.is_empty()
     }
 
-    /// Makes this the cache of checks under `ca_pem` with no revocation list (a lineage's),
-    /// and takes every entry `checked` holds for the same CA under a revocation list: a
-    /// certificate that passed with a list passes without one. Entries keep the time they
-    /// were checked, so [`Self::MAX_AGE`] still counts from the check. Saves checking each
-    /// peer twice, once for the session and once for the lineage record that names it (at
-    /// n = 200, 200 P-256 signatures per agent).
-    pub fn adopt_without_crl(&mut self, ca_pem: &str, checked: &PeerCache) {
-        self.enter(ca_pem, &[]);
-        if checked.ca != self.ca || checked.checked.is_empty() {
+    /// Makes this the cache of checks under `ca_pem` and `crl_der`, and takes every entry
+    /// `checked` holds under the same CA and list. Entries keep the time they were checked,
+    /// so [`Self::MAX_AGE`] still counts from the check. Saves checking each peer twice, once
+    /// for the session and once for the lineage record that names it (at n = 200, 200 P-256
+    /// signatures per agent).
+    pub fn adopt(&mut self, ca_pem: &str, crl_der: &[u8], checked: &PeerCache) {
+        self.enter(ca_pem, crl_der);
+        if checked.context != self.context {
             return;
         }
         for (fingerprint, entry) in &checked.checked {
@@ -503,7 +500,6 @@ impl PeerCache {
         let context = sha256(&[ca_pem.as_bytes(), crl_der]);
         if self.context != context {
             self.context = context;
-            self.ca = sha256(&[ca_pem.as_bytes()]);
             self.checked.clear();
         }
     }

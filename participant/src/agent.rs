@@ -480,33 +480,9 @@ fn open_session(
     // The task's shape is the coordinator's choice: bound it before computing anything.
     task.check_limits(&cfg.limits)
         .map_err(|e| Refusal::from_round(&e))?;
-    // The task must be what the job's plan asks for after the job's verified sums.
-    let check_started = Instant::now();
-    lineage.adopt_checked_peers(&cfg.identity.ca_pem, &contents.peers);
-    lineage
-        .check(
-            fetched,
-            compute,
-            federation_id,
-            task.job_id,
-            task.round,
-            &fedrisk_rounds::task::binding(&compute.task),
-            &cfg.identity.ca_pem,
-            &cfg.policy,
-        )
-        .map_err(|e| Refusal::policy(e.to_string()))?;
-    tracing::debug!(
-        round = task.round,
-        ms = check_started.elapsed().as_millis() as u64,
-        "lineage checked"
-    );
-    if let Some(pre) = task.preprocessing_hash() {
-        ledger
-            .allow_preprocessing(federation_id, task.job_id, task.round, &pre)
-            .map_err(|e| Refusal::policy(e.to_string()))?;
-    }
-    data.check_schema(&task.job.schema)
-        .map_err(|e| Refusal::from_round(&e))?;
+    // The session's peers and the revocation list first: lineage records are checked
+    // under the same list (a record counting a revoked certificate is refused), which must
+    // be no older than the newest this agent has seen before any record is applied.
     let secagg = compute
         .secagg
         .as_ref()
@@ -538,6 +514,34 @@ fn open_session(
             checked.crl_number,
         )
         .map_err(|e| Refusal::policy(e.to_string()))?;
+    // The task must be what the job's plan asks for after the job's verified sums.
+    let check_started = Instant::now();
+    lineage.adopt_checked_peers(&cfg.identity.ca_pem, &secagg.crl, &contents.peers);
+    lineage
+        .check(
+            fetched,
+            compute,
+            federation_id,
+            task.job_id,
+            task.round,
+            &fedrisk_rounds::task::binding(&compute.task),
+            &cfg.identity.ca_pem,
+            &secagg.crl,
+            &cfg.policy,
+        )
+        .map_err(|e| Refusal::policy(e.to_string()))?;
+    tracing::debug!(
+        round = task.round,
+        ms = check_started.elapsed().as_millis() as u64,
+        "lineage checked"
+    );
+    if let Some(pre) = task.preprocessing_hash() {
+        ledger
+            .allow_preprocessing(federation_id, task.job_id, task.round, &pre)
+            .map_err(|e| Refusal::policy(e.to_string()))?;
+    }
+    data.check_schema(&task.job.schema)
+        .map_err(|e| Refusal::from_round(&e))?;
     let identities = checked
         .keys
         .iter()

@@ -375,7 +375,7 @@ pub fn verify(model: &Path, cert: &Path) -> Result<()> {
     check_signature(&m, model, cert)?;
     let p = &m.provenance;
     println!(
-        "{}: OK: content hash {} signed by {}; {}, {} rounds, {} participants, schema {}, made {} ms after the Unix epoch by {}",
+        "{}: OK: content hash {} signed by {}; {}, {} rounds, {} participants, schema {}, made {} by {}",
         model.display(),
         m.content_hash,
         cert.display(),
@@ -383,7 +383,8 @@ pub fn verify(model: &Path, cert: &Path) -> Result<()> {
         p.rounds,
         p.participants,
         p.schema_hash,
-        p.created_at_unix_ms.map_or("?".into(), |t| t.to_string()),
+        p.created_at_unix_ms
+            .map_or("at an unrecorded time".into(), fedrisk_export::report::utc),
         p.software.as_deref().unwrap_or("?")
     );
     Ok(())

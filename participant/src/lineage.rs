@@ -40,8 +40,9 @@ pub struct Lineage {
     /// The certificate (hash) this stream last carried for each participant: a task leaves
     /// an unchanged one out.
     by_participant: HashMap<u32, String>,
-    /// Certificates already checked against the CA (lineage checks use no revocation list:
-    /// a sum signed before a revocation stays the sum it was).
+    /// Certificates already checked against the CA and the revocation list the current
+    /// task came with (a record counting a revoked certificate is refused: revoked keys
+    /// must not sign sessions a job builds on).
     checked: PeerCache,
     /// The signed advertisements of the latest committed sessions this agent took part in,
     /// by session id: every entry of an accepted key list, whose signature the session
@@ -99,9 +100,17 @@ impl Lineage {
         round: u32,
         binding: &[u8; 32],
         ca_pem: &str,
+        crl_der: &[u8],
         policy: &ParticipantPolicy,
     ) -> Result<(), LineageRefusal> {
-        let result = self.apply(fetched, compute, federation_id, job_id, ca_pem, policy);
+        let result = self.apply(
+            fetched,
+            compute,
+            federation_id,
+            job_id,
+            (ca_pem, crl_der),
+            policy,
+        );
         let result = result.and_then(|()| {
             self.replica
                 .as_mut()
@@ -122,7 +131,7 @@ impl Lineage {
         compute: &v1::ComputeTask,
         federation_id: &str,
         job_id: u64,
-        ca_pem: &str,
+        (ca_pem, crl_der): (&str, &[u8]),
         policy: &ParticipantPolicy,
     ) -> Result<(), LineageRefusal> {
         if let Some(spec) = fetched.spec {
@@ -153,7 +162,7 @@ impl Lineage {
             let keys = if peers.is_empty() {
                 Vec::new()
             } else {
-                tls::verify_session_peers_cached(ca_pem, &[], &peers, &mut self.checked)
+                tls::verify_session_peers_cached(ca_pem, crl_der, &peers, &mut self.checked)
                     .map_err(|e| LineageRefusal::Check(format!("a lineage session's peers: {e}")))?
                     .keys
             };
@@ -280,9 +289,9 @@ pub async fn peer_certificates(
 
 impl Lineage {
     /// Trusts, for lineage checks, the peer certificates `checked` already passed under the
-    /// same CA with the revocation list (see [`PeerCache::adopt_without_crl`]).
-    pub fn adopt_checked_peers(&mut self, ca_pem: &str, checked: &PeerCache) {
-        self.checked.adopt_without_crl(ca_pem, checked);
+    /// same CA and revocation list (see [`PeerCache::adopt`]).
+    pub fn adopt_checked_peers(&mut self, ca_pem: &str, crl_der: &[u8], checked: &PeerCache) {
+        self.checked.adopt(ca_pem, crl_der, checked);
     }
 
     /// Keeps peer certificates the stream sent ahead of a task (`PeerCertificates`), by
@@ -505,6 +514,66 @@ mod tests {
         assert_eq!(content_hash(&rebuilt), content_hash(&full));
         let stranger = Lineage::default();
         assert!(lineage_codec::expand(&small, |sid, id| stranger.held_entry(sid, id)).is_err());
+    }
+
+    /// Revoked keys (a member's stolen after it left, say) signing a record of a session that
+    /// never ran, for a coordinator to build a job on: the record names their certificates,
+    /// and the agent checks them against the revocation list the task came with, which is
+    /// no older than any it has seen. Before, the record's certificates were checked
+    /// against the CA alone.
+    #[test]
+    fn attack_a_record_counting_a_revoked_certificate_is_refused() {
+        use fedrisk_identity::pki::{self, Authority, PkiDir, Role};
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, CertificateRevocationListDer};
+        let dir = tempfile::tempdir().expect("temp dir");
+        let paths = PkiDir::new(dir.path());
+        pki::init(dir.path(), "fed").expect("pki");
+        let names = ["bank_a", "bank_b", "bank_c", "bank_d", "bank_e"];
+        for name in names {
+            pki::issue(dir.path(), name, Role::Participant, 30).expect("issue");
+        }
+        let crl = || {
+            CertificateRevocationListDer::from_pem_file(paths.crl())
+                .expect("crl")
+                .to_vec()
+        };
+        let before = crl();
+        pki::revoke(dir.path(), "bank_b").expect("revoke");
+        pki::write_crl(&Authority::single(dir.path())).expect("crl");
+        let after = crl();
+        let ca_pem = std::fs::read_to_string(paths.ca_cert()).expect("ca");
+
+        let (sim, keys, _) = session();
+        let mut lineage = Lineage::default();
+        let mut certs = BTreeMap::new();
+        for (e, name) in keys.entries.iter().zip(names) {
+            let der = CertificateDer::from_pem_file(paths.cert(name))
+                .expect("cert")
+                .to_vec();
+            certs.insert(e.id, lineage.keep(e.id, &der));
+        }
+        let record = record_of(&sim, &keys, &certs);
+        let spec = fedrisk_rounds::JobSpec::new("t", fedrisk_models::synth::SynthConfig::schema());
+        let apply = |lineage: &mut Lineage, crl: &[u8]| {
+            let fetched = Fetched {
+                spec: Some(spec.to_json().into_bytes()),
+                entries: vec![("record".to_string(), LineageEntry::Session(record.clone()))],
+            };
+            let compute = v1::ComputeTask::default();
+            let policy = ParticipantPolicy::default();
+            lineage
+                .apply(fetched, &compute, "fed", 1, (&ca_pem, crl), &policy)
+                .expect_err("the made-up record is refused")
+                .to_string()
+        };
+        let peers = "a lineage session's peers";
+        // Under the list from before the revocation the certificates pass (the record fails
+        // later, at the replica); under the current list, at the certificate of bank_b.
+        let earlier = apply(&mut lineage, &before);
+        assert!(!earlier.contains(peers), "{earlier}");
+        let now = apply(&mut lineage, &after);
+        assert!(now.contains(peers) && now.contains("Revoked"), "{now}");
     }
 
     #[test]

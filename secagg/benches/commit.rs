@@ -50,6 +50,61 @@ fn bench(c: &mut Criterion) {
         }
     }
     g.finish();
+    per_member(c);
+}
+
+/// The two checks an agent makes for every member of every committed session, whatever the
+/// graph: the member's advertisement signature (batched, as `check_key_list` does) and, at
+/// the next session, the decompression of its commitment (as `verify_sum` does). Divided by
+/// n they are the floor of an agent's per-member cost per session, which is what makes a
+/// round's total work grow as n^2 on a fixed number of cores.
+fn per_member(c: &mut Criterion) {
+    use curve25519_dalek::RistrettoPoint;
+    use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
+    let n = 200usize;
+    let mut rng = ChaCha20Rng::seed_from_u64(2);
+    let keys: Vec<SigningKey> = (0..n).map(|_| SigningKey::generate(&mut rng)).collect();
+    let public: Vec<VerifyingKey> = keys.iter().map(SigningKey::verifying_key).collect();
+    let sid = [7u8; 32];
+    let points: Vec<[u8; 32]> = (0..n)
+        .map(|i| {
+            let mut wide = [0u8; 64];
+            wide[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            RistrettoPoint::from_uniform_bytes(&wide)
+                .compress()
+                .to_bytes()
+        })
+        .collect();
+    let messages: Vec<Vec<u8>> = (0..n)
+        .map(|i| {
+            fedrisk_secagg::crypto::advertise_transcript(
+                &sid, i as u32, &[1; 32], &[2; 32], &points[i],
+            )
+        })
+        .collect();
+    let sigs: Vec<ed25519_dalek::Signature> =
+        keys.iter().zip(&messages).map(|(k, m)| k.sign(m)).collect();
+    let mut g = c.benchmark_group("per_member_floor");
+    g.sample_size(30);
+    g.bench_function("advertisement_signatures_batched_n200", |b| {
+        b.iter(|| {
+            let refs: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
+            ed25519_dalek::verify_batch(&refs, &sigs, &public).expect("valid")
+        })
+    });
+    g.bench_function("commitment_decompressions_n200", |b| {
+        b.iter(|| {
+            points
+                .iter()
+                .map(|p| {
+                    curve25519_dalek::ristretto::CompressedRistretto(*p)
+                        .decompress()
+                        .expect("point")
+                })
+                .fold(RistrettoPoint::default(), |acc, p| acc + p)
+        })
+    });
+    g.finish();
 }
 
 criterion_group!(benches, bench);

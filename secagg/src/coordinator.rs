@@ -275,6 +275,9 @@ impl CoordinatorSession {
         if !verify_signature(&self.roster, from, &t, &msg.signature) {
             return Err(SecAggError::BadSignature(from));
         }
+        if !crypto::is_canonical_key(&msg.c_pk) || !crypto::is_canonical_key(&msg.s_pk) {
+            return Err(SecAggError::NonCanonicalKey(from));
+        }
         if !crypto::is_contributory_key(&msg.c_pk) || !crypto::is_contributory_key(&msg.s_pk) {
             return Err(SecAggError::NonContributoryKey(from));
         }

@@ -429,6 +429,18 @@ pub fn is_contributory_key(pk: &[u8; 32]) -> bool {
         != [0u8; 32]
 }
 
+/// Whether `pk` is the canonical encoding of a u-coordinate: below 2^255 - 19 with the
+/// top bit clear, as every X25519 public key an honest party computes is. X25519 reads
+/// the other encodings modulo p (ignoring the top bit), so without this check one key has
+/// up to two byte strings and comparing bytes does not find repeated keys.
+pub fn is_canonical_key(pk: &[u8; 32]) -> bool {
+    if pk[31] & 0x80 != 0 {
+        return false;
+    }
+    // The values from 2^255 - 19 to 2^255 - 1: 0x7f, then thirty 0xff, then 0xed..=0xff.
+    !(pk[31] == 0x7f && pk[1..31].iter().all(|&b| b == 0xff) && pk[0] >= 0xed)
+}
+
 /// Bytes an advertise signature covers: the session, the sender, its two keys and its
 /// commitment to what it will add (zeros in a session without commitments).
 pub fn advertise_transcript(
@@ -575,6 +587,38 @@ mod tests {
     /// The cheap small-order test agrees with an X25519 agreement under a fixed clamped
     /// secret (all-zero output) on the eight-torsion, their non-canonical encodings, twist
     /// points, mixed-order points and random keys.
+    #[test]
+    fn canonical_keys_are_the_u_coordinates_below_p() {
+        let p_minus_1 = {
+            let mut b = [0xff; 32];
+            b[0] = 0xec;
+            b[31] = 0x7f;
+            b
+        };
+        assert!(is_canonical_key(&[0; 32]));
+        assert!(is_canonical_key(&p_minus_1));
+        for low in [0xed, 0xee, 0xff] {
+            let mut b = p_minus_1;
+            b[0] = low;
+            assert!(!is_canonical_key(&b), "{low:#x}");
+        }
+        let mut high = [0; 32];
+        high[31] = 0x80;
+        assert!(!is_canonical_key(&high));
+        let mut below = p_minus_1;
+        below[15] = 0xfe;
+        below[0] = 0xff;
+        assert!(is_canonical_key(&below));
+        // Every honest public key is canonical.
+        let mut rng = ChaCha20Rng::seed_from_u64(11);
+        for _ in 0..200 {
+            let mut sk = [0u8; 32];
+            rng.fill_bytes(&mut sk);
+            let pk = x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(sk));
+            assert!(is_canonical_key(pk.as_bytes()));
+        }
+    }
+
     #[test]
     fn contributory_test_agrees_with_a_full_agreement() {
         let probe = StaticSecret::from([0x58u8; 32]);

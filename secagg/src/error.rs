@@ -65,6 +65,11 @@ pub enum SecAggError {
     /// A low-order / non-contributory X25519 public key.
     #[error("non-contributory (low-order) key from participant {0}")]
     NonContributoryKey(u32),
+    /// An X25519 public key written other than as its canonical u-coordinate (the top bit
+    /// set, or a value of at least 2^255 - 19): the same key would then have two
+    /// encodings, and a byte-wise duplicate check would miss it.
+    #[error("non-canonical key encoding from participant {0}")]
+    NonCanonicalKey(u32),
     /// Two roster entries advertising the same public key.
     #[error("duplicate public key advertised by participant {0}")]
     DuplicateKey(u32),

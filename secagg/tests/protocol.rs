@@ -699,6 +699,76 @@ fn g10_forged_swapped_low_order_duplicate_unknown_keys() {
     );
 }
 
+/// A colluder re-advertising an honest member's mask key with the top bit set: X25519
+/// reads it as the same key (its masks with every neighbour would equal the honest
+/// member's, and cancel against them), but its bytes differ, so a byte-wise duplicate
+/// check alone lets it through. Both ends refuse any non-canonical encoding.
+#[test]
+fn attack_a_key_repeated_under_another_encoding_is_refused() {
+    let cfg = SimConfig::new(6, 3);
+    let mut sim = Sim::new(cfg.clone(), random_inputs(&cfg)).unwrap();
+    sim.advertise().unwrap();
+    let Some(Outgoing::Broadcast {
+        message: Message::KeyList(k),
+        ..
+    }) = sim.outbox.first_mut()
+    else {
+        panic!()
+    };
+    let mut copied = k.entries[3].s_pk;
+    copied[31] |= 0x80;
+    let alias = crypto::PreparedSecret::new(&[7; 32]);
+    assert_eq!(
+        crypto::x25519_prepared(&alias, &crypto::PreparedKey::new(&copied)).map(|z| *z),
+        crypto::x25519_prepared(&alias, &crypto::PreparedKey::new(&k.entries[3].s_pk)).map(|z| *z),
+        "the two encodings are one key to X25519"
+    );
+    k.entries[4].signature = sim.identities[4]
+        .sign(&crypto::advertise_transcript(
+            &sim.session.session_id,
+            4,
+            &k.entries[4].c_pk,
+            &copied,
+            &k.entries[4].commitment,
+        ))
+        .to_bytes();
+    k.entries[4].s_pk = copied;
+    let _ = sim.share_keys();
+    assert!(
+        matches!(sim.error_of(0), Some(SecAggError::NonCanonicalKey(4))),
+        "{:?}",
+        sim.error_of(0)
+    );
+
+    // Coordinator side, for the top bit and for a value of at least p.
+    let sim = Sim::new(cfg, vec![]).unwrap();
+    let sid = sim.session.session_id;
+    let pk = |b: u8| {
+        x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from([b; 32])).to_bytes()
+    };
+    let mut top = pk(1);
+    top[31] |= 0x80;
+    let mut at_p = [0xff; 32];
+    at_p[0] = 0xed;
+    at_p[31] = 0x7f;
+    for c in [top, at_p] {
+        let mut coord = sim.coordinator.clone();
+        let t = crypto::advertise_transcript(&sid, 0, &c, &pk(2), &[0; 32]);
+        let msg = Advertise {
+            session_id: sid,
+            from: 0,
+            c_pk: c,
+            s_pk: pk(2),
+            commitment: [0; 32],
+            signature: sim.identities[0].sign(&t).to_bytes(),
+        };
+        assert_eq!(
+            coord.on_advertise(0, &msg),
+            Err(SecAggError::NonCanonicalKey(0))
+        );
+    }
+}
+
 /// n = 10, t = 7: each participant derives the shares of the 6 before it and
 /// receives ciphertexts from the 3 after it (0 from 1, 2 and 3), sending its
 /// own to the 3 before it (0 to 7, 8 and 9).

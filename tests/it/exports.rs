@@ -396,6 +396,26 @@ fn operators_exports(seed: u64, job_extra: &'static str) {
         Duration::from_secs(120),
     );
     let json = fed.export(1, 0);
+    // Asking for what is not there says what is.
+    for (args, said) in [
+        (["--id", "9", "--round", "0"], "no job 9"),
+        (
+            ["--id", "1", "--round", "7"],
+            "job 1 has no model for round 7; its model versions are rounds 1 to 2",
+        ),
+    ] {
+        let out = fed.job(
+            "export",
+            &[
+                &args[..],
+                &["--out", fed.path("none.json").to_str().expect("utf-8")],
+            ]
+            .concat(),
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(said), "{err}");
+        assert!(!fed.path("none.json").exists());
+    }
     let mut files = Vec::new();
     for format in ["onnx", "pmml"] {
         let out = fed.path(&format!("model.{format}"));

@@ -188,8 +188,8 @@ fn attack_a_cached_peer_revoked_since_is_refused_at_the_next_session() {
     );
 }
 
-/// A lineage check (no revocation list) trusts the certificates its session cache passed
-/// with the list under the same CA, and nothing checked under another CA.
+/// A lineage check trusts the certificates its session cache passed under the same CA and
+/// revocation list, and nothing checked under another CA or another list.
 #[test]
 fn attack_a_certificate_checked_under_another_ca_is_not_adopted_for_lineage_checks() {
     use fedrisk_identity::client::{PeerCache, verify_session_peers_cached};
@@ -226,14 +226,25 @@ fn attack_a_certificate_checked_under_another_ca_is_not_adopted_for_lineage_chec
     let mut foreign = PeerCache::default();
     verify_session_peers_cached(&their_pem, &crl(&theirs.dir), &[(3, &minted)], &mut foreign)
         .expect("their peer, under their CA");
+    let ours_crl = crl(&ours.dir);
     let mut lineage = PeerCache::default();
-    lineage.adopt_without_crl(&our_pem, &sessions);
+    lineage.adopt(&our_pem, &ours_crl, &sessions);
     assert_eq!(lineage.len(), 2, "both of our checked peers are taken");
-    lineage.adopt_without_crl(&our_pem, &foreign);
+    lineage.adopt(&our_pem, &ours_crl, &foreign);
     assert_eq!(lineage.len(), 2, "nothing of another CA's is taken");
-    verify_session_peers_cached(&our_pem, &[], &[(1, &a), (2, &b)], &mut lineage)
+    verify_session_peers_cached(&our_pem, &ours_crl, &[(1, &a), (2, &b)], &mut lineage)
         .expect("adopted peers pass");
-    let e = verify_session_peers_cached(&our_pem, &[], &[(1, &a), (3, &minted)], &mut lineage)
-        .unwrap_err();
+    let e =
+        verify_session_peers_cached(&our_pem, &ours_crl, &[(1, &a), (3, &minted)], &mut lineage)
+            .unwrap_err();
     assert!(matches!(e, PeerCertError::Peer { id: 3, .. }), "{e}");
+    // Checks made under another revocation list (a newer one, here) are not taken.
+    pki::revoke(&ours.dir, "bank_b").expect("revoke");
+    pki::write_crl(&pki::Authority::single(&ours.dir)).expect("crl");
+    let mut later = PeerCache::default();
+    later.adopt(&our_pem, &crl(&ours.dir), &sessions);
+    assert!(
+        later.is_empty(),
+        "checks under the older list are not taken"
+    );
 }

@@ -30,6 +30,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         .bytes(".fedrisk.v1.SecAggUpload.payload")
         .bytes(".fedrisk.v1.ComputeTask.task")
         .bytes(".fedrisk.v1.SecAggParams.crl")
+        .codec_path("crate::SmallBufferCodec")
         .build_client(true)
         .build_server(true)
         .compile_with_config(config, &[PROTO], &["proto"])?;

@@ -1026,13 +1026,14 @@ impl Engine {
                         let (recipients, message) = o.into_parts();
                         // One buffer for every recipient of a broadcast.
                         let payload = prost::bytes::Bytes::from(message.encode());
-                        let stage = message.stage().wire_number();
+                        let parts =
+                            crate::hub::delivery_parts(message.stage().wire_number(), &payload);
                         for r in recipients {
-                            let kind = task::Kind::Secagg(v1::SecAggDelivery {
-                                stage,
-                                payload: payload.clone(),
+                            let sent = parts.iter().all(|part| {
+                                let kind = task::Kind::Secagg(part.clone());
+                                self.hub.send(r, job_id, req.round, &sid, kind)
                             });
-                            if self.hub.send(r, job_id, req.round, &sid, kind) {
+                            if sent {
                                 traffic.down += payload.len() as u64;
                             }
                         }

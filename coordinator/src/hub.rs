@@ -80,7 +80,22 @@ impl Invitation {
 }
 
 /// Certificates go in parts of about this many bytes (see `PeerCertificates`).
-const CERTIFICATE_PART: usize = 16 * 1024;
+const CERTIFICATE_PART: usize = fedrisk_proto::DELIVERY_PART;
+
+/// A secagg message as the deliveries that carry it: parts of at most
+/// [`fedrisk_proto::DELIVERY_PART`] bytes, every one but the last marked `more`. The parts
+/// are slices of `payload` (one buffer for every recipient and part).
+pub fn delivery_parts(stage: i32, payload: &Bytes) -> Vec<fedrisk_proto::v1::SecAggDelivery> {
+    let part = fedrisk_proto::DELIVERY_PART;
+    let count = payload.len().div_ceil(part).max(1);
+    (0..count)
+        .map(|i| fedrisk_proto::v1::SecAggDelivery {
+            stage,
+            payload: payload.slice(i * part..((i + 1) * part).min(payload.len())),
+            more: i + 1 < count,
+        })
+        .collect()
+}
 
 /// A stream that carried more certificates than this starts again from none (bounds the
 /// memory an endless stream of rosters could take).
@@ -595,6 +610,25 @@ impl Hub {
 mod tests {
     use super::*;
 
+    #[test]
+    fn deliveries_are_cut_into_small_parts_that_join_to_the_message() {
+        let part = fedrisk_proto::DELIVERY_PART;
+        for len in [0, 1, part - 1, part, part + 1, 10 * part + 17] {
+            let payload = Bytes::from((0..len).map(|i| (i % 253) as u8).collect::<Vec<u8>>());
+            let parts = delivery_parts(3, &payload);
+            assert_eq!(parts.len(), len.div_ceil(part).max(1), "len {len}");
+            assert!(
+                parts
+                    .iter()
+                    .all(|p| p.stage == 3 && p.payload.len() <= part)
+            );
+            let (last, rest) = parts.split_last().expect("one part at least");
+            assert!(!last.more && rest.iter().all(|p| p.more), "len {len}");
+            let joined: Vec<u8> = parts.iter().flat_map(|p| p.payload.to_vec()).collect();
+            assert_eq!(joined, payload.to_vec());
+        }
+    }
+
     #[tokio::test]
     async fn uploads_reach_only_the_session_in_flight() {
         let hub = Hub::new();
@@ -761,12 +795,12 @@ mod tests {
                     }
                 }
             };
-        // 40 certificates of 1 KiB go in parts of about 16 KiB.
+        // 40 certificates of 1 KiB go in parts of at most `DELIVERY_PART` (6 KiB): 6 a part.
         let big: Vec<Vec<u8>> = (0..40u8).map(|i| vec![i; 1024]).collect();
         let first = hub.send_compute(2, 7, 0, b"s0", &Invitation::new(compute(&big)));
         let (carried, parts) = next().await;
         assert_eq!(carried, big);
-        assert_eq!(parts, 3);
+        assert_eq!(parts, 40usize.div_ceil(fedrisk_proto::DELIVERY_PART / 1024));
         // Nothing again for the same certificates; a reissued one goes again.
         let second = hub.send_compute(2, 7, 1, b"s1", &Invitation::new(compute(&big)));
         assert!(second < first, "{second:?} < {first:?}");

@@ -256,6 +256,8 @@ async fn connect_and_serve(
     let mut lineage = crate::lineage::Lineage::default();
     // The channel key of the job in progress, kept for its sessions.
     let mut channel: Option<(u64, Arc<ChannelKey>)> = None;
+    // A secagg message coming in parts (large key lists).
+    let mut parts = crate::delivery::Reassembly::default();
     let result = loop {
         let task = match stream.message().await {
             Ok(Some(t)) => t,
@@ -349,11 +351,25 @@ async fn connect_and_serve(
                     );
                     continue;
                 }
+                let of = crate::delivery::PartOf {
+                    job_id: task.job_id,
+                    round: task.round,
+                    session_id: &task.session_id,
+                    stage: d.stage,
+                };
+                let payload = match parts.push(of, &d.payload, d.more) {
+                    Ok(Some(whole)) => whole,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        warn!(round = task.round, "{e}; the message is dropped");
+                        continue;
+                    }
+                };
                 // A stage's work grows with the vector: past a size where it could hold the
                 // one runtime worker for long, it leaves the worker to the connection's driver
                 // (heartbeats, pings), as opening a session does.
                 let large = a.input.len() > INLINE_STEP_WORDS;
-                let mut run = || step(a, &d.payload, &join.federation_id, ledger, fault);
+                let mut run = || step(a, &payload, &join.federation_id, ledger, fault);
                 let stepped = if large {
                     tokio::task::block_in_place(run)
                 } else {

@@ -2,6 +2,7 @@
 //! what the lab's in-process federations start.
 
 pub mod agent;
+pub mod delivery;
 pub mod faults;
 pub mod ledger;
 pub mod lineage;

@@ -19,7 +19,49 @@ pub use v1::participant_server::{Participant, ParticipantServer};
 
 /// Version of this contract, checked in `JoinRequest`. Bump on any incompatible change
 /// (together with the package name `fedrisk.v1` -> `fedrisk.v2` for breaking ones).
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
+
+/// Largest part of a secagg delivery or certificate list on a task stream, in bytes (see
+/// `SecAggDelivery`). With [`SmallBufferCodec`] yielding after [`YIELD_BYTES`], a stream's
+/// encode buffer stays under `DELIVERY_PART + YIELD_BYTES` whatever the session's size.
+pub const DELIVERY_PART: usize = 6 * 1024;
+
+/// Bytes the encoder gathers before handing them to HTTP/2 (tonic's default is 32 KiB).
+pub const YIELD_BYTES: usize = 8 * 1024;
+
+/// The prost codec with small encode buffers. Why: a server-streaming response keeps its
+/// encode buffer at the largest size it ever reached, and the coordinator holds one task
+/// stream per agent: at n = 200 the default settings kept about 13 MB of buffers alive.
+#[derive(Debug, Clone, Copy)]
+pub struct SmallBufferCodec<T, U>(std::marker::PhantomData<(T, U)>);
+
+impl<T, U> Default for SmallBufferCodec<T, U> {
+    fn default() -> Self {
+        SmallBufferCodec(std::marker::PhantomData)
+    }
+}
+
+impl<T, U> tonic::codec::Codec for SmallBufferCodec<T, U>
+where
+    T: prost::Message + Send + 'static,
+    U: prost::Message + Default + Send + 'static,
+{
+    type Encode = T;
+    type Decode = U;
+    type Encoder = <tonic_prost::ProstCodec<T, U> as tonic::codec::Codec>::Encoder;
+    type Decoder = <tonic_prost::ProstCodec<T, U> as tonic::codec::Codec>::Decoder;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        tonic_prost::ProstCodec::<T, U>::raw_encoder(tonic::codec::BufferSettings::new(
+            YIELD_BYTES,
+            YIELD_BYTES,
+        ))
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        tonic::codec::Codec::decoder(&mut tonic_prost::ProstCodec::<T, U>::default())
+    }
+}
 
 /// Largest gRPC message accepted or sent by either end, in bytes.
 ///
@@ -90,6 +132,7 @@ mod tests {
             kind: Some(task::Kind::Secagg(SecAggDelivery {
                 stage: SecAggStage::ShareKeys as i32,
                 payload: vec![1, 2, 3, 255].into(),
+                more: true,
             })),
         };
         let bytes = task.encode_to_vec();

@@ -1029,12 +1029,13 @@ impl Engine {
                         let parts =
                             crate::hub::delivery_parts(message.stage().wire_number(), &payload);
                         for r in recipients {
-                            let sent = parts.iter().all(|part| {
+                            // The bytes queued count, up to a part that did not fit.
+                            for part in &parts {
                                 let kind = task::Kind::Secagg(part.clone());
-                                self.hub.send(r, job_id, req.round, &sid, kind)
-                            });
-                            if sent {
-                                traffic.down += payload.len() as u64;
+                                if !self.hub.send(r, job_id, req.round, &sid, kind) {
+                                    break;
+                                }
+                                traffic.down += part.payload.len() as u64;
                             }
                         }
                     }

@@ -18,8 +18,10 @@ use prost::bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 use tonic::Status;
 
-/// Tasks waiting to be written to a slow agent before it counts as gone.
-const TASK_QUEUE: usize = 1024;
+/// Tasks waiting to be written to a slow agent before it counts as gone. Large deliveries
+/// come in parts of `DELIVERY_PART`, so this is counted in parts: 96 MiB of them, room for
+/// several of the largest messages (`MAX_MESSAGE_BYTES`). Slots take memory only when used.
+const TASK_QUEUE: usize = 16 * 1024;
 
 /// A secagg message from a participant, with a channel for the engine's verdict.
 #[derive(Debug)]

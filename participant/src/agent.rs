@@ -278,6 +278,7 @@ async fn connect_and_serve(
             task::Kind::Certificates(c) => lineage.keep_certificates(&c.peers),
             task::Kind::Compute(c) => {
                 active = None;
+                parts = crate::delivery::Reassembly::default();
                 crate::metrics::task_received(c.task.len());
                 if let Some(d) = faults::delay() {
                     tokio::time::sleep(d).await;
@@ -524,6 +525,12 @@ fn open_session(
         &mut contents.peers,
     )
     .map_err(|e| Refusal::policy(format!("the session's peers: {e}")))?;
+    // A revocation list's signature is checked only against the peers it is used for: with
+    // none, a forged list's number would be kept for good and every genuine list after it
+    // refused.
+    if checked.keys.is_empty() {
+        return Err(Refusal::policy("the session names no peers".into()));
+    }
     ledger
         .allow_crl(
             &crate::ledger::ca_domain(&cfg.identity.ca_pem),

@@ -431,8 +431,11 @@ pub fn is_contributory_key(pk: &[u8; 32]) -> bool {
 
 /// Whether `pk` is the canonical encoding of a u-coordinate: below 2^255 - 19 with the
 /// top bit clear, as every X25519 public key an honest party computes is. X25519 reads
-/// the other encodings modulo p (ignoring the top bit), so without this check one key has
-/// up to two byte strings and comparing bytes does not find repeated keys.
+/// the other encodings modulo p (ignoring the top bit), so without this check one
+/// u-coordinate has up to two byte strings. This is hygiene, not all of it: a key plus a
+/// small-order point is another canonical key that agrees the same way (clamped secrets
+/// are multiples of 8), and comparing bytes does not see that either. What makes such
+/// repeats useless is that every secret derived from an agreement binds both members' ids.
 pub fn is_canonical_key(pk: &[u8; 32]) -> bool {
     if pk[31] & 0x80 != 0 {
         return false;

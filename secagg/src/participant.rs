@@ -437,7 +437,7 @@ impl ParticipantSession {
         let mut seen: HashSet<[u8; 32]> = HashSet::with_capacity(2 * msg.entries.len());
         for e in &msg.entries {
             for k in [e.c_pk, e.s_pk] {
-                // One encoding per key, so that comparing bytes finds every repeat.
+                // One byte string per u-coordinate (`crypto::is_canonical_key`).
                 if !crypto::is_canonical_key(&k) {
                     return Err(SecAggError::NonCanonicalKey(e.id));
                 }

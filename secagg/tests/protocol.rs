@@ -700,9 +700,11 @@ fn g10_forged_swapped_low_order_duplicate_unknown_keys() {
 }
 
 /// A colluder re-advertising an honest member's mask key with the top bit set: X25519
-/// reads it as the same key (its masks with every neighbour would equal the honest
-/// member's, and cancel against them), but its bytes differ, so a byte-wise duplicate
-/// check alone lets it through. Both ends refuse any non-canonical encoding.
+/// reads it as the same key, but its bytes differ, so a byte-wise duplicate check alone
+/// lets it through. Both ends refuse any non-canonical encoding. (The copy would give
+/// the colluder nothing it could use: it lacks the secret, and every mask seed and share
+/// key binds both members' ids. Aliases through a small-order point stay canonical and
+/// are not refused; the same holds for them.)
 #[test]
 fn attack_a_key_repeated_under_another_encoding_is_refused() {
     let cfg = SimConfig::new(6, 3);

@@ -385,7 +385,7 @@ impl OperatorService {
             self.store.model_version(job, round)
         }
         .map_err(internal)?
-        .map_or_else(|| Err(self.no_model(job, round)), Ok)
+        .ok_or_else(|| self.no_model(job, round))
     }
 
     /// Why there is no model to give: no such job, no round completed yet, or not this

@@ -587,17 +587,18 @@ mod tests {
         }
     }
 
-    /// The cheap small-order test agrees with an X25519 agreement under a fixed clamped
-    /// secret (all-zero output) on the eight-torsion, their non-canonical encodings, twist
-    /// points, mixed-order points and random keys.
+    /// 2^255 - 19, little-endian.
+    const P: [u8; 32] = {
+        let mut p = [0xffu8; 32];
+        p[0] = 0xed;
+        p[31] = 0x7f;
+        p
+    };
+
     #[test]
     fn canonical_keys_are_the_u_coordinates_below_p() {
-        let p_minus_1 = {
-            let mut b = [0xff; 32];
-            b[0] = 0xec;
-            b[31] = 0x7f;
-            b
-        };
+        let mut p_minus_1 = P;
+        p_minus_1[0] = 0xec;
         assert!(is_canonical_key(&[0; 32]));
         assert!(is_canonical_key(&p_minus_1));
         for low in [0xed, 0xee, 0xff] {
@@ -622,6 +623,9 @@ mod tests {
         }
     }
 
+    /// The cheap small-order test agrees with an X25519 agreement under a fixed clamped
+    /// secret (all-zero output) on the eight-torsion, their non-canonical encodings, twist
+    /// points, mixed-order points and random keys.
     #[test]
     fn contributory_test_agrees_with_a_full_agreement() {
         let probe = StaticSecret::from([0x58u8; 32]);
@@ -638,14 +642,8 @@ mod tests {
             // u + p, where it fits in 255 bits, and the top bit set (ignored by X25519).
             let mut plus_p = u;
             let mut carry = 0u16;
-            let p: [u8; 32] = {
-                let mut p = [0xffu8; 32];
-                p[0] = 0xed;
-                p[31] = 0x7f;
-                p
-            };
             for i in 0..32 {
-                let v = u16::from(plus_p[i]) + u16::from(p[i]) + carry;
+                let v = u16::from(plus_p[i]) + u16::from(P[i]) + carry;
                 plus_p[i] = v as u8;
                 carry = v >> 8;
             }

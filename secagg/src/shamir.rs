@@ -174,6 +174,8 @@ pub fn reconstruct(points: &[(u32, Scalar)]) -> Scalar {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng;
 
     /// The field-only formula, as the coefficients were computed before.
     fn lagrange_direct(ids: &[u32]) -> Vec<Scalar> {
@@ -212,8 +214,6 @@ mod tests {
         let ids = [0u32, 1, u32::MAX - 1, u32::MAX, 7, 1 << 31];
         assert_eq!(lagrange_at_zero(&ids), lagrange_direct(&ids));
     }
-    use rand_chacha::ChaCha20Rng;
-    use rand_core::SeedableRng;
 
     #[test]
     fn t_shares_reconstruct_t_minus_1_do_not() {

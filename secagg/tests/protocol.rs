@@ -561,6 +561,12 @@ fn sigs_of(sim: &Sim, ids: std::ops::Range<u32>) -> Vec<(u32, [u8; 64])> {
 }
 
 fn key_list_attack(edit: impl Fn(&mut KeyList)) -> Sim {
+    key_list_attack_signed(|k, _| edit(k))
+}
+
+/// [`key_list_attack`] with the members' identity keys, for an edit a colluding member
+/// signs ([`resign`]).
+fn key_list_attack_signed(edit: impl Fn(&mut KeyList, &[SigningKey])) -> Sim {
     let cfg = SimConfig::new(6, 3);
     let mut sim = Sim::new(cfg.clone(), random_inputs(&cfg)).unwrap();
     sim.advertise().unwrap();
@@ -571,9 +577,30 @@ fn key_list_attack(edit: impl Fn(&mut KeyList)) -> Sim {
     else {
         panic!()
     };
-    edit(k);
+    edit(k, &sim.identities);
     let _ = sim.share_keys();
     sim
+}
+
+/// Signs entry `i` of the key list again, as its member does, with `key`.
+fn resign(k: &mut KeyList, i: usize, key: &SigningKey) {
+    let e = &k.entries[i];
+    let t = crypto::advertise_transcript(&k.session_id, e.id, &e.c_pk, &e.s_pk, &e.commitment);
+    k.entries[i].signature = key.sign(&t).to_bytes();
+}
+
+/// An advertisement of member `id` with keys `c` and `s` (no commitment), signed with `key`.
+fn advertise_by(sid: [u8; 32], id: u32, key: &SigningKey, c: [u8; 32], s: [u8; 32]) -> Advertise {
+    Advertise {
+        session_id: sid,
+        from: id,
+        c_pk: c,
+        s_pk: s,
+        commitment: [0; 32],
+        signature: key
+            .sign(&crypto::advertise_transcript(&sid, id, &c, &s, &[0; 32]))
+            .to_bytes(),
+    }
 }
 
 #[test]
@@ -605,31 +632,13 @@ fn g10_forged_swapped_low_order_duplicate_unknown_keys() {
     });
     assert!(matches!(sim.error_of(0), Some(SecAggError::Malformed(_))));
     // Low-order key, validly signed by a malicious participant 4.
-    let cfg = SimConfig::new(6, 3);
-    let mut sim = Sim::new(cfg.clone(), random_inputs(&cfg)).unwrap();
-    sim.advertise().unwrap();
     let low = curve25519_dalek::constants::EIGHT_TORSION[1]
         .to_montgomery()
         .to_bytes();
-    let Some(Outgoing::Broadcast {
-        message: Message::KeyList(k),
-        ..
-    }) = sim.outbox.first_mut()
-    else {
-        panic!()
-    };
-    let sig = sim.identities[4]
-        .sign(&crypto::advertise_transcript(
-            &sim.session.session_id,
-            4,
-            &low,
-            &k.entries[4].s_pk,
-            &k.entries[4].commitment,
-        ))
-        .to_bytes();
-    k.entries[4].c_pk = low;
-    k.entries[4].signature = sig;
-    let _ = sim.share_keys();
+    let sim = key_list_attack_signed(|k, ids| {
+        k.entries[4].c_pk = low;
+        resign(k, 4, &ids[4]);
+    });
     assert!(
         matches!(sim.error_of(0), Some(SecAggError::NonContributoryKey(4))),
         "{:?}",
@@ -641,16 +650,8 @@ fn g10_forged_swapped_low_order_duplicate_unknown_keys() {
     let sim = Sim::new(cfg, vec![]).unwrap();
     let mut coord = sim.coordinator.clone();
     let sid = sim.session.session_id;
-    let adv = |id: u32, key: &SigningKey, c: [u8; 32], s: [u8; 32]| Advertise {
-        session_id: sid,
-        from: id,
-        c_pk: c,
-        s_pk: s,
-        commitment: [0; 32],
-        signature: key
-            .sign(&crypto::advertise_transcript(&sid, id, &c, &s, &[0; 32]))
-            .to_bytes(),
-    };
+    let adv =
+        |id: u32, key: &SigningKey, c: [u8; 32], s: [u8; 32]| advertise_by(sid, id, key, c, s);
     let pk = |b: u8| {
         x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from([b; 32])).to_bytes()
     };
@@ -707,35 +708,19 @@ fn g10_forged_swapped_low_order_duplicate_unknown_keys() {
 /// are not refused; the same holds for them.)
 #[test]
 fn attack_a_key_repeated_under_another_encoding_is_refused() {
-    let cfg = SimConfig::new(6, 3);
-    let mut sim = Sim::new(cfg.clone(), random_inputs(&cfg)).unwrap();
-    sim.advertise().unwrap();
-    let Some(Outgoing::Broadcast {
-        message: Message::KeyList(k),
-        ..
-    }) = sim.outbox.first_mut()
-    else {
-        panic!()
-    };
-    let mut copied = k.entries[3].s_pk;
-    copied[31] |= 0x80;
-    let alias = crypto::PreparedSecret::new(&[7; 32]);
-    assert_eq!(
-        crypto::x25519_prepared(&alias, &crypto::PreparedKey::new(&copied)).map(|z| *z),
-        crypto::x25519_prepared(&alias, &crypto::PreparedKey::new(&k.entries[3].s_pk)).map(|z| *z),
-        "the two encodings are one key to X25519"
-    );
-    k.entries[4].signature = sim.identities[4]
-        .sign(&crypto::advertise_transcript(
-            &sim.session.session_id,
-            4,
-            &k.entries[4].c_pk,
-            &copied,
-            &k.entries[4].commitment,
-        ))
-        .to_bytes();
-    k.entries[4].s_pk = copied;
-    let _ = sim.share_keys();
+    let sim = key_list_attack_signed(|k, ids| {
+        let mut copied = k.entries[3].s_pk;
+        copied[31] |= 0x80;
+        let alias = crypto::PreparedSecret::new(&[7; 32]);
+        assert_eq!(
+            crypto::x25519_prepared(&alias, &crypto::PreparedKey::new(&copied)).map(|z| *z),
+            crypto::x25519_prepared(&alias, &crypto::PreparedKey::new(&k.entries[3].s_pk))
+                .map(|z| *z),
+            "the two encodings are one key to X25519"
+        );
+        k.entries[4].s_pk = copied;
+        resign(k, 4, &ids[4]);
+    });
     assert!(
         matches!(sim.error_of(0), Some(SecAggError::NonCanonicalKey(4))),
         "{:?}",
@@ -743,8 +728,8 @@ fn attack_a_key_repeated_under_another_encoding_is_refused() {
     );
 
     // Coordinator side, for the top bit and for a value of at least p.
+    let cfg = SimConfig::new(6, 3);
     let sim = Sim::new(cfg, vec![]).unwrap();
-    let sid = sim.session.session_id;
     let pk = |b: u8| {
         x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from([b; 32])).to_bytes()
     };
@@ -755,15 +740,7 @@ fn attack_a_key_repeated_under_another_encoding_is_refused() {
     at_p[31] = 0x7f;
     for c in [top, at_p] {
         let mut coord = sim.coordinator.clone();
-        let t = crypto::advertise_transcript(&sid, 0, &c, &pk(2), &[0; 32]);
-        let msg = Advertise {
-            session_id: sid,
-            from: 0,
-            c_pk: c,
-            s_pk: pk(2),
-            commitment: [0; 32],
-            signature: sim.identities[0].sign(&t).to_bytes(),
-        };
+        let msg = advertise_by(sim.session.session_id, 0, &sim.identities[0], c, pk(2));
         assert_eq!(
             coord.on_advertise(0, &msg),
             Err(SecAggError::NonCanonicalKey(0))
